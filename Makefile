@@ -1,0 +1,40 @@
+# fleetd — the two commands a newcomer runs are `make demo` and `make test`.
+# Both set everything up from nothing: system packages (when root), the venv, the package.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all setup system-deps demo test lint bench clean
+
+all: test
+
+# Debian packages the tests and the sandbox need (systemd, dbus, util-linux's unshare/nsenter...).
+system-deps:
+	@scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml requirements.lock
+	@scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check fleetd tests bench
+	$(BIN)/lint-imports --no-cache
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m fleetd.demo
+
+bench: $(STAMP)
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fleetd's tests and sandbox need, when missing and when root.
+# Not root: says what is missing and goes on (tests that need them skip with a reason).
+set -euo pipefail
+
+declare -A need=(
+  [systemd]=systemd          # systemd --user managers, systemctl, journalctl, journald
+  [dbus-daemon]=dbus         # private buses, one per sandbox machine
+  [unshare]=util-linux       # mount namespaces
+  [nsenter]=util-linux
+  [ip]=iproute2              # addresses and network namespaces
+  [ps]=procps
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/lib/systemd/$cmd" ] || missing+=("${need[$cmd]}")
+done
+[ -x /lib/systemd/systemd-journald ] || missing+=(systemd)
+[ ${#missing[@]} -eq 0 ] && exit 0
+pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-system-deps: missing Debian packages: $pkgs(not root: not installing them;" \
+       "tests that need them will skip)" >&2
+  exit 0
+fi
+echo "install-system-deps: installing $pkgs" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
