@@ -7,7 +7,7 @@ in fleetd; where fleet silently accepted garbage, we refuse it with an error nam
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -341,18 +341,67 @@ def mangle_name(arg: str) -> str:
 
 
 def glob_match(pattern: str, name: str) -> bool:
-    """Go's path.Match for unit names: `*`, `?` and `[...]` classes; no `/` in names."""
-    if not any(c in pattern for c in "*?["):
+    """Go's path.Match, which fleet uses for Conflicts and Replaces.
+
+    `*` any run of characters but `/`, `?` one such character, `[...]` a class (`[^...]`
+    negates, ranges with `-`), `\\` escapes. A malformed pattern matches nothing (Go returns an
+    error there, and fleet treats it as no match).
+    """
+    if not any(c in pattern for c in "*?[\\"):
         return pattern == name
-    try:
-        return re.fullmatch(_glob_regex(pattern), name) is not None
-    except re.error:
-        return False
+    regex = _glob_regex(pattern)
+    return regex is not None and regex.fullmatch(name) is not None
 
 
-def _glob_regex(pattern: str) -> str:
-    # fnmatch's translation, but "[!x]" and "[^x]" both negate, as in Go.
-    return fnmatch.translate(pattern.replace("[^", "[!"))
+@functools.lru_cache(maxsize=1024)
+def _glob_regex(pattern: str) -> re.Pattern[str] | None:
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\":
+            if i >= n:
+                return None
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif c == "[":
+            negate = i < n and pattern[i] == "^"
+            i += negate
+            ranges: list[str] = []
+            while True:
+                if i >= n:
+                    return None  # unterminated class
+                if pattern[i] == "]" and ranges:
+                    i += 1
+                    break
+                lo, i = _class_char(pattern, i)
+                if lo is None:
+                    return None
+                hi = lo
+                if i < n and pattern[i] == "-":
+                    hi, i = _class_char(pattern, i + 1)
+                    if hi is None or hi < lo:
+                        return None
+                ranges.append(re.escape(lo) + ("-" + re.escape(hi) if hi != lo else ""))
+            out.append(("[^/" if negate else "[") + "".join(ranges) + "]")
+        else:
+            out.append(re.escape(c))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _class_char(pattern: str, i: int) -> tuple[str | None, int]:
+    if i >= len(pattern) or pattern[i] in "-]":
+        return None, i
+    if pattern[i] == "\\":
+        i += 1
+        if i >= len(pattern):
+            return None, i
+    return pattern[i], i + 1
 
 
 # --------------------------------------------------------------------------------------------
