@@ -12,7 +12,10 @@ import subprocess
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nWritten by `make bench`; every time figure is a ratio against a baseline measured in the same run.\n"
+HEADER = (
+    "# Benchmarks\n\nWritten by `make bench`; every time figure is a ratio against a baseline"
+    " measured in the same run.\n"
+)
 
 
 def machine_line() -> str:
