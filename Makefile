@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/python -m fleetd.demo
 
 bench: $(STAMP)
-	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@set -e; for b in bench/[!_]*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,156 @@
+"""The agent's plan: what should run on this machine vs what does → ordered systemd tasks.
+
+Pure: the shell reads desired state from etcd and actual state from the units directory and
+systemd, calls `plan_agent`, and applies the tasks in the order given (fleet's order: stop what
+must stop, remove what must go, write and link, reload once, then start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+from fleetd.model import JobState
+from fleetd.unit import Requirements
+
+__all__ = [
+    "ActualUnit",
+    "AgentJob",
+    "AgentTask",
+    "DesiredUnit",
+    "Kind",
+    "Why",
+    "desired_units",
+    "plan_agent",
+]
+
+# systemd ActiveStates in which a unit runs or is on its way to running.
+RUNNING_STATES = frozenset({"active", "activating", "reloading"})
+
+
+@dataclass(frozen=True, slots=True)
+class AgentJob:
+    """A job as the agent sees it: content hash, desired state and [X-Fleet] requirements."""
+
+    name: str
+    hash: str
+    desired: JobState
+    requirements: Requirements = field(default_factory=Requirements)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredUnit:
+    name: str
+    hash: str
+    launched: bool  # started (desired launched) or only loaded
+
+
+@dataclass(frozen=True, slots=True)
+class ActualUnit:
+    """A fleet unit on this machine: its file in the units dir and what systemd says."""
+
+    name: str
+    hash: str  # of the file in the units directory
+    active: str = "inactive"  # systemd ActiveState
+    # The agent has started this content (or adopted it running or failed): it is not started
+    # again, so a unit that fails stays failed (systemd's Restart= decides) instead of looping.
+    started: bool = False
+
+
+class Kind(IntEnum):
+    """Task kinds, in the order they are applied."""
+
+    STOP = 1
+    UNLINK = 2
+    WRITE = 3
+    LINK = 4
+    RELOAD = 5
+    START = 6
+
+
+class Why(StrEnum):
+    NOT_PLACED_HERE = "unit is no longer placed on this machine"
+    CONTENT_CHANGED = "unit content changed (hash differs from the file on disk)"
+    NEWLY_PLACED = "unit was placed on this machine"
+    FILES_CHANGED = "unit files were written or removed"
+    DESIRED_LAUNCHED = "desired state is launched"
+    DESIRED_LOADED = "desired state is loaded, unit is running"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTask:
+    kind: Kind
+    unit: str  # "" for RELOAD
+    reason: Why
+    hash: str = ""  # the content to write, for WRITE
+
+
+def desired_units(
+    machine_id: str,
+    metadata: Mapping[str, str],
+    jobs: Mapping[str, AgentJob],
+    placements: Mapping[str, str],
+) -> dict[str, DesiredUnit]:
+    """Units this machine should hold: those placed here, plus the Global units it qualifies for.
+
+    A Global unit runs where its MachineMetadata matches and no Conflicts rule (its own or a
+    neighbour's) objects; between two conflicting Global units the first by name wins.
+    """
+    desired: dict[str, DesiredUnit] = {}
+    for name, machine in placements.items():
+        job = jobs.get(name)
+        if machine == machine_id and job is not None and job.desired is not JobState.INACTIVE:
+            desired[name] = DesiredUnit(name, job.hash, job.desired is JobState.LAUNCHED)
+    for name in sorted(jobs):
+        job = jobs[name]
+        req = job.requirements
+        if not req.is_global or job.desired is JobState.INACTIVE:
+            continue
+        if not req.metadata_matches(metadata):
+            continue
+        if any(
+            req.conflicts_with(other) or _requirements(jobs, other).conflicts_with(name)
+            for other in desired
+        ):
+            continue
+        desired[name] = DesiredUnit(name, job.hash, job.desired is JobState.LAUNCHED)
+    return desired
+
+
+def _requirements(jobs: Mapping[str, AgentJob], name: str) -> Requirements:
+    job = jobs.get(name)
+    return job.requirements if job is not None else Requirements()
+
+
+def plan_agent(
+    desired: Mapping[str, DesiredUnit], actual: Mapping[str, ActualUnit]
+) -> list[AgentTask]:
+    """Ordered tasks that make `actual` match `desired`; none for units already right."""
+    tasks: list[AgentTask] = []
+    for name in sorted(set(desired) | set(actual)):
+        want, have = desired.get(name), actual.get(name)
+        if want is None:
+            assert have is not None
+            if have.active in RUNNING_STATES:
+                tasks.append(AgentTask(Kind.STOP, name, Why.NOT_PLACED_HERE))
+            tasks.append(AgentTask(Kind.UNLINK, name, Why.NOT_PLACED_HERE))
+        elif have is None:
+            tasks.append(AgentTask(Kind.WRITE, name, Why.NEWLY_PLACED, want.hash))
+            tasks.append(AgentTask(Kind.LINK, name, Why.NEWLY_PLACED))
+            if want.launched:
+                tasks.append(AgentTask(Kind.START, name, Why.NEWLY_PLACED))
+        elif have.hash != want.hash:
+            if have.active in RUNNING_STATES:
+                tasks.append(AgentTask(Kind.STOP, name, Why.CONTENT_CHANGED))
+            tasks.append(AgentTask(Kind.WRITE, name, Why.CONTENT_CHANGED, want.hash))
+            if want.launched:
+                tasks.append(AgentTask(Kind.START, name, Why.CONTENT_CHANGED))
+        elif want.launched and not have.started:
+            tasks.append(AgentTask(Kind.START, name, Why.DESIRED_LAUNCHED))
+        elif not want.launched and have.active in RUNNING_STATES:
+            tasks.append(AgentTask(Kind.STOP, name, Why.DESIRED_LOADED))
+    if any(t.kind in (Kind.WRITE, Kind.UNLINK) for t in tasks):
+        tasks.append(AgentTask(Kind.RELOAD, "", Why.FILES_CHANGED))
+    tasks.sort(key=lambda t: (t.kind, t.unit))
+    return tasks

@@ -1,0 +1,304 @@
+"""The agent planner: desired vs actual → ordered systemd tasks, and which units a machine holds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetd.model import JobState
+from fleetd.reconcile.agent import (
+    ActualUnit,
+    AgentJob,
+    DesiredUnit,
+    Kind,
+    Why,
+    desired_units,
+    plan_agent,
+)
+from fleetd.unit import parse_unit
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
+HELLO = parse_unit((SEED / "hello.service").read_text())
+APACHE = parse_unit((SEED / "apache@.service").read_text())
+H1, H2 = "a" * 40, "b" * 40
+ME, OTHER = "1" * 32, "2" * 32
+
+
+def kinds(tasks) -> list[tuple[Kind, str]]:
+    return [(t.kind, t.unit) for t in tasks]
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual", "expected"),
+    [
+        pytest.param({}, {}, [], id="nothing"),
+        # newly placed and launched: write, link, reload once, start
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H1, True)},
+            {},
+            [
+                (Kind.WRITE, "hello.service"),
+                (Kind.LINK, "hello.service"),
+                (Kind.RELOAD, ""),
+                (Kind.START, "hello.service"),
+            ],
+            id="new-launched",
+        ),
+        # newly placed, only loaded: no start
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H1, False)},
+            {},
+            [(Kind.WRITE, "hello.service"), (Kind.LINK, "hello.service"), (Kind.RELOAD, "")],
+            id="new-loaded",
+        ),
+        # already right: nothing
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H1, True)},
+            {"hello.service": ActualUnit("hello.service", H1, "active", True)},
+            [],
+            id="running-as-wanted",
+        ),
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H1, False)},
+            {"hello.service": ActualUnit("hello.service", H1, "inactive")},
+            [],
+            id="loaded-as-wanted",
+        ),
+        # loaded → launched: start only
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H1, True)},
+            {"hello.service": ActualUnit("hello.service", H1, "inactive")},
+            [(Kind.START, "hello.service")],
+            id="start",
+        ),
+        # launched → loaded: stop only
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H1, False)},
+            {"hello.service": ActualUnit("hello.service", H1, "active", True)},
+            [(Kind.STOP, "hello.service")],
+            id="stop",
+        ),
+        # a failed unit the agent started is not started again (no restart loop)
+        pytest.param(
+            {"bad.service": DesiredUnit("bad.service", H1, True)},
+            {"bad.service": ActualUnit("bad.service", H1, "failed", True)},
+            [],
+            id="failed-not-restarted",
+        ),
+        # no longer placed here: stop if running, then unlink, reload
+        pytest.param(
+            {},
+            {"hello.service": ActualUnit("hello.service", H1, "active", True)},
+            [(Kind.STOP, "hello.service"), (Kind.UNLINK, "hello.service"), (Kind.RELOAD, "")],
+            id="removed-running",
+        ),
+        pytest.param(
+            {},
+            {"hello.service": ActualUnit("hello.service", H1, "inactive")},
+            [(Kind.UNLINK, "hello.service"), (Kind.RELOAD, "")],
+            id="removed-loaded",
+        ),
+        # content changed while launched: replace the file and restart
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H2, True)},
+            {"hello.service": ActualUnit("hello.service", H1, "active", True)},
+            [
+                (Kind.STOP, "hello.service"),
+                (Kind.WRITE, "hello.service"),
+                (Kind.RELOAD, ""),
+                (Kind.START, "hello.service"),
+            ],
+            id="changed-launched-restarts",
+        ),
+        # content changed while only loaded: replace the file, no start
+        pytest.param(
+            {"hello.service": DesiredUnit("hello.service", H2, False)},
+            {"hello.service": ActualUnit("hello.service", H1, "inactive")},
+            [(Kind.WRITE, "hello.service"), (Kind.RELOAD, "")],
+            id="changed-loaded-no-restart",
+        ),
+        # many units: one reload, fixed order (stops, unlinks, writes, links, reload, starts)
+        pytest.param(
+            {f"u{i}.service": DesiredUnit(f"u{i}.service", H1, True) for i in range(2)}
+            | {"keep.service": DesiredUnit("keep.service", H1, True)},
+            {
+                "old.service": ActualUnit("old.service", H1, "active", True),
+                "keep.service": ActualUnit("keep.service", H1, "active", True),
+            },
+            [
+                (Kind.STOP, "old.service"),
+                (Kind.UNLINK, "old.service"),
+                (Kind.WRITE, "u0.service"),
+                (Kind.WRITE, "u1.service"),
+                (Kind.LINK, "u0.service"),
+                (Kind.LINK, "u1.service"),
+                (Kind.RELOAD, ""),
+                (Kind.START, "u0.service"),
+                (Kind.START, "u1.service"),
+            ],
+            id="batch-one-reload",
+        ),
+    ],
+)
+def test_plan_table(desired, actual, expected) -> None:
+    assert kinds(plan_agent(desired, actual)) == expected
+
+
+def test_tasks_carry_reasons_and_hash() -> None:
+    tasks = plan_agent(
+        {"a.service": DesiredUnit("a.service", H2, True)},
+        {"a.service": ActualUnit("a.service", H1, "active", True)},
+    )
+    write = next(t for t in tasks if t.kind is Kind.WRITE)
+    assert write.hash == H2
+    assert write.reason is Why.CONTENT_CHANGED
+
+
+def job(name: str, unit=HELLO, desired=JobState.LAUNCHED) -> AgentJob:
+    return AgentJob(name, unit.hash, desired, unit.requirements(name))
+
+
+def glob_unit(xfleet: str):
+    return parse_unit(f"[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\n{xfleet}\n")
+
+
+@pytest.mark.parametrize(
+    ("jobs", "placements", "metadata", "expected"),
+    [
+        # the seed's hello placed here, launched
+        pytest.param(
+            [job("hello.service")],
+            {"hello.service": ME},
+            {},
+            {"hello.service": True},
+            id="placed-here",
+        ),
+        pytest.param(
+            [job("hello.service")], {"hello.service": OTHER}, {}, {}, id="placed-elsewhere"
+        ),
+        pytest.param(
+            [job("hello.service", desired=JobState.LOADED)],
+            {"hello.service": ME},
+            {},
+            {"hello.service": False},
+            id="loaded",
+        ),
+        # an inactive job with a stale placement is not run
+        pytest.param(
+            [job("hello.service", desired=JobState.INACTIVE)],
+            {"hello.service": ME},
+            {},
+            {},
+            id="inactive-stale-placement",
+        ),
+        # apache@80 placed here
+        pytest.param(
+            [job("apache@80.service", APACHE)],
+            {"apache@80.service": ME},
+            {},
+            {"apache@80.service": True},
+            id="template-instance",
+        ),
+        # Global: on every machine whose metadata matches
+        pytest.param(
+            [job("g.service", glob_unit(""))], {}, {"role": "web"}, {"g.service": True}, id="global"
+        ),
+        pytest.param(
+            [job("g.service", glob_unit("MachineMetadata=role=web"))],
+            {},
+            {"role": "web"},
+            {"g.service": True},
+            id="global-metadata-match",
+        ),
+        pytest.param(
+            [job("g.service", glob_unit("MachineMetadata=role=db"))],
+            {},
+            {"role": "web"},
+            {},
+            id="global-metadata-mismatch",
+        ),
+        pytest.param(
+            [job("g.service", glob_unit(""), JobState.INACTIVE)], {}, {}, {}, id="global-inactive"
+        ),
+        # Global with Conflicts against a unit placed here: not run here
+        pytest.param(
+            [job("g.service", glob_unit("Conflicts=hello.service")), job("hello.service")],
+            {"hello.service": ME},
+            {},
+            {"hello.service": True},
+            id="global-conflicts-placed",
+        ),
+        # two conflicting Global units: the first by name wins
+        pytest.param(
+            [
+                job("g1.service", glob_unit("Conflicts=g2.service")),
+                job("g2.service", glob_unit("")),
+            ],
+            {},
+            {},
+            {"g1.service": True},
+            id="global-vs-global",
+        ),
+    ],
+)
+def test_desired_units(jobs, placements, metadata, expected) -> None:
+    js = {j.name: j for j in jobs}
+    got = desired_units(ME, metadata, js, placements)
+    assert {n: d.launched for n, d in got.items()} == expected
+    for name, d in got.items():
+        assert d.hash == js[name].hash
+
+
+# ---------------------------------------------------------------------------------------------
+# properties: applying the plan reaches the desired state, and re-planning gives no tasks
+
+NAMES = [f"u{i}.service" for i in range(6)]
+HASHES = [H1, H2]
+
+
+def apply(tasks, actual: dict[str, ActualUnit], desired) -> dict[str, ActualUnit]:
+    out = dict(actual)
+    for t in tasks:
+        if t.kind is Kind.STOP:
+            out[t.unit] = replace(out[t.unit], active="inactive", started=False)
+        elif t.kind is Kind.UNLINK:
+            del out[t.unit]
+        elif t.kind is Kind.WRITE:
+            out[t.unit] = ActualUnit(t.unit, t.hash)
+        elif t.kind is Kind.START:
+            out[t.unit] = replace(out[t.unit], active="active", started=True)
+    return out
+
+
+desired_st = st.dictionaries(
+    st.sampled_from(NAMES),
+    st.tuples(st.sampled_from(HASHES), st.booleans()),
+).map(lambda d: {n: DesiredUnit(n, h, launched) for n, (h, launched) in d.items()})
+actual_st = st.dictionaries(
+    st.sampled_from(NAMES),
+    st.tuples(
+        st.sampled_from(HASHES),
+        st.sampled_from(["active", "inactive", "failed", "activating"]),
+        st.booleans(),
+    ),
+).map(lambda d: {n: ActualUnit(n, h, a, s or a == "active") for n, (h, a, s) in d.items()})
+
+
+@settings(max_examples=500)
+@given(desired_st, actual_st)
+def test_plan_converges(desired, actual) -> None:
+    tasks = plan_agent(desired, actual)
+    assert [t.kind for t in tasks] == sorted(t.kind for t in tasks)  # fixed order
+    assert sum(t.kind is Kind.RELOAD for t in tasks) <= 1
+    after = apply(tasks, actual, desired)
+    assert set(after) == set(desired)
+    for name, want in desired.items():
+        assert after[name].hash == want.hash
+        if not want.launched:
+            assert after[name].active not in ("active", "activating")
+    assert plan_agent(desired, after) == []
+    assert plan_agent(desired, actual) == tasks  # deterministic
