@@ -1,0 +1,439 @@
+"""The etcd client adapter: the only module that imports etcd3aio or grpc.
+
+It offers the registry a small, library-neutral surface — ranges at a revision, transactions
+built from `Cmp`/`Put`/`Delete`/`Get`, leases, and watch streams of `Change` batches — and
+translates every library exception into the registry's typed errors (STYLE.md §7). Swapping the
+client library means rewriting this module only.
+
+Watch resumption is the registry's job, not the library's: etcd3aio re-creates a broken watch
+stream by itself from `header.revision + 1`, which can skip events still pending for a watcher
+that was catching up. So a second `created` ack on one stream (the library reconnected under us)
+is reported as WatchInterrupted, and the registry restarts from the last revision it delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import grpc
+import grpc.aio
+import structlog
+from etcd3aio import (
+    Etcd3Client,
+    EtcdConnectionError,
+    EtcdError,
+    EtcdPermissionDeniedError,
+    EtcdTransientError,
+    EtcdUnauthenticatedError,
+    prefix_range_end,
+)
+from etcd3aio.kv import KVService
+
+from fleetd.registry.config import EtcdConfig
+from fleetd.registry.errors import (
+    EtcdAuthError,
+    EtcdRequestFailed,
+    EtcdTLSError,
+    EtcdUnavailable,
+    WatchCompacted,
+    WatchInterrupted,
+)
+from fleetd.registry.events import Change
+
+__all__ = ["Cmp", "Delete", "EtcdClient", "Get", "KeyValue", "Put", "TxnResult", "WatchBatch"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+_PAGE = 1000  # keys per range page when listing a prefix
+_TLS_HINTS = ("ssl", "handshake", "certificate", "tls")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp:
+    """A txn guard: `target` of `key` (or of every key under it when `prefix`) `op` `operand`.
+
+    target: "version" (0 = absent), "create" (create revision), "mod" (mod revision), "value".
+    """
+
+    key: str
+    target: Literal["version", "create", "mod", "value"]
+    op: Literal["==", "!=", "<", ">"]
+    operand: int | bytes
+    prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: str
+    prefix: bool = False
+
+
+Op = Put | Delete | Get
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    gets: tuple[tuple[KeyValue, ...], ...]  # one tuple per Get op of the branch that ran
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    revision: int  # the store revision the server reported with this batch
+    changes: tuple[Change, ...]
+
+
+def _kv(raw: object) -> KeyValue:
+    return KeyValue(
+        raw.key.decode("utf-8", "surrogateescape"),  # type: ignore[attr-defined]
+        bytes(raw.value),  # type: ignore[attr-defined]
+        raw.create_revision,  # type: ignore[attr-defined]
+        raw.mod_revision,  # type: ignore[attr-defined]
+        raw.version,  # type: ignore[attr-defined]
+        raw.lease,  # type: ignore[attr-defined]
+    )
+
+
+def _range_end(key: str, prefix: bool) -> bytes | None:
+    return prefix_range_end(key.encode()) if prefix else None
+
+
+_CMP_RESULT = {"==": 0, ">": 1, "<": 2, "!=": 3}  # etcdserverpb.Compare.CompareResult
+
+
+def _compare(c: Cmp) -> object:
+    kwargs = {"result": _CMP_RESULT[c.op], "range_end": _range_end(c.key, c.prefix)}
+    match c.target:
+        case "version":
+            return KVService.txn_compare_version(c.key, int(c.operand), **kwargs)
+        case "create":
+            return KVService.txn_compare_create_revision(c.key, int(c.operand), **kwargs)
+        case "value":
+            assert isinstance(c.operand, bytes)
+            return KVService.txn_compare_value(c.key, c.operand, **kwargs)
+        case "mod":
+            compare = KVService.txn_compare_version(c.key, 0, **kwargs)
+            compare.target = compare.MOD  # type: ignore[attr-defined]
+            compare.mod_revision = int(c.operand)  # type: ignore[attr-defined]
+            return compare
+    raise ValueError(f"unknown compare target {c.target!r}")
+
+
+def _op(op: Op) -> object:
+    match op:
+        case Put(key, value, lease):
+            return KVService.txn_op_put(key, value, lease=lease)
+        case Delete(key, prefix):
+            return KVService.txn_op_delete(key, range_end=_range_end(key, prefix))
+        case Get(key, prefix):
+            return KVService.txn_op_get(key, range_end=_range_end(key, prefix))
+    raise TypeError(f"not a txn op: {op!r}")
+
+
+class EtcdClient:
+    """One connection (one gRPC channel, round-robin over the endpoints) to an etcd cluster."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        self._client: Etcd3Client | None = None
+        self._auth_lock = asyncio.Lock()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self.config.endpoints)
+
+    # --- connection ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Open the channel, authenticate if configured, and check etcd answers."""
+        cfg = self.config
+        tls: dict[str, bytes | None] = {}
+        server_name = cfg.tls_server_name
+        if cfg.ca_file is not None:
+            try:
+                tls["ca_cert"] = cfg.ca_file.read_bytes()
+                if cfg.cert_file is not None and cfg.key_file is not None:
+                    tls["cert_chain"] = cfg.cert_file.read_bytes()
+                    tls["cert_key"] = cfg.key_file.read_bytes()
+            except OSError as err:
+                raise EtcdTLSError(cfg.endpoints, f"cannot read a TLS file: {err}") from None
+            if server_name is None:
+                # The ipv4: target has no host name; check the first endpoint's host instead.
+                server_name = cfg.endpoints[0].rsplit(":", 1)[0]
+        client = Etcd3Client(
+            list(cfg.endpoints),
+            rpc_max_attempts=3,
+            watch_reconnect_backoff_seconds=0.1,
+            watch_max_reconnect_backoff_seconds=2.0,
+            tls_server_name=server_name if tls else None,
+            **tls,
+        )
+        await client.connect()
+        self._client = client
+        try:
+            if cfg.username is not None:
+                await self._authenticate()
+            await self._call("connect", lambda c: c.kv.get("\0", count_only=True, timeout=self._t))
+        except BaseException:
+            await self.close()
+            raise
+        log.info("registry.etcd_connected", endpoints=list(cfg.endpoints), tls=cfg.tls)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    @property
+    def _t(self) -> float:
+        return self.config.request_timeout
+
+    async def _authenticate(self) -> None:
+        client = self._require()
+        cfg = self.config
+        async with self._auth_lock:
+            try:
+                resp = await client.auth.authenticate(  # type: ignore[union-attr]
+                    cfg.username, cfg.password, timeout=self._t
+                )
+            except EtcdUnauthenticatedError as err:
+                raise EtcdAuthError(
+                    f"etcd at {', '.join(cfg.endpoints)} refused user {cfg.username!r}: {err}"
+                ) from None
+            except (EtcdConnectionError, EtcdTransientError, TimeoutError) as err:
+                raise self._unavailable(err) from None
+            except grpc.aio.AioRpcError as err:
+                raise EtcdAuthError(
+                    f"etcd at {', '.join(cfg.endpoints)} cannot authenticate "
+                    f"{cfg.username!r}: {err.details()}"
+                ) from None
+            client.set_token(resp.token)
+
+    def _require(self) -> Etcd3Client:
+        if self._client is None:
+            raise RuntimeError("etcd client is not connected")
+        return self._client
+
+    def _unavailable(self, err: BaseException) -> EtcdUnavailable | EtcdTLSError:
+        detail = str(err) or type(err).__name__
+        if isinstance(err, TimeoutError):
+            detail = f"no answer within {self._t:g}s"
+        elif isinstance(err, grpc.aio.AioRpcError):
+            detail = f"{err.code().name}: {err.details()}"
+        if self.config.tls and any(h in detail.lower() for h in _TLS_HINTS):
+            return EtcdTLSError(self.config.endpoints, detail)
+        return EtcdUnavailable(self.config.endpoints, detail)
+
+    async def _call(self, what: str, fn: Callable[[Etcd3Client], Awaitable[T]]) -> T:
+        """Run one request, translating errors; re-authenticate once on an expired token."""
+        for attempt in (1, 2):
+            client = self._require()
+            try:
+                return await fn(client)
+            except EtcdUnauthenticatedError as err:
+                if self.config.username is None or attempt == 2:
+                    raise EtcdAuthError(f"etcd refused {what}: {err}") from None
+                log.info("registry.etcd_reauthenticate", reason=str(err))
+                await self._authenticate()
+            except EtcdPermissionDeniedError as err:
+                raise EtcdAuthError(f"etcd user lacks permission for {what}: {err}") from None
+            except (EtcdConnectionError, EtcdTransientError, TimeoutError) as err:
+                raise self._unavailable(err) from None
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (
+                    err.details() or ""
+                ):
+                    raise WatchCompacted(0) from None
+                raise EtcdRequestFailed(
+                    f"etcd refused {what}: {err.code().name}: {err.details()}"
+                ) from None
+            except EtcdError as err:
+                raise EtcdRequestFailed(f"etcd refused {what}: {err}") from None
+        raise AssertionError("unreachable")
+
+    # --- key-value -------------------------------------------------------------------------
+    async def get(self, key: str) -> tuple[int, KeyValue | None]:
+        resp = await self._call("get", lambda c: c.kv.get(key, timeout=self._t))  # type: ignore[union-attr]
+        return resp.header.revision, (_kv(resp.kvs[0]) if resp.kvs else None)
+
+    async def get_prefix(self, prefix: str, revision: int = 0) -> tuple[int, list[KeyValue]]:
+        """Every key under `prefix`, read at one revision (paged, pinned to the first page's)."""
+        end = prefix_range_end(prefix.encode())
+        start: bytes = prefix.encode()
+        out: list[KeyValue] = []
+        while True:
+            resp = await self._call(
+                "range",
+                lambda c, s=start, r=revision: c.kv.get(  # type: ignore[union-attr]
+                    s, range_end=end, revision=r, limit=_PAGE, timeout=self._t
+                ),
+            )
+            if revision == 0:
+                revision = resp.header.revision
+            out.extend(_kv(kv) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return revision, out
+            start = bytes(resp.kvs[-1].key) + b"\0"
+
+    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        resp = await self._call(
+            "put",
+            lambda c: c.kv.put(key, value, lease=lease, timeout=self._t),  # type: ignore[union-attr]
+        )
+        return resp.header.revision
+
+    async def delete(self, key: str, prefix: bool = False) -> int:
+        resp = await self._call(
+            "delete",
+            lambda c: c.kv.delete(  # type: ignore[union-attr]
+                key, range_end=_range_end(key, prefix), timeout=self._t
+            ),
+        )
+        return resp.deleted
+
+    async def txn(
+        self, compare: Sequence[Cmp], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        resp = await self._call(
+            "txn",
+            lambda c: c.kv.txn(  # type: ignore[union-attr]
+                [_compare(x) for x in compare],
+                [_op(x) for x in success],
+                [_op(x) for x in failure],
+                timeout=self._t,
+            ),
+        )
+        gets = tuple(
+            tuple(_kv(kv) for kv in r.response_range.kvs)
+            for r in resp.responses
+            if r.WhichOneof("response") == "response_range"
+        )
+        return TxnResult(resp.succeeded, resp.header.revision, gets)
+
+    async def compact(self, revision: int) -> None:
+        await self._call(
+            "compact",
+            lambda c: c.kv.compact(revision, physical=True, timeout=self._t),  # type: ignore[union-attr]
+        )
+
+    # --- leases ----------------------------------------------------------------------------
+    async def grant(self, ttl: int) -> tuple[int, int]:
+        """A new lease: (id, granted TTL)."""
+        resp = await self._call("lease grant", lambda c: c.lease.grant(ttl, timeout=self._t))  # type: ignore[union-attr]
+        return resp.ID, resp.TTL
+
+    async def time_to_live(self, lease_id: int) -> int:
+        """Seconds left on a lease; -1 when it no longer exists."""
+        resp = await self._call(
+            "lease ttl",
+            lambda c: c.lease.time_to_live(lease_id, timeout=self._t),  # type: ignore[union-attr]
+        )
+        return resp.TTL
+
+    async def keep_alive_once(self, lease_id: int) -> int:
+        """Renew a lease once; returns its TTL, 0 when it expired."""
+
+        async def renew(c: Etcd3Client) -> int:
+            call = c.lease.keep_alive(lease_id)  # type: ignore[union-attr]
+            try:
+                async with asyncio.timeout(self._t):
+                    async for resp in call:
+                        return resp.TTL
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise EtcdUnauthenticatedError(err.details() or "") from None
+                if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise EtcdConnectionError(f"{err.code().name}: {err.details()}") from None
+                raise
+            finally:
+                call.cancel()
+            raise EtcdConnectionError("keep-alive stream closed without an answer")
+
+        return await self._call("lease keep-alive", renew)
+
+    async def revoke(self, lease_id: int) -> None:
+        try:
+            await self._call("lease revoke", lambda c: c.lease.revoke(lease_id, timeout=self._t))  # type: ignore[union-attr]
+        except EtcdRequestFailed as err:
+            if "not found" not in str(err):
+                raise
+
+    # --- watch -----------------------------------------------------------------------------
+    async def watch(self, key: str, start_revision: int, prefix: bool = True) -> AsyncIterator[
+        WatchBatch
+    ]:
+        """Batches of changes from `start_revision`, until the stream breaks.
+
+        Raises WatchCompacted when `start_revision` is compacted, WatchInterrupted when the
+        stream ends or was re-created by the library (the caller resumes from its own last
+        revision + 1), EtcdAuthError on refused credentials.
+        """
+        client = self._require()
+        stream = client.watch.watch(  # type: ignore[union-attr]
+            key, range_end=_range_end(key, prefix), start_revision=start_revision
+        )
+        acks = 0
+        try:
+            async for resp in stream:
+                if resp.canceled:
+                    if resp.compact_revision > 0:
+                        raise WatchCompacted(resp.compact_revision)
+                    raise WatchInterrupted(f"etcd canceled the watch: {resp.cancel_reason}")
+                if resp.created:
+                    acks += 1
+                    if acks > 1:
+                        raise WatchInterrupted("watch stream was re-created after a disconnect")
+                    continue
+                if resp.compact_revision > 0:
+                    raise WatchCompacted(resp.compact_revision)
+                if resp.events:
+                    yield WatchBatch(
+                        resp.header.revision,
+                        tuple(
+                            Change(
+                                "delete" if ev.type == 1 else "put",
+                                ev.kv.key.decode("utf-8", "surrogateescape"),
+                                bytes(ev.kv.value),
+                                ev.kv.mod_revision,
+                            )
+                            for ev in resp.events
+                        ),
+                    )
+            raise WatchInterrupted("watch stream ended")
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
+                await self._authenticate()
+                raise WatchInterrupted("watch token expired; re-authenticated") from None
+            if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                raise EtcdAuthError(f"etcd refused the watch: {err.details()}") from None
+            raise WatchInterrupted(f"{err.code().name}: {err.details()}") from None
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,311 @@
+"""Typed registry events and the one-revision snapshot they apply to, decoded purely from keys.
+
+A reader lists everything at one revision (`Snapshot`), then applies the events of
+`Registry.watch(snapshot.revision + 1)` in order. `Resync` replaces the whole view (after a
+compaction the gap cannot be replayed). Decoding is pure: `decode_change` maps one etcd change to
+one event or raises ModelError for a corrupt value, which the caller logs and skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Literal
+
+from fleetd.model import Job, LeaderInfo, Machine, ModelError, Placement, UnitContent, UnitState
+from fleetd.registry.keys import KeyKind, KeyLayout
+
+__all__ = [
+    "Change",
+    "Event",
+    "JobChanged",
+    "JobDeleted",
+    "LeaderChanged",
+    "MachineDown",
+    "MachineUp",
+    "Resync",
+    "ScheduleChanged",
+    "ScheduleDeleted",
+    "Snapshot",
+    "StateChanged",
+    "StateDeleted",
+    "UnitDeleted",
+    "UnitStored",
+    "decode_change",
+    "decode_value",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One etcd key change as the client library reports it, library-neutral."""
+
+    type: Literal["put", "delete"]
+    key: str
+    value: bytes
+    revision: int  # the revision of this change (the key's mod_revision)
+
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything under the prefix, read at one revision."""
+
+    revision: int
+    jobs: Mapping[str, Job] = field(default_factory=_empty)
+    units: Mapping[str, UnitContent] = field(default_factory=_empty)  # by hash
+    placements: Mapping[str, Placement] = field(default_factory=_empty)  # by job name
+    states: Mapping[tuple[str, str], UnitState] = field(default_factory=_empty)  # (name, machine)
+    machines: Mapping[str, Machine] = field(default_factory=_empty)
+    leader: LeaderInfo | None = None
+
+    def apply(self, event: Event) -> Snapshot:
+        """The snapshot after `event` (a new object; this one is unchanged)."""
+        rev = event.revision
+        match event:
+            case Resync(snapshot=snap):
+                return snap
+            case JobChanged(job=job):
+                return replace(self, revision=rev, jobs=_with(self.jobs, job.name, job))
+            case JobDeleted(name=name):
+                return replace(self, revision=rev, jobs=_without(self.jobs, name))
+            case UnitStored(unit=unit):
+                return replace(self, revision=rev, units=_with(self.units, unit.hash, unit))
+            case UnitDeleted(hash=h):
+                return replace(self, revision=rev, units=_without(self.units, h))
+            case ScheduleChanged(placement=p):
+                return replace(self, revision=rev, placements=_with(self.placements, p.name, p))
+            case ScheduleDeleted(name=name):
+                return replace(self, revision=rev, placements=_without(self.placements, name))
+            case MachineUp(machine=m):
+                return replace(self, revision=rev, machines=_with(self.machines, m.id, m))
+            case MachineDown(machine_id=mid):
+                return replace(self, revision=rev, machines=_without(self.machines, mid))
+            case StateChanged(state=s):
+                key = (s.name, s.machine_id)
+                return replace(self, revision=rev, states=_with(self.states, key, s))
+            case StateDeleted(name=name, machine_id=mid):
+                return replace(self, revision=rev, states=_without(self.states, (name, mid)))
+            case LeaderChanged(leader=leader):
+                return replace(self, revision=rev, leader=leader)
+        raise TypeError(f"not a registry event: {event!r}")
+
+
+def _with(m: Mapping, key: object, value: object) -> Mapping:
+    return MappingProxyType({**m, key: value})
+
+
+def _without(m: Mapping, key: object) -> Mapping:
+    return MappingProxyType({k: v for k, v in m.items() if k != key})
+
+
+@dataclass(frozen=True, slots=True)
+class JobChanged:
+    revision: int
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class JobDeleted:
+    revision: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStored:
+    revision: int
+    unit: UnitContent
+
+
+@dataclass(frozen=True, slots=True)
+class UnitDeleted:
+    revision: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleChanged:
+    revision: int
+    placement: Placement
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDeleted:
+    revision: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MachineUp:
+    """A machine registered, or changed its registration (metadata, IP)."""
+
+    revision: int
+    machine: Machine
+
+
+@dataclass(frozen=True, slots=True)
+class MachineDown:
+    """A machine's key is gone: its lease expired or was revoked."""
+
+    revision: int
+    machine_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    revision: int
+    state: UnitState
+
+
+@dataclass(frozen=True, slots=True)
+class StateDeleted:
+    revision: int
+    name: str
+    machine_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderChanged:
+    """A new engine leader, or None when the leader resigned or its lease expired."""
+
+    revision: int
+    leader: LeaderInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The watch could not resume (history compacted): replace the whole view by `snapshot`."""
+
+    revision: int
+    snapshot: Snapshot
+
+
+Event = (
+    JobChanged
+    | JobDeleted
+    | UnitStored
+    | UnitDeleted
+    | ScheduleChanged
+    | ScheduleDeleted
+    | MachineUp
+    | MachineDown
+    | StateChanged
+    | StateDeleted
+    | LeaderChanged
+    | Resync
+)
+
+
+def _check(kind: str, what: str, in_key: str, in_doc: str) -> None:
+    if in_key != in_doc:
+        raise ModelError(f"{kind} document names {what} {in_doc!r} but its key says {in_key!r}")
+
+
+def decode_value(
+    layout: KeyLayout, key: str, value: bytes
+) -> Job | UnitContent | Placement | Machine | UnitState | LeaderInfo | None:
+    """The document stored at `key`; None for a key outside the layout; ModelError if corrupt."""
+    parsed = layout.parse(key)
+    if parsed is None:
+        return None
+    parts = parsed.parts
+    match parsed.kind:
+        case KeyKind.UNIT:
+            unit = UnitContent.decode(value)
+            _check("unit", "hash", parts[0], unit.hash)
+            return unit
+        case KeyKind.JOB:
+            job = Job.decode(value)
+            _check("job", "name", parts[0], job.name)
+            return job
+        case KeyKind.SCHEDULE:
+            placement = Placement.decode(value)
+            _check("schedule", "name", parts[0], placement.name)
+            return placement
+        case KeyKind.MACHINE:
+            machine = Machine.decode(value)
+            _check("machine", "id", parts[0], machine.id)
+            return machine
+        case KeyKind.STATE:
+            state = UnitState.decode(value)
+            _check("state", "name", parts[0], state.name)
+            _check("state", "machine", parts[1], state.machine_id)
+            return state
+        case KeyKind.LEADER:
+            return LeaderInfo.decode(value)
+    return None  # pragma: no cover - every KeyKind is handled
+
+
+def decode_change(layout: KeyLayout, change: Change) -> Event | None:
+    """The typed event for one etcd change; None when the key is not ours; ModelError if corrupt."""
+    parsed = layout.parse(change.key)
+    if parsed is None:
+        return None
+    rev, parts = change.revision, parsed.parts
+    if change.type == "delete":
+        match parsed.kind:
+            case KeyKind.UNIT:
+                return UnitDeleted(rev, parts[0])
+            case KeyKind.JOB:
+                return JobDeleted(rev, parts[0])
+            case KeyKind.SCHEDULE:
+                return ScheduleDeleted(rev, parts[0])
+            case KeyKind.MACHINE:
+                return MachineDown(rev, parts[0])
+            case KeyKind.STATE:
+                return StateDeleted(rev, parts[0], parts[1])
+            case KeyKind.LEADER:
+                return LeaderChanged(rev, None)
+        return None  # pragma: no cover
+    doc = decode_value(layout, change.key, change.value)
+    match doc:
+        case Job():
+            return JobChanged(rev, doc)
+        case UnitContent():
+            return UnitStored(rev, doc)
+        case Placement():
+            return ScheduleChanged(rev, doc)
+        case Machine():
+            return MachineUp(rev, doc)
+        case UnitState():
+            return StateChanged(rev, doc)
+        case LeaderInfo():
+            return LeaderChanged(rev, doc)
+    return None
+
+
+def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
+    """Build a Snapshot from decoded documents (corrupt ones already dropped by the caller)."""
+    jobs: dict[str, Job] = {}
+    units: dict[str, UnitContent] = {}
+    placements: dict[str, Placement] = {}
+    states: dict[tuple[str, str], UnitState] = {}
+    machines: dict[str, Machine] = {}
+    leader: LeaderInfo | None = None
+    for doc in documents:
+        match doc:
+            case Job():
+                jobs[doc.name] = doc
+            case UnitContent():
+                units[doc.hash] = doc
+            case Placement():
+                placements[doc.name] = doc
+            case UnitState():
+                states[(doc.name, doc.machine_id)] = doc
+            case Machine():
+                machines[doc.id] = doc
+            case LeaderInfo():
+                leader = doc
+    return Snapshot(
+        revision,
+        MappingProxyType(jobs),
+        MappingProxyType(units),
+        MappingProxyType(placements),
+        MappingProxyType(states),
+        MappingProxyType(machines),
+        leader,
+    )

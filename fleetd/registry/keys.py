@@ -1,0 +1,97 @@
+"""The etcd key layout, as pure functions: build a key, and tell what a key names.
+
+Under the configurable prefix (default `/fleet/`):
+
+    unit/<sha1>                 UnitContent, content-addressed, shared by jobs
+    job/<name>                  Job
+    schedule/<name>             Placement (absent = unscheduled)
+    machine/<id>                Machine, on the agent's lease
+    state/<name>/<machine-id>   UnitState, on the publishing agent's lease
+    engine/leader               LeaderInfo, on the leader's lease
+
+Unit names and machine IDs never contain `/` (fleet's name rules), so the last segments split
+unambiguously.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["DEFAULT_PREFIX", "KeyKind", "KeyLayout", "ParsedKey"]
+
+DEFAULT_PREFIX = "/fleet/"
+
+
+class KeyKind(StrEnum):
+    UNIT = "unit"
+    JOB = "job"
+    SCHEDULE = "schedule"
+    MACHINE = "machine"
+    STATE = "state"
+    LEADER = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """What a key under the prefix names: its kind and its identifying parts."""
+
+    kind: KeyKind
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """Keys under one prefix. The prefix always ends with `/`."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.prefix.startswith("/"):
+            raise ValueError(f"etcd key prefix must start with '/': {self.prefix!r}")
+        if not self.prefix.endswith("/"):
+            object.__setattr__(self, "prefix", self.prefix + "/")
+
+    def unit(self, unit_hash: str) -> str:
+        return f"{self.prefix}unit/{unit_hash}"
+
+    def job(self, name: str) -> str:
+        return f"{self.prefix}job/{name}"
+
+    def schedule(self, name: str) -> str:
+        return f"{self.prefix}schedule/{name}"
+
+    def machine(self, machine_id: str) -> str:
+        return f"{self.prefix}machine/{machine_id}"
+
+    def state(self, name: str, machine_id: str) -> str:
+        return f"{self.prefix}state/{name}/{machine_id}"
+
+    def states_of(self, name: str) -> str:
+        """Prefix of every machine's state of one job."""
+        return f"{self.prefix}state/{name}/"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}engine/leader"
+
+    def of_kind(self, kind: KeyKind) -> str:
+        """Prefix of every key of one kind."""
+        return f"{self.prefix}{kind.value}/"
+
+    def parse(self, key: str) -> ParsedKey | None:
+        """What `key` names, or None for a key outside the layout (ignored by readers)."""
+        if not key.startswith(self.prefix):
+            return None
+        parts = key[len(self.prefix) :].split("/")
+        try:
+            kind = KeyKind(parts[0])
+        except ValueError:
+            return None
+        rest = tuple(parts[1:])
+        expected = 2 if kind is KeyKind.STATE else 1
+        if len(rest) != expected or not all(rest):
+            return None
+        if kind is KeyKind.LEADER and rest != ("leader",):
+            return None
+        return ParsedKey(kind, rest)

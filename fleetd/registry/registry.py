@@ -1,0 +1,418 @@
+"""The Registry: fleet's cluster state in etcd, as jobs, placements, machines, states, a leader.
+
+Every multi-key change is one etcd transaction guarded by what it read (STYLE.md §6): create a
+job, destroy it with its schedule, states and (when unshared) its unit content, move a placement.
+Readers call `snapshot()` (everything at one revision) and then `watch(snapshot.revision + 1)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from enum import StrEnum
+from types import TracebackType
+
+import structlog
+
+from fleetd.model import (
+    Job,
+    JobState,
+    LeaderInfo,
+    Machine,
+    ModelError,
+    Placement,
+    UnitContent,
+    UnitState,
+)
+from fleetd.registry.config import EtcdConfig
+from fleetd.registry.errors import (
+    EtcdUnavailable,
+    JobNotFound,
+    MachineIdInUse,
+    RegistryConflict,
+    UnitExists,
+    WatchCompacted,
+    WatchInterrupted,
+)
+from fleetd.registry.etcd import Cmp, Delete, EtcdClient, Get, KeyValue, Put
+from fleetd.registry.events import LeaderChanged, Resync, Snapshot, decode_value, snapshot_from
+from fleetd.registry.keys import KeyKind, KeyLayout
+from fleetd.registry.leases import Lease
+from fleetd.registry.watch import Backoff, EventStream
+from fleetd.unit import UnitFile
+
+__all__ = ["Leadership", "Registry", "Submitted"]
+
+log = structlog.get_logger(__name__)
+
+_CAS_ATTEMPTS = 8  # optimistic retries before RegistryConflict
+
+
+class Submitted(StrEnum):
+    """What create_job did."""
+
+    CREATED = "created"
+    UNCHANGED = "unchanged"  # the same name with identical content already existed: a no-op
+
+
+class Leadership:
+    """Proof of having won the engine election: the leader key's create revision."""
+
+    def __init__(self, info: LeaderInfo, lease: Lease, revision: int) -> None:
+        self.info = info
+        self.lease = lease
+        self.revision = revision
+
+    def __repr__(self) -> str:
+        return f"Leadership({self.info.machine_id!r}, revision={self.revision})"
+
+
+class Registry:
+    """Async access to the cluster state under one key prefix of one etcd cluster."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        self.keys = KeyLayout(config.key_prefix)
+        self._etcd = EtcdClient(config)
+
+    @classmethod
+    async def open(cls, config: EtcdConfig) -> Registry:
+        registry = cls(config)
+        await registry.connect()
+        return registry
+
+    async def connect(self) -> None:
+        await self._etcd.connect()
+
+    async def close(self) -> None:
+        await self._etcd.close()
+
+    async def __aenter__(self) -> Registry:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- decoding --------------------------------------------------------------------------
+    def _decode(self, kv: KeyValue) -> object | None:
+        """The document at kv, or None (logged) when the stored value is corrupt."""
+        try:
+            return decode_value(self.keys, kv.key, kv.value)
+        except ModelError as err:
+            log.warning(
+                "registry.corrupt_value", key=kv.key, revision=kv.mod_revision, error=str(err)
+            )
+            return None
+
+    # --- jobs and units --------------------------------------------------------------------
+    async def create_job(
+        self, name: str, unit: UnitFile, desired: JobState = JobState.INACTIVE
+    ) -> Submitted:
+        """Submit a unit: store its content (once per hash) and its job, atomically.
+
+        The same name with identical content again is a no-op (Submitted.UNCHANGED); with
+        different content it is refused (UnitExists): fleet never changes a submitted file.
+        """
+        content = UnitContent(unit)
+        job = Job(name, content.hash, desired)
+        job_key, unit_key = self.keys.job(name), self.keys.unit(content.hash)
+        for _ in range(_CAS_ATTEMPTS):
+            res = await self._etcd.txn(
+                [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", "==", 0)],
+                [Put(unit_key, content.encode()), Put(job_key, job.encode())],
+                [Get(job_key), Get(unit_key)],
+            )
+            if not res.succeeded:
+                existing_job = res.gets[0]
+                if existing_job:
+                    return self._resubmitted(name, existing_job[0], content.hash)
+                # The content is already stored (another job shares it): add only the job,
+                # guarded on the content still being there.
+                res = await self._etcd.txn(
+                    [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", ">", 0)],
+                    [Put(job_key, job.encode())],
+                    [Get(job_key)],
+                )
+                if not res.succeeded:
+                    if res.gets[0]:
+                        return self._resubmitted(name, res.gets[0][0], content.hash)
+                    continue  # the content was destroyed meanwhile: store it again
+            log.info("registry.job_created", unit=name, hash=content.hash, desired=str(desired))
+            return Submitted.CREATED
+        raise RegistryConflict(f"creating unit {name} kept conflicting with concurrent writers")
+
+    def _resubmitted(self, name: str, existing: KeyValue, unit_hash: str) -> Submitted:
+        job = self._decode(existing)
+        if isinstance(job, Job) and job.unit_hash == unit_hash:
+            log.info("registry.job_unchanged", unit=name, hash=unit_hash)
+            return Submitted.UNCHANGED
+        log.info("registry.job_exists", unit=name, hash=unit_hash)
+        raise UnitExists(name)
+
+    async def get_job(self, name: str) -> Job | None:
+        _, kv = await self._etcd.get(self.keys.job(name))
+        doc = self._decode(kv) if kv else None
+        return doc if isinstance(doc, Job) else None
+
+    async def get_unit(self, unit_hash: str) -> UnitContent | None:
+        _, kv = await self._etcd.get(self.keys.unit(unit_hash))
+        doc = self._decode(kv) if kv else None
+        return doc if isinstance(doc, UnitContent) else None
+
+    async def set_desired(self, name: str, state: JobState) -> Job:
+        """Change what the user wants of a unit (load/start/stop/unload)."""
+        key = self.keys.job(name)
+        for _ in range(_CAS_ATTEMPTS):
+            _, kv = await self._etcd.get(key)
+            job = self._decode(kv) if kv else None
+            if kv is None or not isinstance(job, Job):
+                raise JobNotFound(name)
+            if job.desired == state:
+                return job
+            new = Job(job.name, job.unit_hash, state)
+            res = await self._etcd.txn(
+                [Cmp(key, "mod", "==", kv.mod_revision)], [Put(key, new.encode())]
+            )
+            if res.succeeded:
+                log.info("registry.job_desired", unit=name, desired=str(state))
+                return new
+        raise RegistryConflict(f"setting the state of unit {name} kept conflicting")
+
+    async def destroy(self, name: str) -> None:
+        """Remove a job, its placement, its states, and its content when no other job uses it.
+
+        One txn, guarded on the job and on no job having been written since they were read (so
+        a concurrent submit of the same content keeps it). Missing job: JobNotFound.
+        """
+        job_key = self.keys.job(name)
+        job_prefix = self.keys.of_kind(KeyKind.JOB)
+        for _ in range(_CAS_ATTEMPTS):
+            revision, kvs = await self._etcd.get_prefix(job_prefix)
+            mine = next((kv for kv in kvs if kv.key == job_key), None)
+            if mine is None:
+                raise JobNotFound(name)
+            job = self._decode(mine)
+            ops: list[Put | Delete | Get] = [
+                Delete(job_key),
+                Delete(self.keys.schedule(name)),
+                Delete(self.keys.states_of(name), prefix=True),
+            ]
+            if isinstance(job, Job):
+                others = (self._decode(kv) for kv in kvs if kv.key != job_key)
+                if not any(isinstance(o, Job) and o.unit_hash == job.unit_hash for o in others):
+                    ops.append(Delete(self.keys.unit(job.unit_hash)))
+            res = await self._etcd.txn(
+                [Cmp(job_prefix, "mod", "<", revision + 1, prefix=True)], ops
+            )
+            if res.succeeded:
+                log.info("registry.job_destroyed", unit=name, unit_deleted=len(ops) == 4)
+                return
+        raise RegistryConflict(f"destroying unit {name} kept conflicting with concurrent writers")
+
+    # --- one-revision view -----------------------------------------------------------------
+    async def snapshot(self) -> Snapshot:
+        """Jobs, units, placements, states, machines and leader, all at one revision."""
+        revision, kvs = await self._etcd.get_prefix(self.keys.prefix)
+        docs = [d for d in (self._decode(kv) for kv in kvs) if d is not None]
+        return snapshot_from(revision, docs)
+
+    # --- scheduling ------------------------------------------------------------------------
+    async def schedule(self, name: str, machine_id: str, expected: str | None = None) -> bool:
+        """Place a job on a machine if its placement is still `expected` (None = unscheduled)
+        and the job still exists. Returns whether this write won."""
+        key = self.keys.schedule(name)
+        guard = (
+            Cmp(key, "version", "==", 0)
+            if expected is None
+            else Cmp(key, "value", "==", Placement(name, expected).encode())
+        )
+        res = await self._etcd.txn(
+            [Cmp(self.keys.job(name), "version", ">", 0), guard],
+            [Put(key, Placement(name, machine_id).encode())],
+        )
+        log.info(
+            "registry.scheduled" if res.succeeded else "registry.schedule_lost",
+            unit=name,
+            machine=machine_id,
+            expected=expected,
+        )
+        return res.succeeded
+
+    async def unschedule(self, name: str, expected_machine: str) -> bool:
+        """Remove a placement if it is still on `expected_machine`. Returns whether it won."""
+        key = self.keys.schedule(name)
+        res = await self._etcd.txn(
+            [Cmp(key, "value", "==", Placement(name, expected_machine).encode())], [Delete(key)]
+        )
+        log.info(
+            "registry.unscheduled" if res.succeeded else "registry.unschedule_lost",
+            unit=name,
+            machine=expected_machine,
+        )
+        return res.succeeded
+
+    # --- machines, states, leases ----------------------------------------------------------
+    async def grant_lease(self, ttl: int, lease_id: int | None = None) -> Lease:
+        """A kept-alive lease: `lease_id` is re-used when etcd still has it, else a new one."""
+        if lease_id:
+            left = await self._etcd.time_to_live(lease_id)
+            if left > 0:
+                log.info("registry.lease_reattached", lease=lease_id, ttl_left=left)
+                return Lease(self._etcd, lease_id, ttl, reattached=True).start()
+            log.info("registry.lease_expired_before_reattach", lease=lease_id)
+        new_id, granted = await self._etcd.grant(ttl)
+        log.info("registry.lease_granted", lease=new_id, ttl=granted)
+        return Lease(self._etcd, new_id, granted, reattached=False).start()
+
+    async def register_machine(
+        self, machine: Machine, ttl: int, lease_id: int | None = None
+    ) -> Lease:
+        """Publish a machine under a kept-alive lease (re-using `lease_id` if still alive).
+
+        Refused with MachineIdInUse when another lease holds the machine's key.
+        """
+        lease = await self.grant_lease(ttl, lease_id)
+        key = self.keys.machine(machine.id)
+        try:
+            res = await self._etcd.txn(
+                [Cmp(key, "version", "==", 0)], [Put(key, machine.encode(), lease.id)], [Get(key)]
+            )
+            if not res.succeeded:
+                current = res.gets[0][0] if res.gets[0] else None
+                if current is None or current.lease != lease.id:
+                    raise MachineIdInUse(machine.id)
+                res = await self._etcd.txn(
+                    [Cmp(key, "mod", "==", current.mod_revision)],
+                    [Put(key, machine.encode(), lease.id)],
+                )
+                if not res.succeeded:
+                    raise MachineIdInUse(machine.id)
+        except BaseException:
+            if not lease.reattached:
+                await lease.release()
+                await self._etcd.revoke(lease.id)
+            else:
+                await lease.release()
+            raise
+        log.info("registry.machine_registered", machine=machine.id, lease=lease.id, ttl=lease.ttl)
+        return lease
+
+    async def publish_state(self, state: UnitState, lease: Lease) -> None:
+        """Publish what systemd says of a unit on this machine, on the machine's lease."""
+        await self._etcd.put(
+            self.keys.state(state.name, state.machine_id), state.encode(), lease.id
+        )
+        log.debug(
+            "registry.state_published",
+            unit=state.name,
+            machine=state.machine_id,
+            active=state.active,
+            sub=state.sub,
+        )
+
+    async def remove_state(self, name: str, machine_id: str) -> None:
+        await self._etcd.delete(self.keys.state(name, machine_id))
+        log.info("registry.state_removed", unit=name, machine=machine_id)
+
+    # --- engine leader election ------------------------------------------------------------
+    async def campaign(self, info: LeaderInfo, lease: Lease) -> Leadership:
+        """Block until this engine holds `engine/leader` on `lease`.
+
+        Create-if-absent txn; while another holds it, wait (by a watch, not polling) for its key
+        to be deleted (resign or lease expiry), then try again.
+        """
+        key = self.keys.leader
+        backoff = Backoff()
+        while True:
+            try:
+                res = await self._etcd.txn(
+                    [Cmp(key, "create", "==", 0)], [Put(key, info.encode(), lease.id)], [Get(key)]
+                )
+                if res.succeeded:
+                    log.info("registry.leader_elected", machine=info.machine_id, lease=lease.id)
+                    return Leadership(info, lease, res.revision)
+                current = res.gets[0][0] if res.gets[0] else None
+                if current is not None and current.lease == lease.id:
+                    await self._etcd.put(key, info.encode(), lease.id)
+                    log.info("registry.leader_resumed", machine=info.machine_id, lease=lease.id)
+                    return Leadership(info, lease, current.create_revision)
+                log.info("registry.leader_waiting", machine=info.machine_id)
+                await self._wait_deleted(key, res.revision + 1)
+                backoff.reset()
+            except EtcdUnavailable as err:
+                log.warning("registry.campaign_retry", error=str(err))
+                await backoff.wait()
+
+    async def _wait_deleted(self, key: str, from_revision: int) -> None:
+        next_rev = from_revision
+        while True:
+            try:
+                async for batch in self._etcd.watch(key, next_rev, prefix=False):
+                    for ch in batch.changes:
+                        if ch.type == "delete":
+                            return
+                        next_rev = ch.revision + 1
+            except WatchInterrupted:
+                continue
+            except WatchCompacted:
+                return  # the caller re-checks the key itself
+
+    async def resign(self, leadership: Leadership) -> bool:
+        """Give up leadership if still held (guarded on the key's create revision)."""
+        key = self.keys.leader
+        res = await self._etcd.txn(
+            [Cmp(key, "create", "==", leadership.revision)], [Delete(key)]
+        )
+        log.info(
+            "registry.leader_resigned", machine=leadership.info.machine_id, held=res.succeeded
+        )
+        return res.succeeded
+
+    async def leader(self) -> LeaderInfo | None:
+        _, kv = await self._etcd.get(self.keys.leader)
+        doc = self._decode(kv) if kv else None
+        return doc if isinstance(doc, LeaderInfo) else None
+
+    async def observe_leader(self) -> AsyncIterator[LeaderInfo | None]:
+        """The current leader (or None), then every change of leader."""
+        revision, kvs = await self._etcd.get_prefix(self.keys.leader)
+        doc = self._decode(kvs[0]) if kvs else None
+        current = doc if isinstance(doc, LeaderInfo) else None
+        yield current
+        async with EventStream(self, revision + 1, key=self.keys.leader) as events:
+            async for event in events:
+                match event:
+                    case LeaderChanged(leader=leader):
+                        pass
+                    case Resync(snapshot=snap):
+                        leader = snap.leader
+                    case _:
+                        continue
+                if leader != current:
+                    current = leader
+                    yield current
+
+    # --- watching --------------------------------------------------------------------------
+    def watch(self, from_revision: int) -> EventStream:
+        """Typed events from `from_revision` on (use snapshot().revision + 1), resumed across
+        disconnects without loss or duplicates; a compaction yields Resync. Pull-based."""
+        return EventStream(self, from_revision)
+
+    # --- administration (tests, benchmarks, fleetctl debug) --------------------------------
+    async def compact(self, revision: int | None = None) -> int:
+        """Compact etcd's history up to `revision` (default: now). Returns the revision."""
+        if revision is None:
+            revision, _ = await self._etcd.get(self.keys.leader)
+        await self._etcd.compact(revision)
+        log.info("registry.compacted", revision=revision)
+        return revision
+
+    @property
+    def etcd(self) -> EtcdClient:
+        """The adapter, for the watch stream and for benchmarks."""
+        return self._etcd

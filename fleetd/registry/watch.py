@@ -1,0 +1,137 @@
+"""Resumable, typed watch streams over the registry prefix.
+
+`EventStream` is pull-based: it reads the next etcd response only when the consumer asks for the
+next event, so a slow consumer holds at most one response batch in memory (gRPC flow control
+holds the rest at the server). It remembers the revision of the last batch it delivered and, when
+the stream breaks (etcd restarted, unreachable, the library re-created the stream), resumes from
+that revision + 1 after a capped backoff; events at or below it are dropped, so none is lost or
+duplicated. When etcd has compacted the revision to resume from, it logs
+`registry.watch_compacted`, relists, yields `Resync(snapshot)` and continues after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import structlog
+
+from fleetd.model import ModelError
+from fleetd.registry.errors import EtcdUnavailable, WatchCompacted, WatchInterrupted
+from fleetd.registry.events import Event, Resync, decode_change
+
+if TYPE_CHECKING:
+    from fleetd.registry.registry import Registry
+
+__all__ = ["Backoff", "EventStream"]
+
+log = structlog.get_logger(__name__)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, for retrying an unavailable etcd."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
+        self.first, self.cap = first, cap
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))  # jitter
+        self.delay = min(self.delay * 2, self.cap)
+
+
+class EventStream:
+    """Async iterator of registry events from a revision; `async with` closes the stream."""
+
+    def __init__(self, registry: Registry, from_revision: int, *, key: str | None = None) -> None:
+        if from_revision < 1:
+            raise ValueError("a watch starts at revision 1 or later (snapshot().revision + 1)")
+        self._registry = registry
+        self._key = key or registry.keys.prefix
+        self.next_revision = from_revision  # the first revision not yet fully delivered
+        self.resyncs = 0
+        self.reconnects = 0
+        self._gen = self._run()
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self) -> AsyncIterator[Event]:
+        etcd, layout = self._registry.etcd, self._registry.keys
+        backoff = Backoff()
+        while True:
+            start = self.next_revision
+            try:
+                async for batch in etcd.watch(self._key, start):
+                    backoff.reset()
+                    last = start - 1
+                    for change in batch.changes:
+                        if change.revision < start:
+                            continue  # already delivered before a reconnect
+                        last = max(last, change.revision)
+                        try:
+                            event = decode_change(layout, change)
+                        except ModelError as err:
+                            log.warning(
+                                "registry.corrupt_value",
+                                key=change.key,
+                                revision=change.revision,
+                                error=str(err),
+                            )
+                            continue
+                        if event is not None:
+                            yield event
+                    self.next_revision = max(self.next_revision, last + 1)
+            except WatchInterrupted as err:
+                self.reconnects += 1
+                log.info(
+                    "registry.watch_resuming", from_revision=self.next_revision, reason=str(err)
+                )
+                await backoff.wait()
+            except EtcdUnavailable as err:
+                log.warning(
+                    "registry.watch_unavailable", from_revision=self.next_revision, error=str(err)
+                )
+                await backoff.wait()
+            except WatchCompacted as err:
+                log.warning(
+                    "registry.watch_compacted",
+                    from_revision=self.next_revision,
+                    compact_revision=err.compact_revision,
+                    action="relist and resync",
+                )
+                snapshot = await self._relist(backoff)
+                self.resyncs += 1
+                self.next_revision = snapshot.revision + 1
+                yield Resync(snapshot.revision, snapshot)
+
+    async def _relist(self, backoff: Backoff):  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                return await self._registry.snapshot()
+            except EtcdUnavailable as err:
+                log.warning("registry.relist_retry", error=str(err))
+                await backoff.wait()

@@ -1,0 +1,64 @@
+"""Shared fixtures: one real etcd per test session, a unique key prefix per test.
+
+Tests that break etcd on purpose (kill -9, compaction, TLS, a 3-member cluster) get their own
+server from `private_etcd` / `etcd_cluster`, so they never disturb the shared one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetd.registry import EtcdConfig, Registry
+from fleetd.sandbox.etcd import EtcdCluster, EtcdServer
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """A real etcd for the whole session (127.0.0.1, free ports, temporary data dir)."""
+    server = EtcdServer(tmp_path_factory.mktemp("etcd-session") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """An etcd of this test's own, for tests that kill, compact or reconfigure it."""
+    server = EtcdServer(tmp_path / "etcd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """Three etcd members on loopback, for fault tests."""
+    cluster = EtcdCluster(tmp_path / "cluster").start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"/test-{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture
+def etcd_config(etcd: EtcdServer, key_prefix: str) -> EtcdConfig:
+    return EtcdConfig(endpoints=etcd.endpoints, key_prefix=key_prefix, request_timeout=3.0)
+
+
+@pytest.fixture
+async def registry(etcd_config: EtcdConfig) -> AsyncIterator[Registry]:
+    """A connected Registry on the session etcd, under this test's own prefix."""
+    async with Registry(etcd_config) as reg:
+        yield reg
