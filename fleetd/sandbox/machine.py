@@ -30,8 +30,8 @@ import signal
 import socket
 import tempfile
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -291,7 +291,7 @@ def _remove_cgroup(cg: Path) -> None:
         log.warning("machine.cgroup_left", cgroup=str(cg), error=str(exc))
 
 
-async def _kill_and_wait(pids: set[int], timeout: float = 10.0) -> None:
+async def _kill_and_wait(pids: set[int], within: float = 10.0) -> None:
     """SIGKILL `pids` and wait (on pidfds) until each has exited."""
     loop = asyncio.get_running_loop()
     waits = []
@@ -314,7 +314,7 @@ async def _kill_and_wait(pids: set[int], timeout: float = 10.0) -> None:
         waits.append(done)
     if waits:
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            await asyncio.wait_for(asyncio.gather(*waits), within)
         except TimeoutError as exc:
             raise MachineError("processes survived SIGKILL") from exc
 

@@ -214,8 +214,8 @@ def _deep_plain(value: Any) -> Any:
     return value
 
 
-async def wait_for_name(address: str, name: str, timeout: float) -> None:
-    """Return once `name` has an owner on the bus at `address`; TemporaryError after `timeout`.
+async def wait_for_name(address: str, name: str, within: float) -> None:
+    """Return once `name` has an owner on the bus at `address`; TemporaryError after `within` s.
 
     Subscribes to NameOwnerChanged for the name first, then asks NameHasOwner, so an owner that
     appears in between is not missed.
@@ -243,8 +243,8 @@ async def wait_for_name(address: str, name: str, timeout: float) -> None:
         )
         if not has_owner:
             try:
-                await asyncio.wait_for(appeared, timeout)
+                await asyncio.wait_for(appeared, within)
             except TimeoutError as exc:
-                raise TemporaryError(f"{name} did not appear on {address} within {timeout}s") from exc
+                raise TemporaryError(f"{name} did not appear on {address} in {within}s") from exc
     finally:
         bus.disconnect()
