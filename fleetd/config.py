@@ -1,0 +1,300 @@
+"""fleetd's configuration: fleet's option names, from file, `FLEET_*` environment and flags.
+
+Precedence: command-line flags > environment > configuration file > defaults. Unknown options
+and malformed values are refused with a message naming the option and where it came from.
+`build_config` is pure (text and mappings in, a frozen Config out) so every rule is testable;
+`load_config` only reads the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "OPTIONS",
+    "Config",
+    "ConfigError",
+    "Option",
+    "build_config",
+    "load_config",
+    "parse_duration",
+    "parse_metadata",
+]
+
+DEFAULT_CONFIG_FILE = "/etc/fleet/fleet.conf"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the option and its source."""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `30`, `30s`, `1.5`, `500ms`, `2m`, `1h30m` (Go durations, or plain seconds)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty duration")
+    total, pos = 0.0, 0
+    while pos < len(text):
+        match = _DURATION.match(text, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r} (examples: 30s, 500ms, 2m)")
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+        if match.group(2) is None and (pos < len(text) or match.start() > 0):
+            raise ValueError(f"invalid duration {text!r} (examples: 30s, 500ms, 2m)")
+    return total
+
+
+_META_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def parse_metadata(text: str) -> dict[str, str]:
+    """fleet's `metadata` option: `k=v,k2=v2`, whitespace trimmed, the last duplicate wins."""
+    result: dict[str, str] = {}
+    for pair in text.split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(f"metadata entry {pair!r} is not key=value")
+        if not _META_KEY.fullmatch(key):
+            raise ValueError(f"metadata key {key!r} may hold only letters, digits, '_', '.', '-'")
+        result[key] = value
+    return result
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on", "t"):
+        return True
+    if lowered in ("0", "false", "no", "off", "f", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    """fleet accepted `a,b` and also a JSON-ish `["a","b"]`."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    items = tuple(item.strip().strip('"').strip() for item in text.split(","))
+    return tuple(item for item in items if item)
+
+
+def _positive(parse: Callable[[str], float]) -> Callable[[str], float]:
+    def checked(text: str) -> float:
+        value = parse(text)
+        if value <= 0:
+            raise ValueError(f"must be greater than zero, got {text!r}")
+        return value
+
+    return checked
+
+
+def _int(text: str) -> int:
+    return int(text.strip())
+
+
+def _str(text: str) -> str:
+    return text.strip()
+
+
+def _prefix(text: str) -> str:
+    text = text.strip()
+    if not text.startswith("/"):
+        raise ValueError(f"must start with '/', got {text!r}")
+    return text if text.endswith("/") else text + "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    deprecated: bool = False  # accepted and ignored, with a warning
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("verbosity", _int, "log detail: 0 info, 1 and above debug"),
+    Option("etcd_servers", _list, "etcd endpoints, comma-separated (http:// or https://)"),
+    Option("etcd_cafile", _str, "CA certificate that signed etcd's server certificate"),
+    Option("etcd_certfile", _str, "client certificate presented to etcd"),
+    Option("etcd_keyfile", _str, "key of the client certificate"),
+    Option("etcd_username", _str, "etcd user (etcd auth)"),
+    Option("etcd_password", _str, "etcd password (etcd auth)"),
+    Option("etcd_key_prefix", _prefix, "key prefix of fleetd's data in etcd"),
+    Option("etcd_request_timeout", _positive(parse_duration), "timeout of one etcd request"),
+    Option("public_ip", _str, "IP other machines and fleetctl ssh reach this machine at"),
+    Option("metadata", parse_metadata, "machine metadata, k=v,k2=v2"),
+    Option("agent_ttl", _positive(parse_duration), "lease TTL: a silent machine is gone after it"),
+    Option("engine_reconcile_interval", _positive(parse_duration), "full resync safety net"),
+    Option("units_directory", _str, "where the agent writes unit files"),
+    Option("systemd_user", _bool, "talk to the user's systemd instead of the system one"),
+    Option("disable_engine", _bool, "never take part in engine leadership"),
+    Option("token_limit", _int, "API page size"),
+    Option("machine_id", _str, "machine ID (default: read from machine_id_file)"),
+    Option("machine_id_file", _str, "file holding the machine ID"),
+    Option("dbus_address", _str, "D-Bus address of the systemd manager (default: system bus)"),
+    Option("api_socket", _str, "unix socket of the HTTP API"),
+    Option("api_socket_group", _str, "group owning the API socket (mode 0660)"),
+    Option("api_listen", _str, "also serve the API on this TCP host:port (needs api_tls_*)"),
+    Option("api_tls_cert", _str, "server certificate of the TCP API"),
+    Option("api_tls_key", _str, "key of the TCP API's certificate"),
+    Option("api_tls_ca", _str, "CA that signs the client certificates the TCP API accepts"),
+    Option("runtime_dir", _str, "where fleetd keeps its lease ID across restarts"),
+    Option("fence_on_lease_loss", _bool, "stop local units when the lease cannot be renewed"),
+    Option("leave_on_shutdown", _bool, "on SIGTERM stop local units and leave the cluster"),
+    Option("enable_grpc", _bool, "fleet 1.0's experimental gRPC: not needed", deprecated=True),
+    Option("disable_watches", _bool, "fleet 1.0's polling mode: fleetd always watches", True),
+    Option("verify_units", _bool, "deprecated in fleet 1.0", deprecated=True),
+    Option("authorized_keys_file", _str, "deprecated in fleet 1.0", deprecated=True),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    verbosity: int = 0
+    etcd_servers: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    etcd_cafile: str = ""
+    etcd_certfile: str = ""
+    etcd_keyfile: str = ""
+    etcd_username: str = ""
+    etcd_password: str = field(default="", repr=False)
+    etcd_key_prefix: str = "/fleet/"
+    etcd_request_timeout: float = 1.0
+    public_ip: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
+    agent_ttl: float = 30.0
+    engine_reconcile_interval: float = 300.0
+    units_directory: str = "/run/fleet/units/"
+    systemd_user: bool = False
+    disable_engine: bool = False
+    token_limit: int = 100
+    machine_id: str = ""
+    machine_id_file: str = "/etc/machine-id"
+    dbus_address: str = ""
+    api_socket: str = "/var/run/fleet.sock"
+    api_socket_group: str = ""
+    api_listen: str = ""
+    api_tls_cert: str = ""
+    api_tls_key: str = ""
+    api_tls_ca: str = ""
+    runtime_dir: str = "/run/fleet"
+    fence_on_lease_loss: bool = False
+    leave_on_shutdown: bool = False
+    enable_grpc: bool = False
+    disable_watches: bool = False
+    verify_units: bool = False
+    authorized_keys_file: str = ""
+    # options given that fleetd accepts for compatibility but ignores
+    ignored: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Cross-option rules."""
+        if self.api_listen and not (self.api_tls_cert and self.api_tls_key and self.api_tls_ca):
+            raise ConfigError(
+                "api_listen needs api_tls_cert, api_tls_key and api_tls_ca: the TCP API only "
+                "serves clients with a certificate signed by that CA"
+            )
+        if bool(self.etcd_certfile) != bool(self.etcd_keyfile):
+            raise ConfigError("etcd_certfile and etcd_keyfile must be given together")
+        if bool(self.etcd_username) != bool(self.etcd_password):
+            raise ConfigError("etcd_username and etcd_password must be given together")
+        if not self.etcd_servers:
+            raise ConfigError("etcd_servers: at least one endpoint is needed")
+        for endpoint in self.etcd_servers:
+            if not re.fullmatch(r"(https?://)?[^/\s]+:\d+/?", endpoint):
+                raise ConfigError(
+                    f"etcd_servers: {endpoint!r} is not host:port or http(s)://host:port"
+                )
+        if self.token_limit < 1 or self.token_limit > 65535:
+            raise ConfigError("token_limit must be between 1 and 65535")
+
+    def with_values(self, **values: Any) -> Config:
+        return dataclasses.replace(self, **values)
+
+
+def parse_config_file(text: str, source: str = DEFAULT_CONFIG_FILE) -> dict[str, str]:
+    """fleet.conf: `name=value` lines at global level; `#`/`;` comments, optional quotes."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            raise ConfigError(f"{source}:{number}: sections are not used in fleet.conf: {line!r}")
+        name, sep, value = line.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise ConfigError(f"{source}:{number}: expected name=value, found {line!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+def build_config(
+    file_values: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, str] | None = None,
+    *,
+    file_source: str = DEFAULT_CONFIG_FILE,
+) -> Config:
+    """Merge the three sources (flags > env > file) into a checked Config."""
+    raw: dict[str, tuple[str, str]] = {}
+    for name, value in (file_values or {}).items():
+        raw[name] = (value, file_source)
+    for key, value in (env or {}).items():
+        if key.startswith("FLEET_"):
+            raw[key[len("FLEET_") :].lower()] = (value, f"environment variable {key}")
+    for name, value in (flags or {}).items():
+        raw[name.replace("-", "_")] = (value, f"flag --{name.replace('_', '-')}")
+
+    values: dict[str, Any] = {}
+    ignored: list[str] = []
+    for name, (value, source) in sorted(raw.items()):
+        option = _BY_NAME.get(name)
+        if option is None:
+            raise ConfigError(f"unknown option {name!r} ({source})")
+        try:
+            values[name] = option.parse(value)
+        except ValueError as err:
+            raise ConfigError(f"invalid value for {name} ({source}): {err}") from None
+        if option.deprecated:
+            ignored.append(name)
+    config = Config(**values, ignored=tuple(ignored))
+    config.check()
+    return config
+
+
+def load_config(
+    path: str | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, str],
+) -> Config:
+    """Read the config file (`path`, or the default if it exists) and build the Config."""
+    file_values: dict[str, str] = {}
+    source = path or DEFAULT_CONFIG_FILE
+    try:
+        text = Path(source).read_text()
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        text = ""
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {source}: {err.strerror}") from None
+    file_values = parse_config_file(text, source)
+    return build_config(file_values, env, flags, file_source=source)
