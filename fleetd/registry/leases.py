@@ -32,8 +32,10 @@ class Lease:
         self.ttl = ttl
         self.reattached = reattached  # True when an existing, still-alive lease was re-used
         self.lost = asyncio.Event()  # set when etcd says the lease has expired
+        self.renewals = 0  # successful keep-alives so far
         self._etcd = etcd
         self._task: asyncio.Task[None] | None = None
+        self._renewed = asyncio.Condition()
 
     def start(self) -> Lease:
         if self._task is None:
@@ -58,11 +60,19 @@ class Lease:
                     log.warning("registry.lease_lost", lease=self.id)
                     self.lost.set()
                     return
+                async with self._renewed:
+                    self.renewals += 1
+                    self._renewed.notify_all()
         except asyncio.CancelledError:
             raise
         except Exception:  # a guarded background task: its death is logged, never silent
             log.exception("registry.lease_keepalive_crashed", lease=self.id)
             self.lost.set()
+
+    async def wait_renewals(self, count: int) -> None:
+        """Wait until the keep-alive has renewed the lease `count` times in all."""
+        async with self._renewed:
+            await self._renewed.wait_for(lambda: self.renewals >= count or self.lost.is_set())
 
     async def release(self) -> None:
         """Stop renewing without revoking: the keys stay until the TTL runs out."""

@@ -1,0 +1,190 @@
+"""Typed watch events: list-then-watch, corrupt values, kill -9 of etcd, compaction."""
+
+from __future__ import annotations
+
+import asyncio
+
+from registry_helpers import next_matching, retrying, state, take, unit
+
+from fleetd.model import JobState, Machine
+from fleetd.registry import (
+    EtcdConfig,
+    JobChanged,
+    JobDeleted,
+    MachineDown,
+    MachineUp,
+    Registry,
+    Resync,
+    ScheduleChanged,
+    ScheduleDeleted,
+    StateChanged,
+    StateDeleted,
+    UnitDeleted,
+    UnitStored,
+)
+from fleetd.sandbox.etcd import EtcdServer
+
+
+async def test_watch_yields_typed_events_in_revision_order(registry: Registry) -> None:
+    snap = await registry.snapshot()
+    async with registry.watch(snap.revision + 1) as events:
+        await registry.create_job("a.service", unit())
+        await registry.set_desired("a.service", JobState.LAUNCHED)
+        assert await registry.schedule("a.service", "m1")
+        lease = await registry.register_machine(Machine("m1", "10.0.0.1"), ttl=10)
+        await registry.publish_state(state("a.service", "m1"), lease)
+        await registry.remove_state("a.service", "m1")
+        assert await registry.unschedule("a.service", "m1")
+        await registry.destroy("a.service")
+        got = await take(events, 10)
+        await lease.revoke()
+        down, _ = await next_matching(events, lambda e: isinstance(e, MachineDown))
+    kinds = [type(e) for e in got]
+    assert kinds[:2] in ([UnitStored, JobChanged], [JobChanged, UnitStored])
+    assert kinds[2:8] == [
+        JobChanged,
+        ScheduleChanged,
+        MachineUp,
+        StateChanged,
+        StateDeleted,
+        ScheduleDeleted,
+    ]
+    assert sorted(k.__name__ for k in kinds[8:]) == ["JobDeleted", "UnitDeleted"]
+    assert got[2].job.desired is JobState.LAUNCHED
+    assert got[4].machine.public_ip == "10.0.0.1"
+    revisions = [e.revision for e in got]
+    assert revisions == sorted(revisions) and revisions[0] > snap.revision
+    assert got[-1].revision == got[-2].revision  # destroy is one txn: one revision
+    assert down.machine_id == "m1"
+
+
+async def test_snapshot_plus_events_equals_a_later_snapshot(registry: Registry) -> None:
+    await registry.create_job("a.service", unit("a"))
+    view = await registry.snapshot()
+    async with registry.watch(view.revision + 1) as events:
+        await registry.create_job("b.service", unit("b"))
+        await registry.schedule("b.service", "m1")
+        await registry.destroy("a.service")
+        await registry.create_job("sentinel.service", unit("b"))
+        async for event in events:
+            view = view.apply(event)
+            if isinstance(event, JobChanged) and event.job.name == "sentinel.service":
+                break
+    after = await registry.snapshot()
+    assert (view.jobs, view.units, view.placements) == (after.jobs, after.units, after.placements)
+
+
+async def test_corrupt_value_is_logged_and_skipped(registry: Registry, capsys) -> None:
+    await registry.create_job("good.service", unit())
+    await registry.etcd.put(registry.keys.job("bad.service"), b"{not json")
+    await registry.etcd.put(registry.keys.machine("m9"), b'{"v": 1, "id": 7}')
+    snap = await registry.snapshot()  # does not raise; skips the bad ones
+    assert set(snap.jobs) == {"good.service"} and snap.machines == {}
+    async with registry.watch(snap.revision + 1) as events:
+        await registry.etcd.put(registry.keys.job("bad2.service"), b"\xff\xfe garbage")
+        await registry.etcd.put(registry.keys.job("other.service"), unit_job("bad3.service"))
+        await registry.create_job("next.service", unit())
+        event, seen = await next_matching(events, lambda e: isinstance(e, JobChanged))
+    assert event.job.name == "next.service" and seen == [event]
+    out = capsys.readouterr().out
+    assert out.count("registry.corrupt_value") >= 4
+    assert "bad.service" in out and "bad2.service" in out
+
+
+def unit_job(name: str) -> bytes:
+    from fleetd.model import Job
+
+    return Job(name, unit().hash).encode()
+
+
+async def test_watch_survives_kill_9_and_restart(private_etcd: EtcdServer, key_prefix) -> None:
+    """A writer's N numbered jobs all arrive exactly once across a crash of etcd."""
+    config = EtcdConfig(private_etcd.endpoints, key_prefix=key_prefix, request_timeout=2.0)
+    n = 60
+    async with Registry(config) as reg:
+        snap = await reg.snapshot()
+        events = reg.watch(snap.revision + 1)
+        names = [f"n-{i:03d}.service" for i in range(n)]
+        for name in names[: n // 2]:
+            await reg.create_job(name, unit())
+        before = [e for e in await take(events, 5) if isinstance(e, JobChanged)]
+        # The consumer is behind (25+ events pending) when etcd dies.
+        await asyncio.to_thread(private_etcd.kill)
+        await asyncio.to_thread(private_etcd.start)
+        for name in names[n // 2 :]:
+            await retrying(lambda name=name: reg.create_job(name, unit()))
+        await retrying(lambda: reg.create_job("sentinel.service", unit()))
+        _, seen = await next_matching(
+            events, lambda e: isinstance(e, JobChanged) and e.job.name == "sentinel.service", 30
+        )
+        await events.aclose()
+    received = [e.job.name for e in [*before, *seen] if isinstance(e, JobChanged)]
+    assert received == [*names, "sentinel.service"]  # every one, once, in order
+
+
+async def test_compaction_while_behind_relists(private_etcd: EtcdServer, key_prefix) -> None:
+    config = EtcdConfig(private_etcd.endpoints, key_prefix=key_prefix)
+    async with Registry(config) as reg:
+        await reg.create_job("a.service", unit("a"))
+        view = await reg.snapshot()
+        # The watcher is behind: these happen before it reads anything.
+        await reg.create_job("b.service", unit("b"))
+        await reg.destroy("a.service")
+        await reg.create_job("c.service", unit("c"))
+        await reg.schedule("c.service", "m1")
+        await reg.compact()
+        async with reg.watch(view.revision + 1) as events:
+            first = await take(events, 1)
+            assert isinstance(first[0], Resync)
+            view = view.apply(first[0])
+            assert set(view.jobs) == {"b.service", "c.service"}  # consistent, not half-applied
+            await reg.create_job("d.service", unit("d"))
+            event, seen = await next_matching(events, lambda e: isinstance(e, JobChanged))
+            for e in seen:
+                view = view.apply(e)
+            assert events.resyncs == 1
+        after = await reg.snapshot()
+    assert event.job.name == "d.service"
+    assert (view.jobs, view.units, view.placements) == (after.jobs, after.units, after.placements)
+
+
+async def test_compaction_during_a_disconnect_relists(
+    private_etcd: EtcdServer, key_prefix
+) -> None:
+    """A live watcher loses its stream; while it is away history is compacted past it."""
+    config = EtcdConfig(private_etcd.endpoints, key_prefix=key_prefix, request_timeout=2.0)
+    async with Registry(config) as reg, Registry(config) as writer:
+        view = await reg.snapshot()
+        async with reg.watch(view.revision + 1) as events:
+            await writer.create_job("a.service", unit("a"))
+            got = await take(events, 2)
+            for e in got:
+                view = view.apply(e)
+            await asyncio.to_thread(private_etcd.kill)
+            await asyncio.to_thread(private_etcd.start)
+            await retrying(lambda: writer.create_job("b.service", unit("b")))
+            await retrying(lambda: writer.destroy("a.service"))
+            await retrying(lambda: writer.compact())
+            await retrying(lambda: writer.create_job("c.service", unit("c")))
+            async for event in events:
+                view = view.apply(event)
+                if "c.service" in view.jobs:
+                    break
+        after = await reg.snapshot()
+    assert set(view.jobs) == {"b.service", "c.service"}
+    assert (view.jobs, view.units) == (after.jobs, after.units)
+
+
+async def test_slow_consumer_reads_at_its_own_pace(registry: Registry) -> None:
+    """Pull-based: 300 writes with nobody reading, then all of them, in order."""
+    snap = await registry.snapshot()
+    async with registry.watch(snap.revision + 1) as events:
+        await registry.create_job("s.service", unit())
+        await take(events, 2)  # stream established
+        await asyncio.gather(*(registry.schedule("s.service", f"m{i}", None) for i in range(1)))
+        for i in range(1, 300):
+            await registry.schedule("s.service", f"m{i}", expected=f"m{i - 1}")
+        got = await take(events, 300)
+    assert [e.placement.machine_id for e in got] == [f"m{i}" for i in range(300)]
+    assert all(isinstance(e, ScheduleChanged) for e in got)
+    assert not any(isinstance(e, (JobDeleted, UnitDeleted)) for e in got)
