@@ -37,6 +37,7 @@ import structlog
 
 from fleetd.errors import PermanentError, TemporaryError
 from fleetd.systemd.dbus import SYSTEMD, wait_for_name
+from fleetd.systemd.manager import SystemdConfig
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +138,15 @@ class Machine:
         if check and proc.returncode != 0:
             raise MachineError(f"{argv!r} failed ({proc.returncode}): {err.decode().strip()}")
         return out.decode()
+
+    def systemd_config(self, **overrides: Any) -> SystemdConfig:
+        """How an adapter on the host reaches this machine's systemd, journal and systemctl."""
+        settings: dict[str, Any] = dict(
+            bus_address=self.bus_address, units_dir=self.units_dir, user=True,
+            wrap=lambda argv: self.command(argv, join_cgroup=False), env=self.env(),
+        )
+        settings.update(overrides)
+        return SystemdConfig(**settings)
 
     # -- life cycle
 

@@ -9,7 +9,6 @@ ours, and the two signals the adapter needs decoded into plain events (`JobRemov
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,9 +134,15 @@ class SystemdBus:
         self._handlers.append(handler)
 
     async def wait_disconnected(self) -> None:
-        """Return when the connection drops (for any reason)."""
-        with contextlib.suppress(Exception):
-            await self._bus.wait_for_disconnect()
+        """Return when the connection drops (for any reason, including our own disconnect())."""
+        waiter = asyncio.ensure_future(self._bus.wait_for_disconnect())
+        try:
+            await asyncio.wait({waiter})  # returns however the waiter ends
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        if not waiter.cancelled():
+            waiter.exception()  # retrieved; the drop's cause does not matter here
 
     def disconnect(self) -> None:
         self._bus.disconnect()
