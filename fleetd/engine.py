@@ -1,0 +1,315 @@
+"""The engine shell: win the leadership, keep a view of the cluster from watches, apply plans.
+
+Every change (a job submitted or changed, a machine up or down, a placement written) reaches the
+leader as a watch event; a burst of events is coalesced into one plan of the whole view
+(level-based, STYLE.md §4). Plans are applied as compare-and-swap transactions on what was read,
+so two engines that briefly both believe they lead can never place a job twice. The leader steps
+down the moment its lease is lost or the leader key names someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from fleetd.model import Job, LeaderInfo, UnitContent
+from fleetd.reconcile.engine import Action, EnginePlan, Task, plan_engine
+from fleetd.reconcile.scheduler import JobSpec, MachineSpec
+from fleetd.registry import (
+    EtcdUnavailable,
+    Event,
+    JobChanged,
+    JobDeleted,
+    LeaderChanged,
+    Leadership,
+    Lease,
+    MachineDown,
+    MachineUp,
+    Registry,
+    Resync,
+    ScheduleChanged,
+    ScheduleDeleted,
+    Snapshot,
+    UnitDeleted,
+    UnitStored,
+)
+from fleetd.registry.watch import Backoff
+from fleetd.unit import Requirements
+
+__all__ = ["Engine", "job_specs"]
+
+log = structlog.get_logger(__name__)
+
+# How many schedule/unschedule transactions the leader keeps in flight at once.
+_WRITE_CONCURRENCY = 64
+
+
+def job_specs(
+    jobs: Mapping[str, Job],
+    units: Mapping[str, UnitContent],
+    cache: dict[tuple[str, str], Requirements] | None = None,
+) -> dict[str, JobSpec]:
+    """The planner's view of the jobs: requirements read from each job's unit content.
+
+    A job whose content is missing (a corrupt or racing write) is left out: it cannot be
+    scheduled without knowing its requirements.
+    """
+    cache = {} if cache is None else cache
+    specs: dict[str, JobSpec] = {}
+    for name, job in jobs.items():
+        key = (job.unit_hash, name)
+        req = cache.get(key)
+        if req is None:
+            content = units.get(job.unit_hash)
+            if content is None:
+                continue
+            req = cache[key] = content.unit.requirements(name)
+        specs[name] = JobSpec(name, job.desired, req)
+    return specs
+
+
+def plan_for(snapshot: Snapshot, cache: dict[tuple[str, str], Requirements]) -> EnginePlan:
+    """Run the pure planner on a snapshot of the registry."""
+    return plan_engine(
+        job_specs(snapshot.jobs, snapshot.units, cache),
+        (MachineSpec(m.id, m.metadata) for m in snapshot.machines.values()),
+        {name: p.machine_id for name, p in snapshot.placements.items()},
+    )
+
+
+class Engine:
+    """Campaigns for leadership forever; while leader, keeps the placements right."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        machine_id: str,
+        *,
+        version: str = "",
+        lease_ttl: int = 10,
+    ) -> None:
+        self.registry = registry
+        self.info = LeaderInfo(machine_id, version)
+        self.lease_ttl = lease_ttl
+        self.is_leader = asyncio.Event()
+        self.plans = 0  # plans computed while leader (tests and metrics)
+        self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
+        self._planned = asyncio.Condition()  # notified after each plan is applied
+        self._requirements: dict[tuple[str, str], Requirements] = {}
+
+    async def run(self) -> None:
+        """Lead whenever elected, until cancelled."""
+        backoff = Backoff(first=0.1, cap=self.lease_ttl / 2)
+        while True:
+            try:
+                lease = await self.registry.grant_lease(self.lease_ttl)
+            except EtcdUnavailable as err:
+                log.warning(
+                    "engine.lease_unavailable", machine=self.info.machine_id, error=str(err)
+                )
+                await backoff.wait()
+                continue
+            backoff.reset()
+            try:
+                leadership = await self.registry.campaign(self.info, lease)
+                await self._lead(leadership, lease)
+            except EtcdUnavailable as err:
+                log.warning("engine.etcd_unavailable", machine=self.info.machine_id, error=str(err))
+            finally:
+                self.is_leader.clear()
+                await _shield(lease.release())
+
+    async def wait_planned(self, predicate: Callable[[Engine], bool]) -> None:
+        """Wait until, after some plan was applied, `predicate(self)` holds."""
+        async with self._planned:
+            await self._planned.wait_for(lambda: predicate(self))
+
+    async def resign(self) -> None:
+        """Give up leadership now (graceful shutdown), so another engine takes over at once."""
+        leadership = getattr(self, "_leadership", None)
+        if leadership is not None:
+            with contextlib.suppress(EtcdUnavailable):
+                await self.registry.resign(leadership)
+
+    async def _lead(self, leadership: Leadership, lease: Lease) -> None:
+        self._leadership = leadership
+        self.is_leader.set()
+        log.info("engine.leading", machine=self.info.machine_id, lease=lease.id)
+        snapshot = await self.registry.snapshot()
+        view = _View(snapshot)
+        watchers = {
+            "watch": asyncio.create_task(self._follow(view, snapshot.revision + 1)),
+            "planner": asyncio.create_task(self._act(view)),
+            "lease lost": asyncio.create_task(lease.lost.wait()),
+            "another engine leads": asyncio.create_task(view.deposed.wait()),
+        }
+        try:
+            done, _ = await asyncio.wait(watchers.values(), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._leadership = None
+            for task in watchers.values():
+                task.cancel()
+            await asyncio.gather(*watchers.values(), return_exceptions=True)
+        for why, task in watchers.items():
+            if task not in done:
+                continue
+            error = None if task.cancelled() else task.exception()
+            if isinstance(error, EtcdUnavailable):
+                raise error
+            if error is not None:  # a bug: log it loudly, step down, campaign again
+                log.error(
+                    "engine.crashed",
+                    machine=self.info.machine_id,
+                    part=why,
+                    exc_info=(type(error), error, error.__traceback__),
+                )
+            log.warning("engine.stepping_down", machine=self.info.machine_id, reason=why)
+
+    async def _follow(self, view: _View, from_revision: int) -> None:
+        """Apply watch events to the view; wake the planner after each."""
+        async with self.registry.watch(from_revision) as events:
+            async for event in events:
+                view.apply(event)
+                if isinstance(event, Resync):
+                    self._requirements.clear()
+                if isinstance(event, LeaderChanged | Resync):
+                    if view.leader is None or view.leader.machine_id != self.info.machine_id:
+                        view.deposed.set()
+                        return
+
+    async def _act(self, view: _View) -> None:
+        """Plan the whole view whenever it changed, and apply the plan."""
+        semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
+        while True:
+            await view.dirty.wait()
+            view.dirty.clear()
+            plan = view.plan(self._requirements)
+            self.plans += 1
+            self._report_unplaced(plan.unplaced)
+            if plan.tasks:
+                steps = _steps(plan)
+                won = await asyncio.gather(*(self._apply(step, semaphore) for step in steps))
+                for step, ok in zip(steps, won, strict=True):
+                    if ok:
+                        view.wrote(step)
+            async with self._planned:
+                self._planned.notify_all()
+
+    def _report_unplaced(self, unplaced: Mapping[str, str]) -> None:
+        for name, why in unplaced.items():
+            if self.unplaced.get(name) != why:
+                log.info("engine.unit_unplaced", unit=name, reason=why)
+        self.unplaced = unplaced
+
+    async def _apply(self, step: _Step, semaphore: asyncio.Semaphore) -> bool:
+        """One guarded write: place, move (compare-and-swap old → new) or unplace a job."""
+        async with semaphore:
+            if step.new is None:
+                assert step.old is not None
+                won = await self.registry.unschedule(step.job, step.old)
+            else:
+                won = await self.registry.schedule(step.job, step.new, step.old)
+        action = "unschedule" if step.new is None else "schedule"
+        log.info(
+            f"engine.{action}" if won else f"engine.{action}_lost",
+            unit=step.job,
+            machine=step.new or step.old,
+            previous=step.old if step.new else None,
+            reason=step.reason,
+        )
+        return won
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    job: str
+    old: str | None
+    new: str | None
+    reason: str
+
+
+def _steps(plan: EnginePlan) -> list[_Step]:
+    """The plan as one write per job: a job that moves is moved in a single transaction."""
+    by_job: dict[str, list[Task]] = {}
+    for task in plan.tasks:
+        by_job.setdefault(task.job, []).append(task)
+    steps = []
+    for job, tasks in by_job.items():
+        old = next((t.machine_id for t in tasks if t.action is Action.UNSCHEDULE), None)
+        new = next((t.machine_id for t in tasks if t.action is Action.SCHEDULE), None)
+        reason = "; ".join(t.reason.value + (f" ({t.detail})" if t.detail else "") for t in tasks)
+        steps.append(_Step(job, old, new, reason))
+    return steps
+
+
+class _View:
+    """The leader's view of the cluster, kept current in place from watch events.
+
+    (Snapshot.apply returns a new snapshot per event; with thousands of jobs the engine keeps
+    mutable maps instead, so following the watch stays O(1) per event.)
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.revision = snapshot.revision
+        self.jobs = dict(snapshot.jobs)
+        self.units = dict(snapshot.units)
+        self.placements = {name: p.machine_id for name, p in snapshot.placements.items()}
+        self.machines = dict(snapshot.machines)
+        self.leader = snapshot.leader
+        self.dirty = asyncio.Event()
+        self.dirty.set()  # plan once on taking office
+        self.deposed = asyncio.Event()
+
+    def apply(self, event: Event) -> None:
+        self.revision = event.revision
+        match event:
+            case Resync(snapshot=snapshot):
+                self.__init__(snapshot)  # type: ignore[misc]
+            case JobChanged(job=job):
+                self.jobs[job.name] = job
+            case JobDeleted(name=name):
+                self.jobs.pop(name, None)
+            case UnitStored(unit=unit):
+                self.units[unit.hash] = unit
+            case UnitDeleted(hash=unit_hash):
+                self.units.pop(unit_hash, None)
+            case ScheduleChanged(placement=placement):
+                self.placements[placement.name] = placement.machine_id
+            case ScheduleDeleted(name=name):
+                self.placements.pop(name, None)
+            case MachineUp(machine=machine):
+                self.machines[machine.id] = machine
+            case MachineDown(machine_id=machine_id):
+                self.machines.pop(machine_id, None)
+            case LeaderChanged(leader=leader):
+                self.leader = leader
+            case _:
+                return  # unit states do not concern the engine
+        self.dirty.set()
+
+    def wrote(self, step: _Step) -> None:
+        """Record a write this engine won before its watch event arrives, so the next plan
+        starts from it; skipped if the watch already moved the placement on (it is newer)."""
+        if self.placements.get(step.job) != step.old:
+            return
+        if step.new is None:
+            self.placements.pop(step.job, None)
+        else:
+            self.placements[step.job] = step.new
+
+    def plan(self, cache: dict[tuple[str, str], Requirements]) -> EnginePlan:
+        return plan_engine(
+            job_specs(self.jobs, self.units, cache),
+            (MachineSpec(m.id, m.metadata) for m in self.machines.values()),
+            self.placements,
+        )
+
+
+async def _shield(coro) -> None:  # type: ignore[no-untyped-def]
+    """Finish a clean-up step even when the surrounding task is being cancelled."""
+    with contextlib.suppress(EtcdUnavailable, asyncio.CancelledError):
+        await asyncio.shield(coro)

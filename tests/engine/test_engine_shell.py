@@ -1,0 +1,179 @@
+"""The engine shell against a real etcd; machines are only leases and keys (no systemd)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from fleetd.engine import Engine
+from fleetd.model import JobState, Machine
+from fleetd.registry import EtcdConfig, Registry
+from fleetd.unit import parse_unit
+from tests.waiting import until
+
+M1, M2, M3 = "1" * 32, "2" * 32, "3" * 32
+HELLO = parse_unit(
+    "[Service]\nExecStart=/bin/sh -c 'while true; do echo Hello World; sleep 1; done'\n"
+)
+APACHE = parse_unit(
+    "[Unit]\nDescription=Fake Apache instance %i\n[Service]\nExecStart=/usr/bin/python3 -m http.server %i\n"
+    "[X-Fleet]\nX-Conflicts=apache@*.service\n"
+)
+
+
+@contextlib.asynccontextmanager
+async def running(engine: Engine) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(engine.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def machine(registry: Registry, mid: str, ttl: int = 5, **metadata: str):
+    return await registry.register_machine(
+        Machine(mid, f"127.0.0.{int(mid[0]) + 10}", metadata), ttl
+    )
+
+
+def placements(snapshot) -> dict[str, str]:
+    return {name: p.machine_id for name, p in snapshot.placements.items()}
+
+
+async def test_places_seed_units_and_explains_the_fourth_apache(registry: Registry) -> None:
+    for mid in (M1, M2, M3):
+        await machine(registry, mid)
+    for i in range(1, 5):
+        await registry.create_job(f"apache@{i}.service", APACHE, JobState.LAUNCHED)
+    engine = Engine(registry, M1, lease_ttl=5)
+    async with running(engine):
+        snap = await until(registry, lambda s: len(s.placements) == 3)
+        assert sorted(placements(snap).values()) == [M1, M2, M3]
+        await until(registry, lambda s: True)
+        unplaced = [
+            n for n in (f"apache@{i}.service" for i in range(1, 5)) if n not in snap.placements
+        ]
+        assert len(unplaced) == 1
+        await asyncio.wait_for(engine.wait_planned(lambda e: unplaced[0] in e.unplaced), 10)
+        assert "conflicts with apache@" in engine.unplaced[unplaced[0]]
+
+
+async def test_inactive_unschedules_and_destroy_clears(registry: Registry) -> None:
+    await machine(registry, M1)
+    await registry.create_job("hello.service", HELLO, JobState.LOADED)
+    async with running(Engine(registry, M1, lease_ttl=5)):
+        await until(registry, lambda s: placements(s) == {"hello.service": M1})
+        await registry.set_desired("hello.service", JobState.INACTIVE)
+        await until(registry, lambda s: not s.placements)
+        await registry.set_desired("hello.service", JobState.LAUNCHED)
+        await until(registry, lambda s: placements(s) == {"hello.service": M1})
+        await registry.destroy("hello.service")
+        snap = await until(registry, lambda s: not s.jobs)
+        assert not snap.placements
+
+
+async def test_machine_lease_expiry_moves_its_units(registry: Registry) -> None:
+    dying = await machine(registry, M1, ttl=1)
+    await machine(registry, M2, ttl=30)
+    await machine(registry, M3, ttl=30)
+    await registry.create_job("a.service", HELLO, JobState.LAUNCHED)
+    async with running(Engine(registry, M2, lease_ttl=5)):
+        snap = await until(registry, lambda s: "a.service" in s.placements)
+        if snap.placements["a.service"].machine_id != M1:
+            # put it on the machine that will die, as a user's MachineID would
+            assert await registry.schedule("a.service", M1, snap.placements["a.service"].machine_id)
+            await until(registry, lambda s: s.placements["a.service"].machine_id == M1)
+        await dying.release()  # the machine stops renewing: it dies at the lease's expiry
+        down = await until(registry, lambda s: M1 not in s.machines)
+        t_down = time.monotonic()
+        moved = await until(
+            registry,
+            lambda s: s.placements.get("a.service") and s.placements["a.service"].machine_id != M1,
+        )
+        print(f"re-placed {time.monotonic() - t_down:.3f}s after the machine's lease expired")
+        assert moved.placements["a.service"].machine_id in (M2, M3)
+        assert down.revision < moved.revision
+
+
+async def test_two_engines_one_leader_and_failover(etcd_config: EtcdConfig) -> None:
+    async with (
+        Registry(etcd_config) as r1,
+        Registry(etcd_config) as r2,
+        Registry(etcd_config) as obs,
+    ):
+        await machine(obs, M3, ttl=30)
+        e1, e2 = Engine(r1, M1, lease_ttl=2), Engine(r2, M2, lease_ttl=2)
+        t1 = asyncio.create_task(e1.run())
+        async with running(e2):
+            await asyncio.wait_for(_first_leader(e1, e2), 10)
+            await asyncio.sleep(0)  # let the other engine finish its campaign attempt
+            assert e1.is_leader.is_set() != e2.is_leader.is_set()
+            leader_info = await obs.leader()
+            assert leader_info is not None
+            if leader_info.machine_id == M2:
+                # make e1 the leader first so that killing it tests failover to e2
+                await r2.resign(e2._leadership)
+                await asyncio.wait_for(e1.is_leader.wait(), 10)
+            # kill e1 the hard way: its task dies without resigning or revoking its lease
+            t1.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t1
+            killed_at = time.monotonic()
+            # pending work submitted meanwhile is done by the new leader
+            await obs.create_job("pending.service", HELLO, JobState.LAUNCHED)
+            await asyncio.wait_for(e2.is_leader.wait(), 10)
+            print(f"new leader after {time.monotonic() - killed_at:.3f}s (lease ttl 2s)")
+            await until(obs, lambda s: placements(s) == {"pending.service": M3})
+            leader_info = await obs.leader()
+            assert leader_info is not None and leader_info.machine_id == M2
+
+
+async def _first_leader(*engines: Engine) -> None:
+    waits = [asyncio.ensure_future(e.is_leader.wait()) for e in engines]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def test_racing_engines_never_double_place(etcd_config: EtcdConfig) -> None:
+    """Two engines that both act (one forced to think it leads) never place a job twice."""
+    async with Registry(etcd_config) as r1, Registry(etcd_config) as r2:
+        for mid in (M1, M2, M3):
+            await machine(r1, mid)
+        for i in range(20):
+            await r1.create_job(f"u{i}.service", HELLO, JobState.LAUNCHED)
+        from fleetd.engine import plan_for
+
+        snap = await r1.snapshot()
+        plan_a, plan_b = plan_for(snap, {}), plan_for(snap, {})
+        results = await asyncio.gather(
+            *(r1.schedule(t.job, t.machine_id, None) for t in plan_a.tasks),
+            *(r2.schedule(t.job, M3 if t.machine_id != M3 else M1, None) for t in plan_b.tasks),
+        )
+        assert sum(results) == 20  # each job placed exactly once
+        final = await r1.snapshot()
+        assert len(final.placements) == 20
+
+
+@pytest.mark.parametrize("count", [200])
+async def test_many_jobs_placed_in_few_plans(registry: Registry, count: int) -> None:
+    for mid in (M1, M2, M3):
+        await machine(registry, mid)
+    engine = Engine(registry, M1, lease_ttl=5)
+    async with running(engine):
+        await asyncio.wait_for(engine.is_leader.wait(), 10)
+        await asyncio.gather(
+            *(registry.create_job(f"u{i}.service", HELLO, JobState.LAUNCHED) for i in range(count))
+        )
+        snap = await until(registry, lambda s: len(s.placements) == count)
+        loads = sorted(list(placements(snap).values()).count(m) for m in (M1, M2, M3))
+        assert loads[-1] - loads[0] <= 1  # least-loaded spreads evenly
+        print(f"{count} jobs placed using {engine.plans} plans")
