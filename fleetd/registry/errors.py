@@ -37,11 +37,12 @@ class EtcdUnavailable(RegistryError, TemporaryError):
 class EtcdTLSError(RegistryError, PermanentError):
     """The TLS handshake with etcd failed: wrong CA, certificate or server name."""
 
-    def __init__(self, endpoints: Sequence[str], detail: str) -> None:
+    def __init__(self, endpoints: Sequence[str], detail: str, ca_file: object = None) -> None:
         self.endpoints = list(endpoints)
+        ca = f"the CA file {ca_file}" if ca_file else "the configured CA"
         super().__init__(
             f"TLS handshake with etcd at {', '.join(self.endpoints)} failed "
-            f"(is etcd_ca_file the CA that signed etcd's certificate?): {detail}"
+            f"(is {ca} the CA that signed etcd's certificate?): {detail}"
         )
 
 

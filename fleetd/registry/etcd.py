@@ -201,7 +201,11 @@ class EtcdClient:
         try:
             if cfg.username is not None:
                 await self._authenticate()
-            await self._call("connect", lambda c: c.kv.get("\0", count_only=True, timeout=self._t))
+            # A read inside our prefix: proves reachability, TLS, credentials and permission.
+            await self._call(
+                "connect",
+                lambda c: c.kv.get(cfg.key_prefix, count_only=True, timeout=self._t),  # type: ignore[union-attr]
+            )
         except BaseException:
             await self.close()
             raise
@@ -232,8 +236,8 @@ class EtcdClient:
                 raise self._unavailable(err) from None
             except grpc.aio.AioRpcError as err:
                 raise EtcdAuthError(
-                    f"etcd at {', '.join(cfg.endpoints)} cannot authenticate "
-                    f"{cfg.username!r}: {err.details()}"
+                    f"etcd at {', '.join(cfg.endpoints)} refused user {cfg.username!r}: "
+                    f"{err.details()}"
                 ) from None
             client.set_token(resp.token)
 
@@ -249,7 +253,7 @@ class EtcdClient:
         elif isinstance(err, grpc.aio.AioRpcError):
             detail = f"{err.code().name}: {err.details()}"
         if self.config.tls and any(h in detail.lower() for h in _TLS_HINTS):
-            return EtcdTLSError(self.config.endpoints, detail)
+            return EtcdTLSError(self.config.endpoints, detail, self.config.ca_file)
         return EtcdUnavailable(self.config.endpoints, detail)
 
     async def _call(self, what: str, fn: Callable[[Etcd3Client], Awaitable[T]]) -> T:
