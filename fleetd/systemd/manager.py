@@ -133,6 +133,7 @@ class SystemdManager:
         self._inflight: Counter[str] = Counter()
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
+        self.adopted: dict[str, UnitState] = {}  # the states found by start()
 
     # -- life cycle
 
@@ -148,6 +149,7 @@ class SystemdManager:
         self._files = set(self.units.names())
         await self._connect()
         self._supervisor = asyncio.create_task(self._supervise(), name="systemd-bus-supervisor")
+        self.adopted = dict(self._states)
         log.info(
             "systemd.adopted", units=len(self._states), bus=self.config.bus_address or "system",
             running=sum(s.active == "active" for s in self._states.values()),

@@ -1,0 +1,77 @@
+"""Journal and status of a unit, read with journalctl/systemctl inside the machine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from systemd_helpers import EVENT_DEADLINE, HELLO, process_gone, wait_state
+
+from fleetd.systemd import SystemdManager
+
+pytestmark = [pytest.mark.root, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def hello_lines(stream, count: int) -> list[str]:
+    lines = []
+    async for line in stream:
+        if "Hello World" in line:
+            lines.append(line)
+            if len(lines) == count:
+                return lines
+    return lines
+
+
+async def test_follow_yields_lines_as_they_are_written_then_journal_returns_them(
+    manager: SystemdManager,
+) -> None:
+    async with manager.journal("hello.service", lines=0, follow=True) as follow:
+        await manager.load("hello.service", HELLO)
+        await manager.start_unit("hello.service")
+        # the unit writes a line a second: a second line proves lines keep coming
+        lines = await asyncio.wait_for(hello_lines(follow, 2), EVENT_DEADLINE)
+        assert all("sh[" in line for line in lines)
+    assert follow.proc is not None and follow.proc.returncode is not None
+
+    async with manager.journal("hello.service", lines=5) as journal:
+        got = [line async for line in journal]
+    assert 1 <= len(got) <= 5
+    assert any("Hello World" in line for line in got)
+    await manager.stop_unit("hello.service")
+
+
+async def test_cancelling_a_follow_leaves_no_journalctl(manager: SystemdManager) -> None:
+    await manager.load("chatty.service", HELLO)
+    await manager.start_unit("chatty.service")
+    stream = manager.journal("chatty.service", follow=True)
+    first_line = asyncio.get_running_loop().create_future()
+
+    async def read() -> None:
+        async with stream:
+            async for line in stream:
+                if not first_line.done():
+                    first_line.set_result(line)
+
+    reader = asyncio.create_task(read())
+    await asyncio.wait_for(first_line, EVENT_DEADLINE)
+    assert stream.proc is not None
+    pid = stream.proc.pid
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert stream.proc.returncode is not None  # reaped by us
+    assert process_gone(pid)
+    await manager.stop_unit("chatty.service")
+
+
+async def test_status_is_systemctl_status_text(manager: SystemdManager) -> None:
+    changes = manager.changes()
+    await manager.load("shown.service", HELLO)
+    await manager.start_unit("shown.service")
+    await wait_state(changes, "shown.service", sub="running")
+    text = await manager.status("shown.service")
+    assert "shown.service" in text
+    assert "active (running)" in text
+    assert f"Main PID: {await manager.main_pid('shown.service')}" in text
+    await manager.stop_unit("shown.service")
+    assert "inactive (dead)" in await manager.status("shown.service")
