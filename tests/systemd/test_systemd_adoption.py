@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from systemd_helpers import EVENT_DEADLINE, HELLO, process_gone, wait_state
+from systemd_helpers import EVENT_DEADLINE, HELLO, wait_state
 
 from fleetd.sandbox.machine import Machine
 from fleetd.systemd import SystemdManager
@@ -60,7 +60,6 @@ async def test_the_stream_resumes_and_re_emits_states_after_the_bus_drops(
     dropped = asyncio.create_task(manager._bus.wait_disconnected())  # type: ignore[union-attr]
     os.kill(bus_pid, signal.SIGKILL)
     await asyncio.wait_for(dropped, EVENT_DEADLINE)
-    assert process_gone(bus_pid)
 
     # after reconnecting the adapter pushes the current state again...
     state = await wait_state(changes, "steady.service", within=30)
