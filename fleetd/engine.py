@@ -22,21 +22,16 @@ from fleetd.reconcile.scheduler import JobSpec, MachineSpec
 from fleetd.registry import (
     EtcdUnavailable,
     Event,
-    JobChanged,
-    JobDeleted,
     LeaderChanged,
     Leadership,
     Lease,
-    MachineDown,
-    MachineUp,
     Registry,
     Resync,
-    ScheduleChanged,
-    ScheduleDeleted,
     Snapshot,
-    UnitDeleted,
-    UnitStored,
+    StateChanged,
+    StateDeleted,
 )
+from fleetd.registry.view import ClusterView
 from fleetd.registry.watch import Backoff
 from fleetd.unit import Requirements
 
@@ -246,50 +241,19 @@ def _steps(plan: EnginePlan) -> list[_Step]:
     return steps
 
 
-class _View:
-    """The leader's view of the cluster, kept current in place from watch events.
-
-    (Snapshot.apply returns a new snapshot per event; with thousands of jobs the engine keeps
-    mutable maps instead, so following the watch stays O(1) per event.)
-    """
+class _View(ClusterView):
+    """The leader's view of the cluster and the signals between its follower and planner."""
 
     def __init__(self, snapshot: Snapshot) -> None:
-        self.revision = snapshot.revision
-        self.jobs = dict(snapshot.jobs)
-        self.units = dict(snapshot.units)
-        self.placements = {name: p.machine_id for name, p in snapshot.placements.items()}
-        self.machines = dict(snapshot.machines)
-        self.leader = snapshot.leader
+        super().__init__(snapshot)
         self.dirty = asyncio.Event()
         self.dirty.set()  # plan once on taking office
         self.deposed = asyncio.Event()
 
     def apply(self, event: Event) -> None:
-        self.revision = event.revision
-        match event:
-            case Resync(snapshot=snapshot):
-                self.__init__(snapshot)  # type: ignore[misc]
-            case JobChanged(job=job):
-                self.jobs[job.name] = job
-            case JobDeleted(name=name):
-                self.jobs.pop(name, None)
-            case UnitStored(unit=unit):
-                self.units[unit.hash] = unit
-            case UnitDeleted(hash=unit_hash):
-                self.units.pop(unit_hash, None)
-            case ScheduleChanged(placement=placement):
-                self.placements[placement.name] = placement.machine_id
-            case ScheduleDeleted(name=name):
-                self.placements.pop(name, None)
-            case MachineUp(machine=machine):
-                self.machines[machine.id] = machine
-            case MachineDown(machine_id=machine_id):
-                self.machines.pop(machine_id, None)
-            case LeaderChanged(leader=leader):
-                self.leader = leader
-            case _:
-                return  # unit states do not concern the engine
-        self.dirty.set()
+        super().apply(event)
+        if not isinstance(event, StateChanged | StateDeleted):  # states do not move jobs
+            self.dirty.set()
 
     def wrote(self, step: _Step) -> None:
         """Record a write this engine won before its watch event arrives, so the next plan
