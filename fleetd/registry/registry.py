@@ -8,6 +8,7 @@ Readers call `snapshot()` (everything at one revision) and then `watch(snapshot.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from enum import StrEnum
 from types import TracebackType
 
@@ -217,7 +218,14 @@ class Registry:
     # --- one-revision view -----------------------------------------------------------------
     async def snapshot(self) -> Snapshot:
         """Jobs, units, placements, states, machines and leader, all at one revision."""
-        revision, kvs = await self._etcd.get_prefix(self.keys.prefix)
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                revision, kvs = await self._etcd.get_prefix(self.keys.prefix)
+                break
+            except WatchCompacted:
+                continue  # a later page's revision was compacted meanwhile: read again
+        else:
+            raise RegistryConflict("listing the registry kept racing etcd compactions")
         docs = [d for d in (self._decode(kv) for kv in kvs) if d is not None]
         return snapshot_from(revision, docs)
 
@@ -350,15 +358,18 @@ class Registry:
 
     async def _wait_deleted(self, key: str, from_revision: int) -> None:
         next_rev = from_revision
+        backoff = Backoff()
         while True:
             try:
-                async for batch in self._etcd.watch(key, next_rev, prefix=False):
-                    for ch in batch.changes:
-                        if ch.type == "delete":
-                            return
-                        next_rev = ch.revision + 1
+                async with aclosing(self._etcd.watch(key, next_rev, prefix=False)) as batches:
+                    async for batch in batches:
+                        backoff.reset()
+                        for ch in batch.changes:
+                            if ch.type == "delete":
+                                return
+                            next_rev = ch.revision + 1
             except WatchInterrupted:
-                continue
+                await backoff.wait()
             except WatchCompacted:
                 return  # the caller re-checks the key itself
 

@@ -12,6 +12,7 @@ duplicated. When etcd has compacted the revision to resume from, it logs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -21,7 +22,7 @@ import structlog
 
 from fleetd.model import ModelError
 from fleetd.registry.errors import EtcdUnavailable, WatchCompacted, WatchInterrupted
-from fleetd.registry.events import Event, Resync, decode_change
+from fleetd.registry.events import Change, Event, Resync, Snapshot, decode_change
 
 if TYPE_CHECKING:
     from fleetd.registry.registry import Registry
@@ -80,31 +81,18 @@ class EventStream:
         await self.aclose()
 
     async def _run(self) -> AsyncIterator[Event]:
-        etcd, layout = self._registry.etcd, self._registry.keys
+        etcd = self._registry.etcd
         backoff = Backoff()
         while True:
             start = self.next_revision
             try:
-                async for batch in etcd.watch(self._key, start):
-                    backoff.reset()
-                    last = start - 1
-                    for change in batch.changes:
-                        if change.revision < start:
-                            continue  # already delivered before a reconnect
-                        last = max(last, change.revision)
-                        try:
-                            event = decode_change(layout, change)
-                        except ModelError as err:
-                            log.warning(
-                                "registry.corrupt_value",
-                                key=change.key,
-                                revision=change.revision,
-                                error=str(err),
-                            )
-                            continue
-                        if event is not None:
+                async with contextlib.aclosing(etcd.watch(self._key, start)) as batches:
+                    async for batch in batches:
+                        backoff.reset()
+                        for event in self._decode(batch.changes, start):
                             yield event
-                    self.next_revision = max(self.next_revision, last + 1)
+                        last = max(c.revision for c in batch.changes)
+                        self.next_revision = max(self.next_revision, last + 1)
             except WatchInterrupted as err:
                 self.reconnects += 1
                 log.info(
@@ -128,10 +116,31 @@ class EventStream:
                 self.next_revision = snapshot.revision + 1
                 yield Resync(snapshot.revision, snapshot)
 
-    async def _relist(self, backoff: Backoff):  # type: ignore[no-untyped-def]
+    def _decode(self, changes: tuple[Change, ...], start: int) -> list[Event]:
+        """Typed events of one batch; drops changes already delivered and corrupt values."""
+        layout = self._registry.keys
+        events: list[Event] = []
+        for change in changes:
+            if change.revision < start:
+                continue  # already delivered before a reconnect
+            try:
+                event = decode_change(layout, change)
+            except ModelError as err:
+                log.warning(
+                    "registry.corrupt_value",
+                    key=change.key,
+                    revision=change.revision,
+                    error=str(err),
+                )
+                continue
+            if event is not None:
+                events.append(event)
+        return events
+
+    async def _relist(self, backoff: Backoff) -> Snapshot:
         while True:
             try:
                 return await self._registry.snapshot()
-            except EtcdUnavailable as err:
+            except (EtcdUnavailable, WatchCompacted) as err:
                 log.warning("registry.relist_retry", error=str(err))
                 await backoff.wait()
