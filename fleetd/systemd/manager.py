@@ -115,6 +115,12 @@ class UnitChanges:
         self._manager._subscribers.discard(self)
 
 
+def _log_death(task: asyncio.Task[None]) -> None:
+    """A guarded background task never dies silently."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("systemd.task_died", task=task.get_name(), error=repr(task.exception()))
+
+
 class SystemdManager:
     def __init__(self, config: SystemdConfig | None = None) -> None:
         self.config = config or SystemdConfig()
@@ -149,6 +155,7 @@ class SystemdManager:
         self._files = set(self.units.names())
         await self._connect()
         self._supervisor = asyncio.create_task(self._supervise(), name="systemd-bus-supervisor")
+        self._supervisor.add_done_callback(_log_death)
         self.adopted = dict(self._states)
         log.info(
             "systemd.adopted", units=len(self._states), bus=self.config.bus_address or "system",
