@@ -1,0 +1,408 @@
+"""The agent shell: this machine's membership, and the units placed on it, run by its systemd.
+
+It registers the machine under a lease (kept in the runtime dir, so a restarted fleetd re-attaches
+to its still-live lease and nothing fails over), follows the registry's watch and systemd's
+pushed state changes, plans with the pure `plan_agent`, applies the tasks through the systemd
+adapter, and publishes each unit's state when it really changes (a burst of D-Bus signals is one
+put). Nothing polls: watch events, D-Bus signals and the lease drive everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from fleetd.errors import FleetdError
+from fleetd.model import Machine, UnitState
+from fleetd.reconcile.agent import (
+    ActualUnit,
+    AgentJob,
+    AgentTask,
+    Kind,
+    desired_units,
+    plan_agent,
+)
+from fleetd.registry import EtcdUnavailable, Lease, Registry, StateChanged, StateDeleted
+from fleetd.registry.view import ClusterView
+from fleetd.registry.watch import Backoff
+from fleetd.systemd.manager import LOAD_FAILED, SystemdManager
+from fleetd.systemd.manager import UnitState as SystemdState
+from fleetd.unit import Requirements, UnitParseError, parse_unit
+
+__all__ = ["Agent"]
+
+log = structlog.get_logger(__name__)
+
+# States in which a unit counts as started by us (adopted after a restart: never started again).
+_STARTED_STATES = frozenset({"active", "activating", "reloading", "failed", "deactivating"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    hash: str
+    load: str
+    active: str
+    sub: str
+
+
+class Agent:
+    """Runs this machine's share of the cluster until cancelled."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        systemd: SystemdManager,
+        machine: Machine,
+        *,
+        ttl: int = 30,
+        runtime_dir: Path | str | None = None,
+        fence_on_lease_loss: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.systemd = systemd
+        self.machine = machine
+        self.ttl = ttl
+        self.runtime_dir = Path(runtime_dir) if runtime_dir else None
+        self.fence_on_lease_loss = fence_on_lease_loss
+        self.lease: Lease | None = None
+        self.registered = asyncio.Event()
+        self.fenced = False
+        self.plans = 0
+        self._view: ClusterView | None = None
+        self._dirty = asyncio.Event()  # the desired or actual state changed: plan again
+        self._publish_dirty = asyncio.Event()  # some unit state may need publishing
+        self._hashes: dict[str, str] = {}  # unit file in the units dir → its content hash
+        self._started: set[str] = set()  # units we started (or adopted running or failed)
+        self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
+        self._published: dict[str, _Published] = {}
+        self._requirements: dict[tuple[str, str], Requirements] = {}
+        self._applied = asyncio.Condition()
+        self._acting = asyncio.Lock()  # one plan applied at a time; leave/fence wait for it
+        self._leaving = False
+
+    # ---- life cycle
+
+    async def run(self) -> None:
+        """Register, adopt, then keep this machine right, until cancelled."""
+        self._adopt_files()
+        changes = self.systemd.changes(replay=True)
+        try:
+            await self._register()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._follow_registry(), name="agent-watch")
+                group.create_task(self._follow_systemd(changes), name="agent-systemd")
+                group.create_task(self._reconcile(), name="agent-reconcile")
+                group.create_task(self._publish(), name="agent-publish")
+                group.create_task(self._keep_membership(), name="agent-lease")
+        finally:
+            changes.close()
+            if self.lease is not None:
+                await self.lease.release()  # stop renewing; keys live on until the TTL ends
+
+    async def leave(self) -> None:
+        """Leave the cluster on purpose: stop every local fleet unit, then revoke the lease so
+        the engine moves them at once (`fleetd leave`, SIGTERM with leave_on_shutdown)."""
+        self._leaving = True
+        async with self._acting:
+            await asyncio.gather(*(self._stop(name) for name in sorted(self._hashes)))
+        if self.lease is not None:
+            with contextlib.suppress(EtcdUnavailable):
+                await self.lease.revoke()
+        self._forget_lease_id()
+        log.info("agent.left", machine=self.machine.id, units=len(self._hashes))
+
+    async def wait_applied(self) -> None:
+        """Wait until the next plan has been applied (tests)."""
+        async with self._applied:
+            await self._applied.wait()
+
+    # ---- membership
+
+    def _lease_file(self) -> Path | None:
+        return self.runtime_dir / "lease" if self.runtime_dir else None
+
+    def _saved_lease_id(self) -> int | None:
+        path = self._lease_file()
+        try:
+            return int(path.read_text().strip(), 16) if path else None
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _save_lease_id(self, lease: Lease) -> None:
+        path = self._lease_file()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{lease.id:x}\n")
+
+    def _forget_lease_id(self) -> None:
+        path = self._lease_file()
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    async def _register(self) -> None:
+        backoff = Backoff(first=0.1, cap=max(0.2, self.ttl / 3))
+        while True:
+            try:
+                self.lease = await self.registry.register_machine(
+                    self.machine, self.ttl, self._saved_lease_id()
+                )
+                break
+            except EtcdUnavailable as err:
+                log.warning("agent.register_retry", machine=self.machine.id, error=str(err))
+                await backoff.wait()
+        self._save_lease_id(self.lease)
+        self._published.clear()  # a new lease carries no states: publish them all again
+        self._publish_dirty.set()
+        self.registered.set()
+        log.info(
+            "agent.registered",
+            machine=self.machine.id,
+            ip=self.machine.public_ip,
+            lease=self.lease.id,
+            reattached=self.lease.reattached,
+        )
+
+    async def _keep_membership(self) -> None:
+        """Re-register when the lease is lost; with fencing, stop local units before it expires
+        when it cannot be renewed (a deadline timer, not a poll)."""
+        while True:
+            lease = self.lease
+            assert lease is not None
+            lost = asyncio.ensure_future(lease.lost.wait())
+            try:
+                if self.fence_on_lease_loss:
+                    await self._fence_unless_renewed(lease, lost)
+                await lost
+            finally:
+                lost.cancel()
+            log.warning("agent.lease_lost", machine=self.machine.id, lease=lease.id)
+            self.registered.clear()
+            await lease.release()
+            await self._register()
+            if self.fenced:
+                self.fenced = False
+                log.info("agent.unfenced", machine=self.machine.id)
+            self._dirty.set()
+
+    async def _fence_unless_renewed(self, lease: Lease, lost: asyncio.Future[bool]) -> None:
+        margin = min(1.0, self.ttl / 5)
+        last_renewal = time.monotonic()
+        while not lost.done():
+            deadline = last_renewal + self.ttl - margin
+            renewals = lease.renewals
+            try:
+                await asyncio.wait_for(
+                    lease.wait_renewals(renewals + 1), deadline - time.monotonic()
+                )
+            except TimeoutError:
+                await self._fence()
+                return
+            last_renewal = time.monotonic()
+
+    async def _fence(self) -> None:
+        self.fenced = True
+        await self._acting.acquire()
+        self._acting.release()
+        log.warning(
+            "agent.fencing",
+            machine=self.machine.id,
+            reason="the lease could not be renewed before it expires: stopping local units so "
+            "they never run twice when the engine places them elsewhere",
+            units=sorted(self._hashes),
+        )
+        await asyncio.gather(*(self._stop(name) for name in sorted(self._hashes)))
+
+    # ---- following the registry and systemd
+
+    async def _follow_registry(self) -> None:
+        backoff = Backoff(first=0.1, cap=2.0)
+        while True:
+            try:
+                snapshot = await self.registry.snapshot()
+            except EtcdUnavailable as err:
+                log.warning("agent.snapshot_retry", machine=self.machine.id, error=str(err))
+                await backoff.wait()
+                continue
+            self._view = ClusterView(snapshot)
+            self._dirty.set()
+            async with self.registry.watch(snapshot.revision + 1) as events:
+                async for event in events:
+                    self._view.apply(event)
+                    if not isinstance(event, StateChanged | StateDeleted):
+                        self._dirty.set()
+
+    async def _follow_systemd(self, changes) -> None:  # type: ignore[no-untyped-def]
+        async for state in changes:
+            before = self._states.get(state.name)
+            self._states[state.name] = state
+            if before is None or before.active != state.active:
+                self._dirty.set()
+            self._publish_dirty.set()
+
+    def _adopt_files(self) -> None:
+        """Read the units dir: what is here already runs (or not) and is never restarted."""
+        for name in self.systemd.units.names():
+            text = self.systemd.units.read(name)
+            if text is None:
+                continue
+            try:
+                self._hashes[name] = parse_unit(text).hash
+            except UnitParseError:
+                self._hashes[name] = ""  # unreadable: it will be replaced or removed
+        for name, state in self.systemd.adopted.items():
+            if state.active in _STARTED_STATES:
+                self._started.add(name)
+        if self._hashes:
+            log.info("agent.adopted", machine=self.machine.id, units=sorted(self._hashes))
+
+    # ---- planning and applying
+
+    def _desired(self):  # type: ignore[no-untyped-def]
+        view = self._view
+        assert view is not None
+        jobs: dict[str, AgentJob] = {}
+        for name, job in view.jobs.items():
+            key = (job.unit_hash, name)
+            req = self._requirements.get(key)
+            if req is None:
+                content = view.units.get(job.unit_hash)
+                if content is None:
+                    continue
+                req = self._requirements[key] = content.unit.requirements(name)
+            jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
+        metadata = view.machines.get(self.machine.id, self.machine).metadata
+        return desired_units(self.machine.id, metadata, jobs, view.placements)
+
+    def _actual(self) -> dict[str, ActualUnit]:
+        return {
+            name: ActualUnit(
+                name,
+                unit_hash,
+                self._states[name].active if name in self._states else "inactive",
+                name in self._started,
+            )
+            for name, unit_hash in self._hashes.items()
+        }
+
+    async def _reconcile(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._view is None or self.fenced or self._leaving or not self.registered.is_set():
+                continue
+            async with self._acting:
+                tasks = plan_agent(self._desired(), self._actual())
+                self.plans += 1
+                if tasks:
+                    await self._apply(tasks)
+            async with self._applied:
+                self._applied.notify_all()
+
+    async def _apply(self, tasks: list[AgentTask]) -> None:
+        by_kind: dict[Kind, list[AgentTask]] = {}
+        for task in tasks:
+            by_kind.setdefault(task.kind, []).append(task)
+            log.info(
+                f"agent.{task.kind.name.lower()}",
+                unit=task.unit or None,
+                machine=self.machine.id,
+                reason=task.reason.value,
+            )
+        await asyncio.gather(*(self._stop(t.unit) for t in by_kind.get(Kind.STOP, [])))
+        await asyncio.gather(*(self._unload(t.unit) for t in by_kind.get(Kind.UNLINK, [])))
+        written = [t.unit for t in by_kind.get(Kind.WRITE, []) if self._write(t)]
+        if written:
+            await self._guard("link", self.systemd.link(written), written)
+        await asyncio.gather(*(self._start(t.unit) for t in by_kind.get(Kind.START, [])))
+        self._publish_dirty.set()
+
+    def _write(self, task: AgentTask) -> bool:
+        view = self._view
+        assert view is not None
+        content = view.units.get(task.hash)
+        if content is None:
+            return False  # the content vanished (destroyed meanwhile): the next plan drops it
+        self.systemd.write(task.unit, content.unit)
+        self._hashes[task.unit] = task.hash
+        self._started.discard(task.unit)
+        return True
+
+    async def _start(self, name: str) -> None:
+        result = await self._guard("start", self.systemd.start_unit(name), [name])
+        if result is not None:
+            self._started.add(name)
+            if result == LOAD_FAILED:
+                self._publish_dirty.set()
+
+    async def _stop(self, name: str) -> None:
+        if await self._guard("stop", self.systemd.stop_unit(name), [name]) is not None:
+            self._started.discard(name)
+
+    async def _unload(self, name: str) -> None:
+        await self._guard("unload", self.systemd.unload(name), [name])
+        self._hashes.pop(name, None)
+        self._started.discard(name)
+        self._states.pop(name, None)
+        if self._published.pop(name, None) is not None:
+            with contextlib.suppress(EtcdUnavailable):
+                await self.registry.remove_state(name, self.machine.id)
+
+    async def _guard(self, what: str, coro, units: list[str]):  # type: ignore[no-untyped-def]
+        """Run one systemd action; a failure is logged and healed by a later plan (the adapter
+        reconnects and re-emits states, which wakes the planner)."""
+        try:
+            return await coro
+        except (FleetdError, OSError) as err:
+            log.warning(
+                "agent.action_failed",
+                action=what,
+                units=units,
+                machine=self.machine.id,
+                error=str(err),
+            )
+            return None
+
+    # ---- publishing states
+
+    async def _publish(self) -> None:
+        while True:
+            await self._publish_dirty.wait()
+            self._publish_dirty.clear()
+            if self.lease is None or not self.registered.is_set():
+                continue
+            await asyncio.gather(*(self._publish_one(n) for n in self._changed_states()))
+
+    def _changed_states(self) -> list[str]:
+        changed = []
+        for name, unit_hash in self._hashes.items():
+            state = self._states.get(name)
+            if state is None:
+                continue
+            current = _Published(unit_hash, state.load, state.active, state.sub)
+            if self._published.get(name) != current:
+                changed.append(name)
+        return sorted(changed)
+
+    async def _publish_one(self, name: str) -> None:
+        state, unit_hash, lease = self._states[name], self._hashes[name], self.lease
+        assert lease is not None
+        doc = UnitState(name, self.machine.id, unit_hash, state.load, state.active, state.sub)
+        try:
+            await self.registry.publish_state(doc, lease)
+        except EtcdUnavailable as err:
+            log.warning("agent.publish_failed", unit=name, machine=self.machine.id, error=str(err))
+            return  # the next change or the re-registration publishes it again
+        self._published[name] = _Published(unit_hash, state.load, state.active, state.sub)
+        log.info(
+            "agent.state_published",
+            unit=name,
+            machine=self.machine.id,
+            load=state.load,
+            active=state.active,
+            sub=state.sub,
+        )

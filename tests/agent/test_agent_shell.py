@@ -1,0 +1,194 @@
+"""The agent against a real etcd and real namespaced systemd machines (root only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fleetd.agent import Agent
+from fleetd.engine import Engine
+from fleetd.model import JobState
+from fleetd.model import Machine as MachineDoc
+from fleetd.registry import EtcdConfig, Registry
+from fleetd.sandbox.machine import Machine
+from fleetd.systemd import SystemdManager
+from fleetd.unit import parse_unit
+from tests.waiting import until
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+
+HELLO = parse_unit(
+    "[Unit]\nDescription=Hello World\n\n[Service]\n"
+    "ExecStart=/bin/sh -c 'while true; do echo Hello World; sleep 1; done'\n"
+)
+
+
+def apache(tmp: Path):
+    return parse_unit(
+        "[Unit]\nDescription=Fake Apache instance %i\n[Service]\n"
+        f"ExecStart=/bin/sh -c 'echo %i > {tmp}/apache-%i; exec sleep infinity'\n"
+        "[X-Fleet]\nX-Conflicts=apache@*.service\n"
+    )
+
+
+class Node:
+    """One machine: namespaced systemd + adapter + agent task (the parts of a fleetd)."""
+
+    def __init__(self, machine: Machine, registry: Registry, ip: str, metadata: dict[str, str], ttl: int):
+        self.machine, self.registry = machine, registry
+        self.doc = MachineDoc(machine.machine_id, ip, metadata)
+        self.ttl = ttl
+        self.manager: SystemdManager | None = None
+        self.agent: Agent | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, **agent_args) -> Node:
+        self.manager = SystemdManager(self.machine.systemd_config())
+        await self.manager.start()
+        self.agent = Agent(
+            self.registry, self.manager, self.doc, ttl=self.ttl,
+            runtime_dir=self.machine.root / "fleet", **agent_args,
+        )
+        self.task = asyncio.create_task(self.agent.run())
+        await asyncio.wait_for(self.agent.registered.wait(), 20)
+        return self
+
+    async def crash(self) -> None:
+        """fleetd dies without any goodbye (as kill -9): systemd and the units live on."""
+        assert self.task and self.manager
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.manager.close()
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    registry: Registry, count: int, ttl: int = 5, metadata: list[dict[str, str]] | None = None,
+    **agent_args,
+) -> AsyncIterator[list[Node]]:
+    machines = [Machine(f"ag{i}{os.getpid() % 10000}") for i in range(count)]
+    nodes: list[Node] = []
+    engine_task = None
+    try:
+        await asyncio.gather(*(m.start() for m in machines))
+        for i, m in enumerate(machines):
+            md = (metadata or [{}] * count)[i]
+            nodes.append(await Node(m, registry, f"127.0.0.{11 + i}", md, ttl).start(**agent_args))
+        engine_task = asyncio.create_task(Engine(registry, machines[0].machine_id, lease_ttl=ttl).run())
+        yield nodes
+    finally:
+        if engine_task:
+            engine_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await engine_task
+        for n in nodes:
+            if n.task and not n.task.done():
+                await n.crash()
+        await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
+        for m in machines:
+            m.remove()
+
+
+def state_of(snapshot, name: str):
+    return [s for (n, _), s in snapshot.states.items() if n == name]
+
+
+async def test_unit_lifecycle_on_one_machine(registry: Registry) -> None:
+    async with cluster(registry, 1) as (node,):
+        mid = node.doc.id
+        await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
+        await until(registry, lambda s: any(st.active == "active" and st.sub == "running" for st in state_of(s, "hello.service")))
+        assert (await node.manager.unit_state("hello.service")).active == "active"
+        # stop → loaded: inactive/dead, the file stays
+        await registry.set_desired("hello.service", JobState.LOADED)
+        snap = await until(registry, lambda s: any(st.active == "inactive" for st in state_of(s, "hello.service")))
+        assert state_of(snap, "hello.service")[0].sub == "dead"
+        assert (node.manager.units.path_of("hello.service")).exists()
+        # unload → file removed, state gone
+        await registry.set_desired("hello.service", JobState.INACTIVE)
+        await until(registry, lambda s: not state_of(s, "hello.service"))
+        await asyncio.wait_for(_until(lambda: not node.manager.units.path_of("hello.service").exists(), node), 20)
+        # start again, then destroy → nothing left on the machine
+        await registry.set_desired("hello.service", JobState.LAUNCHED)
+        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        await registry.destroy("hello.service")
+        await asyncio.wait_for(_until(lambda: not node.manager.units.names(), node), 20)
+        assert (await node.manager.unit_state("hello.service")).load in ("not-found", "stub")
+        snap = await registry.snapshot()
+        assert not snap.states and not snap.placements
+        assert mid in snap.machines
+
+
+async def _until(predicate, node: Node) -> None:
+    """Wait (on the agent's applied-plan signal) until predicate holds."""
+    while not predicate():
+        await node.agent.wait_applied()
+
+
+async def test_template_instance_runs_with_instance_name(registry: Registry, tmp_path: Path) -> None:
+    async with cluster(registry, 1):
+        await registry.create_job("apache@80.service", apache(tmp_path), JobState.LAUNCHED)
+        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "apache@80.service")))
+        assert (tmp_path / "apache-80").read_text().strip() == "80"
+
+
+async def test_global_unit_runs_where_metadata_matches(registry: Registry) -> None:
+    glob = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n")
+    md = [{"role": "web"}, {"role": "db"}, {"role": "web"}]
+    async with cluster(registry, 3, metadata=md) as nodes:
+        await registry.create_job("global.service", glob, JobState.LAUNCHED)
+        snap = await until(registry, lambda s: sum(st.active == "active" for st in state_of(s, "global.service")) == 2)
+        running_on = {st.machine_id for st in state_of(snap, "global.service")}
+        assert running_on == {nodes[0].doc.id, nodes[2].doc.id}
+        assert "global.service" not in snap.placements  # the engine never places Global units
+
+
+async def test_restart_adopts_running_units_without_restarting(registry: Registry) -> None:
+    async with cluster(registry, 1) as (node,):
+        await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
+        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        pid = await node.manager.main_pid("hello.service")
+        lease_before = node.agent.lease.id
+        await node.crash()
+        await node.start()
+        assert node.agent.lease.reattached and node.agent.lease.id == lease_before
+        await node.agent.wait_applied()
+        assert await node.manager.main_pid("hello.service") == pid
+        assert (await node.manager.unit_state("hello.service")).active == "active"
+
+
+async def test_leave_moves_units_at_once(registry: Registry) -> None:
+    async with cluster(registry, 2, ttl=30) as nodes:
+        await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
+        snap = await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        first = state_of(snap, "hello.service")[0].machine_id
+        leaving = next(n for n in nodes if n.doc.id == first)
+        await leaving.agent.leave()
+        leaving.task.cancel()
+        snap = await until(
+            registry,
+            lambda s: any(st.active == "active" and st.machine_id != first for st in state_of(s, "hello.service")),
+            deadline=10,  # with ttl 30 s, only an at-once move makes this deadline
+        )
+        assert (await leaving.manager.unit_state("hello.service")).active != "active"
+
+
+async def test_fencing_stops_units_when_etcd_is_gone(private_etcd, key_prefix: str) -> None:
+    config = EtcdConfig(endpoints=private_etcd.endpoints, key_prefix=key_prefix, request_timeout=1.0)
+    async with Registry(config) as registry, cluster(registry, 1, ttl=3, fence_on_lease_loss=True) as (node,):
+        await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
+        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        changes = node.manager.changes(replay=False)
+        private_etcd.stop()
+        async def stopped() -> None:
+            async for st in changes:
+                if st.name == "hello.service" and st.active in ("inactive", "failed"):
+                    return
+        await asyncio.wait_for(stopped(), 3 + 2)  # before the lease's TTL ends (+ slack)
+        assert node.agent.fenced
