@@ -401,6 +401,18 @@ class SystemdManager:
                 return
             log.info("systemd.reloaded", linked=len(batch.link), unlinked=len(batch.unlink))
             batch.done.set_result(None)
+            # Read what systemd made of the linked files (this loads them): a file it rejects
+            # shows up at once as load=bad-setting/error, and later signals apply to known states.
+            loadable = sorted(n for n in batch.link if not parse_name(n).is_template)
+            if loadable:
+                try:
+                    (rows,) = await bus.call("ListUnitsByNames", "as", [loadable])
+                except TemporaryError as exc:
+                    log.warning("systemd.state_read_failed", error=str(exc))
+                    return
+                for row in rows:
+                    if self.is_managed(row[0]):
+                        self._update(UnitState(row[0], row[2], row[3], row[4]))
 
     # -- jobs
 

@@ -46,9 +46,9 @@ async def test_a_unit_systemd_rejects_surfaces_as_a_load_state(
 ) -> None:
     changes = manager.changes()
     await manager.load("rejected.service", text)
-    assert await manager.start_unit("rejected.service") == LOAD_FAILED  # no exception
-    state = await wait_state(changes, "rejected.service", load=load)
+    state = await wait_state(changes, "rejected.service", load=load)  # pushed once linked
     assert state.active == "inactive"
+    assert await manager.start_unit("rejected.service") == LOAD_FAILED  # no exception
     assert (await manager.states())["rejected.service"].load == load
     # the caller carries on: another unit still starts
     await manager.load("after.service", HELLO)
