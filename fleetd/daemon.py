@@ -1,0 +1,259 @@
+"""The fleetd daemon: one asyncio process running the agent, the engine and the API.
+
+Signals: SIGTERM/SIGINT stop gracefully — units keep running (fleet stopped every local unit
+on shutdown, a long-standing complaint of its users) and the machine's lease is left to run out,
+so a restart within agent_ttl re-attaches and nothing moves; with `leave_on_shutdown` the
+machine leaves instead (its units stop and move at once). SIGUSR2 (`fleetd leave`) leaves and
+stops. SIGHUP re-reads the configuration without dropping the API listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from fleetd import __version__, logs
+from fleetd.agent import Agent
+from fleetd.config import Config, ConfigError, load_config
+from fleetd.engine import Engine
+from fleetd.errors import PermanentError
+from fleetd.model import Machine
+from fleetd.registry import EtcdConfig, Registry
+from fleetd.systemd import SystemdManager
+from fleetd.systemd.manager import SystemdConfig
+
+__all__ = ["Daemon", "StartupError", "machine_id_of", "public_ip_of", "run"]
+
+log = structlog.get_logger(__name__)
+
+PID_FILE = "fleetd.pid"
+
+
+class StartupError(PermanentError):
+    """fleetd cannot start with this configuration or on this machine."""
+
+
+def machine_id_of(config: Config) -> str:
+    if config.machine_id:
+        machine_id = config.machine_id
+    else:
+        try:
+            machine_id = Path(config.machine_id_file).read_text().strip()
+        except OSError as err:
+            raise StartupError(
+                f"cannot read the machine ID from {config.machine_id_file}: {err.strerror}"
+            ) from None
+    if len(machine_id) != 32 or any(c not in "0123456789abcdef" for c in machine_id):
+        raise StartupError(f"machine ID {machine_id!r} is not 32 lower-case hex digits")
+    return machine_id
+
+
+def public_ip_of(config: Config) -> str:
+    """The configured public IP, else the IPv4 address of the default route's interface."""
+    if config.public_ip:
+        return config.public_ip
+    try:
+        with open("/proc/net/route") as routes:
+            iface = next(
+                (cols[0] for cols in (line.split() for line in routes) if cols[1] == "00000000"),
+                None,
+            )
+        if iface is None:
+            return ""
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "dev", iface],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return ""
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    return ""
+
+
+def _prepare_runtime_dir(config: Config) -> Path:
+    runtime = Path(config.runtime_dir)
+    runtime.mkdir(parents=True, exist_ok=True)
+    (runtime / PID_FILE).write_text(f"{os.getpid()}\n")
+    return runtime
+
+
+def etcd_config_of(config: Config) -> EtcdConfig:
+    try:
+        return EtcdConfig(
+            endpoints=list(config.etcd_servers),
+            ca_file=Path(config.etcd_cafile) if config.etcd_cafile else None,
+            cert_file=Path(config.etcd_certfile) if config.etcd_certfile else None,
+            key_file=Path(config.etcd_keyfile) if config.etcd_keyfile else None,
+            username=config.etcd_username or None,
+            password=config.etcd_password or None,
+            request_timeout=config.etcd_request_timeout,
+            key_prefix=config.etcd_key_prefix,
+        )
+    except ValueError as err:
+        raise StartupError(f"etcd configuration: {err}") from None
+
+
+def systemd_config_of(config: Config) -> SystemdConfig:
+    return SystemdConfig(
+        bus_address=config.dbus_address or None,
+        units_dir=Path(config.units_directory),
+        user=True if config.systemd_user else None,
+    )
+
+
+@dataclass
+class Daemon:
+    """Everything one fleetd runs, started and stopped in order."""
+
+    config: Config
+    config_path: str | None = None
+    flags: Mapping[str, str] = field(default_factory=dict)
+    registry: Registry | None = None
+    systemd: SystemdManager | None = None
+    agent: Agent | None = None
+    engine: Engine | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    leave_requested: bool = False
+
+    async def run(self) -> None:
+        config = self.config
+        machine = Machine(
+            machine_id_of(config), public_ip_of(config), dict(config.metadata), __version__
+        )
+        for name in config.ignored:
+            log.warning("config.option_ignored", option=name, reason="deprecated in fleet 1.0")
+        runtime = _prepare_runtime_dir(config)
+        log.info(
+            "fleetd.starting",
+            version=__version__,
+            machine=machine.id,
+            ip=machine.public_ip,
+            metadata=dict(machine.metadata),
+            etcd=list(config.etcd_servers),
+        )
+        self.registry = Registry(etcd_config_of(config))
+        await self.registry.connect()
+        self.systemd = SystemdManager(systemd_config_of(config))
+        await self.systemd.start()
+        self.agent = Agent(
+            self.registry,
+            self.systemd,
+            machine,
+            ttl=max(1, round(config.agent_ttl)),
+            runtime_dir=runtime,
+            fence_on_lease_loss=config.fence_on_lease_loss,
+        )
+        tasks: dict[str, asyncio.Task[None]] = {
+            "agent": asyncio.create_task(self.agent.run(), name="agent"),
+        }
+        if not config.disable_engine:
+            self.engine = Engine(
+                self.registry,
+                machine.id,
+                version=__version__,
+                lease_ttl=max(2, round(config.agent_ttl)),
+            )
+            tasks["engine"] = asyncio.create_task(self.engine.run(), name="engine")
+        self._install_signals()
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [*tasks.values(), stop], return_when=asyncio.FIRST_COMPLETED
+            )
+            for name, task in tasks.items():
+                if task in done and not task.cancelled() and task.exception() is not None:
+                    err = task.exception()
+                    log.error("fleetd.component_died", component=name, error=str(err))
+                    raise err  # type: ignore[misc]
+        finally:
+            await self._shutdown(tasks, stop)
+
+    async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], stop: asyncio.Task) -> None:
+        log.info("fleetd.stopping", leave=self.leave_requested or self.config.leave_on_shutdown)
+        stop.cancel()
+        if self.engine is not None:
+            await self.engine.resign()
+        if self.agent is not None and (self.leave_requested or self.config.leave_on_shutdown):
+            await self.agent.leave()
+        for name in ("engine", "agent"):  # reverse order of start
+            task = tasks.get(name)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.systemd is not None:
+            await self.systemd.close()
+        if self.registry is not None:
+            await self.registry.close()
+        with contextlib.suppress(OSError):
+            (Path(self.config.runtime_dir) / PID_FILE).unlink()
+        log.info("fleetd.stopped")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGUSR2, self._leave)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _leave(self) -> None:
+        log.info("fleetd.leave_requested")
+        self.leave_requested = True
+        self.stopping.set()
+
+    def _reload(self) -> None:
+        log.info("fleetd.reloading_configuration", path=self.config_path)
+        try:
+            new = load_config(self.config_path, os.environ, self.flags)
+        except ConfigError as err:
+            log.error(
+                "fleetd.reload_failed", error=str(err), action="keeping the running configuration"
+            )
+            return
+        if new.verbosity != self.config.verbosity:
+            logs.configure(new.verbosity)
+        changed = sorted(
+            name
+            for name in Config.__dataclass_fields__
+            if getattr(new, name) != getattr(self.config, name)
+        )
+        self.config = new
+        log.info(
+            "fleetd.configuration_reloaded",
+            changed=changed,
+            note="etcd, machine and API settings apply at the next start",
+        )
+
+
+def run(config_path: str | None, flags: Mapping[str, str]) -> int:
+    """Entry point of `fleetd`: load the configuration and run until stopped. Returns the exit
+    code (2 for a configuration or start-up error, reported in one clear line)."""
+    try:
+        config = load_config(config_path, os.environ, flags)
+    except ConfigError as err:
+        print(f"fleetd: configuration error: {err}", file=sys.stderr)
+        return 2
+    logs.configure(config.verbosity)
+    import uvloop
+
+    try:
+        uvloop.run(Daemon(config, config_path, dict(flags)).run())
+    except PermanentError as err:
+        log.error("fleetd.cannot_start", error=str(err))
+        return 2
+    return 0
