@@ -151,7 +151,11 @@ class Machine:
     # -- life cycle
 
     async def __aenter__(self) -> Machine:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            self.remove()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -258,20 +262,25 @@ class Machine:
 
     async def kill(self) -> None:
         """SIGKILL every process in the machine's cgroups (a machine crash), wait until gone."""
-        pids = set()
-        for cg in self.cgroups:
-            pids |= _cgroup_pids(cg)
-        for proc in (self._systemd, self._journald):
-            if proc is not None and proc.returncode is None:
-                pids.add(proc.pid)
-        await _kill_and_wait(pids)
+        killed: set[int] = set()
+        for _wave in range(5):  # a process forked during a wave is caught by the next one
+            pids = set()
+            for cg in self.cgroups:
+                pids |= _cgroup_pids(cg)
+            for proc in (self._systemd, self._journald):
+                if proc is not None and proc.returncode is None:
+                    pids.add(proc.pid)
+            if not pids - killed:
+                break
+            await _kill_and_wait(pids)
+            killed |= pids
         for proc in (self._systemd, self._journald):
             if proc is not None:
                 await proc.wait()
         self._systemd = self._journald = None
         for cg in self.cgroups:
             _remove_cgroup(cg)
-        log.info("machine.killed", machine=self.name, pids=len(pids))
+        log.info("machine.killed", machine=self.name, pids=len(killed))
 
     def remove(self) -> None:
         """Delete the machine's root directory (if this object created it)."""
