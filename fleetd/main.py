@@ -17,11 +17,9 @@ from fleetd.config import OPTIONS
 def _option_flags(func):  # type: ignore[no-untyped-def]
     """One `--name` flag per fleet.conf option (dashes or underscores both work)."""
     for option in reversed(OPTIONS):
-        dashed = "--" + option.name.replace("_", "-")
+        names = dict.fromkeys(["--" + option.name.replace("_", "-"), "--" + option.name])
         func = click.option(
-            dashed,
-            "--" + option.name,
-            option.name,
+            *names,
             default=None,
             metavar="VALUE",
             help=option.help + (" (ignored: deprecated)" if option.deprecated else ""),
