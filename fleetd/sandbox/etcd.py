@@ -226,7 +226,7 @@ class EtcdServer:
             context = ssl.create_default_context(cafile=str(self.tls.ca))
             context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
         try:
-            with urllib.request.urlopen(  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(
                 f"{self.client_url}/health", timeout=1.0, context=context
             ) as resp:
                 body = json.loads(resp.read() or b"{}")
