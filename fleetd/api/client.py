@@ -1,0 +1,289 @@
+"""The fleet API v1 client fleetctl uses: standard library only (http.client), so fleetctl starts
+fast. Speaks to a unix socket (`unix:///var/run/fleet.sock`), or TCP (`http://host:port`,
+`https://host:port` with a CA and a client certificate).
+
+Every call opens one connection (fleetctl makes few calls; no pool to keep right).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+__all__ = ["DEFAULT_ENDPOINT", "APIError", "BadEndpoint", "Client", "Unreachable"]
+
+DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock"
+PREFIX = "/fleet/v1"
+_STATUS_TIMEOUT = 60.0  # status may be forwarded to another machine
+
+
+class APIError(Exception):
+    """An error answer of the API, decoded from fleet's `{"error":{"code","message"}}`."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Unreachable(APIError):
+    """The API could not be reached at all; the message names the endpoint."""
+
+
+class BadEndpoint(APIError, ValueError):
+    """An endpoint string that names no API (fleet's messages); code 0."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("domain-sock", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _parse_endpoint(endpoint: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host, port, unix path) of the first endpoint of a comma list."""
+    first = endpoint.split(",")[0].strip()
+    parts = urlsplit(first)
+    if not parts.scheme:
+        raise BadEndpoint(0, "URL scheme undefined")
+    if parts.scheme == "unix":
+        if parts.netloc:
+            raise BadEndpoint(
+                0, f'unable to connect to host "{parts.netloc}" with scheme "unix"'
+            )
+        if not parts.path:
+            raise BadEndpoint(0, f"no socket path in endpoint {first!r}")
+        return "unix", "", None, parts.path
+    if parts.scheme not in ("http", "https"):
+        raise BadEndpoint(
+            0, f'unable to connect to host "{parts.netloc}" with scheme "{parts.scheme}"'
+        )
+    if not parts.hostname:
+        raise BadEndpoint(0, f"no host in endpoint {first!r}")
+    try:
+        port = parts.port
+    except ValueError as err:
+        raise BadEndpoint(0, f"invalid port in endpoint {first!r}: {err}") from None
+    return parts.scheme, parts.hostname, port, ""
+
+
+class Client:
+    """fleet's API v1, synchronously, as fleetctl needs it."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        timeout: float = 3.0,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint.split(",")[0].strip()
+        self.timeout = timeout
+        self._scheme, self._host, self._port, self._path = _parse_endpoint(endpoint)
+        self._ssl: ssl.SSLContext | None = None
+        if self._scheme == "https":
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                self._ssl.load_cert_chain(cert_file, key_file)
+
+    # --- transport -------------------------------------------------------------------------
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self._scheme == "unix":
+            return _UnixConnection(self._path, timeout)
+        if self._scheme == "https":
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=self._ssl
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+        stream: bool = False,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        params = {**(query or {}), "alt": "json"}
+        url = f"{PREFIX}{path}?{urlencode(params)}"
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = self._connection(self.timeout if timeout is None else timeout)
+        try:
+            conn.request(method, url, body=data, headers=headers)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as err:
+            conn.close()
+            msg = f"unable to reach the fleet API at {self.endpoint}: {err}"
+            raise Unreachable(0, msg) from err
+        if stream and conn.sock is not None:
+            conn.sock.settimeout(None)  # a stream waits as long as the server keeps it open
+        if resp.status >= 400:
+            raw = resp.read()
+            conn.close()
+            raise _error(resp.status, raw)
+        return conn, resp
+
+    def _call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        conn, resp = self._open(method, path, **kw)
+        try:
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise Unreachable(0, f"lost the fleet API at {self.endpoint}: {err}") from err
+        finally:
+            conn.close()
+        if not raw:
+            return resp.status, None
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode("utf-8", "replace")
+
+    def _all_pages(self, path: str, key: str, query: dict[str, str]) -> list[dict]:
+        items: list[dict] = []
+        token: str | None = None
+        while True:
+            q = dict(query)
+            if token:
+                q["nextPageToken"] = token
+            _, page = self._call("GET", path, query=q)
+            items.extend((page or {}).get(key) or [])
+            token = (page or {}).get("nextPageToken")
+            if not token:
+                return items
+
+    # --- fleet API v1 ----------------------------------------------------------------------
+    def units(self) -> list[dict]:
+        return self._all_pages("/units", "units", {})
+
+    def unit(self, name: str) -> dict | None:
+        try:
+            return self._call("GET", f"/units/{_q(name)}")[1]
+        except APIError as err:
+            if err.code == 404 and not isinstance(err, Unreachable):
+                return None
+            raise
+
+    def put_unit(
+        self,
+        name: str,
+        *,
+        options: list[dict] | None = None,
+        desired_state: str | None = None,
+    ) -> int:
+        body: dict[str, Any] = {"name": name}
+        if options is not None:
+            body["options"] = options
+        if desired_state is not None:
+            body["desiredState"] = desired_state
+        return self._call("PUT", f"/units/{_q(name)}", body=body)[0]
+
+    def destroy_unit(self, name: str) -> bool:
+        try:
+            self._call("DELETE", f"/units/{_q(name)}")
+        except APIError as err:
+            if err.code == 404 and not isinstance(err, Unreachable):
+                return False
+            raise
+        return True
+
+    def states(
+        self, *, unit_name: str | None = None, machine_id: str | None = None
+    ) -> list[dict]:
+        query = {}
+        if unit_name:
+            query["unitName"] = unit_name
+        if machine_id:
+            query["machineID"] = machine_id
+        return self._all_pages("/state", "states", query)
+
+    def machines(self) -> list[dict]:
+        return self._all_pages("/machines", "machines", {})
+
+    # --- fleetd extensions -----------------------------------------------------------------
+    def wait(
+        self,
+        units: list[str],
+        state: str,
+        *,
+        active: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[dict]:
+        """Each unit's line as it reaches `state`, then `{"done": true, "pending": [...]}`."""
+        body = {"units": list(units), "state": state, "active": active, "timeout": timeout}
+        conn, resp = self._open("POST", "/x/wait", body=body, stream=True)
+        try:
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException) as err:
+                    raise Unreachable(0, f"lost the fleet API at {self.endpoint}: {err}") from err
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            conn.close()
+
+    def status(self, name: str) -> str:
+        _, text = self._call(
+            "GET", f"/x/units/{_q(name)}/status", timeout=max(self.timeout, _STATUS_TIMEOUT)
+        )
+        return text if isinstance(text, str) else json.dumps(text)
+
+    def journal(self, name: str, *, lines: int = 10, follow: bool = False) -> Iterator[bytes]:
+        """The unit's journal, chunk by chunk as the server sends it (forever with follow)."""
+        query = {"lines": str(lines), "follow": "true" if follow else "false"}
+        conn, resp = self._open(
+            "GET", f"/x/units/{_q(name)}/journal", query=query,
+            timeout=max(self.timeout, _STATUS_TIMEOUT), stream=True,
+        )  # fmt: skip
+        try:
+            while True:
+                try:
+                    chunk = resp.read1(65536)
+                except (OSError, http.client.HTTPException) as err:
+                    raise Unreachable(0, f"lost the fleet API at {self.endpoint}: {err}") from err
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            conn.close()
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="@:")
+
+
+def _error(status: int, raw: bytes) -> APIError:
+    try:
+        err = json.loads(raw)["error"]
+        return APIError(int(err.get("code") or status), str(err.get("message") or ""))
+    except (ValueError, KeyError, TypeError):
+        text = raw.decode("utf-8", "replace").strip()
+        return APIError(status, text or http.client.responses.get(status, "error"))

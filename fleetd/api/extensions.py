@@ -1,0 +1,333 @@
+"""fleetd's extensions under `/fleet/v1/x/` (docs/api.md): a unit's `systemctl status` and
+journal, answered by the machine running it (forwarded there when it is not this one), and
+`wait`, which streams units reaching a state as the registry's watch reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from fleetd.api.serialization import Fail, read_json
+from fleetd.api.units import current_state, is_global
+from fleetd.engine import plan_for
+from fleetd.model import JobState, ModelError
+from fleetd.registry import Snapshot
+
+if TYPE_CHECKING:
+    from fleetd.api.server import Context
+
+__all__ = ["pending_reason", "reached", "unit_machines"]
+
+log = structlog.get_logger(__name__)
+
+LOCAL = "/fleet/v1/x/local"  # the peer listener's routes: answered here, never forwarded again
+_CONNECT_TIMEOUT = 5.0
+_STATUS_TIMEOUT = 30.0
+
+
+# --- pure ------------------------------------------------------------------------------------
+def unit_machines(snapshot: Snapshot, name: str, *, verb: str = "loaded") -> list[str]:
+    """The machines whose systemd runs `name` (every one for a global unit), or Fail."""
+    job = snapshot.jobs.get(name)
+    if job is None:
+        raise Fail(404, f"Unit {name} does not exist.")
+    if is_global(snapshot, job):
+        machines = sorted({m for (n, m) in snapshot.states if n == name})
+    elif current_state(snapshot, job) == JobState.INACTIVE:
+        machines = []
+    else:
+        machines = [snapshot.placements[name].machine_id]
+    if not machines:
+        raise Fail(409, f"Unit {name} does not appear to be {verb}.")
+    return machines
+
+
+def reached(snapshot: Snapshot, name: str, state: JobState, active: bool) -> dict[str, Any] | None:
+    """The progress line of a unit that is in `state` (and systemd-active if asked), else None."""
+    job = snapshot.jobs.get(name)
+    if job is None:
+        return None
+    if is_global(snapshot, job):  # fleet never waits for global units
+        return {"name": name, "global": True}
+    current = current_state(snapshot, job)
+    if current != state.value:
+        return None
+    placement = snapshot.placements.get(name)
+    line: dict[str, Any] = {"name": name, "currentState": current}
+    if placement is not None:
+        machine = snapshot.machines.get(placement.machine_id)
+        line["machineID"] = placement.machine_id
+        line["machineIP"] = machine.public_ip if machine is not None else ""
+        if active:
+            unit_state = snapshot.states.get((name, placement.machine_id))
+            if unit_state is None or unit_state.active != "active":
+                return None
+    elif active:
+        return None
+    return line
+
+
+def pending_reason(snapshot: Snapshot, name: str, unplaced: Callable[[], dict[str, str]]) -> str:
+    """Why `name` has not reached the state waited for, in a user's words."""
+    job = snapshot.jobs.get(name)
+    if job is None:
+        return "unit does not exist"
+    placement = snapshot.placements.get(name)
+    if placement is None:
+        if job.desired == JobState.INACTIVE:
+            return "desired state is inactive: the unit is not scheduled"
+        return unplaced().get(name) or "waiting for the engine to schedule it"
+    unit_state = snapshot.states.get((name, placement.machine_id))
+    if unit_state is None:
+        return f"waiting for machine {placement.machine_id} to report the unit"
+    return (
+        f"systemd on machine {placement.machine_id} reports "
+        f"{unit_state.load}/{unit_state.active}/{unit_state.sub}"
+    )
+
+
+# --- streaming helpers -----------------------------------------------------------------------
+async def _stream_response(request: web.Request, content_type: str) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200)
+    resp.content_type = content_type
+    resp.charset = "utf-8"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    return resp
+
+
+@contextlib.asynccontextmanager
+async def _journal_of(inspector: Any, name: str, lines: int, follow: bool) -> AsyncIterator[Any]:
+    stream = inspector.journal(name, lines=lines, follow=follow)
+    if hasattr(stream, "__aenter__"):
+        async with stream as opened:
+            yield opened
+        return
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _chunk(item: bytes | str) -> bytes:
+    return item if isinstance(item, bytes) else (item + "\n").encode("utf-8", "replace")
+
+
+def _query_int(request: web.Request, key: str, default: int) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Fail(400, f"invalid {key} {raw!r}: expected a non-negative integer") from None
+    if value < 0:
+        raise Fail(400, f"invalid {key} {raw!r}: expected a non-negative integer")
+    return value
+
+
+def _query_bool(request: web.Request, key: str) -> bool:
+    raw = request.query.get(key, "false").lower()
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no", ""):
+        return False
+    raise Fail(400, f"invalid {key} {raw!r}: expected true or false")
+
+
+# --- handlers --------------------------------------------------------------------------------
+def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDef]:
+    """The public extension routes under `prefix`, or (peer=True) the peer listener's."""
+    def peer_of(machine: str) -> str:
+        url = ctx.peer_url(machine) if ctx.peer_url is not None else None
+        if not url:
+            raise Fail(502, f"cannot reach machine {machine}: its fleetd address is unknown")
+        return url.rstrip("/")
+
+    async def status_of(name: str, machine: str) -> str:
+        if machine == ctx.machine_id:
+            return await local_status(name)
+        url = f"{peer_of(machine)}{LOCAL}/units/{quote(name, safe='@:')}/status"
+        timeout = aiohttp.ClientTimeout(total=_STATUS_TIMEOUT, sock_connect=_CONNECT_TIMEOUT)
+        try:
+            async with ctx.client().get(url, timeout=timeout) as up:
+                text = await up.text()
+                if up.status != 200:
+                    raise Fail(up.status, _upstream_message(text))
+                return text
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise Fail(502, f"cannot reach machine {machine} at {url}: {err}") from None
+
+    async def local_status(name: str) -> str:
+        if ctx.inspector is None:
+            raise Fail(503, "this fleetd has no local systemd to ask")
+        return await ctx.inspector.status(name)
+
+    async def status(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        snapshot = await ctx.registry.snapshot()
+        machines = unit_machines(snapshot, name)
+        texts = [await status_of(name, m) for m in machines]
+        return web.Response(text="\n".join(texts), content_type="text/plain")
+
+    async def journal(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        lines = _query_int(request, "lines", 10)
+        follow = _query_bool(request, "follow")
+        snapshot = await ctx.registry.snapshot()
+        machines = unit_machines(snapshot, name, verb="running")
+        job = snapshot.jobs[name]
+        if is_global(snapshot, job):
+            wanted = request.query.get("machineID")
+            if not wanted:
+                raise Fail(
+                    400,
+                    f"Unable to retrieve journal of global unit {name}: "
+                    f"name a machine with ?machineID= (one of {', '.join(machines)}).",
+                )
+            if wanted not in machines:
+                raise Fail(409, f"Unit {name} does not appear to be running on {wanted}.")
+            machines = [wanted]
+        machine = machines[0]
+        if machine == ctx.machine_id:
+            return await local_journal(request, name, lines, follow)
+        url = f"{peer_of(machine)}{LOCAL}/units/{quote(name, safe='@:')}/journal"
+        params = {"lines": str(lines), "follow": "true" if follow else "false"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT)
+        try:
+            async with ctx.client().get(url, params=params, timeout=timeout) as up:
+                if up.status != 200:
+                    raise Fail(up.status, _upstream_message(await up.text()))
+                resp = await _stream_response(request, "text/plain")
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise Fail(502, f"cannot reach machine {machine} at {url}: {err}") from None
+        await resp.write_eof()
+        return resp
+
+    async def local_journal(
+        request: web.Request, name: str, lines: int, follow: bool
+    ) -> web.StreamResponse:
+        if ctx.inspector is None:
+            raise Fail(503, "this fleetd has no local systemd to ask")
+        async with _journal_of(ctx.inspector, name, lines, follow) as stream:
+            resp = await _stream_response(request, "text/plain")
+            async for item in stream:
+                await resp.write(_chunk(item))
+        await resp.write_eof()
+        return resp
+
+    async def peer_status(request: web.Request) -> web.Response:
+        text = await local_status(request.match_info["name"])
+        return web.Response(text=text, content_type="text/plain")
+
+    async def peer_journal(request: web.Request) -> web.StreamResponse:
+        return await local_journal(
+            request,
+            request.match_info["name"],
+            _query_int(request, "lines", 10),
+            _query_bool(request, "follow"),
+        )
+
+    async def wait(request: web.Request) -> web.StreamResponse:
+        names, state, active, timeout = _wait_request(await read_json(request))
+        snapshot = await ctx.registry.snapshot()
+        resp = await _stream_response(request, "application/x-ndjson")
+        pending = list(names)
+
+        async def report(snap: Snapshot) -> None:
+            for name in list(pending):
+                line = reached(snap, name, state, active)
+                if line is not None:
+                    pending.remove(name)
+                    await resp.write(json.dumps(line).encode() + b"\n")
+
+        await report(snapshot)
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    async with ctx.registry.watch(snapshot.revision + 1) as events:
+                        async for event in events:
+                            snapshot = snapshot.apply(event)
+                            await report(snapshot)
+                            if not pending:
+                                break
+        plan: dict[str, str] | None = None
+
+        def unplaced() -> dict[str, str]:
+            nonlocal plan
+            if plan is None:
+                plan = dict(plan_for(snapshot, {}).unplaced)
+            return plan
+
+        final = {
+            "done": True,
+            "pending": [
+                {
+                    "name": name,
+                    "currentState": (
+                        current_state(snapshot, snapshot.jobs[name])
+                        if name in snapshot.jobs
+                        else None
+                    ),
+                    "reason": pending_reason(snapshot, name, unplaced),
+                }
+                for name in pending
+            ],
+        }
+        await resp.write(json.dumps(final).encode() + b"\n")
+        await resp.write_eof()
+        return resp
+
+    main = [
+        web.get(f"{prefix}/x/units/{{name}}/status", status),
+        web.get(f"{prefix}/x/units/{{name}}/journal", journal),
+        web.post(f"{prefix}/x/wait", wait),
+    ]
+    local = [
+        web.get(f"{LOCAL}/units/{{name}}/status", peer_status),
+        web.get(f"{LOCAL}/units/{{name}}/journal", peer_journal),
+    ]
+    return local if peer else main
+
+
+def _upstream_message(body: str) -> str:
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.strip()
+
+
+def _wait_request(body: object) -> tuple[list[str], JobState, bool, float | None]:
+    if not isinstance(body, dict):
+        raise Fail(400, "unable to decode body: expected a JSON object")
+    names = body.get("units")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise Fail(400, "units must be a non-empty list of unit names")
+    try:
+        state = JobState.parse(body.get("state"))
+    except ModelError:
+        raise Fail(
+            400, f"invalid state {body.get('state')!r}: expected inactive, loaded or launched"
+        ) from None
+    active = body.get("active", False)
+    if not isinstance(active, bool):
+        raise Fail(400, "active must be true or false")
+    timeout = body.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
+    ):
+        raise Fail(400, "timeout must be a non-negative number of seconds or null")
+    return list(dict.fromkeys(names)), state, active, timeout

@@ -1,0 +1,93 @@
+"""`/machines` (`api/machines.go`): live machines, and PATCH of their dynamic metadata."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from fleetd.api.pagination import paged
+from fleetd.api.serialization import Fail, json_response, read_json
+from fleetd.model import Machine
+from fleetd.registry import Snapshot
+
+if TYPE_CHECKING:
+    from fleetd.api.server import Context
+
+__all__ = ["MetadataChange", "machine_json", "machines_of", "parse_patch"]
+
+_PATH = re.compile(r"^/([^/]+)/metadata/([A-Za-z0-9_.-]+)$")
+
+
+def machine_json(machine: Machine) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": machine.id}
+    if machine.public_ip:
+        out["primaryIP"] = machine.public_ip
+    if machine.metadata:
+        out["metadata"] = dict(sorted(machine.metadata.items()))
+    return out
+
+
+def machines_of(snapshot: Snapshot) -> list[dict[str, Any]]:
+    return [machine_json(snapshot.machines[m]) for m in sorted(snapshot.machines)]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataChange:
+    """One PATCH operation: set (or, with value "", remove) a metadata key of a machine."""
+
+    machine_id: str
+    key: str
+    value: str
+
+
+def parse_patch(body: object) -> list[MetadataChange]:
+    """fleet's PATCH body: `[{"op","path":"/<id>/metadata/<key>","value":{"value":v}}]`.
+
+    A flat string `value` (as fleet's documentation shows it) is accepted too.
+    """
+    if not isinstance(body, list):
+        raise Fail(400, "unable to decode body: expected a JSON array of operations")
+    changes = []
+    for op in body:
+        if not isinstance(op, Mapping):
+            raise Fail(400, "unable to decode body: each operation must be a JSON object")
+        kind = op.get("op")
+        if kind not in ("add", "remove", "replace"):
+            raise Fail(400, "invalid op: expect add, remove, or replace")
+        path = op.get("path")
+        match = _PATH.match(path) if isinstance(path, str) else None
+        if match is None:
+            raise Fail(400, "machine metadata path invalid")
+        value = op.get("value")
+        if isinstance(value, Mapping):
+            value = value.get("value")
+        if kind == "remove":
+            value = ""
+        elif not isinstance(value, str) or not value:
+            raise Fail(400, "invalid value: add and replace require a value")
+        changes.append(MetadataChange(match.group(1), match.group(2), value))
+    return changes
+
+
+def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
+    async def collection(request: web.Request) -> web.Response:
+        if request.method == "GET":
+            tok = ctx.page_token(request)
+            snapshot = await ctx.registry.snapshot()
+            return json_response(paged("machines", machines_of(snapshot), tok))
+        if request.method == "PATCH":
+            parse_patch(await read_json(request))
+            # The registry has no operation to change a live machine's metadata yet (it lives
+            # in the machine's key, on its agent's lease): refuse clearly rather than pretend.
+            raise Fail(
+                501,
+                "changing machine metadata through the API is not supported yet; "
+                "set metadata in the machine's fleet.conf",
+            )
+        raise Fail(405, "only GET and PATCH supported against this resource")
+
+    return [web.route("*", f"{prefix}/machines", collection)]

@@ -1,0 +1,51 @@
+"""Errors and bodies in fleet's shape (`api/serialization.go`), shared by every resource."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["Fail", "error_response", "json_response", "read_json"]
+
+JSON = "application/json"
+
+
+class Fail(Exception):
+    """A request that ends with a fleet error body: `{"error":{"code":..,"message":..}}`."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_response(code: int, message: str = "") -> web.Response:
+    body = {"error": {"code": code, "message": message}}
+    return web.Response(status=code, text=json.dumps(body), content_type=JSON)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(data, separators=(",", ":")), content_type=JSON
+    )
+
+
+def check_content_type(request: web.Request) -> None:
+    """Exactly one Content-Type, whose media type is application/json (else 415, as fleet)."""
+    values = request.headers.getall("Content-Type", [])
+    if len(values) != 1:
+        raise Fail(415, f"expected 1 Content-Type, got {len(values)}")
+    if values[0].split(";", 1)[0].strip() != JSON:
+        raise Fail(415, "only acceptable Content-Type is application/json")
+
+
+async def read_json(request: web.Request) -> Any:
+    """The decoded body, or 400 `unable to decode body: ...` (413 when over the size limit)."""
+    check_content_type(request)
+    raw = await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise Fail(400, f"unable to decode body: {err}") from None

@@ -1,0 +1,216 @@
+"""`/units` and `/units/{name}` (`api/units.go`), and the pure views of units fleet shows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from fleetd.api.pagination import paged
+from fleetd.api.serialization import Fail, json_response, read_json
+from fleetd.model import Job, JobState, ModelError
+from fleetd.registry import JobNotFound, Snapshot, Submitted, UnitExists
+from fleetd.unit import (
+    UnitFile,
+    UnitNameError,
+    UnitOption,
+    UnitParseError,
+    UnitValidationError,
+    parse_name,
+)
+
+if TYPE_CHECKING:
+    from fleetd.api.server import Context
+
+__all__ = ["current_state", "is_global", "unit_json", "units_of"]
+
+log = structlog.get_logger(__name__)
+
+# systemd ActiveStates in which fleet calls a placed unit "launched"
+LAUNCHED_ACTIVE = frozenset({"active", "activating", "reloading", "failed"})
+
+
+# --- pure views ------------------------------------------------------------------------------
+def is_global(snapshot: Snapshot, job: Job) -> bool:
+    content = snapshot.units.get(job.unit_hash)
+    return content is not None and content.unit.requirements(job.name).is_global
+
+
+def current_state(snapshot: Snapshot, job: Job) -> str | None:
+    """fleet's currentState: None for a global unit; "inactive" unless placed and the placed
+    machine published a state; then "loaded", or "launched" when systemd runs it."""
+    if is_global(snapshot, job):
+        return None
+    placement = snapshot.placements.get(job.name)
+    if placement is None:
+        return JobState.INACTIVE.value
+    state = snapshot.states.get((job.name, placement.machine_id))
+    if state is None:
+        return JobState.INACTIVE.value
+    if state.active in LAUNCHED_ACTIVE:
+        return JobState.LAUNCHED.value
+    return JobState.LOADED.value
+
+
+def unit_json(snapshot: Snapshot, job: Job) -> dict[str, Any] | None:
+    """A Unit as fleet's schema has it (empty fields omitted); None when its content is gone."""
+    content = snapshot.units.get(job.unit_hash)
+    if content is None:
+        return None
+    out: dict[str, Any] = {
+        "name": job.name,
+        "options": [
+            {"section": o.section, "name": o.name, "value": o.value} for o in content.unit.options
+        ],
+        "desiredState": job.desired.value,
+    }
+    current = current_state(snapshot, job)
+    if current is not None:
+        out["currentState"] = current
+    placement = snapshot.placements.get(job.name)
+    if placement is not None:
+        out["machineID"] = placement.machine_id
+    return out
+
+
+def units_of(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """Every unit, sorted by name."""
+    units = (unit_json(snapshot, snapshot.jobs[name]) for name in sorted(snapshot.jobs))
+    return [u for u in units if u is not None]
+
+
+# --- request body ----------------------------------------------------------------------------
+def _options(value: object) -> list[UnitOption]:
+    if not isinstance(value, list):
+        raise Fail(400, "unable to decode body: options must be a list")
+    out = []
+    for item in value:
+        if not isinstance(item, Mapping) or not all(
+            isinstance(item.get(k), str) for k in ("section", "name", "value")
+        ):
+            raise Fail(
+                400,
+                "unable to decode body: each option must be an object with string "
+                "section, name and value",
+            )
+        out.append(UnitOption(item["section"], item["name"], item["value"]))
+    return out
+
+
+def _desired(value: object) -> JobState | None:
+    if value is None or value == "":
+        return None
+    try:
+        return JobState.parse(value)
+    except ModelError:
+        raise Fail(
+            400,
+            f"invalid desiredState {value!r}: expected inactive, loaded or launched",
+        ) from None
+
+
+def _checked_unit(name: str, options: list[UnitOption]) -> UnitFile:
+    try:
+        unit = UnitFile.from_options(options)
+        unit.requirements(name).validate()
+    except (UnitParseError, UnitValidationError) as err:
+        raise Fail(400, str(err)) from None
+    return unit
+
+
+def _refuse_template(name: str, desired: JobState | None) -> None:
+    if desired not in (None, JobState.INACTIVE) and parse_name(name).is_template:
+        raise Fail(400, f'cannot activate template "{name}"')
+
+
+# --- handlers --------------------------------------------------------------------------------
+def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
+    async def collection(request: web.Request) -> web.Response:
+        if request.method != "GET":
+            raise Fail(405, "only GET supported against this resource")
+        tok = ctx.page_token(request)
+        snapshot = await ctx.registry.snapshot()
+        return json_response(paged("units", units_of(snapshot), tok))
+
+    async def item(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if request.method == "GET":
+            snapshot = await ctx.registry.snapshot()
+            job = snapshot.jobs.get(name)
+            unit = unit_json(snapshot, job) if job is not None else None
+            if unit is None:
+                raise Fail(404, "unit does not exist")
+            return json_response(unit)
+        if request.method == "PUT":
+            return await put(request, name)
+        if request.method == "DELETE":
+            try:
+                await ctx.registry.destroy(name)
+            except JobNotFound:
+                raise Fail(404, "unit does not exist") from None
+            log.info("api.unit_destroyed", unit=name)
+            return web.Response(status=204)
+        raise Fail(405, "only GET, PUT and DELETE supported against this resource")
+
+    async def put(request: web.Request, name: str) -> web.Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise Fail(400, "unable to decode body: expected a JSON object")
+        body_name = body.get("name")
+        if body_name not in (None, "") and body_name != name:
+            raise Fail(
+                400, f'name in URL "{name}" differs from unit name in request body "{body_name}"'
+            )
+        try:
+            parse_name(name)
+        except UnitNameError as err:
+            raise Fail(400, str(err)) from None
+        options = _options(body["options"]) if body.get("options") is not None else []
+        desired = _desired(body.get("desiredState"))
+        _refuse_template(name, desired)
+
+        existing = await ctx.registry.get_job(name)
+        if existing is None:
+            if not options:
+                raise Fail(409, "unit does not exist and options field empty")
+            unit = _checked_unit(name, options)
+            try:
+                result = await ctx.registry.create_job(
+                    name, unit, desired or JobState.INACTIVE
+                )
+            except UnitExists as err:  # created meanwhile with other content
+                raise Fail(409, str(err)) from None
+            if result is Submitted.CREATED:
+                log.info(
+                    "api.unit_created",
+                    unit=name,
+                    hash=unit.hash,
+                    desired=(desired or JobState.INACTIVE).value,
+                )
+                return web.Response(status=201)
+            existing = await ctx.registry.get_job(name)  # created meanwhile, same content
+            if existing is None:
+                raise Fail(409, "unit was destroyed while it was being submitted")
+        elif options and _checked_unit(name, options).hash != existing.unit_hash:
+            raise Fail(
+                409,
+                f"unit {name} already exists with different options; replacing a unit's "
+                f"options is not supported yet: destroy it first",
+            )
+        if desired is None:
+            if options:  # same content again, nothing asked: nothing to do
+                return web.Response(status=204)
+            raise Fail(409, "must provide DesiredState to update existing unit")
+        try:
+            job = await ctx.registry.set_desired(name, desired)
+        except JobNotFound:
+            raise Fail(404, "unit does not exist") from None
+        log.info("api.unit_desired_state", unit=name, desired=job.desired.value)
+        return web.Response(status=204)
+
+    return [
+        web.route("*", f"{prefix}/units", collection),
+        web.route("*", f"{prefix}/units/{{name}}", item),
+    ]
