@@ -1,7 +1,10 @@
 """fleetctl: fleet's command-line client.
 
 Kept light on purpose (it must start in well under 150 ms): it imports click and the standard
-library only; anything heavier is imported inside the command that needs it.
+library only; the API client and the unit model are imported inside the commands that need
+them. One module per command group: units (submit ... cat), lists (list-*), remote (status,
+journal, ssh); output holds the table layout, files the local unit files, context the shared
+flags, client and waiting.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ import sys
 import click
 
 from fleetd import __version__
+from fleetd.cli import lists, remote, units
+from fleetd.cli.context import Failure, Settings
 
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+__all__ = ["fleetctl", "main"]
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": None}
 
 
 class PrefixGroup(click.Group):
@@ -42,6 +49,14 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit(0)
 
 
+def _env(flag: str) -> str:
+    """fleet's getFlagsFromEnv: every global flag is also FLEETCTL_<FLAG>."""
+    return "FLEETCTL_" + flag.upper().replace("-", "_")
+
+
+_BOOL_TEXT = click.BOOL
+
+
 @click.group(
     cls=PrefixGroup,
     context_settings=CONTEXT_SETTINGS,
@@ -57,8 +72,80 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     callback=_print_version,
     help="Print the version and exit.",
 )
+@click.option(
+    "--endpoint",
+    default="unix:///var/run/fleet.sock",
+    show_default=True,
+    envvar=_env("endpoint"),
+    help="Location of the fleet API (unix:///path, http://host:port or https://host:port).",
+)
+@click.option(
+    "--request-timeout",
+    type=float,
+    default=3.0,
+    show_default=True,
+    envvar=_env("request-timeout"),
+    help="Seconds to allow a single request before considering it failed.",
+)
+@click.option(
+    "--ca-file", default="", envvar=_env("ca-file"), help="TLS CA file for the fleet API."
+)
+@click.option(
+    "--cert-file",
+    default="",
+    envvar=_env("cert-file"),
+    help="TLS client certificate for the fleet API.",
+)
+@click.option(
+    "--key-file", default="", envvar=_env("key-file"), help="TLS client key for the fleet API."
+)
+@click.option(
+    "--tunnel",
+    default="",
+    envvar=_env("tunnel"),
+    help="SSH bastion (host[:port]) that `fleetctl ssh` jumps through.",
+)
+@click.option(
+    "--strict-host-key-checking",
+    type=_BOOL_TEXT,
+    default=True,
+    is_flag=False,
+    flag_value=True,
+    show_default=True,
+    envvar=_env("strict-host-key-checking"),
+    help="Verify host keys of remote machines (--strict-host-key-checking=false: do not).",
+)
+@click.option(
+    "--known-hosts-file",
+    default="~/.fleetctl/known_hosts",
+    show_default=True,
+    envvar=_env("known-hosts-file"),
+    help="File used to store remote machine fingerprints.",
+)
+@click.option(
+    "--ssh-username",
+    default="core",
+    show_default=True,
+    envvar=_env("ssh-username"),
+    help="Username to use when connecting to a machine.",
+)
+@click.option(
+    "--ssh-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    envvar=_env("ssh-timeout"),
+    help="Seconds to allow for SSH connection initialization.",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar=_env("debug"),
+    help="Print out more debug information to stderr.",
+)
 @click.pass_context
-def fleetctl(ctx: click.Context) -> None:
+def fleetctl(ctx: click.Context, **flags: object) -> None:
+    ctx.obj = Settings(**flags)  # type: ignore[arg-type]
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
@@ -86,17 +173,46 @@ def help_(ctx: click.Context, command: str | None) -> None:
         click.echo(sub.get_help(sub_ctx))
 
 
+for _command in (*units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS):
+    fleetctl.add_command(_command)
+
+
+def _unreachable_line(err: Exception, endpoint: str) -> str:
+    message = getattr(err, "message", "") or str(err)
+    if endpoint and endpoint not in message:
+        return f"Unable to reach the fleet API at {endpoint}: {message}"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `fleetctl` (and of `fleetd ctl`)."""
+    ctx_obj: dict[str, Settings] = {}
     try:
-        fleetctl.main(args=argv, prog_name="fleetctl", standalone_mode=False)
+        with fleetctl.make_context("fleetctl", list(sys.argv[1:] if argv is None else argv)) as ctx:
+            ctx_obj["settings"] = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+            fleetctl.invoke(ctx)
     except click.exceptions.Exit as done:
         return done.exit_code
+    except Failure as err:
+        err.show()
+        return err.exit_code
     except click.ClickException as err:
         err.show()
         return 1
     except click.Abort:
         click.echo("Aborted.", err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # the API client's errors, reported in one line
+        if type(err).__module__ != "fleetd.api.client":
+            raise
+        settings = ctx_obj.get("settings") or Settings()
+        if type(err).__name__ == "Unreachable":
+            click.echo(_unreachable_line(err, settings.endpoint.split(",")[0]), err=True)
+        else:
+            code = getattr(err, "code", 0)
+            click.echo(f"Error: {getattr(err, 'message', '') or err} (HTTP {code})", err=True)
         return 1
     return 0
 

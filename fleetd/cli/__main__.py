@@ -1,0 +1,7 @@
+"""`python -m fleetd.cli ...` runs fleetctl."""
+
+import sys
+
+from fleetd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""What every fleetctl command shares: the global flags, the API client, failures, waiting.
+
+Stdlib and click only at import time: the API client is imported when a command first needs
+it, so `fleetctl version` and `fleetctl help` start without loading any HTTP machinery.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from fleetd.cli.output import machine_full_legend
+
+__all__ = ["ATTEMPT_SECONDS", "Failure", "Settings", "emit_json", "settings", "wait_for_units"]
+
+# One fleet "block attempt" polled for up to 2 s (defaultSleepTime); --block-attempts=N waits
+# N times that long in total.
+ATTEMPT_SECONDS = 2.0
+DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock"
+
+
+class Failure(click.ClickException):
+    """A command failed: `message` (may be several lines, may be empty) goes to stderr as is."""
+
+    def __init__(self, message: str = "", exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        if self.message:
+            click.echo(self.message, err=True)
+
+
+@dataclass
+class Settings:
+    """The global flags, as given (or from FLEETCTL_* variables)."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    request_timeout: float = 3.0
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tunnel: str = ""
+    strict_host_key_checking: bool = True
+    known_hosts_file: str = "~/.fleetctl/known_hosts"
+    ssh_username: str = "core"
+    ssh_timeout: float = 10.0
+    debug: bool = False
+    _client: Any = field(default=None, repr=False)
+
+    def client(self) -> Any:
+        """The API client for --endpoint (created on first use)."""
+        if self._client is None:
+            from fleetd.api.client import Client
+
+            endpoint = self.endpoint.split(",")[0]  # fleet uses the first of a list
+            self._client = Client(
+                endpoint,
+                timeout=self.request_timeout,
+                ca_file=self.ca_file or None,
+                cert_file=self.cert_file or None,
+                key_file=self.key_file or None,
+            )
+        return self._client
+
+    def debug_log(self, message: str) -> None:
+        if self.debug:
+            click.echo(f"DEBUG: {message}", err=True)
+
+
+def settings() -> Settings:
+    """The Settings of the running command."""
+    ctx = click.get_current_context()
+    obj = ctx.find_object(Settings)
+    return obj if obj is not None else Settings()
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def block_timeout(no_block: bool, block_attempts: int) -> float | bool | None:
+    """False for --no-block, None to wait forever (0 attempts), else seconds."""
+    if no_block:
+        return False
+    if block_attempts > 0:
+        return block_attempts * ATTEMPT_SECONDS
+    return None
+
+
+class _Progress:
+    """`3/10 units ...` on stderr, rewritten in place; only when stderr is a terminal."""
+
+    def __init__(self, total: int, state: str) -> None:
+        self.total, self.done, self.state = total, 0, state
+        self.shown = False
+        self.enabled = total > 1 and _isatty(sys.stderr)
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
+
+    def show(self) -> None:
+        if self.enabled and self.done < self.total:
+            sys.stderr.write(
+                f"\r\x1b[KWaiting for {self.total - self.done} of {self.total} units "
+                f"to report state {self.state}..."
+            )
+            sys.stderr.flush()
+            self.shown = True
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def wait_for_units(
+    names: Sequence[str], state: str, *, timeout: float | None, active: bool = False
+) -> list[str]:
+    """Wait (server push) until every unit reports `state`; print fleet's line for each.
+
+    Returns fleet's error lines for the units that did not get there (empty when all did).
+    """
+    if not names:
+        return []
+    progress = _Progress(len(names), state)
+    progress.show()
+    errors: list[str] = []
+    events: Iterable[dict[str, Any]] = (
+        settings().client().wait(list(names), state, active=active, timeout=timeout)
+    )
+    try:
+        for event in events:
+            if event.get("done"):
+                for pending in event.get("pending") or ():
+                    line = f"timed out waiting for unit {pending['name']} to report state {state}"
+                    if pending.get("reason"):
+                        line += f" ({pending['reason']})"
+                    errors.append(line)
+                break
+            progress.clear()
+            click.echo(unit_state_line(event))
+            progress.done += 1
+            progress.show()
+    finally:
+        progress.clear()
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    return errors
+
+
+def unit_state_line(event: dict[str, Any]) -> str:
+    """`Unit hello.service launched on 5ab7f3b4.../127.0.0.11` (no ` on ...` if unscheduled)."""
+    msg = f"Unit {event['name']} {event.get('currentState') or ''}".rstrip()
+    machine = event.get("machineID") or ""
+    if machine:
+        msg += f" on {machine_full_legend(machine, event.get('machineIP') or '', full=False)}"
+    return msg
+
+
+def report_wait_errors(errors: list[str]) -> None:
+    """fleet's two error forms: one `Error waiting for units:` line per unit, then the summary."""
+    if errors:
+        lines = [f"Error waiting for units: {e}" for e in errors]
+        lines.append(f"Error waiting for unit states, exit status: {errors[0]}")
+        raise Failure("\n".join(lines))
+
+
+def triggered(names: Iterable[str], verb: str) -> None:
+    for name in names:
+        click.echo(f"Triggered unit {name} {verb}")

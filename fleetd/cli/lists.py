@@ -1,0 +1,131 @@
+"""The list commands: list-units, list-unit-files, list-machines (tables or --output json)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+
+from fleetd.cli.context import Failure, emit_json, settings
+from fleetd.cli.output import (
+    DEFAULT_FIELDS,
+    FIELDS_MACHINES,
+    FIELDS_UNIT_FILES,
+    FIELDS_UNITS,
+    Column,
+    FieldError,
+    json_rows,
+    parse_fields,
+    table,
+)
+
+__all__ = ["COMMANDS"]
+
+
+def _list_options(command: str, valid: Mapping[str, Column], *, short_full: bool = True) -> Any:
+    keys = ",".join(sorted(valid))
+    full_decls = ("-l", "--full") if short_full else ("--full", "-l")
+    options = [
+        click.option(*full_decls, "full", is_flag=True, help="Do not ellipsize fields on output"),
+        click.option("--no-legend", is_flag=True, help="Do not print a legend (column headers)"),
+        click.option(
+            "--fields",
+            default=DEFAULT_FIELDS[command],
+            show_default=True,
+            help=f'Columns to print. Valid fields are "{keys}"',
+        ),
+        click.option(
+            "--output",
+            type=click.Choice(["table", "json"]),
+            default="table",
+            show_default=True,
+            help="table (fleet's layout) or json (the same cells, keyed by field).",
+        ),
+    ]
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _fields(spec: str, valid: Mapping[str, Column]) -> list[str]:
+    try:
+        return parse_fields(spec, valid)
+    except FieldError as err:
+        raise Failure(str(err)) from None
+
+
+def _ips() -> dict[str, str]:
+    return {m["id"]: m.get("primaryIP") or "" for m in settings().client().machines()}
+
+
+def _show(
+    rows: list[Any],
+    cols: list[str],
+    valid: Mapping[str, Column],
+    *,
+    full: bool,
+    no_legend: bool,
+    output: str,
+    ips: Mapping[str, str],
+) -> None:
+    if output == "json":
+        emit_json(json_rows(rows, cols, valid, full=full, ips=ips))
+    else:
+        click.echo(table(rows, cols, valid, full=full, legend=not no_legend, ips=ips), nl=False)
+
+
+def _fetch(call: Callable[[], list[Any]], prefix: str, suffix: str = "") -> list[Any]:
+    """Call the API; an API error becomes fleet's message (unreachable is left to main())."""
+    from fleetd.api.client import APIError, Unreachable
+
+    try:
+        return call()
+    except Unreachable:
+        raise
+    except APIError as err:
+        raise Failure(f"{prefix}{err.message}{suffix}") from None
+
+
+@click.command("list-units", help="List the current state of units in the cluster")
+@_list_options("list-units", FIELDS_UNITS)
+def list_units(full: bool, no_legend: bool, fields: str, output: str) -> None:
+    cols = _fields(fields, FIELDS_UNITS)
+    client = settings().client()
+    states = _fetch(client.states, "Error retrieving list of units from repository: ")
+    states.sort(key=lambda s: (s.get("name") or "", s.get("machineID") or ""))
+    ips = _ips() if "machine" in cols else {}
+    _show(states, cols, FIELDS_UNITS, full=full, no_legend=no_legend, output=output, ips=ips)
+
+
+@click.command("list-unit-files", help="List the units that exist in the cluster.")
+@_list_options("list-unit-files", FIELDS_UNIT_FILES, short_full=False)
+def list_unit_files(full: bool, no_legend: bool, fields: str, output: str) -> None:
+    cols = _fields(fields, FIELDS_UNIT_FILES)
+    if "tmachine" in cols:
+        click.echo('WARNING: The "tmachine" field is deprecated. Use "target" instead', err=True)
+    client = settings().client()
+    units = _fetch(client.units, "Error retrieving list of units from repository: ")
+    units.sort(key=lambda u: u.get("name") or "")
+    ips = _ips() if {"target", "tmachine"} & set(cols) else {}
+    _show(units, cols, FIELDS_UNIT_FILES, full=full, no_legend=no_legend, output=output, ips=ips)
+
+
+@click.command("list-machines", help="Enumerate the current hosts in the cluster")
+@_list_options("list-machines", FIELDS_MACHINES)
+def list_machines(full: bool, no_legend: bool, fields: str, output: str) -> None:
+    cols = _fields(fields, FIELDS_MACHINES)
+    machines = _fetch(
+        settings().client().machines,
+        "Error retrieving list of active machines from fleet API (",
+        ")",
+    )
+    machines.sort(key=lambda m: m.get("id") or "")
+    _show(machines, cols, FIELDS_MACHINES, full=full, no_legend=no_legend, output=output, ips={})
+
+
+COMMANDS = [list_units, list_unit_files, list_machines]

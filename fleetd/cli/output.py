@@ -1,0 +1,200 @@
+"""How fleetctl prints: Go tabwriter tables, machine legends, the columns of each list.
+
+Pure: no I/O, no client. Every function takes the API's JSON dicts and returns text, so the
+layout can be checked byte for byte against what fleet 1.0 printed (tests/cli/test_output.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "FIELDS_MACHINES",
+    "FIELDS_UNITS",
+    "FIELDS_UNIT_FILES",
+    "FieldError",
+    "is_global",
+    "machine_full_legend",
+    "machine_id_legend",
+    "metadata_text",
+    "parse_fields",
+    "tabwrite",
+    "unit_file_of",
+]
+
+TAB_WIDTH = 8
+PADDING = 1
+
+Row = Mapping[str, Any]
+
+
+class FieldError(ValueError):
+    """A --fields value fleet would refuse; str() is fleet's message."""
+
+
+def tabwrite(rows: Sequence[Sequence[str]]) -> str:
+    """Lay out rows as Go's tabwriter.NewWriter(out, 0, 8, 1, '\\t', 0) does.
+
+    Every cell but the last of a line ends a column; a column is as wide as its widest cell
+    plus the padding, rounded up to a multiple of the tab width, and a cell is followed by as
+    many TABs as it takes to reach that width. The last cell is written as it is.
+    """
+    widths: list[int] = []
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            if i == len(widths):
+                widths.append(0)
+            widths[i] = max(widths[i], len(cell) + PADDING)
+    widths = [-(-w // TAB_WIDTH) * TAB_WIDTH for w in widths]
+    lines = []
+    for row in rows:
+        parts = []
+        for i, cell in enumerate(row):
+            parts.append(cell)
+            if i < len(row) - 1:
+                parts.append("\t" * -(-(widths[i] - len(cell)) // TAB_WIDTH))
+        lines.append("".join(parts) + "\n")
+    return "".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Machines
+
+
+def machine_id_legend(machine_id: str, *, full: bool) -> str:
+    """`5ab7f3b4...`, or the whole ID with --full."""
+    return machine_id if full else f"{machine_id[:8]}..."
+
+
+def machine_full_legend(machine_id: str, ip: str, *, full: bool) -> str:
+    """`5ab7f3b4.../127.0.0.11` (no `/ip` when the IP is unknown)."""
+    legend = machine_id_legend(machine_id, full=full)
+    return f"{legend}/{ip}" if ip else legend
+
+
+def metadata_text(metadata: Mapping[str, str] | None) -> str:
+    """`k=v` pairs sorted by key, joined with `,`; `-` when there are none."""
+    if not metadata:
+        return "-"
+    return ",".join(f"{k}={metadata[k]}" for k in sorted(metadata))
+
+
+# --------------------------------------------------------------------------------------------
+# Units
+
+
+def unit_file_of(unit: Row) -> Any:
+    """The UnitFile of an API unit (imported here so `fleetctl version` stays fast)."""
+    from fleetd.unit import UnitFile
+
+    return UnitFile.from_options(
+        (o["section"], o["name"], o["value"]) for o in unit.get("options") or ()
+    )
+
+
+def is_global(unit: Row) -> bool:
+    return bool(unit_file_of(unit).requirements(unit["name"]).is_global)
+
+
+def _dash(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text or "-"
+
+
+# A column: (row, full, ips by machine ID) -> cell text. The row is a unit state (list-units),
+# a unit (list-unit-files) or a machine (list-machines).
+Column = Callable[[Row, bool, Mapping[str, str]], str]
+
+
+def _state_machine(row: Row, full: bool, ips: Mapping[str, str]) -> str:
+    mid = row.get("machineID") or ""
+    return machine_full_legend(mid, ips.get(mid, ""), full=full) if mid else "-"
+
+
+def _state_hash(row: Row, full: bool, _ips: Mapping[str, str]) -> str:
+    value = row.get("hash") or ""
+    return _dash(value if full else value[:7])
+
+
+FIELDS_UNITS: dict[str, Column] = {
+    "active": lambda r, f, i: _dash(r.get("systemdActiveState")),
+    "hash": _state_hash,
+    "load": lambda r, f, i: _dash(r.get("systemdLoadState")),
+    "machine": _state_machine,
+    "sub": lambda r, f, i: _dash(r.get("systemdSubState")),
+    "unit": lambda r, f, i: _dash(r.get("name")),
+}
+
+
+def _unit_target(row: Row, full: bool, ips: Mapping[str, str]) -> str:
+    if is_global(row):
+        return "global"
+    return _state_machine(row, full, ips)
+
+
+def _unit_hash(row: Row, full: bool, _ips: Mapping[str, str]) -> str:
+    digest = unit_file_of(row).hash
+    return digest if full else digest[:7]
+
+
+FIELDS_UNIT_FILES: dict[str, Column] = {
+    "desc": lambda r, f, i: _dash(unit_file_of(r).description),
+    "dstate": lambda r, f, i: _dash(r.get("desiredState")),
+    "global": lambda r, f, i: "true" if is_global(r) else "false",
+    "hash": _unit_hash,
+    "state": lambda r, f, i: "-" if is_global(r) else _dash(r.get("currentState")),
+    "target": _unit_target,
+    "tmachine": _unit_target,
+    "unit": lambda r, f, i: _dash(r.get("name")),
+}
+
+FIELDS_MACHINES: dict[str, Column] = {
+    "ip": lambda r, f, i: _dash(r.get("primaryIP")),
+    "machine": lambda r, f, i: machine_id_legend(r.get("id") or "", full=f),
+    "metadata": lambda r, f, i: metadata_text(r.get("metadata")),
+}
+
+DEFAULT_FIELDS = {
+    "list-units": "unit,machine,active,sub",
+    "list-unit-files": "unit,hash,dstate,state,target",
+    "list-machines": "machine,ip,metadata",
+}
+
+
+def parse_fields(spec: str, valid: Mapping[str, Column]) -> list[str]:
+    """Split a --fields value; FieldError with fleet's message on an unknown key."""
+    if not spec:
+        raise FieldError("Must define output format")
+    cols = spec.split(",")
+    for col in cols:
+        if col not in valid:
+            raise FieldError(f'Invalid key in output format: "{col}"')
+    return cols
+
+
+def table(
+    rows: Sequence[Row],
+    cols: Sequence[str],
+    columns: Mapping[str, Column],
+    *,
+    full: bool,
+    legend: bool,
+    ips: Mapping[str, str],
+) -> str:
+    """The text of a list command: an upper-cased header (unless --no-legend), one line a row."""
+    lines = [[c.upper() for c in cols]] if legend else []
+    lines += [[columns[c](row, full, ips) for c in cols] for row in rows]
+    return tabwrite(lines)
+
+
+def json_rows(
+    rows: Sequence[Row],
+    cols: Sequence[str],
+    columns: Mapping[str, Column],
+    *,
+    full: bool,
+    ips: Mapping[str, str],
+) -> list[dict[str, str]]:
+    """The same cells as the table, keyed by field name (for --output json)."""
+    return [{c: columns[c](row, full, ips) for c in cols} for row in rows]

@@ -1,0 +1,251 @@
+"""Commands about a unit's machine: status and journal (through the API), ssh (system client)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from fleetd.cli.context import Failure, emit_json, settings
+from fleetd.cli.output import is_global
+
+__all__ = ["COMMANDS", "ssh_argv"]
+
+
+def _api_error(err: Any) -> Failure:
+    return Failure(getattr(err, "message", "") or str(err))
+
+
+@click.command(help="Output the status of one or more units in the cluster")
+@click.option(
+    "--ssh-port",
+    type=int,
+    default=22,
+    show_default=True,
+    help="Accepted for fleet's sake; status goes through the API.",
+)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", help="text or json.")
+@click.argument("units", nargs=-1)
+def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
+    from fleetd.api.client import APIError, Unreachable
+    from fleetd.unit import mangle_name
+
+    if not units:
+        raise Failure("No units given")
+    client = settings().client()
+    results: list[dict[str, str]] = []
+    failures: list[str] = []
+    printed = 0
+    for arg in dict.fromkeys(mangle_name(u) for u in units):
+        try:
+            text = client.status(arg)
+        except Unreachable:
+            raise
+        except APIError as err:
+            failures.append(err.message or str(err))
+            click.echo(err.message or str(err), err=True)
+            continue
+        if output == "json":
+            results.append({"name": arg, "status": text})
+            continue
+        if printed:
+            click.echo("")  # a blank line between units, as fleet prints
+        click.echo(text, nl=not text.endswith("\n"))
+        printed += 1
+    if output == "json":
+        emit_json(results)
+    if failures:
+        raise Failure("")
+
+
+@click.command(help="Print the journal of a unit in the cluster to stdout")
+@click.option(
+    "--lines", type=int, default=10, show_default=True, help="Number of recent log lines to return"
+)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Continuously stream new entries as they are added to the journal",
+)
+@click.option(
+    "--ssh-port",
+    type=int,
+    default=22,
+    show_default=True,
+    help="Accepted for fleet's sake; the journal goes through the API.",
+)
+@click.option(
+    "--sudo", is_flag=True, help="Accepted for fleet's sake (the agent reads the journal)."
+)
+@click.argument("units", nargs=-1)
+def journal(units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sudo: bool) -> None:
+    from fleetd.api.client import APIError, Unreachable
+    from fleetd.unit import mangle_name
+
+    if len(units) != 1:
+        raise Failure("One unit file must be provided.")
+    name = mangle_name(units[0])
+    out = sys.stdout.buffer
+    stream: Any = None
+    try:
+        stream = settings().client().journal(name, lines=lines, follow=follow)
+        for chunk in stream:
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends `journal -f`: a normal way out (exit 0)
+    except Unreachable:
+        raise
+    except APIError as err:
+        raise _api_error(err) from None
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def ssh_argv(
+    address: str,
+    command: list[str],
+    *,
+    user: str,
+    port: int,
+    forward_agent: bool,
+    strict: bool,
+    known_hosts: str,
+    timeout: float,
+    tunnel: str,
+) -> list[str]:
+    """The system ssh client's command line for `fleetctl ssh`."""
+    argv = ["ssh", "-l", user, "-p", str(port)]
+    if forward_agent:
+        argv.append("-A")
+    if strict:
+        # OpenSSH's "ask" is fleet's behaviour: prompt for an unknown host, refuse a changed key.
+        argv += ["-o", "StrictHostKeyChecking=ask", "-o", f"UserKnownHostsFile={known_hosts}"]
+    else:
+        argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    argv += ["-o", f"ConnectTimeout={max(1, round(timeout))}"]
+    if tunnel:
+        argv += ["-J", tunnel]
+    if not command:
+        argv.append("-t")
+    argv.append(address)
+    if command:
+        argv.append("--")
+        argv += command
+    return argv
+
+
+def _machine_by_prefix(client: Any, prefix: str) -> tuple[str | None, str | None]:
+    """(address, error) of the machine whose ID starts with `prefix`."""
+    matches = [m for m in client.machines() if (m.get("id") or "").startswith(prefix)]
+    if not matches:
+        return None, "machine does not exist"
+    if len(matches) > 1:
+        return None, "found more than one machine"
+    return matches[0].get("primaryIP") or "", None
+
+
+def _machine_of_unit(client: Any, arg: str) -> tuple[str | None, str | None]:
+    from fleetd.unit import mangle_name
+
+    unit = client.unit(mangle_name(arg))
+    if unit is None:
+        return None, "unit does not exist"
+    if is_global(unit):
+        return None, "global units unsupported"
+    machine = unit.get("machineID") or ""
+    if not machine:
+        return None, f"unit {unit['name']} is not scheduled to a machine"
+    ips = {m["id"]: m.get("primaryIP") or "" for m in client.machines()}
+    return ips.get(machine) or None, None if ips.get(machine) else "machine of unit not found"
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    help="Open interactive shell on a machine in the cluster",
+)
+@click.option(
+    "-A", "--forward-agent", is_flag=True, help="Forward local ssh-agent to target machine."
+)
+@click.option(
+    "-m", "--machine", default="", help="Open SSH connection to a specific machine (ID prefix)."
+)
+@click.option(
+    "-u", "--unit", default="", help="Open SSH connection to the machine running this unit."
+)
+@click.option(
+    "--ssh-port",
+    type=int,
+    default=22,
+    show_default=True,
+    help="Connect to remote hosts over this SSH port",
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ssh(args: tuple[str, ...], forward_agent: bool, machine: str, unit: str, ssh_port: int) -> None:
+    opts = settings()
+    client = opts.client()
+    rest = list(args)
+    if machine and unit:
+        raise Failure("Both machine and unit flags provided, please specify only one.")
+    if machine:
+        address, error = _machine_by_prefix(client, machine)
+    elif unit:
+        address, error = _machine_of_unit(client, unit)
+    elif not rest:
+        address, error = None, "one machine or unit must be provided"
+    else:
+        lookup = rest.pop(0)
+        m_addr, m_err = _machine_by_prefix(client, lookup)
+        u_addr, _ = _machine_of_unit(client, lookup)
+        if m_addr is not None and u_addr is not None:
+            address, error = (
+                None,
+                (
+                    f"ambiguous argument, both machine and unit found for `{lookup}`.\n"
+                    "Please use flag `-m` or `-u` to refine the search"
+                ),
+            )
+        elif m_addr is not None:
+            address, error = m_addr, None
+        elif u_addr is not None:
+            address, error = u_addr, None
+        elif m_err == "found more than one machine":
+            address, error = None, m_err
+        else:
+            address, error = None, "could not find matching unit or machine"
+    if error:
+        raise Failure(f"Unable to proceed: {error}")
+    if not address:
+        raise Failure("Could not determine address of machine.")
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    known_hosts = os.path.expanduser(opts.known_hosts_file)
+    if opts.strict_host_key_checking:
+        os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
+    tunnel = opts.tunnel
+    argv = ssh_argv(
+        address,
+        rest,
+        user=opts.ssh_username,
+        port=ssh_port,
+        forward_agent=forward_agent,
+        strict=opts.strict_host_key_checking,
+        known_hosts=known_hosts,
+        timeout=opts.ssh_timeout,
+        tunnel=tunnel,
+    )
+    opts.debug_log(f"running {argv}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)  # ssh's exit status becomes ours
+    except OSError as err:
+        raise Failure(f"Failed building SSH client: {err}") from None
+
+
+COMMANDS = [status, journal, ssh]

@@ -1,0 +1,436 @@
+"""Unit lifecycle commands: submit, load, start, stop, unload, destroy, restart, cat."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from fleetd.cli.context import (
+    Failure,
+    block_timeout,
+    emit_json,
+    report_wait_errors,
+    settings,
+    triggered,
+    wait_for_units,
+)
+from fleetd.cli.output import is_global, unit_file_of
+
+__all__ = ["COMMANDS"]
+
+
+def _options(unit: Any) -> list[dict[str, str]]:
+    return [{"section": o.section, "name": o.name, "value": o.value} for o in unit.options]
+
+
+def _require_args(args: tuple[str, ...]) -> None:
+    if not args:
+        raise Failure("No units given")
+
+
+def _api_failure(prefix: str, err: Exception) -> Failure:
+    return Failure(f"{prefix}: {getattr(err, 'message', None) or err}")
+
+
+def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool, timeout: Any) -> list[str]:
+    """fleet's lazyCreateUnits: make sure a unit exists for every argument.
+
+    Returns the names of units replaced in place (--replace), which the caller waits for
+    again even though their desired state does not change.
+    """
+    from fleetd.api.client import APIError
+    from fleetd.cli import files
+    from fleetd.unit import (
+        UnitFile,
+        UnitNameError,
+        UnitParseError,
+        UnitValidationError,
+        mangle_name,
+        parse_name,
+    )
+
+    client = settings().client()
+    created: list[str] = []
+    created_global: list[str] = []
+    replaced: list[str] = []
+    seen: set[str] = set()
+    for arg in args:
+        name = mangle_name(arg)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            info = parse_name(name)
+        except UnitNameError as err:
+            raise Failure(f"Error creating units: {err}") from None
+        try:
+            existing = client.unit(name)
+        except APIError as err:
+            raise _api_failure(
+                f"Error creating units: error retrieving Unit({name}) from Registry", err
+            ) from None
+        if existing is not None:
+            local = files.local_counterpart(arg)
+            if local is None:
+                if replace:
+                    raise Failure(
+                        f"Error creating units: unable to find a local file for Unit({name}) "
+                        "to replace it with"
+                    )
+                continue  # in the registry, nothing local to compare: use it as it is
+            path, local_unit = local
+            if local_unit.hash == unit_file_of(existing).hash:
+                if replace:
+                    click.echo(f"Found same Unit({name}) in Registry, nothing to do")
+                continue
+            if not replace:
+                kind = "template unit file" if path != files.local_path(arg) else "unit file"
+                click.echo(
+                    f"WARNING: Unit {name} in registry differs from local {kind} {arg}. "
+                    "Add --replace to override.",
+                    err=True,
+                )
+                continue
+            desired = existing.get("desiredState") or ""
+            if not files.replace_allowed(command, desired):
+                click.echo(
+                    f"Warning: can not replace Unit({name}) in state '{desired}', "
+                    "use the appropriate command",
+                    err=True,
+                )
+                continue
+            _put_options(client, name, local_unit)
+            replaced.append(name)
+            continue
+
+        template = None
+        if info.is_instance and not os.path.exists(files.local_path(arg)):
+            try:
+                tmpl = client.unit(info.template)
+            except APIError as err:
+                raise _api_failure(
+                    f"Error creating units: error retrieving template Unit({info.template}) "
+                    "from Registry",
+                    err,
+                ) from None
+            if tmpl is not None:
+                template = unit_file_of(tmpl)
+        try:
+            found = files.find_local(arg, registry_template=template)
+        except files.NotFound as err:
+            raise Failure(f"Error creating units: {err}") from None
+        except (OSError, UnitParseError) as err:
+            raise Failure(
+                f"Error creating units: failed getting Unit({name}) from file {arg}: {err}"
+            ) from None
+        unit: UnitFile = found.unit
+        reqs = unit.requirements(name)
+        try:
+            reqs.validate()
+        except UnitValidationError as err:
+            raise Failure(f"Error creating units: {err}") from None
+        for key in reqs.unknown:
+            click.echo(
+                f'WARNING: Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"',
+                err=True,
+            )
+        _put_options(client, name, unit, desired_state="inactive")
+        (created_global if reqs.is_global else created).append(name)
+
+    for name in created_global:  # global units have no current state: nothing to wait for
+        click.echo(f"Unit {name} inactive")
+    if timeout is False:
+        triggered(created, "submit")
+    else:
+        report_wait_errors(wait_for_units(created, "inactive", timeout=timeout))
+    return replaced
+
+
+def _put_options(client: Any, name: str, unit: Any, desired_state: str | None = None) -> None:
+    from fleetd.api.client import APIError
+
+    try:
+        client.put_unit(name, options=_options(unit), desired_state=desired_state)
+    except APIError as err:
+        raise _api_failure(f"Error creating units: failed creating unit {name}", err) from None
+
+
+def _set_target(names: list[str], state: str, *, also: list[str]) -> tuple[list[str], list[str]]:
+    """fleet's setTargetStateOfUnits: set the desired state of every unit not already there.
+
+    Returns (non-global units to wait for, global units triggered). Units in `also` (just
+    replaced) are waited for even when their desired state was already `state`.
+    """
+    from fleetd.api.client import APIError
+
+    client = settings().client()
+    waiting: list[str] = []
+    globals_: list[str] = []
+    for name in dict.fromkeys(names):
+        try:
+            unit = client.unit(name)
+        except APIError as err:
+            raise _api_failure(f"Error retrieving unit {name} from registry", err) from None
+        if unit is None:
+            raise Failure(f"unable to find unit {name}")
+        is_glob = is_global(unit)
+        if unit.get("desiredState") != state:
+            try:
+                client.put_unit(name, desired_state=state)
+            except APIError as err:
+                raise _api_failure(f"Error setting target state of unit {name}", err) from None
+        elif name not in also:
+            continue
+        (globals_ if is_glob else waiting).append(name)
+    return waiting, globals_
+
+
+def _find_units(args: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The registered units the arguments name (unknown names are skipped, as in fleet)."""
+    from fleetd.unit import mangle_name
+
+    by_name = {u["name"]: u for u in settings().client().units()}
+    wanted = dict.fromkeys(mangle_name(a) for a in args)
+    return [by_name[n] for n in wanted if n in by_name]
+
+
+_block_options = [
+    click.option(
+        "--no-block",
+        is_flag=True,
+        help="Do not wait until the units have reached the requested state.",
+    ),
+    click.option(
+        "--block-attempts",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Wait until the units reach the requested state, at most N x 2 s (0: forever).",
+    ),
+]
+_replace_option = click.option(
+    "--replace", is_flag=True, help="Replace the unit in the registry if the local file differs."
+)
+
+
+def _with(options: list[Any]) -> Any:
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+@click.command(help="Upload one or more units to the cluster without starting them")
+@_replace_option
+@click.argument("units", nargs=-1)
+def submit(units: tuple[str, ...], replace: bool) -> None:
+    _require_args(units)
+    _lazy_create("submit", units, replace=replace, timeout=None)
+
+
+@click.command(
+    help="Schedule one or more units in the cluster, first submitting them if necessary."
+)
+@_with(_block_options)
+@_replace_option
+@click.argument("units", nargs=-1)
+def load(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool) -> None:
+    from fleetd.unit import mangle_name
+
+    _require_args(units)
+    timeout = block_timeout(no_block, block_attempts)
+    replaced = _lazy_create("load", units, replace=replace, timeout=timeout)
+    waiting, globals_ = _set_target([mangle_name(u) for u in units], "loaded", also=replaced)
+    for name in globals_:
+        click.echo(f"Triggered global unit {name} load")
+    if timeout is False:
+        triggered(waiting, "load")
+        return
+    report_wait_errors(wait_for_units(waiting, "loaded", timeout=timeout))
+
+
+@click.command(
+    help="Instruct systemd to start one or more units in the cluster, first submitting and "
+    "loading if necessary."
+)
+@_with(_block_options)
+@_replace_option
+@click.argument("units", nargs=-1)
+def start(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool) -> None:
+    from fleetd.unit import mangle_name
+
+    _require_args(units)
+    timeout = block_timeout(no_block, block_attempts)
+    replaced = _lazy_create("start", units, replace=replace, timeout=timeout)
+    waiting, globals_ = _set_target([mangle_name(u) for u in units], "launched", also=replaced)
+    for name in globals_:
+        click.echo(f"Triggered global unit {name} start")
+    if timeout is False:
+        triggered(waiting, "start")
+        return
+    report_wait_errors(wait_for_units(waiting, "launched", timeout=timeout, active=True))
+
+
+def _stop_or_unload(
+    args: tuple[str, ...], *, verb: str, state: str, done: str, no_block: bool, block_attempts: int
+) -> None:
+    from fleetd.api.client import APIError
+
+    _require_args(args)
+    units = _find_units(args)
+    if not units:
+        raise Failure("Units not found in registry")
+    client = settings().client()
+    waiting: list[str] = []
+    for unit in units:
+        name, current = unit["name"], unit.get("currentState")
+        if not is_global(unit):
+            if verb == "stop" and current == "inactive":
+                raise Failure(f"Unable to stop unit {name} in state inactive")
+            if current == state:
+                continue  # already there
+        try:
+            client.put_unit(name, desired_state=state)
+        except APIError as err:
+            raise _api_failure(f"Error setting target state of unit {name}", err) from None
+        if is_global(unit):
+            click.echo(f"Triggered global unit {name} {verb}")
+        else:
+            waiting.append(name)
+    timeout = block_timeout(no_block, block_attempts)
+    if timeout is False:
+        triggered(waiting, verb)
+    else:
+        errors = wait_for_units(waiting, state, timeout=timeout)
+        if errors:
+            raise Failure(
+                "\n".join(f"Error waiting for units: {e}" for e in errors)
+                + f"\nFailed to {verb} units [{' '.join(waiting)}]. err: {errors[0]}"
+            )
+    click.echo(f"Successfully {done} units [{' '.join(waiting)}].", err=True)
+
+
+@click.command(help="Instruct systemd to stop one or more units in the cluster.")
+@_with(_block_options)
+@click.argument("units", nargs=-1)
+def stop(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    _stop_or_unload(
+        units,
+        verb="stop",
+        state="loaded",
+        done="stopped",
+        no_block=no_block,
+        block_attempts=block_attempts,
+    )
+
+
+@click.command(help="Unschedule one or more units in the cluster.")
+@_with(_block_options)
+@click.argument("units", nargs=-1)
+def unload(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    _stop_or_unload(
+        units,
+        verb="unload",
+        state="inactive",
+        done="unloaded",
+        no_block=no_block,
+        block_attempts=block_attempts,
+    )
+
+
+@click.command(help="Destroy one or more units in the cluster")
+@_with(_block_options)
+@click.argument("units", nargs=-1)
+def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    # Deleting is synchronous in the registry: when destroy_unit returns, the unit is gone, so
+    # there is nothing to wait for; --no-block/--block-attempts are accepted for fleet's sake.
+    from fleetd.api.client import APIError
+
+    _require_args(units)
+    found = _find_units(units)
+    if not found:
+        click.echo("Units not found in registry", err=True)
+        return  # nothing left to destroy: the requested end state holds (exit 0, as fleet)
+    client = settings().client()
+    failed = []
+    for unit in found:
+        try:
+            client.destroy_unit(unit["name"])
+        except APIError as err:
+            failed.append(f"Error destroying units: {err.message or err}")
+            continue
+        click.echo(f"Destroyed {unit['name']}")
+    if failed:
+        raise Failure("\n".join(failed))
+
+
+@click.command(help="Instruct systemd to rolling restart one or more units in the cluster.")
+@_with(_block_options)
+@click.argument("units", nargs=-1)
+def restart(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    from fleetd.api.client import APIError
+
+    _require_args(units)
+    found = _find_units(units)
+    if not found:
+        raise Failure("Units not found in registry")
+    client = settings().client()
+    timeout = block_timeout(no_block, block_attempts)
+    problems: list[str] = []
+    for unit in found:
+        name = unit["name"]
+        steps = ["loaded", "launched"]
+        if is_global(unit):
+            for state in steps:
+                client.put_unit(name, desired_state=state)
+            click.echo(f"Triggered global unit {name} restart")
+            continue
+        current = unit.get("currentState")
+        if current == "inactive":
+            problems.append(f"Unable to restart unit {name} in state inactive")
+            continue
+        if current == "loaded":
+            steps = ["launched"]
+        for state in steps:  # one unit at a time: a rolling restart
+            try:
+                client.put_unit(name, desired_state=state)
+            except APIError as err:
+                raise _api_failure(f"Error setting target state for unit {name}", err) from None
+            if timeout is False:
+                triggered([name], "restart")
+                continue
+            errors = wait_for_units([name], state, timeout=timeout, active=state == "launched")
+            report_wait_errors(errors)
+    if problems:
+        raise Failure("\n".join(problems))
+
+
+@click.command(help="Output the contents of a submitted unit")
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="text (the unit file) or json.",
+)
+@click.argument("units", nargs=-1)
+def cat(units: tuple[str, ...], output: str) -> None:
+    from fleetd.unit import mangle_name
+
+    if len(units) != 1:
+        raise Failure("One unit file must be provided")
+    name = mangle_name(units[0])
+    unit = settings().client().unit(name)
+    if unit is None:
+        raise Failure(f"Unit {name} not found")
+    uf = unit_file_of(unit)
+    if output == "json":
+        emit_json({"name": name, "hash": uf.hash, "options": _options(uf), "text": uf.serialize()})
+    else:
+        click.echo(uf.serialize(), nl=False)
+
+
+COMMANDS = [submit, cat, load, start, restart, stop, unload, destroy]
