@@ -27,6 +27,7 @@ from fleetd.systemd.dbus import (
     PROPS_IFACE,
     SERVICE_IFACE,
     SYSTEMD,
+    UNIT_IFACE,
     UNIT_PATH_PREFIX,
     BusUnavailable,
     JobRemoved,
@@ -187,7 +188,8 @@ class SystemdManager:
             )
             await bus.add_match(
                 f"type='signal',sender='{SYSTEMD}',interface='{PROPS_IFACE}',"
-                f"member='PropertiesChanged',path_namespace='{UNIT_PATH_PREFIX.rstrip('/')}'"
+                f"member='PropertiesChanged',path_namespace='{UNIT_PATH_PREFIX.rstrip('/')}',"
+                f"arg0='{UNIT_IFACE}'"  # not the Service/Socket/... property changes
             )
             await bus.call("Subscribe")
             self._bus = bus
