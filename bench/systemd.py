@@ -90,6 +90,8 @@ def report(figures: dict[str, list[float]]) -> str:
     ratio = med["adapter"] / med["systemctl"]
     ratio_each = med["adapter"] / med["systemctl_each"]
     verdict = "meets" if ratio <= 1.2 else "misses"
+    per_round = [a / b for a, b in zip(figures["adapter"], figures["systemctl"], strict=True)]
+    load = os.getloadavg()[0]
     return "\n".join([
         "## systemd adapter: start 200 trivial units",
         "",
@@ -98,7 +100,9 @@ def report(figures: dict[str, list[float]]) -> str:
         "",
         f"Median of {ROUNDS} interleaved rounds, one namespaced `systemd --user` machine, "
         f"{UNITS} linked `sleep` units, all stopped between measurements; every figure ends when "
-        "all 200 start jobs have finished (units active/running).",
+        "all 200 start jobs have finished (units active/running). Per-round ratios: "
+        f"{min(per_round):.2f} to {max(per_round):.2f}; load average at the end: {load:.1f} "
+        "(other work on the VM widens the spread).",
         "",
         "| how | median | ratio adapter / this |",
         "|---|---|---|",
