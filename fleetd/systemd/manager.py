@@ -135,7 +135,7 @@ class SystemdManager:
         self._batch: _Batch | None = None
         self._reload_lock = asyncio.Lock()
         self._flushes: set[asyncio.Task[None]] = set()
-        self._job_waiters: dict[str, asyncio.Future[str]] = {}
+        self._job_waiters: dict[str, list[asyncio.Future[str]]] = {}  # merged jobs: many
         self._job_results: dict[str, tuple[str, str]] = {}  # job -> (unit, result)
         self._inflight: Counter[str] = Counter()
         self._supervisor: asyncio.Task[None] | None = None
@@ -229,9 +229,10 @@ class SystemdManager:
                 break
 
     def _fail_waiters(self, exc: Exception) -> None:
-        for fut in self._job_waiters.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        for futures in self._job_waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
         self._job_waiters.clear()
 
     def _require_bus(self) -> SystemdBus:
@@ -307,11 +308,10 @@ class SystemdManager:
 
     def _on_signal(self, event: Signal) -> None:
         if isinstance(event, JobRemoved):
-            fut = self._job_waiters.pop(event.job, None)
-            if fut is not None:
+            for fut in self._job_waiters.pop(event.job, ()):
                 if not fut.done():
                     fut.set_result(event.result)
-            elif self._inflight[event.unit]:  # removed before StartUnit's caller saw the path
+            if self._inflight[event.unit]:  # removed before StartUnit's caller saw the path
                 self._job_results[event.job] = (event.unit, event.result)
         elif isinstance(event, UnitChanged) and self.is_managed(event.unit):
             old = self._states.get(event.unit)
@@ -443,17 +443,21 @@ class SystemdManager:
                 log.warning("systemd.unit_load_failed", unit=name, method=method,
                             load=state.load, error=exc.text)
                 return LOAD_FAILED
-            if job in self._job_results:
-                result = self._job_results.pop(job)[1]
+            if job in self._job_results:  # kept until no call for this unit is in flight
+                result = self._job_results[job][1]
             else:
                 fut = asyncio.get_running_loop().create_future()
-                self._job_waiters[job] = fut
+                self._job_waiters.setdefault(job, []).append(fut)
                 try:
                     result = await asyncio.wait_for(fut, self.config.job_timeout)
                 except TimeoutError as exc:
                     raise TemporaryError(f"{method} {name}: job {job} did not finish") from exc
                 finally:
-                    self._job_waiters.pop(job, None)
+                    waiters = self._job_waiters.get(job, [])
+                    if fut in waiters:
+                        waiters.remove(fut)
+                    if not waiters:
+                        self._job_waiters.pop(job, None)
         finally:
             self._inflight[name] -= 1
             if not self._inflight[name]:

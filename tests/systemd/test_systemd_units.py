@@ -133,3 +133,10 @@ async def test_unload_unlinks_and_removes_the_file(
     await manager.unload("gone.service")
     assert "gone.service" not in manager.units.names()
     assert not (machine.runtime_dir / "systemd" / "user" / "gone.service").exists()
+
+
+async def test_concurrent_starts_of_one_unit_share_its_job(manager: SystemdManager) -> None:
+    await manager.load("twice.service", HELLO)
+    results = await asyncio.gather(*(manager.start_unit("twice.service") for _ in range(3)))
+    assert results == ["done", "done", "done"]
+    assert await manager.stop_unit("twice.service") == "done"
