@@ -176,7 +176,7 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
 
     async def status(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        snapshot = await ctx.registry.snapshot()
+        snapshot = await ctx.snapshot()
         machines = unit_machines(snapshot, name)
         texts = [await status_of(name, m) for m in machines]
         return web.Response(text="\n".join(texts), content_type="text/plain")
@@ -185,7 +185,7 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         name = request.match_info["name"]
         lines = _query_int(request, "lines", 10)
         follow = _query_bool(request, "follow")
-        snapshot = await ctx.registry.snapshot()
+        snapshot = await ctx.snapshot()
         machines = unit_machines(snapshot, name, verb="running")
         job = snapshot.jobs[name]
         if is_global(snapshot, job):
@@ -243,7 +243,7 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
 
     async def wait(request: web.Request) -> web.StreamResponse:
         names, state, active, timeout = _wait_request(await read_json(request))
-        snapshot = await ctx.registry.snapshot()
+        snapshot = await ctx.snapshot()
         resp = await _stream_response(request, "application/x-ndjson")
         pending = list(names)
 

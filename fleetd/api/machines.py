@@ -77,7 +77,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def collection(request: web.Request) -> web.Response:
         if request.method == "GET":
             tok = ctx.page_token(request)
-            snapshot = await ctx.registry.snapshot()
+            snapshot = await ctx.snapshot()
             return json_response(paged("machines", machines_of(snapshot), tok))
         if request.method == "PATCH":
             parse_patch(await read_json(request))

@@ -8,6 +8,7 @@ when their client goes away, which is what stops a followed journal (and reaps j
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import os
@@ -27,8 +28,8 @@ from fleetd import __version__
 from fleetd.api import extensions, machines, state, units
 from fleetd.api.pagination import PageToken, TokenError, token_from_query
 from fleetd.api.serialization import Fail, error_response, json_response
-from fleetd.api.units import current_state
-from fleetd.registry import EtcdUnavailable, Registry, RegistryConflict, RegistryError
+from fleetd.api.units import current_state, units_of
+from fleetd.registry import EtcdUnavailable, Registry, RegistryConflict, RegistryError, Snapshot
 
 __all__ = ["MAX_BODY", "PREFIXES", "APIServer", "Context", "Inspector", "TLSFiles"]
 
@@ -69,6 +70,57 @@ class Metrics:
     etcd_errors: int = 0
 
 
+class SharedSnapshots:
+    """Concurrent readers share etcd reads, without ever reading stale.
+
+    A reader gets a snapshot whose read *started after it asked*, so it sees every write
+    acknowledged before its request; all readers that ask while a read is running share the
+    next read. A burst of N list requests costs two reads of etcd, not N.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.reads = 0
+        self._waiting: asyncio.Future[Snapshot] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def get(self) -> Snapshot:
+        if self._waiting is None:
+            self._waiting = asyncio.get_running_loop().create_future()
+            self._waiting.add_done_callback(_retrieve)
+        waiting = self._waiting
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+        return await asyncio.shield(waiting)
+
+    async def _read(self) -> None:
+        try:
+            while self._waiting is not None:
+                waiting, self._waiting = self._waiting, None
+                try:
+                    snapshot = await self.registry.snapshot()
+                except Exception as err:  # handed to the readers, who answer 503/500
+                    waiting.set_exception(err)
+                else:
+                    waiting.set_result(snapshot)
+                self.reads += 1
+        finally:
+            self._reader = None
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.cancel()
+
+
+def _retrieve(future: asyncio.Future[Snapshot]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "never retrieved" warning when every reader left
+
+
 @dataclass
 class Context:
     """What every handler needs: the registry, who we are, how to reach the other machines."""
@@ -81,6 +133,21 @@ class Context:
     version: str
     metrics: Metrics = field(default_factory=Metrics)
     session: aiohttp.ClientSession | None = None
+    snapshots: SharedSnapshots = field(init=False)
+    _units: tuple[int, list[dict[str, Any]]] = (-1, [])
+
+    def __post_init__(self) -> None:
+        self.snapshots = SharedSnapshots(self.registry)
+
+    async def snapshot(self) -> Snapshot:
+        """The registry at one revision, read after this call began (shared with others)."""
+        return await self.snapshots.get()
+
+    def units_of(self, snapshot: Snapshot) -> list[dict[str, Any]]:
+        """Every unit as JSON, computed once per revision."""
+        if self._units[0] != snapshot.revision:
+            self._units = (snapshot.revision, units_of(snapshot))
+        return self._units[1]
 
     def page_token(self, request: web.Request) -> PageToken:
         try:
@@ -241,7 +308,7 @@ class APIServer:
         m = self.ctx.metrics
         lines = []
         try:
-            snapshot = await self.ctx.registry.snapshot()
+            snapshot = await self.ctx.snapshot()
         except EtcdUnavailable:
             m.etcd_errors += 1
             snapshot = None
@@ -334,6 +401,7 @@ class APIServer:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.ctx.snapshots.close()
         if self.ctx.session is not None:
             await self.ctx.session.close()
             self.ctx.session = None

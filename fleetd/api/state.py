@@ -45,7 +45,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         if request.method != "GET":
             raise Fail(405, "only GET supported against this resource")
         tok = ctx.page_token(request)
-        snapshot = await ctx.registry.snapshot()
+        snapshot = await ctx.snapshot()
         states = states_of(
             snapshot,
             unit_name=request.query.get("unitName") or None,
@@ -57,7 +57,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         if request.method != "GET":
             raise Fail(405, "only GET supported against this resource")
         name = request.match_info["name"]
-        snapshot = await ctx.registry.snapshot()
+        snapshot = await ctx.snapshot()
         placement = snapshot.placements.get(name)
         if placement is not None and (name, placement.machine_id) in snapshot.states:
             return json_response(state_json(snapshot.states[(name, placement.machine_id)]))

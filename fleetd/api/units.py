@@ -131,13 +131,13 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         if request.method != "GET":
             raise Fail(405, "only GET supported against this resource")
         tok = ctx.page_token(request)
-        snapshot = await ctx.registry.snapshot()
-        return json_response(paged("units", units_of(snapshot), tok))
+        snapshot = await ctx.snapshot()
+        return json_response(paged("units", ctx.units_of(snapshot), tok))
 
     async def item(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if request.method == "GET":
-            snapshot = await ctx.registry.snapshot()
+            snapshot = await ctx.snapshot()
             job = snapshot.jobs.get(name)
             unit = unit_json(snapshot, job) if job is not None else None
             if unit is None:
