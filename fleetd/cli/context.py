@@ -81,7 +81,7 @@ def settings() -> Settings:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+    click.echo(json.dumps(data, indent=2))
 
 
 def block_timeout(no_block: bool, block_attempts: int) -> float | bool | None:
