@@ -66,9 +66,12 @@ async def test_three_machines_each_see_only_their_own_units_and_journal(tmp_path
             pid = await mgr.main_pid("app.service")
             assert f"/{m.slice}/app.slice/app.service" in cgroup_of(pid)
         assert len({m.machine_id for m in machines}) == 3
+        unit_pids = [await mgr.main_pid("app.service") for mgr in managers]
         await asyncio.gather(*(mgr.close() for mgr in managers))
+        systemd_pids = [m.systemd_pid for m in machines]
     finally:
         await asyncio.gather(*(m.stop() for m in machines))
+    assert all(process_gone(pid) for pid in unit_pids + systemd_pids)
     for m in machines:
         assert not any(cg.exists() for cg in m.cgroups)
         assert str(m.root) not in host_mounts()

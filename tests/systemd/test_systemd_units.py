@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from systemd_helpers import HELLO, wait_state
+from systemd_helpers import EVENT_DEADLINE, HELLO, wait_state
 
 from fleetd.sandbox.machine import Machine
 from fleetd.systemd import LOAD_FAILED, BadUnitName, SystemdManager
@@ -77,7 +77,7 @@ async def test_a_hundred_units_are_linked_with_a_single_reload(
     assert set(names) <= running
     seen = set()
     while seen != set(names):  # every start was also pushed
-        state = await asyncio.wait_for(anext(changes), 15)
+        state = await asyncio.wait_for(anext(changes), EVENT_DEADLINE)
         if state.name in names and state.sub == "running":
             seen.add(state.name)
     before = manager.reload_count
