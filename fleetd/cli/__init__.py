@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except click.ClickException as err:
         err.show()
-        return 1
+        return err.exit_code
     except click.Abort:
         click.echo("Aborted.", err=True)
         return 1

@@ -34,7 +34,7 @@ def _api_failure(prefix: str, err: Exception) -> Failure:
     return Failure(f"{prefix}: {getattr(err, 'message', None) or err}")
 
 
-def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool, timeout: Any) -> list[str]:
+def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool) -> list[str]:
     """fleet's lazyCreateUnits: make sure a unit exists for every argument.
 
     Returns the names of units replaced in place (--replace), which the caller waits for
@@ -139,12 +139,10 @@ def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool, timeout:
         _put_options(client, name, unit, desired_state="inactive")
         (created_global if reqs.is_global else created).append(name)
 
-    for name in created_global:  # global units have no current state: nothing to wait for
+    # A created unit is inactive as soon as the PUT returns (nothing is placed yet): fleet's
+    # wait for "inactive" here always ended at once, so the line is printed without waiting.
+    for name in created + created_global:
         click.echo(f"Unit {name} inactive")
-    if timeout is False:
-        triggered(created, "submit")
-    else:
-        report_wait_errors(wait_for_units(created, "inactive", timeout=timeout))
     return replaced
 
 
@@ -229,7 +227,7 @@ def _with(options: list[Any]) -> Any:
 @click.argument("units", nargs=-1)
 def submit(units: tuple[str, ...], replace: bool) -> None:
     _require_args(units)
-    _lazy_create("submit", units, replace=replace, timeout=None)
+    _lazy_create("submit", units, replace=replace)
 
 
 @click.command(
@@ -243,7 +241,7 @@ def load(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: b
 
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
-    replaced = _lazy_create("load", units, replace=replace, timeout=timeout)
+    replaced = _lazy_create("load", units, replace=replace)
     waiting, globals_ = _set_target([mangle_name(u) for u in units], "loaded", also=replaced)
     for name in globals_:
         click.echo(f"Triggered global unit {name} load")
@@ -265,7 +263,7 @@ def start(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: 
 
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
-    replaced = _lazy_create("start", units, replace=replace, timeout=timeout)
+    replaced = _lazy_create("start", units, replace=replace)
     waiting, globals_ = _set_target([mangle_name(u) for u in units], "launched", also=replaced)
     for name in globals_:
         click.echo(f"Triggered global unit {name} start")
