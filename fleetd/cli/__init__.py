@@ -177,19 +177,10 @@ for _command in (*units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS):
     fleetctl.add_command(_command)
 
 
-def _unreachable_line(err: Exception, endpoint: str) -> str:
-    message = getattr(err, "message", "") or str(err)
-    if endpoint and endpoint not in message:
-        return f"Unable to reach the fleet API at {endpoint}: {message}"
-    return message
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `fleetctl` (and of `fleetd ctl`)."""
-    ctx_obj: dict[str, Settings] = {}
     try:
         with fleetctl.make_context("fleetctl", list(sys.argv[1:] if argv is None else argv)) as ctx:
-            ctx_obj["settings"] = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
             fleetctl.invoke(ctx)
     except click.exceptions.Exit as done:
         return done.exit_code
@@ -205,14 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # the API client's errors, reported in one line
-        if type(err).__module__ != "fleetd.api.client":
+        api = sys.modules.get("fleetd.api.client")
+        if api is None or not isinstance(err, api.APIError):
             raise
-        settings = ctx_obj.get("settings") or Settings()
-        if type(err).__name__ == "Unreachable":
-            click.echo(_unreachable_line(err, settings.endpoint.split(",")[0]), err=True)
-        else:
-            code = getattr(err, "code", 0)
-            click.echo(f"Error: {getattr(err, 'message', '') or err} (HTTP {code})", err=True)
+        # Unreachable (and a bad endpoint, code 0) already name the endpoint in their message.
+        code = err.code
+        click.echo(err.message if code == 0 else f"Error: {err.message} (HTTP {code})", err=True)
         return 1
     return 0
 
