@@ -1,8 +1,5 @@
 """fleetd: a cluster-level init system, a faithful and faster successor of CoreOS fleet."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("fleetd")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+# The single source of the version: pyproject.toml reads it from here (importing
+# importlib.metadata to ask the installed package would cost fleetctl ~0.1 s at every start).
+__version__ = "0.1.0"

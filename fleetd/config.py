@@ -153,6 +153,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_tls_cert", _str, "server certificate of the TCP API"),
     Option("api_tls_key", _str, "key of the TCP API's certificate"),
     Option("api_tls_ca", _str, "CA that signs the client certificates the TCP API accepts"),
+    Option(
+        "peer_port",
+        _int,
+        "TCP port on public_ip where other fleetds fetch status/journal of local units (0: off)",
+    ),
     Option("runtime_dir", _str, "where fleetd keeps its lease ID across restarts"),
     Option("fence_on_lease_loss", _bool, "stop local units when the lease cannot be renewed"),
     Option("leave_on_shutdown", _bool, "on SIGTERM stop local units and leave the cluster"),
@@ -192,6 +197,7 @@ class Config:
     api_tls_cert: str = ""
     api_tls_key: str = ""
     api_tls_ca: str = ""
+    peer_port: int = 0
     runtime_dir: str = "/run/fleet"
     fence_on_lease_loss: bool = False
     leave_on_shutdown: bool = False
@@ -220,6 +226,8 @@ class Config:
                 raise ConfigError(
                     f"etcd_servers: {endpoint!r} is not host:port or http(s)://host:port"
                 )
+        if not 0 <= self.peer_port <= 65535:
+            raise ConfigError("peer_port must be between 0 (off) and 65535")
         if self.token_limit < 1 or self.token_limit > 65535:
             raise ConfigError("token_limit must be between 1 and 65535")
 

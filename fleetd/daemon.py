@@ -23,6 +23,7 @@ import structlog
 
 from fleetd import __version__, logs
 from fleetd.agent import Agent
+from fleetd.api.server import APIServer, TLSFiles
 from fleetd.config import Config, ConfigError, load_config
 from fleetd.engine import Engine
 from fleetd.errors import PermanentError
@@ -85,6 +86,14 @@ def public_ip_of(config: Config) -> str:
     return ""
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        return host.strip("[]") or "0.0.0.0", int(port)
+    except ValueError:
+        raise StartupError(f"api_listen: {text!r} is not host:port") from None
+
+
 def _prepare_runtime_dir(config: Config) -> Path:
     runtime = Path(config.runtime_dir)
     runtime.mkdir(parents=True, exist_ok=True)
@@ -127,6 +136,7 @@ class Daemon:
     systemd: SystemdManager | None = None
     agent: Agent | None = None
     engine: Engine | None = None
+    api: APIServer | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     leave_requested: bool = False
 
@@ -161,6 +171,23 @@ class Daemon:
         tasks: dict[str, asyncio.Task[None]] = {
             "agent": asyncio.create_task(self.agent.run(), name="agent"),
         }
+        self.api = APIServer(
+            self.registry,
+            machine.id,
+            inspector=self.systemd,
+            peer_url=self._peer_url,
+            token_limit=config.token_limit,
+            version=__version__,
+        )
+        await self.api.start(
+            config.api_socket,
+            socket_group=config.api_socket_group or None,
+            tcp=_host_port(config.api_listen) if config.api_listen else None,
+            tls=TLSFiles(config.api_tls_cert, config.api_tls_key, config.api_tls_ca)
+            if config.api_listen
+            else None,
+            peer=(machine.public_ip or "127.0.0.1", config.peer_port) if config.peer_port else None,
+        )
         if not config.disable_engine:
             self.engine = Engine(
                 self.registry,
@@ -186,6 +213,8 @@ class Daemon:
     async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], stop: asyncio.Task) -> None:
         log.info("fleetd.stopping", leave=self.leave_requested or self.config.leave_on_shutdown)
         stop.cancel()
+        if self.api is not None:
+            await self.api.stop()
         if self.engine is not None:
             await self.engine.resign()
         if self.agent is not None and (self.leave_requested or self.config.leave_on_shutdown):
@@ -203,6 +232,14 @@ class Daemon:
         with contextlib.suppress(OSError):
             (Path(self.config.runtime_dir) / PID_FILE).unlink()
         log.info("fleetd.stopped")
+
+    def _peer_url(self, machine_id: str) -> str | None:
+        """Where another machine's fleetd serves status and journal of its units."""
+        view = self.agent._view if self.agent is not None else None
+        machine = view.machines.get(machine_id) if view is not None else None
+        if machine is None or not machine.public_ip or not self.config.peer_port:
+            return None
+        return f"http://{machine.public_ip}:{self.config.peer_port}"
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
