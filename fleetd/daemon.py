@@ -168,9 +168,6 @@ class Daemon:
             runtime_dir=runtime,
             fence_on_lease_loss=config.fence_on_lease_loss,
         )
-        tasks: dict[str, asyncio.Task[None]] = {
-            "agent": asyncio.create_task(self.agent.run(), name="agent"),
-        }
         self.api = APIServer(
             self.registry,
             machine.id,
@@ -188,6 +185,9 @@ class Daemon:
             else None,
             peer=(machine.public_ip or "127.0.0.1", config.peer_port) if config.peer_port else None,
         )
+        tasks: dict[str, asyncio.Task[None]] = {
+            "agent": asyncio.create_task(self.agent.run(), name="agent"),
+        }
         if not config.disable_engine:
             self.engine = Engine(
                 self.registry,

@@ -93,6 +93,134 @@ def leave(runtime_dir: str) -> None:
     click.echo(f"fleetd (pid {pid}) is leaving the cluster")
 
 
+# ---- fleetd sandbox: a local multi-machine cluster -----------------------------------------
+
+_dir_option = click.option(
+    "--dir",
+    "directory",
+    default=None,
+    metavar="DIR",
+    help="the sandbox's directory (default: a fixed per-user location); several can coexist",
+)
+
+
+def _sandbox(directory: str | None):  # type: ignore[no-untyped-def]
+    from fleetd.sandbox.cluster import Sandbox
+
+    return Sandbox(directory)
+
+
+def _run_sandbox(coro) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from fleetd import logs
+    from fleetd.errors import FleetdError
+
+    logs.configure(0, json=False, stream=open(os.devnull, "w"))
+    try:
+        asyncio.run(coro)
+    except FleetdError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _duration(text: str) -> float:
+    from fleetd.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@fleetd.group()
+def sandbox() -> None:
+    """A local cluster: a real etcd and several namespaced machines, each running fleetd."""
+
+
+@sandbox.command()
+@_dir_option
+@click.option("--machines", default=3, show_default=True, help="how many machines")
+@click.option(
+    "--metadata",
+    multiple=True,
+    metavar="K=V,...",
+    help="metadata of one machine, in order (repeat per machine); default machine=mN "
+    "and a role cycling web/db/misc",
+)
+@click.option("--agent-ttl", default="5s", show_default=True, help="lease TTL: 5 or 5s")
+def up(directory: str | None, machines: int, metadata: tuple[str, ...], agent_ttl: str) -> None:
+    """Start the sandbox (harmless when it already runs) and print the line to use it."""
+    box = _sandbox(directory)
+    _run_sandbox(box.up(machines, list(metadata), _duration(agent_ttl)))
+    for line in box.status_lines():
+        click.echo(line)
+
+
+@sandbox.command()
+@_dir_option
+def status(directory: str | None) -> None:
+    """Show the sandbox's machines and processes."""
+    box = _sandbox(directory)
+    try:
+        lines = box.status_lines()
+    except Exception as err:
+        raise click.ClickException(str(err)) from None
+    for line in lines:
+        click.echo(line)
+
+
+@sandbox.command()
+@_dir_option
+def down(directory: str | None) -> None:
+    """Stop everything the sandbox started and remove its directory."""
+    box = _sandbox(directory)
+    _run_sandbox(box.down())
+    click.echo(f"sandbox at {box.dir} is down")
+
+
+def _machine_command(name: str, verb: str, doc: str):  # type: ignore[no-untyped-def]
+    @sandbox.command(name=name, help=doc)
+    @_dir_option
+    @click.argument("machine")
+    def command(directory: str | None, machine: str) -> None:
+        box = _sandbox(directory)
+        result = {}
+
+        async def act() -> None:
+            result["record"] = await getattr(box, verb)(machine)
+
+        _run_sandbox(act())
+        record = result["record"]
+        click.echo(f"{record.name} ({record.legend}): {verb} done")
+
+    return command
+
+
+_machine_command("kill", "kill", "The machine dies: its fleetd, systemd and every unit process.")
+_machine_command("start", "start", "Bring a killed machine back with the same machine ID.")
+_machine_command(
+    "restart", "restart", "Restart only the machine's fleetd (SIGTERM); units keep running."
+)
+
+
+@sandbox.command(
+    name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@_dir_option
+@click.argument("machine")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(directory: str | None, machine: str, argv: tuple[str, ...]) -> None:
+    """Run a command inside a machine: `fleetd sandbox exec m1 -- fleetctl list-units`."""
+    from fleetd.sandbox.cluster import run_in_machine
+
+    box = _sandbox(directory)
+    try:
+        code = run_in_machine(box, machine, argv)
+    except Exception as err:
+        raise click.ClickException(str(err)) from None
+    sys.exit(code)
+
+
 def main() -> None:
     fleetd(prog_name="fleetd")
 

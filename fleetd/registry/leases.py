@@ -48,9 +48,12 @@ class Lease:
 
     async def _keep_alive(self) -> None:
         interval = max(_MIN_INTERVAL, self.ttl / 3)
+        # A re-attached lease may have little time left: renew it at once, then every TTL/3.
+        first = 0.0 if self.reattached else interval
         try:
             while True:
-                await asyncio.sleep(interval)
+                await asyncio.sleep(first)
+                first = interval
                 try:
                     ttl = await self._etcd.keep_alive_once(self.id)
                 except EtcdUnavailable as err:

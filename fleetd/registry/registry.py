@@ -292,7 +292,22 @@ class Registry:
             )
             if not res.succeeded:
                 current = res.gets[0][0] if res.gets[0] else None
-                if current is None or current.lease != lease.id:
+                if current is not None and current.lease != lease.id:
+                    current = await self._take_over_expired(key, current)
+                if current is None:  # the holder's lease had expired: register afresh
+                    res = await self._etcd.txn(
+                        [Cmp(key, "version", "==", 0)], [Put(key, machine.encode(), lease.id)]
+                    )
+                    if not res.succeeded:
+                        raise MachineIdInUse(machine.id)
+                    log.info(
+                        "registry.machine_registered",
+                        machine=machine.id,
+                        lease=lease.id,
+                        ttl=lease.ttl,
+                    )
+                    return lease
+                if current.lease != lease.id:
                     raise MachineIdInUse(machine.id)
                 res = await self._etcd.txn(
                     [Cmp(key, "mod", "==", current.mod_revision)],
@@ -309,6 +324,20 @@ class Registry:
             raise
         log.info("registry.machine_registered", machine=machine.id, lease=lease.id, ttl=lease.ttl)
         return lease
+
+    async def _take_over_expired(self, key: str, current: KeyValue) -> KeyValue | None:
+        """A key held by a lease etcd already reports expired (its keys are deleted a moment
+        later, on etcd's own expiry sweep): delete it now, guarded on it being unchanged.
+        Returns None when it was removed, else the live holder's key."""
+        if current.lease and await self._etcd.time_to_live(current.lease) <= 0:
+            res = await self._etcd.txn(
+                [Cmp(key, "mod", "==", current.mod_revision)], [Delete(key)], [Get(key)]
+            )
+            if res.succeeded:
+                log.info("registry.expired_holder_removed", key=key, lease=current.lease)
+                return None
+            return res.gets[0][0] if res.gets and res.gets[0] else None
+        return current
 
     async def publish_state(self, state: UnitState, lease: Lease) -> None:
         """Publish what systemd says of a unit on this machine, on the machine's lease."""
@@ -376,12 +405,8 @@ class Registry:
     async def resign(self, leadership: Leadership) -> bool:
         """Give up leadership if still held (guarded on the key's create revision)."""
         key = self.keys.leader
-        res = await self._etcd.txn(
-            [Cmp(key, "create", "==", leadership.revision)], [Delete(key)]
-        )
-        log.info(
-            "registry.leader_resigned", machine=leadership.info.machine_id, held=res.succeeded
-        )
+        res = await self._etcd.txn([Cmp(key, "create", "==", leadership.revision)], [Delete(key)])
+        log.info("registry.leader_resigned", machine=leadership.info.machine_id, held=res.succeeded)
         return res.succeeded
 
     async def leader(self) -> LeaderInfo | None:

@@ -106,6 +106,7 @@ class EtcdServer:
         tls: TLSFiles | None = None,
         initial_cluster: str | None = None,
         cluster_token: str = "fleetd-sandbox",
+        detached: bool = False,
     ) -> None:
         if client_port is None or peer_port is None:
             client_port, peer_port = free_ports(2)
@@ -116,6 +117,7 @@ class EtcdServer:
         self.tls = tls
         self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
         self.cluster_token = cluster_token
+        self.detached = detached  # its own session: outlives the process that started it
         self.log_file = self.data_dir.with_name(self.data_dir.name + ".log")
         self._proc: subprocess.Popen[bytes] | None = None
         self._started_once = False
@@ -188,7 +190,11 @@ class EtcdServer:
         logf = self.log_file.open("ab")
         try:
             self._proc = subprocess.Popen(
-                self.command(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.detached,
             )
         finally:
             logf.close()

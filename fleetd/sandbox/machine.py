@@ -73,6 +73,7 @@ class Machine:
         self.slice = f"fleetd{name}.slice"
         self._systemd: asyncio.subprocess.Process | None = None
         self._journald: asyncio.subprocess.Process | None = None
+        self._attached_pid: int | None = None  # systemd of a machine another process started
 
     # -- where things are
 
@@ -95,13 +96,22 @@ class Machine:
 
     @property
     def systemd_pid(self) -> int:
-        if self._systemd is None:
-            raise MachineError(f"machine {self.name} is not running")
-        return self._systemd.pid
+        if self._systemd is not None:
+            return self._systemd.pid
+        if self._attached_pid is not None:
+            return self._attached_pid
+        raise MachineError(f"machine {self.name} is not running")
 
     @property
     def running(self) -> bool:
-        return self._systemd is not None and self._systemd.returncode is None
+        if self._systemd is not None:
+            return self._systemd.returncode is None
+        return self._attached_pid is not None and pid_alive(self._attached_pid)
+
+    def attach(self, systemd_pid: int) -> Machine:
+        """Manage a machine started by another process (its systemd --user is `systemd_pid`)."""
+        self._attached_pid = systemd_pid
+        return self
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment a process of this machine runs with."""
@@ -203,7 +213,7 @@ class Machine:
                 "unshare", "-m", "--propagation", "private", "sh", "-c", script,
                 env=self.env({"NOTIFY_SOCKET": str(notify.path)}),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
             await self._until_ready("systemd --user", self._systemd, notify.ready())
         # Its dbus.socket now listens on $XDG_RUNTIME_DIR/bus; connecting activates the bus, and
@@ -218,7 +228,7 @@ class Machine:
             self._journald = await self.exec(
                 JOURNALD, env={"NOTIFY_SOCKET": str(notify.path)},
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
             await self._until_ready("journald", self._journald, notify.ready())
 
@@ -278,6 +288,7 @@ class Machine:
             if proc is not None:
                 await proc.wait()
         self._systemd = self._journald = None
+        self._attached_pid = None
         for cg in self.cgroups:
             _remove_cgroup(cg)
         log.info("machine.killed", machine=self.name, pids=len(killed))
@@ -286,6 +297,18 @@ class Machine:
         """Delete the machine's root directory (if this object created it)."""
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not: PID 1 here does not reap, so kill -0 lies)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("State:"):
+                    return line.split()[1] not in ("Z", "X")
+    except OSError:
+        return False
+    return False
 
 
 def _cgroup_pids(cg: Path) -> set[int]:
