@@ -123,6 +123,26 @@ async def test_status_locally_and_forwarded(registry: Registry, cluster) -> None
     await inspector.manager.stop_unit("hello.service")
 
 
+async def test_global_unit_status_comes_from_every_machine_running_it(
+    registry: Registry, cluster
+) -> None:
+    client_a, _, inspector = cluster
+    options = [*HELLO, {"section": "X-Fleet", "name": "Global", "value": "true"}]
+    assert await asyncio.to_thread(client_a.put_unit, "glob.service", options=options,
+                                   desired_state="launched") == 201  # fmt: skip
+    unit = UnitFile.from_options(UnitOption(**o) for o in options)
+    await inspector.manager.load("glob.service", unit)
+    await inspector.manager.start_unit("glob.service")
+    lease = await registry.grant_lease(10)
+    await publish(registry, lease, "glob.service", B, unit.hash, active="active")
+    text = await asyncio.to_thread(client_a.status, "glob.service")  # B's, forwarded
+    assert "glob.service" in text and "active (running)" in text
+    with pytest.raises(APIError) as err:
+        await asyncio.to_thread(lambda: list(client_a.journal("glob.service")))
+    assert err.value.code == 400 and "global unit glob.service" in err.value.message
+    await inspector.manager.stop_unit("glob.service")
+
+
 async def test_journal_follow_streams_and_ends_with_the_client(registry: Registry, cluster) -> None:
     client_a, client_b, inspector = cluster
     await run_on_b(registry, cluster, "chatty.service")
