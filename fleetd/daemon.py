@@ -121,7 +121,10 @@ def systemd_config_of(config: Config) -> SystemdConfig:
     return SystemdConfig(
         bus_address=config.dbus_address or None,
         units_dir=Path(config.units_directory),
-        user=True if config.systemd_user else None,
+        # systemctl/journalctl run as for the system manager unless systemd_user is set: inside a
+        # sandbox machine /run/systemd/private leads them to that machine's manager, and the
+        # status text then carries the unit's journal lines, as fleet's did.
+        user=config.systemd_user,
     )
 
 
