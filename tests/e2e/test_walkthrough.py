@@ -1,0 +1,145 @@
+"""The seed's walkthrough end to end: the real `fleetctl` and `fleetd` entry points as processes,
+against a real 3-machine sandbox (etcd + namespaced systemd machines each running fleetd).
+
+Outputs are compared with fleet's formats (shared/docs/fleet-outputs): machine IDs, IPs and
+hashes are normalised, TAB layout is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetd.demo import Walkthrough, walkthrough, write_units
+from fleetd.sandbox.cluster import Sandbox
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+
+BIN = Path(sys.executable).parent
+
+
+def normalise(text: str) -> str:
+    text = re.sub(r"\b[0-9a-f]{32}\b", "<MACHINE-ID>", text)
+    text = re.sub(r"\b[0-9a-f]{8}\.\.\.", "<ID>...", text)
+    text = re.sub(r"127\.0\.0\.1[1-3]\b", "<IP>", text)
+    return text
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory):
+    directory = tmp_path_factory.mktemp("sandbox")
+    up = subprocess.run(
+        [
+            BIN / "fleetd",
+            "sandbox",
+            "up",
+            "--dir",
+            directory,
+            "--machines",
+            "3",
+            "--agent-ttl",
+            "3s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        yield directory, up.stdout
+    finally:
+        subprocess.run(
+            [BIN / "fleetd", "sandbox", "down", "--dir", directory], timeout=120, check=False
+        )
+        # nothing of the sandbox is left: no process, cgroup or directory
+        assert not directory.exists()
+        leftovers = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert str(directory) not in leftovers
+        tag = Sandbox(directory).tag
+        assert not [p for p in Path("/sys/fs/cgroup/systemd").glob(f"fleetd{tag}*")]
+
+
+def test_walkthrough(sandbox, tmp_path: Path) -> None:
+    directory, up_out = sandbox
+    export = next(
+        line for line in up_out.splitlines() if line.startswith("export FLEETCTL_ENDPOINT=")
+    )
+    env = dict(
+        os.environ, PATH=f"{BIN}:{os.environ['PATH']}", FLEETCTL_ENDPOINT=export.split("=", 1)[1]
+    )
+    write_units(tmp_path)
+    shown: list[str] = []
+    w = Walkthrough(tmp_path, env, show=shown.append)
+    walkthrough(w, directory)
+
+    out = {" ".join(s.argv): normalise(s.out) for s in w.steps}
+    steps = [(" ".join(s.argv), normalise(s.out), s.err) for s in w.steps]
+    # every command of the walkthrough succeeded
+    assert all(s.code == 0 for s in w.steps), [(s.argv, s.err) for s in w.steps if s.code]
+
+    def nth(command: str, n: int = 0) -> str:
+        return [o for c, o, _ in steps if c == command][n]
+
+    assert nth("fleetctl submit hello.service") == "Unit hello.service inactive\n"
+    assert nth("fleetctl list-unit-files", 0) == (
+        "UNIT\t\tHASH\tDSTATE\t\tSTATE\t\tTARGET\nhello.service\t44d32a9\tinactive\tinactive\t-\n"
+    )
+    assert out["fleetctl cat hello"] == (
+        "[Unit]\nDescription=Hello World\n\n[Service]\n"
+        "ExecStart=/bin/sh -c 'while true; do echo Hello World; sleep 1; done'\n"
+    )
+    assert nth("fleetctl load hello.service") == "Unit hello.service loaded on <ID>.../<IP>\n"
+    assert nth("fleetctl list-unit-files", 1) == (
+        "UNIT\t\tHASH\tDSTATE\tSTATE\tTARGET\nhello.service\t44d32a9\tloaded\tloaded\t<ID>.../<IP>\n"
+    )
+    assert nth("fleetctl list-units", 0) == (
+        "UNIT\t\tMACHINE\t\t\tACTIVE\t\tSUB\nhello.service\t<ID>.../<IP>\tinactive\tdead\n"
+    )
+    assert nth("fleetctl start hello") == "Unit hello.service launched on <ID>.../<IP>\n"
+    assert nth("fleetctl list-unit-files", 2) == (
+        "UNIT\t\tHASH\tDSTATE\t\tSTATE\t\tTARGET\nhello.service\t44d32a9\tlaunched\tlaunched\t<ID>.../<IP>\n"
+    )
+    assert nth("fleetctl list-units", 1) == (
+        "UNIT\t\tMACHINE\t\t\tACTIVE\tSUB\nhello.service\t<ID>.../<IP>\tactive\trunning\n"
+    )
+    status = out["fleetctl status hello"]
+    assert "● hello.service - Hello World" in status and "Active: active (running)" in status
+    assert "linked-runtime" in status
+    assert "Hello World" in out["fleetctl journal --lines 3 hello"]
+    assert nth("fleetctl stop hello") == "Unit hello.service loaded on <ID>.../<IP>\n"
+    assert nth("fleetctl unload hello") == "Unit hello.service inactive\n"
+    assert nth("fleetctl destroy hello") == "Destroyed hello.service\n"
+    assert nth("fleetctl list-unit-files", 5) == "UNIT\tHASH\tDSTATE\tSTATE\tTARGET\n"
+
+    # templates: three symlinked instances, one command, three different machines
+    start_instances = next(o for c, o, _ in steps if c.startswith("fleetctl start instances/"))
+    assert start_instances.count("launched on") == 3
+    machines = {line.split()[1] for line in nth("fleetctl list-units", 2).splitlines()[1:]}
+    raw = [s.out for s in w.steps if " ".join(s.argv) == "fleetctl list-units"][2]
+    assert len({line.split()[1] for line in raw.splitlines()[1:]}) == 3, raw
+    assert machines == {"<ID>.../<IP>"}
+    assert sum("-> HTTP 200" in line for line in shown) == 3
+
+    # Global on every machine, MachineMetadata on the role=db machine (m2, 127.0.0.12)
+    units = [s.out for s in w.steps if " ".join(s.argv) == "fleetctl list-units"][3]
+    assert sum(line.startswith("global.service") for line in units.splitlines()) == 3
+    assert any(
+        line.startswith("dbonly.service") and "127.0.0.12" in line for line in units.splitlines()
+    )
+    files = nth("fleetctl list-unit-files", 6)
+    assert "global.service\t\tedcbd67\tlaunched\t-\t\tglobal\n" in files
+
+    # failover: hello.service active on a surviving machine; the dead one is gone
+    assert any("after its machine died" in line for line in shown)
+    final_units = [s.out for s in w.steps if " ".join(s.argv) == "fleetctl list-units"][-1]
+    assert any(
+        line.startswith("hello.service") and "active\trunning" in line
+        for line in final_units.splitlines()
+    )
+    assert len(out["fleetctl list-machines"].splitlines()) == 1 + 2
