@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +129,16 @@ def _refuse_template(name: str, desired: JobState | None) -> None:
 
 # --- handlers --------------------------------------------------------------------------------
 def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
+    # Writers of one unit through this fleetd take turns, so their guarded etcd writes do not
+    # race each other into RegistryConflict (writers on other machines still can, rarely).
+    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def lock_of(name: str) -> asyncio.Lock:
+        lock = locks.get(name)
+        if lock is None:
+            lock = locks[name] = asyncio.Lock()
+        return lock
+
     async def collection(request: web.Request) -> web.Response:
         if request.method != "GET":
             raise Fail(405, "only GET supported against this resource")
@@ -144,18 +156,20 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
                 raise Fail(404, "unit does not exist")
             return json_response(unit)
         if request.method == "PUT":
-            return await put(request, name)
+            body = await read_json(request)
+            async with lock_of(name):
+                return await put(body, name)
         if request.method == "DELETE":
             try:
-                await ctx.registry.destroy(name)
+                async with lock_of(name):
+                    await ctx.registry.destroy(name)
             except JobNotFound:
                 raise Fail(404, "unit does not exist") from None
             log.info("api.unit_destroyed", unit=name)
             return web.Response(status=204)
         raise Fail(405, "only GET, PUT and DELETE supported against this resource")
 
-    async def put(request: web.Request, name: str) -> web.Response:
-        body = await read_json(request)
+    async def put(body: object, name: str) -> web.Response:
         if not isinstance(body, dict):
             raise Fail(400, "unable to decode body: expected a JSON object")
         body_name = body.get("name")
