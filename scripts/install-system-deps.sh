@@ -10,10 +10,13 @@ declare -A need=(
   [nsenter]=util-linux
   [ip]=iproute2              # addresses and network namespaces
   [ps]=procps
+  [ssh]=openssh-client       # fleetctl ssh
+  [sshd]=openssh-server      # the real sshd fleetctl ssh is tested against
 )
 missing=()
 for cmd in "${!need[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || [ -x "/lib/systemd/$cmd" ] || missing+=("${need[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/lib/systemd/$cmd" ] || [ -x "/usr/sbin/$cmd" ] \
+    || missing+=("${need[$cmd]}")
 done
 [ -x /lib/systemd/systemd-journald ] || missing+=(systemd)
 [ ${#missing[@]} -eq 0 ] && exit 0

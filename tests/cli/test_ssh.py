@@ -62,6 +62,7 @@ async def sshd(tmp_path: Path) -> AsyncIterator[tuple[int, dict[str, str]]]:
     ssh-agent holding the user key)."""
     d = tmp_path / "ssh"
     d.mkdir(mode=0o700)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     for key in ("host", "user"):
         await _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key))
     shutil.copy(d / "user.pub", d / "authorized_keys")
@@ -80,8 +81,11 @@ async def sshd(tmp_path: Path) -> AsyncIterator[tuple[int, dict[str, str]]]:
                                                  stdout=asyncio.subprocess.PIPE)  # fmt: skip
     try:
         assert server.stderr is not None and agent.stdout is not None
-        while b"Server listening" not in await asyncio.wait_for(server.stderr.readline(), 30):
-            pass  # sshd says when it listens
+        while True:  # sshd says when it listens
+            line = await asyncio.wait_for(server.stderr.readline(), 30)
+            assert line, f"sshd exited: {await server.wait()}"
+            if b"Server listening" in line:
+                break
         await asyncio.wait_for(agent.stdout.readline(), 30)  # the agent prints its socket
         env = {**os.environ, "SSH_AUTH_SOCK": str(d / "agent")}
         await _run("ssh-add", "-q", str(d / "user"), env=env)
