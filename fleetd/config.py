@@ -139,7 +139,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("public_ip", _str, "IP other machines and fleetctl ssh reach this machine at"),
     Option("metadata", parse_metadata, "machine metadata, k=v,k2=v2"),
     Option("agent_ttl", _positive(parse_duration), "lease TTL: a silent machine is gone after it"),
-    Option("engine_reconcile_interval", _positive(parse_duration), "full resync safety net"),
+    Option(
+        "engine_reconcile_interval",
+        _positive(parse_duration),
+        "fleet's re-plan period; unused (fleetd re-plans on every watch event)",
+    ),
     Option("units_directory", _str, "where the agent writes unit files"),
     Option("systemd_user", _bool, "talk to the user's systemd instead of the system one"),
     Option("disable_engine", _bool, "never take part in engine leadership"),

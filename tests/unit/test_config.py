@@ -137,3 +137,12 @@ def test_arbitrary_values_raise_only_config_error(values) -> None:
         build_config(values)
     except ConfigError:
         pass
+
+
+def test_every_option_is_in_the_configuration_reference() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for option in OPTIONS:
+        assert f"| `{option.name}` |" in doc, option.name
+        assert f"`FLEET_{option.name.upper()}`" in doc, option.name
