@@ -207,12 +207,8 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             existing = await ctx.registry.get_job(name)  # created meanwhile, same content
             if existing is None:
                 raise Fail(409, "unit was destroyed while it was being submitted")
-        elif options and _checked_unit(name, options).hash != existing.unit_hash:
-            raise Fail(
-                409,
-                f"unit {name} already exists with different options; replacing a unit's "
-                f"options is not supported yet: destroy it first",
-            )
+        elif options and (unit := _checked_unit(name, options)).hash != existing.unit_hash:
+            return await replace(name, unit, existing.unit_hash, desired)
         if desired is None:
             if options:  # same content again, nothing asked: nothing to do
                 return web.Response(status=204)
@@ -223,6 +219,26 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             raise Fail(404, "unit does not exist") from None
         log.info("api.unit_desired_state", unit=name, desired=job.desired.value)
         return web.Response(status=204)
+
+    async def replace(
+        name: str, unit: UnitFile, expected_hash: str, desired: JobState | None
+    ) -> web.Response:
+        """New options for an existing unit (fleet's --replace): the content is replaced in
+        place, the desired state kept unless the request names one. 201, as fleet answers."""
+        try:
+            job = await ctx.registry.replace_job(name, unit, expected_hash)
+            if desired is not None and desired != job.desired:
+                job = await ctx.registry.set_desired(name, desired)
+        except JobNotFound:
+            raise Fail(404, "unit does not exist") from None
+        log.info(
+            "api.unit_replaced",
+            unit=name,
+            hash=unit.hash,
+            previous=expected_hash,
+            desired=job.desired.value,
+        )
+        return web.Response(status=201)
 
     return [
         web.route("*", f"{prefix}/units", collection),

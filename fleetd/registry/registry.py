@@ -132,11 +132,12 @@ class Registry:
                 existing_job = res.gets[0]
                 if existing_job:
                     return self._resubmitted(name, existing_job[0], content.hash)
-                # The content is already stored (another job shares it): add only the job,
-                # guarded on the content still being there.
+                # The content is already stored (another job shares it): add the job, guarded
+                # on the content still being there, and write the content again (same bytes)
+                # so its mod revision tells a concurrent destroy that it gained a user.
                 res = await self._etcd.txn(
                     [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", ">", 0)],
-                    [Put(job_key, job.encode())],
+                    [Put(unit_key, content.encode()), Put(job_key, job.encode())],
                     [Get(job_key)],
                 )
                 if not res.succeeded:
@@ -184,36 +185,119 @@ class Registry:
                 return new
         raise RegistryConflict(f"setting the state of unit {name} kept conflicting")
 
+    async def replace_job(self, name: str, unit: UnitFile, expected_hash: str) -> Job:
+        """Replace a job's content in place (fleet's --replace), keeping its desired state.
+
+        One txn guarded on the job being unchanged since it was read (so still on
+        `expected_hash`): writes the new content and the job with the new hash, and deletes the
+        old content when no other job uses it. Agents then see the hash change and replace the
+        unit file (restarting it only if it was launched). Already on the new content: a no-op.
+        Missing job: JobNotFound; on another content than `expected_hash`: RegistryConflict.
+        """
+        content = UnitContent(unit)
+        job_key, new_key = self.keys.job(name), self.keys.unit(content.hash)
+        for _ in range(_CAS_ATTEMPTS):
+            _, kv = await self._etcd.get(job_key)
+            job = self._decode(kv) if kv else None
+            if kv is None or not isinstance(job, Job):
+                raise JobNotFound(name)
+            if job.unit_hash == content.hash:
+                return job
+            if job.unit_hash != expected_hash:
+                raise RegistryConflict(
+                    f"unit {name} changed meanwhile (its content is now {job.unit_hash[:7]}, "
+                    f"not {expected_hash[:7]}): read it again"
+                )
+            new = Job(name, content.hash, job.desired)
+            guards = [Cmp(job_key, "mod", "==", kv.mod_revision)]
+            ops: list[Put | Delete | Get] = [
+                Put(new_key, content.encode()),
+                Put(job_key, new.encode()),
+            ]
+            old_unused = await self._unused_content(job_key, job.unit_hash)
+            if old_unused is not None:
+                guards.append(old_unused)
+                ops.append(Delete(self.keys.unit(job.unit_hash)))
+            res = await self._etcd.txn(guards, ops)
+            if res.succeeded:
+                log.info(
+                    "registry.job_replaced",
+                    unit=name,
+                    hash=content.hash,
+                    previous=job.unit_hash,
+                    desired=str(job.desired),
+                )
+                if old_unused is None:
+                    await self._collect_unit(job.unit_hash)
+                return new
+        raise RegistryConflict(f"replacing unit {name} kept conflicting with concurrent writers")
+
     async def destroy(self, name: str) -> None:
         """Remove a job, its placement, its states, and its content when no other job uses it.
 
-        One txn, guarded on the job and on no job having been written since they were read (so
-        a concurrent submit of the same content keeps it). Missing job: JobNotFound.
+        One txn guarded on the job's own key being unchanged since it was read, so concurrent
+        writers of other jobs never make it retry. The content is deleted only guarded on its
+        own key being unchanged too: every write that makes a job use a content writes that
+        content's key again (create_job, replace_job), so a job that started using it after it
+        was found unused fails the guard. When other users were seen, the job goes alone and
+        the content is collected afterwards if they are gone by then (two last users destroyed
+        at once leave nothing behind). Missing job: JobNotFound.
         """
         job_key = self.keys.job(name)
-        job_prefix = self.keys.of_kind(KeyKind.JOB)
         for _ in range(_CAS_ATTEMPTS):
-            revision, kvs = await self._etcd.get_prefix(job_prefix)
-            mine = next((kv for kv in kvs if kv.key == job_key), None)
+            _, mine = await self._etcd.get(job_key)
             if mine is None:
                 raise JobNotFound(name)
             job = self._decode(mine)
+            guards = [Cmp(job_key, "mod", "==", mine.mod_revision)]
             ops: list[Put | Delete | Get] = [
                 Delete(job_key),
                 Delete(self.keys.schedule(name)),
                 Delete(self.keys.states_of(name), prefix=True),
             ]
+            unused = None
             if isinstance(job, Job):
-                others = (self._decode(kv) for kv in kvs if kv.key != job_key)
-                if not any(isinstance(o, Job) and o.unit_hash == job.unit_hash for o in others):
+                unused = await self._unused_content(job_key, job.unit_hash)
+                if unused is not None:
+                    guards.append(unused)
                     ops.append(Delete(self.keys.unit(job.unit_hash)))
-            res = await self._etcd.txn(
-                [Cmp(job_prefix, "mod", "<", revision + 1, prefix=True)], ops
-            )
+            res = await self._etcd.txn(guards, ops)
             if res.succeeded:
-                log.info("registry.job_destroyed", unit=name, unit_deleted=len(ops) == 4)
+                log.info("registry.job_destroyed", unit=name, unit_deleted=unused is not None)
+                if isinstance(job, Job) and unused is None:
+                    await self._collect_unit(job.unit_hash)
                 return
         raise RegistryConflict(f"destroying unit {name} kept conflicting with concurrent writers")
+
+    async def _unused_content(self, job_key: str, unit_hash: str) -> Cmp | None:
+        """The guard under which the content `unit_hash` may be deleted along with a change of
+        the job at `job_key` (its only user), or None when other jobs use it or it is gone.
+
+        The content key is read before the jobs: a job that starts using the content after
+        that read rewrites the content key, which breaks the returned guard.
+        """
+        unit_key = self.keys.unit(unit_hash)
+        _, unit_kv = await self._etcd.get(unit_key)
+        if unit_kv is None:
+            return None
+        _, jobs = await self._etcd.get_prefix(self.keys.of_kind(KeyKind.JOB))
+        for kv in jobs:
+            if kv.key == job_key:
+                continue
+            other = self._decode(kv)
+            if isinstance(other, Job) and other.unit_hash == unit_hash:
+                return None
+        return Cmp(unit_key, "mod", "==", unit_kv.mod_revision)
+
+    async def _collect_unit(self, unit_hash: str) -> None:
+        """Delete a content no job uses any more (after its last users went concurrently).
+        Best effort: losing to a writer that gave it a new user is the right outcome."""
+        guard = await self._unused_content("", unit_hash)
+        if guard is None:
+            return
+        res = await self._etcd.txn([guard], [Delete(self.keys.unit(unit_hash))])
+        if res.succeeded:
+            log.info("registry.unit_collected", hash=unit_hash)
 
     # --- one-revision view -----------------------------------------------------------------
     async def snapshot(self) -> Snapshot:

@@ -85,6 +85,36 @@ async def test_unit_lifecycle_with_placement_and_state(
     await lease.revoke()
 
 
+async def test_put_with_new_options_replaces_the_unit_in_place(
+    api: APIServer, client: Client, registry: Registry
+) -> None:
+    assert await asyncio.to_thread(
+        client.put_unit, "hello.service", options=HELLO, desired_state="loaded"
+    ) == 201
+    other = [{"section": "Service", "name": "ExecStart", "value": "/bin/true"}]
+    other_hash = UnitFile.from_options(UnitOption(**o) for o in other).hash
+    # different options: replaced (201, as fleet), desired state kept
+    assert await asyncio.to_thread(client.put_unit, "hello.service", options=other) == 201
+    unit = await asyncio.to_thread(client.unit, "hello.service")
+    assert (unit["options"], unit["desiredState"]) == (other, "loaded")
+    snap = await registry.snapshot()
+    assert snap.jobs["hello.service"].unit_hash == other_hash
+    assert set(snap.units) == {other_hash}  # the old content had no other user
+    # replaced with a desired state: both change
+    assert await asyncio.to_thread(
+        client.put_unit, "hello.service", options=HELLO, desired_state="launched"
+    ) == 201
+    unit = await asyncio.to_thread(client.unit, "hello.service")
+    assert (unit["options"], unit["desiredState"]) == (HELLO, "launched")
+    # invalid new options are refused, nothing changes
+    bad = [*HELLO, {"section": "X-Fleet", "name": "MachineID", "value": "abc"},
+           {"section": "X-Fleet", "name": "Global", "value": "true"}]  # fmt: skip
+    with pytest.raises(APIError) as err:
+        await asyncio.to_thread(client.put_unit, "hello.service", options=bad)
+    assert (err.value.code, err.value.message) == (400, "MachineID cannot be used with Global")
+    assert (await registry.get_job("hello.service")).unit_hash == hello_hash()
+
+
 async def test_global_unit_has_no_current_state(api: APIServer, client: Client) -> None:
     options = [*HELLO, {"section": "X-Fleet", "name": "Global", "value": "true"}]
     assert await asyncio.to_thread(client.put_unit, "g.service", options=options) == 201
@@ -143,10 +173,6 @@ async def test_bad_put_is_refused_in_fleets_error_shape(
 
 async def test_conflicts_and_missing_units(api: APIServer, client: Client) -> None:
     assert await asyncio.to_thread(client.put_unit, "hello.service", options=HELLO) == 201
-    other = [{"section": "Service", "name": "ExecStart", "value": "/bin/true"}]
-    with pytest.raises(APIError) as err:
-        await asyncio.to_thread(client.put_unit, "hello.service", options=other)
-    assert err.value.code == 409 and "already exists" in err.value.message
     with pytest.raises(APIError) as err:
         await asyncio.to_thread(client.put_unit, "hello.service")
     assert (err.value.code, err.value.message) == (

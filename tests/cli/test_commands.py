@@ -13,8 +13,6 @@ import os
 import signal
 import sys
 
-import pytest
-
 from tests.cli.conftest import M1, M2, M3, Cluster
 from tests.cli.fleet_outputs import block, blocks
 
@@ -226,10 +224,29 @@ async def test_replace_updates_a_unit_in_place(cluster: Cluster) -> None:
     assert (rc, err) == (
         0, "Warning: can not replace Unit(hello.service) in state 'launched', use the appropriate command\n"
     )  # fmt: skip
+    rc, out, err = await run("load", "--replace", "hello.service")
+    assert (rc, err) == (
+        0, "Warning: can not replace Unit(hello.service) in state 'launched', use the appropriate command\n"
+    )  # fmt: skip
     rc, out, err = await run("start", "--replace", "hello.service")
-    if "not supported yet" in err:
-        pytest.xfail(f"the API server does not replace options yet: {err.strip()}")
     assert rc == 0, err
+    assert out.startswith("Unit hello.service launched on ")  # waited for again
     assert (await run("cat", "hello"))[1] == "[Service]\nExecStart=/bin/true\n"
+    snap = await cluster.registry.snapshot()
+    assert snap.jobs["hello.service"].desired == "launched"
+    assert len(snap.units) == 1  # the old content had no other user
     rc, out, err = await run("start", "--replace", "hello.service")
     assert (rc, out) == (0, "Found same Unit(hello.service) in Registry, nothing to do\n")
+    # submit --replace of an inactive unit, and load --replace of a loaded one
+    (cluster.workdir / "other.service").write_text("[Service]\nExecStart=/bin/true\n")
+    assert (await run("submit", "other.service"))[0] == 0
+    (cluster.workdir / "other.service").write_text("[Service]\nExecStart=/bin/false\n")
+    rc, out, err = await run("submit", "--replace", "other.service")
+    assert (rc, err) == (0, "")
+    assert (await run("cat", "other"))[1] == "[Service]\nExecStart=/bin/false\n"
+    assert (await run("load", "other.service"))[0] == 0
+    (cluster.workdir / "other.service").write_text("[Service]\nExecStart=/bin/sleep 1\n")
+    rc, out, err = await run("load", "--replace", "other.service")
+    assert (rc, err) == (0, "")
+    assert out.startswith("Unit other.service loaded on ")
+    assert (await run("cat", "other"))[1] == "[Service]\nExecStart=/bin/sleep 1\n"
