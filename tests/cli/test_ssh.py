@@ -62,7 +62,7 @@ async def sshd(tmp_path: Path) -> AsyncIterator[tuple[int, dict[str, str]]]:
     ssh-agent holding the user key)."""
     d = tmp_path / "ssh"
     d.mkdir(mode=0o700)
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     for key in ("host", "user"):
         await _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key))
     shutil.copy(d / "user.pub", d / "authorized_keys")
