@@ -42,15 +42,9 @@ COMMAND_TIMEOUT = 120.0
 LOOP_UNIT = "[Unit]\nDescription={description}\n\n[Service]\nExecStart=/bin/sh -c 'while true; do sleep 1; done'\n"
 
 
-@dataclass
-class Figures:
-    """Measured figures of one module, printed at the end of each test (pytest -s shows them)."""
-
-    def show(self, scenario: str, figure: str) -> None:
-        print(f"\nFIGURE {scenario}: {figure}", flush=True)
-
-
-figures = Figures()
+def report(scenario: str, figure: str) -> None:
+    """Print a measured figure (`pytest -s` shows it; docs/reliability.md collects them)."""
+    print(f"\nFIGURE {scenario}: {figure}", flush=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +135,21 @@ class Cluster:
 
     def unit_process(self, machine: str, unit: str) -> UnitProcess:
         out = self.run_in(
-            machine, "systemctl", "show", "-p", "ActiveState", "-p", "MainPID", "-p",
-            "InvocationID", unit,
+            machine,
+            "systemctl",
+            "show",
+            "-p",
+            "ActiveState",
+            "-p",
+            "MainPID",
+            "-p",
+            "InvocationID",
+            unit,
         ).stdout
         props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         return UnitProcess(
-            props.get("ActiveState", ""), int(props.get("MainPID") or 0),
+            props.get("ActiveState", ""),
+            int(props.get("MainPID") or 0),
             props.get("InvocationID", ""),
         )
 
@@ -170,8 +173,15 @@ def sandbox_cluster(
     try:
         up = subprocess.run(
             [
-                BIN / "fleetd", "sandbox", "up", "--dir", str(directory),
-                "--machines", str(machines), "--agent-ttl", f"{agent_ttl:g}s",
+                BIN / "fleetd",
+                "sandbox",
+                "up",
+                "--dir",
+                str(directory),
+                "--machines",
+                str(machines),
+                "--agent-ttl",
+                f"{agent_ttl:g}s",
             ],
             capture_output=True,
             text=True,
@@ -192,14 +202,15 @@ def sandbox_cluster(
 # ---- processes
 
 
-def signal_and_wait(pid: int, sig: signal.Signals, deadline: float = SLACK) -> float:
-    """Send `sig` to `pid` and wait (on its pidfd) until it has exited; seconds it took."""
+def signal_and_wait(pid: int, sig: signal.Signals | None, deadline: float = SLACK) -> float:
+    """Send `sig` (None: none) to `pid` and wait on its pidfd until it has exited; seconds."""
     fd = os.pidfd_open(pid)
     try:
         start = time.monotonic()
-        signal.pidfd_send_signal(fd, sig)
+        if sig is not None:
+            signal.pidfd_send_signal(fd, sig)
         ready, _, _ = select.select([fd], [], [], deadline)
-        assert ready, f"pid {pid} still runs {deadline}s after {sig.name}"
+        assert ready, f"pid {pid} still runs {deadline}s after {sig.name if sig else 'waiting'}"
         return time.monotonic() - start
     finally:
         os.close(fd)
@@ -284,7 +295,9 @@ async def machine_lease(registry: Registry, machine_id: str) -> int:
     return kv.lease if kv is not None else 0
 
 
-async def start_units(cluster: Cluster, registry: Registry, names: list[str], via: str = "m1") -> Snapshot:
+async def start_units(
+    cluster: Cluster, registry: Registry, names: list[str], via: str = "m1"
+) -> Snapshot:
     """`fleetctl start` the (already written) units; the view once each runs where placed."""
     cluster.fleetctl(via, "start", *names)
 

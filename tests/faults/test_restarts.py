@@ -17,15 +17,16 @@ from collections.abc import Iterator
 import pytest
 
 from fleetd.registry import MachineDown, Registry
+from fleetd.sandbox.machine import pid_alive
 from tests.faults.harness import (
     SLACK,
     Cluster,
     collect_until,
-    figures,
     local_units,
     machine_lease,
     moves_of,
     placed_on,
+    report,
     sandbox_cluster,
     signal_and_wait,
     start_units,
@@ -44,7 +45,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 async def _victim_with_units(cluster: Cluster, registry: Registry, prefix: str):  # type: ignore[no-untyped-def]
-    """Start two units; the machine of the first one, its name, units and their processes."""
+    """Start two units: the machine of the first one, its name, its units and their processes."""
     names = [cluster.write_unit(f"{prefix}-{i}.service") for i in (1, 2)]
     snapshot = await start_units(cluster, registry, names)
     victim = placed_on(snapshot, names[0])
@@ -53,12 +54,19 @@ async def _victim_with_units(cluster: Cluster, registry: Registry, prefix: str):
     units = local_units(snapshot, victim)
     processes = {u: cluster.unit_process(name, u) for u in sorted(units)}
     assert all(p.active == "active" and p.main_pid for p in processes.values()), processes
-    return snapshot, victim, name, units, processes
+    return victim, name, units, processes
 
 
 async def _prove_nothing_moved(
-    cluster: Cluster, registry: Registry, from_revision: int, victim: str, name: str,
-    units: set[str], processes: dict, lease: int, probe: str,
+    cluster: Cluster,
+    registry: Registry,
+    from_revision: int,
+    victim: str,
+    name: str,
+    units: set[str],
+    processes: dict,
+    lease: int,
+    probe: str,
 ) -> float:
     """Start a unit pinned to the victim through its fresh API: once it runs there, the restarted
     agent has planned the whole view at least once. Up to that point no placement of the
@@ -84,9 +92,7 @@ async def test_kill9_fleetd_units_keep_running_and_restart_restarts_nothing(
     cluster: Cluster,
 ) -> None:
     async with cluster.registry() as registry:
-        snapshot, victim, name, units, processes = await _victim_with_units(
-            cluster, registry, "kill9"
-        )
+        victim, name, units, processes = await _victim_with_units(cluster, registry, "kill9")
         lease = await machine_lease(registry, victim)
         revision = (await registry.snapshot()).revision
 
@@ -99,9 +105,17 @@ async def test_kill9_fleetd_units_keep_running_and_restart_restarts_nothing(
         cluster.sandbox_command("restart", name)  # starts the dead machine's fleetd again
         down_s = time.monotonic() - down_at
         probe_s = await _prove_nothing_moved(
-            cluster, registry, revision + 1, victim, name, units, processes, lease, "kill9-probe.service"
+            cluster,
+            registry,
+            revision + 1,
+            victim,
+            name,
+            units,
+            processes,
+            lease,
+            "kill9-probe.service",
         )
-    figures.show(
+    report(
         "kill -9 fleetd, start again",
         f"fleetd down {down_s:.2f}s (kill -> restarted fleetd registered), {len(units)} units "
         f"kept their MainPID/InvocationID, 0 placement changes; pinned probe active after "
@@ -111,18 +125,24 @@ async def test_kill9_fleetd_units_keep_running_and_restart_restarts_nothing(
 
 async def test_sandbox_restart_within_ttl_restarts_and_moves_nothing(cluster: Cluster) -> None:
     async with cluster.registry() as registry:
-        snapshot, victim, name, units, processes = await _victim_with_units(
-            cluster, registry, "restart"
-        )
+        victim, name, units, processes = await _victim_with_units(cluster, registry, "restart")
         lease = await machine_lease(registry, victim)
         revision = (await registry.snapshot()).revision
         started = time.monotonic()
         cluster.sandbox_command("restart", name)  # SIGTERM, wait for exit, start, wait to join
         restart_s = time.monotonic() - started
         probe_s = await _prove_nothing_moved(
-            cluster, registry, revision + 1, victim, name, units, processes, lease, "restart-probe.service"
+            cluster,
+            registry,
+            revision + 1,
+            victim,
+            name,
+            units,
+            processes,
+            lease,
+            "restart-probe.service",
         )
-    figures.show(
+    report(
         "fleetd sandbox restart",
         f"restart took {restart_s:.2f}s, 0 unit restarts, 0 placement changes; pinned probe "
         f"active after {probe_s:.2f}s",
@@ -131,28 +151,32 @@ async def test_sandbox_restart_within_ttl_restarts_and_moves_nothing(cluster: Cl
 
 async def test_sigterm_stops_fleetd_and_keeps_units(cluster: Cluster) -> None:
     async with cluster.registry() as registry:
-        snapshot, victim, name, units, processes = await _victim_with_units(
-            cluster, registry, "sigterm"
-        )
+        victim, name, units, processes = await _victim_with_units(cluster, registry, "sigterm")
         lease = await machine_lease(registry, victim)
         revision = (await registry.snapshot()).revision
         exit_s = signal_and_wait(cluster.machine(name).fleetd_pid, signal.SIGTERM)
         log = cluster.log_of(name)
-        tail = log[log.rindex('"fleetd.stopping"'):]
+        tail = log[log.rindex('"fleetd.stopping"') :]
         assert '"fleetd.stopped"' in tail
         assert '"agent.stop"' not in tail and '"systemd.unit_stopped"' not in tail
         # DESIGN: a graceful stop keeps the units (fleet 1.0 stopped every one of them)
         assert {u: cluster.unit_process(name, u) for u in sorted(units)} == processes
         cluster.sandbox_command("restart", name)
         await _prove_nothing_moved(
-            cluster, registry, revision + 1, victim, name, units, processes, lease, "sigterm-probe.service"
+            cluster,
+            registry,
+            revision + 1,
+            victim,
+            name,
+            units,
+            processes,
+            lease,
+            "sigterm-probe.service",
         )
-    figures.show(
-        "SIGTERM fleetd", f"exited {exit_s:.2f}s after SIGTERM; {len(units)} units kept running"
-    )
+    report("SIGTERM fleetd", f"exited {exit_s:.2f}s after SIGTERM; {len(units)} units kept running")
 
 
-async def test_sighup_reloads_configuration_and_api_keeps_answering(cluster: Cluster) -> None:
+def test_sighup_reloads_configuration_and_api_keeps_answering(cluster: Cluster) -> None:
     record = cluster.machine("m2")
     before = cluster.log_of("m2").count('"fleetd.reloading_configuration"')
     os.kill(record.fleetd_pid, signal.SIGHUP)
@@ -165,5 +189,5 @@ async def test_sighup_reloads_configuration_and_api_keeps_answering(cluster: Clu
     assert log.count('"fleetd.reloading_configuration"') == before + 1
     assert '"fleetd.configuration_reloaded"' in log
     assert cluster.machine("m2").fleetd_pid == record.fleetd_pid
-    assert os.path.exists(f"/proc/{record.fleetd_pid}")
-    figures.show("SIGHUP fleetd", f"list-machines answered {answer_s:.2f}s after SIGHUP")
+    assert pid_alive(record.fleetd_pid)
+    report("SIGHUP fleetd", f"list-machines answered {answer_s:.2f}s after SIGHUP")
