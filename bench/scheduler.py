@@ -1,0 +1,285 @@
+"""Scheduler benchmarks (issue 6).
+
+(a) The pure planner placing 10,000 jobs on 1,000 machines, against a baseline measured in the
+    same run: a bare least-loaded heap assignment of the same jobs with no rules at all.
+(b) A scale simulation on a real etcd: 1,000 simulated machines (real leases and machine keys,
+    no systemd), 10,000 jobs submitted, one engine: time until every job is placed, and etcd
+    writes per job (from etcd's own /metrics), against a baseline of the same number of raw
+    etcd puts made by the same client in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._report import write_block
+from fleetd import logs
+from fleetd.engine import _WRITE_CONCURRENCY as ENGINE_CONCURRENCY
+from fleetd.engine import Engine
+from fleetd.model import JobState, Machine
+from fleetd.reconcile.engine import plan_engine
+from fleetd.reconcile.scheduler import JobSpec, MachineSpec
+from fleetd.registry import EtcdConfig, Registry, ScheduleChanged
+from fleetd.sandbox.etcd import EtcdServer
+from fleetd.unit import parse_unit
+
+MACHINES, JOBS = 1000, 10_000
+PREFIX = "/bench/"
+SETTLE = 5.0  # seconds the engine is watched after placing everything
+PLAIN = parse_unit("[Service]\nExecStart=/bin/true\n")
+CONFLICTING = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nConflicts=web@*.service\n")
+DB_ONLY = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=role=db\n")
+
+
+def workload() -> tuple[list[MachineSpec], dict[str, JobSpec]]:
+    machines = [
+        MachineSpec(f"{i:032x}", {"role": ("web", "db", "misc")[i % 3]}) for i in range(MACHINES)
+    ]
+    jobs = {}
+    for i in range(JOBS):
+        name, unit = (
+            (f"web@{i}.service", CONFLICTING) if i % 10 == 0
+            else (f"db{i}.service", DB_ONLY) if i % 10 == 1
+            else (f"u{i}.service", PLAIN)
+        )
+        jobs[name] = JobSpec(name, JobState.LAUNCHED, unit.requirements(name))
+    return machines, jobs
+
+
+def baseline_assign(machines: list[MachineSpec], jobs: dict[str, JobSpec]) -> dict[str, str]:
+    heap = [(0, m.id) for m in machines]
+    out = {}
+    for name in sorted(jobs):
+        load, mid = heapq.heappop(heap)
+        out[name] = mid
+        heapq.heappush(heap, (load + 1, mid))
+    return out
+
+
+def bench_planner(runs: int = 5) -> tuple[float, float]:
+    machines, jobs = workload()
+    plan_t, base_t = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        plan = plan_engine(jobs, machines, {})
+        plan_t.append(time.perf_counter() - t)
+        assert len(plan.tasks) == JOBS
+        t = time.perf_counter()
+        baseline_assign(machines, jobs)
+        base_t.append(time.perf_counter() - t)
+    return statistics.median(plan_t), statistics.median(base_t)
+
+
+def etcd_counters(server: EtcdServer) -> dict[str, int]:
+    """etcd's own counters: the store revision (one per committed write: a put, a delete or a
+    txn that changed something) and the write requests it handled (gRPC Put, Txn, DeleteRange,
+    successful or not: a txn whose guard failed is a request but no revision)."""
+    with urllib.request.urlopen(f"{server.client_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    requests = 0
+    for method in ("Put", "Txn", "DeleteRange"):
+        for match in re.finditer(
+            rf'^grpc_server_handled_total{{[^}}]*grpc_method="{method}"[^}}]*}} (\S+)$', text, re.M
+        ):
+            requests += int(float(match.group(1)))
+    with urllib.request.urlopen(f"{server.client_url}/v3/kv/range", data=b'{"key":"AA=="}',
+                                timeout=5) as resp:
+        revision = int(json.loads(resp.read())["header"]["revision"])
+    return {"revision": revision, "requests": requests}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_engine(endpoint: str) -> None:
+    """The engine under test, in a process of its own as in fleetd: it connects, says `ready`,
+    leads from the line `go` on stdin until stdin closes, then prints how many plans it made."""
+    config = EtcdConfig(endpoints=[endpoint], key_prefix=PREFIX, request_timeout=30.0)
+    loop = asyncio.get_running_loop()
+    async with Registry(config) as registry:
+        engine = Engine(registry, f"{0:032x}", lease_ttl=30)
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        task = asyncio.create_task(engine.run())
+        await loop.run_in_executor(None, sys.stdin.readline)  # EOF: the bench is done
+        plans = engine.plans
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    print(json.dumps({"plans": plans}), flush=True)
+
+
+async def bench_scale(server: EtcdServer) -> dict[str, float]:
+    config = EtcdConfig(endpoints=server.endpoints, key_prefix=PREFIX, request_timeout=30.0)
+    async with Registry(config) as registry:
+        sem = asyncio.Semaphore(200)
+
+        async def register(i: int):
+            async with sem:
+                role = ("web", "db", "misc")[i % 3]
+                machine = Machine(f"{i:032x}", f"10.0.{i // 250}.{i % 250}", {"role": role})
+                return await registry.register_machine(machine, 60)
+
+        leases = await asyncio.gather(*(register(i) for i in range(MACHINES)))
+        names = [f"u{i}.service" for i in range(JOBS)]
+
+        async def submit(name: str) -> None:
+            async with sem:
+                await registry.create_job(name, PLAIN, JobState.LAUNCHED)
+
+        before_submit = etcd_counters(server)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(submit(n) for n in names))
+        submit_time = time.perf_counter() - t0
+        submitted = etcd_counters(server)
+
+        engine = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--engine", server.endpoint,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert engine.stdin is not None and engine.stdout is not None
+            assert (await engine.stdout.readline()).strip() == b"ready"
+            cpu0 = _cpu_seconds(engine.pid)
+            etcd_cpu0, own_cpu0 = _cpu_seconds(server.pid or 0), time.process_time()
+            snap = await registry.snapshot()
+            assert not snap.placements
+            placed: set[str] = set()
+            async with registry.watch(snap.revision + 1) as events:
+                t0 = time.perf_counter()
+                engine.stdin.write(b"go\n")
+                await engine.stdin.drain()
+                async for event in events:
+                    if isinstance(event, ScheduleChanged):
+                        placed.add(event.placement.name)
+                        if len(placed) >= JOBS:
+                            break
+            place_time = time.perf_counter() - t0
+            engine_cpu = _cpu_seconds(engine.pid) - cpu0
+            etcd_cpu = _cpu_seconds(server.pid or 0) - etcd_cpu0
+            watcher_cpu = time.process_time() - own_cpu0
+            done = etcd_counters(server)
+            # a while for the engine to settle (the echo of its own writes), then its plan count
+            await asyncio.sleep(SETTLE)
+            settle_cpu = _cpu_seconds(engine.pid) - cpu0 - engine_cpu
+            engine.stdin.close()
+            out = json.loads((await asyncio.wait_for(engine.stdout.readline(), 30)) or b"{}")
+            await asyncio.wait_for(engine.wait(), 30)
+        finally:
+            if engine.returncode is None:
+                engine.kill()
+                await engine.wait()
+
+        # baseline: the same number of raw puts through the same client, at the engine's
+        # write concurrency
+        etcd = registry.etcd
+        raw_sem = asyncio.Semaphore(ENGINE_CONCURRENCY)
+
+        async def put(i: int) -> None:
+            async with raw_sem:
+                await etcd.put(f"/bench-raw/{i}", b"x" * 60)
+
+        etcd_cpu0, own_cpu0 = _cpu_seconds(server.pid or 0), time.process_time()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(put(i) for i in range(JOBS)))
+        raw_time = time.perf_counter() - t0
+        raw_etcd_cpu = _cpu_seconds(server.pid or 0) - etcd_cpu0
+        raw_client_cpu = time.process_time() - own_cpu0
+        await asyncio.gather(*(lease.release() for lease in leases))
+    return {
+        "place": place_time,
+        "raw": raw_time,
+        "submit": submit_time,
+        "engine_cpu": engine_cpu,
+        "etcd_cpu": etcd_cpu,
+        "watcher_cpu": watcher_cpu,
+        "raw_etcd_cpu": raw_etcd_cpu,
+        "raw_client_cpu": raw_client_cpu,
+        "load": os.getloadavg()[0],
+        "settle_cpu": settle_cpu,
+        "plans": out.get("plans", -1),
+        "submit_writes": (submitted["revision"] - before_submit["revision"]) / JOBS,
+        "place_writes": (done["revision"] - submitted["revision"]) / JOBS,
+        "submit_requests": (submitted["requests"] - before_submit["requests"]) / JOBS,
+        "place_requests": (done["requests"] - submitted["requests"]) / JOBS,
+    }
+
+
+def main() -> None:
+    logs.configure(0, json=True, stream=open("/dev/null", "w"))
+    if sys.argv[1:2] == ["--engine"]:
+        asyncio.run(run_engine(sys.argv[2]))
+        return
+    plan_t, base_t = bench_planner()
+    print(f"planner: {plan_t:.3f}s for {JOBS} jobs on {MACHINES} machines; baseline {base_t:.3f}s")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EtcdServer(Path(tmp) / "etcd").start()
+        try:
+            r = asyncio.run(bench_scale(server))
+        finally:
+            server.stop()
+    writes = r["submit_writes"] + r["place_writes"]
+    print(f"scale: placed in {r['place']:.2f}s (engine CPU {r['engine_cpu']:.2f}s); raw puts "
+          f"{r['raw']:.2f}s; {writes:.2f} etcd writes per job; {r['plans']} plans")
+    write_block("scheduler", report(plan_t, base_t, r))
+
+
+def report(plan_t: float, base_t: float, r: dict[str, float]) -> str:
+    writes = r["submit_writes"] + r["place_writes"]
+    rows = [
+        "| measure | fleetd | baseline (same run) | ratio | goal |",
+        "|---|---|---|---|---|",
+        f"| pure planner: {JOBS:,} jobs on {MACHINES:,} machines (10% Conflicts, "
+        f"10% MachineMetadata), median of 5 | {plan_t:.3f} s | bare least-loaded heap, no "
+        f"rules: {base_t:.3f} s | {plan_t / base_t:.0f}x | < 1 s |",
+        f"| real etcd: {MACHINES:,} leased machines, {JOBS:,} submitted launched jobs, one "
+        f"engine (own process): engine start → all placed | {r['place']:.2f} s | {JOBS:,} raw "
+        f"etcd puts, same client, {ENGINE_CONCURRENCY} in flight: {r['raw']:.2f} s | "
+        f"{r['place'] / r['raw']:.2f}x | < 10 s |",
+        f"| etcd writes per job (committed, from the store revision): submit + placement | "
+        f"{r['submit_writes']:.2f} + {r['place_writes']:.2f} = {writes:.2f} | | | ≤ 3 |",
+        f"| etcd write requests per job (gRPC Put/Txn/DeleteRange handled, etcd /metrics): "
+        f"submit + placement | {r['submit_requests']:.2f} + {r['place_requests']:.2f} | | | |",
+    ]
+    notes = f"""
+What limits placing: etcd's write path on this machine, not the planner. While placing, the engine
+used {r['engine_cpu']:.2f} CPU s, etcd {r['etcd_cpu']:.2f} CPU s and the bench's watcher
+{r['watcher_cpu']:.2f} CPU s over {r['place']:.2f} s; the raw-put baseline needed
+{r['raw']:.2f} s for the same number of writes (etcd {r['raw_etcd_cpu']:.2f} CPU s, client
+{r['raw_client_cpu']:.2f} CPU s), i.e. about {JOBS / r['raw']:,.0f} single-key writes/s on
+{os.cpu_count()} cores (load average {r['load']:.1f} at the end; other work shares the VM). The
+first plan of all {JOBS:,} jobs takes ≈ {plan_t:.1f} s; the rest is one guarded txn per job,
+{ENGINE_CONCURRENCY} in flight. Fewer round trips (several placements per txn) would be the fix if
+the goal must hold on 2 cores.
+
+After everything is placed the engine keeps re-planning: each echo of its own placements (a
+ScheduleChanged it already recorded through `_View.wrote`) marks the view dirty and costs a whole
+re-plan of the {JOBS:,} jobs (≈ 0.1 s each); {r['plans']} plans in all by {SETTLE:.0f} s after
+the last placement, {r['settle_cpu']:.2f} CPU s in those {SETTLE:.0f} s. Fix (fleetd/engine.py,
+not made here): in `_View.apply`, do not set `dirty` for a ScheduleChanged/ScheduleDeleted that
+leaves `placements` as it was.
+
+Submitting (2 txns per job: all jobs share one unit content, so the first txn, guarded on the
+content being absent, fails) took {r['submit']:.1f} s for {JOBS:,} jobs, 200 in flight; it is not
+part of the placing time. Submitting writes the content and the job in one txn; placing is one
+guarded txn per job.
+
+Reproduce: `make bench` (or `.venv/bin/python bench/scheduler.py`)."""
+    return "## Scheduler (`bench/scheduler.py`)\n\n" + "\n".join(rows) + "\n" + notes
+
+
+if __name__ == "__main__":
+    main()
