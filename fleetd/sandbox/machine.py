@@ -27,7 +27,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import structlog
 
 from fleetd.errors import PermanentError, TemporaryError
+from fleetd.sandbox.notify import NotifySocket as _NotifySocket
 from fleetd.systemd.dbus import SYSTEMD, wait_for_name
 from fleetd.systemd.manager import SystemdConfig
 
@@ -359,27 +359,3 @@ async def _kill_and_wait(pids: set[int], within: float = 10.0) -> None:
             await asyncio.wait_for(asyncio.gather(*waits), within)
         except TimeoutError as exc:
             raise MachineError("processes survived SIGKILL") from exc
-
-
-class _NotifySocket:
-    """An sd_notify socket: `ready()` returns when a READY=1 datagram arrives."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-
-    def __enter__(self) -> _NotifySocket:
-        self.path.unlink(missing_ok=True)
-        self._sock.bind(str(self.path))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._sock.close()
-        self.path.unlink(missing_ok=True)
-
-    async def ready(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:  # each receive waits for the next datagram; nothing is polled
-            data = await loop.sock_recv(self._sock, 4096)
-            if b"READY=1" in data.split(b"\n"):
-                return
