@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from fleetd.errors import FleetdError
+from fleetd.metrics import METRICS
 from fleetd.model import Machine, UnitState
 from fleetd.reconcile.agent import (
     ActualUnit,
@@ -27,7 +28,14 @@ from fleetd.reconcile.agent import (
     desired_units,
     plan_agent,
 )
-from fleetd.registry import EtcdUnavailable, Lease, Registry, StateChanged, StateDeleted
+from fleetd.registry import (
+    EtcdUnavailable,
+    Lease,
+    Registry,
+    StateChanged,
+    StateDeleted,
+    effective_metadata,
+)
 from fleetd.registry.view import ClusterView
 from fleetd.registry.watch import Backoff
 from fleetd.systemd.manager import LOAD_FAILED, SystemdManager
@@ -275,7 +283,7 @@ class Agent:
                     continue
                 req = self._requirements[key] = content.unit.requirements(name)
             jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
-        metadata = view.machines.get(self.machine.id, self.machine).metadata
+        metadata = effective_metadata(view, self.machine.id, self.machine.metadata)
         return desired_units(self.machine.id, metadata, jobs, view.placements)
 
     def _actual(self) -> dict[str, ActualUnit]:
@@ -307,6 +315,7 @@ class Agent:
         by_kind: dict[Kind, list[AgentTask]] = {}
         for task in tasks:
             by_kind.setdefault(task.kind, []).append(task)
+            METRICS.inc("fleetd_agent_tasks_total", kind=task.kind.name.lower())
             log.info(
                 f"agent.{task.kind.name.lower()}",
                 unit=task.unit or None,
@@ -398,6 +407,7 @@ class Agent:
             log.warning("agent.publish_failed", unit=name, machine=self.machine.id, error=str(err))
             return  # the next change or the re-registration publishes it again
         self._published[name] = _Published(unit_hash, state.load, state.active, state.sub)
+        METRICS.inc("fleetd_agent_states_published_total")
         log.info(
             "agent.state_published",
             unit=name,

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
+from fleetd.metrics import METRICS
 from fleetd.model import Job, LeaderInfo, UnitContent
 from fleetd.reconcile.engine import Action, EnginePlan, Task, plan_engine
 from fleetd.reconcile.scheduler import JobSpec, MachineSpec
@@ -30,6 +32,7 @@ from fleetd.registry import (
     Snapshot,
     StateChanged,
     StateDeleted,
+    effective_metadata,
 )
 from fleetd.registry.view import ClusterView
 from fleetd.registry.watch import Backoff
@@ -71,7 +74,7 @@ def plan_for(snapshot: Snapshot, cache: dict[tuple[str, str], Requirements]) -> 
     """Run the pure planner on a snapshot of the registry."""
     return plan_engine(
         job_specs(snapshot.jobs, snapshot.units, cache),
-        (MachineSpec(m.id, m.metadata) for m in snapshot.machines.values()),
+        (MachineSpec(m, effective_metadata(snapshot, m)) for m in snapshot.machines),
         {name: p.machine_id for name, p in snapshot.placements.items()},
     )
 
@@ -94,6 +97,7 @@ class Engine:
         self.plans = 0  # plans computed while leader (tests and metrics)
         self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
         self._planned = asyncio.Condition()  # notified after each plan is applied
+        self._pending_since: dict[str, float] = {}  # job → when the leader saw it need a machine
         self._requirements: dict[tuple[str, str], Requirements] = {}
 
     async def run(self) -> None:
@@ -184,6 +188,8 @@ class Engine:
             view.dirty.clear()
             plan = view.plan(self._requirements)
             self.plans += 1
+            METRICS.inc("fleetd_engine_plans_total")
+            self._note_pending(view, plan)
             self._report_unplaced(plan.unplaced)
             if plan.tasks:
                 steps = _steps(plan)
@@ -193,6 +199,17 @@ class Engine:
                         view.wrote(step)
             async with self._planned:
                 self._planned.notify_all()
+
+    def _note_pending(self, view: _View, plan: EnginePlan) -> None:
+        """Remember when each job first needed a machine (for the placement latency)."""
+        now = time.monotonic()
+        for task in plan.tasks:
+            if task.action is Action.SCHEDULE:
+                self._pending_since.setdefault(task.job, now)
+        for name in plan.unplaced:
+            self._pending_since.setdefault(name, now)
+        for name in [n for n in self._pending_since if n not in view.jobs]:
+            del self._pending_since[name]
 
     def _report_unplaced(self, unplaced: Mapping[str, str]) -> None:
         for name, why in unplaced.items():
@@ -209,6 +226,10 @@ class Engine:
             else:
                 won = await self.registry.schedule(step.job, step.new, step.old)
         action = "unschedule" if step.new is None else "schedule"
+        METRICS.inc("fleetd_engine_writes_total", action=action, outcome="won" if won else "lost")
+        seen = self._pending_since.pop(step.job, None)
+        if won and step.new is not None and seen is not None:
+            METRICS.observe("fleetd_placement_latency_seconds", time.monotonic() - seen)
         log.info(
             f"engine.{action}" if won else f"engine.{action}_lost",
             unit=step.job,
@@ -268,7 +289,7 @@ class _View(ClusterView):
     def plan(self, cache: dict[tuple[str, str], Requirements]) -> EnginePlan:
         return plan_engine(
             job_specs(self.jobs, self.units, cache),
-            (MachineSpec(m.id, m.metadata) for m in self.machines.values()),
+            (MachineSpec(m, effective_metadata(self, m)) for m in self.machines),
             self.placements,
         )
 

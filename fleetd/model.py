@@ -20,6 +20,7 @@ SCHEMA_VERSION = 1
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DynamicMetadata",
     "Job",
     "JobState",
     "LeaderInfo",
@@ -205,6 +206,27 @@ class Machine(_Document):
             cls._field(data, "public_ip", str),
             _string_map(cls.kind, "metadata", cls._field(data, "metadata", dict)),
             cls._field(data, "version", str),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicMetadata(_Document):
+    """Metadata set on a machine through the API (PATCH /machines), kept apart from its
+    registration: it outlives the machine's lease and overrides its configured metadata. A key
+    whose value is "" is deleted, configured or not (fleet's merge rule)."""
+
+    kind: ClassVar[str] = "machine-meta"
+    machine_id: str
+    values: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine_id, "metadata": dict(sorted(self.values.items()))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DynamicMetadata:
+        return cls(
+            cls._field(data, "machine", str),
+            _string_map(cls.kind, "metadata", cls._field(data, "metadata", dict)),
         )
 
 

@@ -7,17 +7,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 
 from fleetd.api.pagination import paged
 from fleetd.api.serialization import Fail, json_response, read_json
 from fleetd.model import Machine
-from fleetd.registry import Snapshot
+from fleetd.registry import Snapshot, effective_machines
 
 if TYPE_CHECKING:
     from fleetd.api.server import Context
 
 __all__ = ["MetadataChange", "machine_json", "machines_of", "parse_patch"]
+
+log = structlog.get_logger(__name__)
 
 _PATH = re.compile(r"^/([^/]+)/metadata/([A-Za-z0-9_.-]+)$")
 
@@ -32,7 +35,9 @@ def machine_json(machine: Machine) -> dict[str, Any]:
 
 
 def machines_of(snapshot: Snapshot) -> list[dict[str, Any]]:
-    return [machine_json(snapshot.machines[m]) for m in sorted(snapshot.machines)]
+    """Every live machine, sorted by ID, with its effective metadata (config + dynamic)."""
+    machines = effective_machines(snapshot)
+    return [machine_json(machines[m]) for m in sorted(machines)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +85,14 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             snapshot = await ctx.snapshot()
             return json_response(paged("machines", machines_of(snapshot), tok))
         if request.method == "PATCH":
-            parse_patch(await read_json(request))
-            # The registry has no operation to change a live machine's metadata yet (it lives
-            # in the machine's key, on its agent's lease): refuse clearly rather than pretend.
-            raise Fail(
-                501,
-                "changing machine metadata through the API is not supported yet; "
-                "set metadata in the machine's fleet.conf",
-            )
+            changes = parse_patch(await read_json(request))
+            by_machine: dict[str, dict[str, str]] = {}
+            for change in changes:  # in order: a later operation on the same key wins
+                by_machine.setdefault(change.machine_id, {})[change.key] = change.value
+            if by_machine:
+                await ctx.registry.set_machine_metadata(by_machine)
+            log.info("api.machine_metadata_patched", machines=sorted(by_machine))
+            return web.Response(status=204, content_type="application/json")
         raise Fail(405, "only GET and PATCH supported against this resource")
 
     return [web.route("*", f"{prefix}/machines", collection)]

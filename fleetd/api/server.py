@@ -29,6 +29,7 @@ from fleetd.api import extensions, machines, state, units
 from fleetd.api.pagination import PageToken, TokenError, token_from_query
 from fleetd.api.serialization import Fail, error_response, json_response
 from fleetd.api.units import current_state, units_of
+from fleetd.metrics import METRICS
 from fleetd.registry import EtcdUnavailable, Registry, RegistryConflict, RegistryError, Snapshot
 
 __all__ = ["MAX_BODY", "PREFIXES", "APIServer", "Context", "Inspector", "TLSFiles"]
@@ -201,8 +202,7 @@ def _discovery(version: str) -> dict[str, Any]:
             "Machines": {"methods": {
                 "List": {"httpMethod": "GET", "path": "machines",
                          "parameters": ["nextPageToken"]},
-                "Patch": {"httpMethod": "PATCH", "path": "machines",
-                          "status": "501 until the registry can change machine metadata"},
+                "Patch": {"httpMethod": "PATCH", "path": "machines"},
             }},
             "Extensions": {"methods": {
                 "Status": {"httpMethod": "GET", "path": "x/units/{unitName}/status"},
@@ -329,6 +329,7 @@ class APIServer:
                   "# TYPE fleetd_api_requests_total counter"]  # fmt: skip
         lines += [f'fleetd_api_requests_total{{code="{c}"}} {n}'
                   for c, n in sorted(m.requests.items())]  # fmt: skip
+        lines += METRICS.render()  # the engine's and the agent's own counters
         lines += ["# HELP fleetd_api_etcd_errors_total Requests that failed on etcd.",
                   "# TYPE fleetd_api_etcd_errors_total counter",
                   f"fleetd_api_etcd_errors_total {m.etcd_errors}"]  # fmt: skip

@@ -22,6 +22,8 @@ from fleetd.registry.events import (
     LeaderChanged,
     MachineDown,
     MachineUp,
+    MetadataChanged,
+    MetadataDeleted,
     Resync,
     ScheduleChanged,
     ScheduleDeleted,
@@ -33,6 +35,7 @@ from fleetd.registry.events import (
 )
 from fleetd.registry.keys import DEFAULT_PREFIX, KeyLayout
 from fleetd.registry.leases import Lease
+from fleetd.registry.metadata import effective_machines, effective_metadata, merge_metadata
 from fleetd.registry.registry import Leadership, Registry, Submitted
 from fleetd.registry.watch import EventStream
 
@@ -55,6 +58,8 @@ __all__ = [
     "MachineDown",
     "MachineIdInUse",
     "MachineUp",
+    "MetadataChanged",
+    "MetadataDeleted",
     "Registry",
     "RegistryConflict",
     "RegistryError",
@@ -68,4 +73,7 @@ __all__ = [
     "UnitDeleted",
     "UnitExists",
     "UnitStored",
+    "effective_machines",
+    "effective_metadata",
+    "merge_metadata",
 ]

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-from fleetd.model import Job, LeaderInfo, Machine, ModelError, Placement, UnitContent, UnitState
+from fleetd.model import (
+    DynamicMetadata,
+    Job,
+    LeaderInfo,
+    Machine,
+    ModelError,
+    Placement,
+    UnitContent,
+    UnitState,
+)
 from fleetd.registry.keys import KeyKind, KeyLayout
 
 __all__ = [
@@ -24,6 +33,8 @@ __all__ = [
     "LeaderChanged",
     "MachineDown",
     "MachineUp",
+    "MetadataChanged",
+    "MetadataDeleted",
     "Resync",
     "ScheduleChanged",
     "ScheduleDeleted",
@@ -62,6 +73,8 @@ class Snapshot:
     states: Mapping[tuple[str, str], UnitState] = field(default_factory=_empty)  # (name, machine)
     machines: Mapping[str, Machine] = field(default_factory=_empty)
     leader: LeaderInfo | None = None
+    # API-set metadata by machine ID (also of machines not registered now): see DynamicMetadata
+    dynamic_metadata: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
 
     def apply(self, event: Event) -> Snapshot:
         """The snapshot after `event` (a new object; this one is unchanged)."""
@@ -92,6 +105,12 @@ class Snapshot:
                 return replace(self, revision=rev, states=_without(self.states, (name, mid)))
             case LeaderChanged(leader=leader):
                 return replace(self, revision=rev, leader=leader)
+            case MetadataChanged(metadata=md):
+                dynamic = _with(self.dynamic_metadata, md.machine_id, md.values)
+                return replace(self, revision=rev, dynamic_metadata=dynamic)
+            case MetadataDeleted(machine_id=mid):
+                dynamic = _without(self.dynamic_metadata, mid)
+                return replace(self, revision=rev, dynamic_metadata=dynamic)
         raise TypeError(f"not a registry event: {event!r}")
 
 
@@ -156,6 +175,22 @@ class MachineDown:
 
 
 @dataclass(frozen=True, slots=True)
+class MetadataChanged:
+    """A machine's dynamic metadata was set (PATCH /machines)."""
+
+    revision: int
+    metadata: DynamicMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataDeleted:
+    """A machine's dynamic metadata document was removed: its config metadata applies alone."""
+
+    revision: int
+    machine_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanged:
     revision: int
     state: UnitState
@@ -193,6 +228,8 @@ Event = (
     | ScheduleDeleted
     | MachineUp
     | MachineDown
+    | MetadataChanged
+    | MetadataDeleted
     | StateChanged
     | StateDeleted
     | LeaderChanged
@@ -207,7 +244,7 @@ def _check(kind: str, what: str, in_key: str, in_doc: str) -> None:
 
 def decode_value(
     layout: KeyLayout, key: str, value: bytes
-) -> Job | UnitContent | Placement | Machine | UnitState | LeaderInfo | None:
+) -> Job | UnitContent | Placement | Machine | DynamicMetadata | UnitState | LeaderInfo | None:
     """The document stored at `key`; None for a key outside the layout; ModelError if corrupt."""
     parsed = layout.parse(key)
     if parsed is None:
@@ -230,6 +267,10 @@ def decode_value(
             machine = Machine.decode(value)
             _check("machine", "id", parts[0], machine.id)
             return machine
+        case KeyKind.MACHINE_META:
+            metadata = DynamicMetadata.decode(value)
+            _check("machine metadata", "machine", parts[0], metadata.machine_id)
+            return metadata
         case KeyKind.STATE:
             state = UnitState.decode(value)
             _check("state", "name", parts[0], state.name)
@@ -256,6 +297,8 @@ def decode_change(layout: KeyLayout, change: Change) -> Event | None:
                 return ScheduleDeleted(rev, parts[0])
             case KeyKind.MACHINE:
                 return MachineDown(rev, parts[0])
+            case KeyKind.MACHINE_META:
+                return MetadataDeleted(rev, parts[0])
             case KeyKind.STATE:
                 return StateDeleted(rev, parts[0], parts[1])
             case KeyKind.LEADER:
@@ -271,6 +314,8 @@ def decode_change(layout: KeyLayout, change: Change) -> Event | None:
             return ScheduleChanged(rev, doc)
         case Machine():
             return MachineUp(rev, doc)
+        case DynamicMetadata():
+            return MetadataChanged(rev, doc)
         case UnitState():
             return StateChanged(rev, doc)
         case LeaderInfo():
@@ -285,6 +330,7 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
     placements: dict[str, Placement] = {}
     states: dict[tuple[str, str], UnitState] = {}
     machines: dict[str, Machine] = {}
+    dynamic: dict[str, Mapping[str, str]] = {}
     leader: LeaderInfo | None = None
     for doc in documents:
         match doc:
@@ -298,6 +344,8 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
                 states[(doc.name, doc.machine_id)] = doc
             case Machine():
                 machines[doc.id] = doc
+            case DynamicMetadata():
+                dynamic[doc.machine_id] = MappingProxyType(dict(doc.values))
             case LeaderInfo():
                 leader = doc
     return Snapshot(
@@ -308,4 +356,5 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
         MappingProxyType(states),
         MappingProxyType(machines),
         leader,
+        MappingProxyType(dynamic),
     )

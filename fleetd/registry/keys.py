@@ -6,6 +6,8 @@ Under the configurable prefix (default `/fleet/`):
     job/<name>                  Job
     schedule/<name>             Placement (absent = unscheduled)
     machine/<id>                Machine, on the agent's lease
+    machine-meta/<id>           DynamicMetadata (API PATCH /machines), no lease: it outlives
+                                the machine's registration and overrides its config metadata
     state/<name>/<machine-id>   UnitState, on the publishing agent's lease
     engine/leader               LeaderInfo, on the leader's lease
 
@@ -28,6 +30,7 @@ class KeyKind(StrEnum):
     JOB = "job"
     SCHEDULE = "schedule"
     MACHINE = "machine"
+    MACHINE_META = "machine-meta"
     STATE = "state"
     LEADER = "engine"
 
@@ -63,6 +66,9 @@ class KeyLayout:
 
     def machine(self, machine_id: str) -> str:
         return f"{self.prefix}machine/{machine_id}"
+
+    def machine_meta(self, machine_id: str) -> str:
+        return f"{self.prefix}machine-meta/{machine_id}"
 
     def state(self, name: str, machine_id: str) -> str:
         return f"{self.prefix}state/{name}/{machine_id}"

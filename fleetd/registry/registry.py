@@ -7,7 +7,7 @@ Readers call `snapshot()` (everything at one revision) and then `watch(snapshot.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from enum import StrEnum
 from types import TracebackType
@@ -15,6 +15,7 @@ from types import TracebackType
 import structlog
 
 from fleetd.model import (
+    DynamicMetadata,
     Job,
     JobState,
     LeaderInfo,
@@ -408,6 +409,38 @@ class Registry:
             raise
         log.info("registry.machine_registered", machine=machine.id, lease=lease.id, ttl=lease.ttl)
         return lease
+
+    async def set_machine_metadata(self, changes: Mapping[str, Mapping[str, str]]) -> None:
+        """Set dynamic metadata (API PATCH /machines): `{machine_id: {key: value}}`, where
+        value "" deletes the key from the machine's effective metadata, configured or not.
+
+        Stored per machine at `machine-meta/<id>`, apart from the machine's registration and
+        without a lease: it survives re-registration and overrides the configured metadata
+        (fleet kept it under `machines/<id>/metadata/`). A machine not registered (yet) is not
+        an error, as in fleet: its metadata applies when it registers. All machines change in
+        one txn, guarded on each document being unchanged since it was read.
+        """
+        keys = {mid: self.keys.machine_meta(mid) for mid in sorted(changes)}
+        for _ in range(_CAS_ATTEMPTS):
+            res = await self._etcd.txn([], [Get(key) for key in keys.values()])
+            guards: list[Cmp] = []
+            ops: list[Put | Delete | Get] = []
+            for (mid, key), found in zip(keys.items(), res.gets, strict=True):
+                current: dict[str, str] = {}
+                if found:
+                    doc = self._decode(found[0])
+                    if isinstance(doc, DynamicMetadata):
+                        current = dict(doc.values)
+                    guards.append(Cmp(key, "mod", "==", found[0].mod_revision))
+                else:
+                    guards.append(Cmp(key, "version", "==", 0))
+                ops.append(Put(key, DynamicMetadata(mid, {**current, **changes[mid]}).encode()))
+            res = await self._etcd.txn(guards, ops)
+            if res.succeeded:
+                for mid in keys:
+                    log.info("registry.machine_metadata_set", machine=mid, changes=changes[mid])
+                return
+        raise RegistryConflict("setting machine metadata kept conflicting with concurrent writers")
 
     async def _take_over_expired(self, key: str, current: KeyValue) -> KeyValue | None:
         """A key held by a lease etcd already reports expired (its keys are deleted a moment

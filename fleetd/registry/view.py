@@ -7,6 +7,8 @@ this view instead: one dict update per event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fleetd.model import Job, LeaderInfo, Machine, UnitContent, UnitState
 from fleetd.registry.events import (
     Event,
@@ -15,6 +17,8 @@ from fleetd.registry.events import (
     LeaderChanged,
     MachineDown,
     MachineUp,
+    MetadataChanged,
+    MetadataDeleted,
     Resync,
     ScheduleChanged,
     ScheduleDeleted,
@@ -29,7 +33,8 @@ __all__ = ["ClusterView"]
 
 
 class ClusterView:
-    """Jobs, unit contents, placements (name → machine ID), machines, states and the leader."""
+    """Jobs, unit contents, placements (name → machine ID), machines (with their dynamic
+    metadata apart: see `effective_metadata`), states and the leader."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.reset(snapshot)
@@ -40,6 +45,7 @@ class ClusterView:
         self.units: dict[str, UnitContent] = dict(snapshot.units)
         self.placements: dict[str, str] = {n: p.machine_id for n, p in snapshot.placements.items()}
         self.machines: dict[str, Machine] = dict(snapshot.machines)
+        self.dynamic_metadata: dict[str, Mapping[str, str]] = dict(snapshot.dynamic_metadata)
         self.states: dict[tuple[str, str], UnitState] = dict(snapshot.states)
         self.leader: LeaderInfo | None = snapshot.leader
 
@@ -65,6 +71,10 @@ class ClusterView:
                 self.machines[machine.id] = machine
             case MachineDown(machine_id=machine_id):
                 self.machines.pop(machine_id, None)
+            case MetadataChanged(metadata=metadata):
+                self.dynamic_metadata[metadata.machine_id] = metadata.values
+            case MetadataDeleted(machine_id=machine_id):
+                self.dynamic_metadata.pop(machine_id, None)
             case StateChanged(state=state):
                 self.states[state.name, state.machine_id] = state
             case StateDeleted(name=name, machine_id=machine_id):

@@ -147,6 +147,11 @@ async def test_global_unit_runs_where_metadata_matches(registry: Registry) -> No
         running_on = {st.machine_id for st in state_of(snap, "global.service")}
         assert running_on == {nodes[0].doc.id, nodes[2].doc.id}
         assert "global.service" not in snap.placements  # the engine never places Global units
+        # dynamic metadata (PATCH /machines) overrides the configured one: web on node 1,
+        # role removed on node 2 -> the Global unit runs on nodes 0 and 1
+        await registry.set_machine_metadata({nodes[1].doc.id: {"role": "web"}, nodes[2].doc.id: {"role": ""}})
+        await until(registry, lambda s: {st.machine_id for st in state_of(s, "global.service") if st.active == "active"}
+                    == {nodes[0].doc.id, nodes[1].doc.id} and len(state_of(s, "global.service")) == 2)
 
 
 async def test_restart_adopts_running_units_without_restarting(registry: Registry) -> None:

@@ -308,8 +308,6 @@ async def test_machines_and_patch_metadata(api: APIServer, registry: Registry) -
          "machine metadata path invalid"),
         ([{"op": "add", "path": f"/{M1}/metadata/a"}], 400,
          "invalid value: add and replace require a value"),
-        ([{"op": "add", "path": f"/{M1}/metadata/a", "value": {"value": "b"}}], 501,
-         "changing machine metadata through the API is not supported yet"),
     ]  # fmt: skip
     for doc, code, message in cases:
         status, _, body = await asyncio.to_thread(
