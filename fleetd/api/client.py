@@ -256,9 +256,16 @@ class Client:
         )
         return text if isinstance(text, str) else json.dumps(text)
 
-    def journal(self, name: str, *, lines: int = 10, follow: bool = False) -> Iterator[bytes]:
-        """The unit's journal, chunk by chunk as the server sends it (forever with follow)."""
+    def journal(
+        self, name: str, *, lines: int = 10, follow: bool = False, machine_id: str | None = None
+    ) -> Iterator[bytes]:
+        """The unit's journal, chunk by chunk as the server sends it (forever with follow).
+
+        `machine_id` names the machine whose journal to read; a global unit needs one.
+        """
         query = {"lines": str(lines), "follow": "true" if follow else "false"}
+        if machine_id:
+            query["machineID"] = machine_id
         conn, resp = self._open(
             "GET", f"/x/units/{_q(name)}/journal", query=query,
             timeout=max(self.timeout, _STATUS_TIMEOUT), stream=True,

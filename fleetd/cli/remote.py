@@ -80,8 +80,17 @@ def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
 @click.option(
     "--sudo", is_flag=True, help="Accepted for fleet's sake (the agent reads the journal)."
 )
+@click.option(
+    "-m",
+    "--machine",
+    default="",
+    help="The machine (ID or unique ID prefix) whose journal of a global unit to print "
+    "(beyond fleet).",
+)
 @click.argument("units", nargs=-1)
-def journal(units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sudo: bool) -> None:
+def journal(
+    units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sudo: bool, machine: str
+) -> None:
     from fleetd.api.client import APIError, Unreachable
     from fleetd.unit import mangle_name
 
@@ -90,8 +99,10 @@ def journal(units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sud
     name = mangle_name(units[0])
     out = sys.stdout.buffer
     stream: Any = None
+    client = settings().client()
     try:
-        stream = settings().client().journal(name, lines=lines, follow=follow)
+        machine_id = _machine_id(client, machine) if machine else None
+        stream = client.journal(name, lines=lines, follow=follow, machine_id=machine_id)
         for chunk in stream:
             out.write(chunk)
             out.flush()
@@ -100,11 +111,23 @@ def journal(units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sud
     except Unreachable:
         raise
     except APIError as err:
+        if not machine and err.message.startswith(_GLOBAL_JOURNAL.format(name=name)):
+            raise Failure(_GLOBAL_JOURNAL.format(name=name) + ".") from None  # fleet's words
         raise _api_error(err) from None
     finally:
         close = getattr(stream, "close", None)
         if close is not None:
             close()
+
+
+_GLOBAL_JOURNAL = "Unable to retrieve journal of global unit {name}"
+
+
+def _machine_id(client: Any, prefix: str) -> str:
+    """The full ID of the one machine whose ID starts with `prefix` (as `ssh -m`); else the
+    argument as given, for the server to judge."""
+    matches = [m["id"] for m in client.machines() if (m.get("id") or "").startswith(prefix)]
+    return matches[0] if len(matches) == 1 else prefix
 
 
 def ssh_argv(

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 
+from fleetd.model import UnitState
 from tests.cli.conftest import M1, M2, M3, Cluster
 from tests.cli.fleet_outputs import block, blocks
 
@@ -250,3 +251,34 @@ async def test_replace_updates_a_unit_in_place(cluster: Cluster) -> None:
     assert (rc, err) == (0, "")
     assert out.startswith("Unit other.service loaded on ")
     assert (await run("cat", "other"))[1] == "[Service]\nExecStart=/bin/sleep 1\n"
+
+
+async def test_journal_of_a_global_unit_needs_a_machine(cluster: Cluster) -> None:
+    run = cluster.fleetctl
+    (cluster.workdir / "g.service").write_text(
+        "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nGlobal=true\n"
+    )
+    assert (await run("start", "g.service"))[0] == 0
+    # what the agents of M1 and M2 would publish for the global unit
+    unit_hash = (await cluster.registry.get_job("g.service")).unit_hash
+    lease = await cluster.registry.grant_lease(30)
+    for mid in (M1, M2):
+        state = UnitState("g.service", mid, unit_hash, "loaded", "active", "running")
+        await cluster.registry.publish_state(state, lease)
+    try:
+        # fleet's error when no machine is named
+        assert await run("journal", "g.service") == (
+            1, "", "Unable to retrieve journal of global unit g.service.\n"
+        )  # fmt: skip
+        # -m/--machine (beyond fleet): a full ID, or a unique prefix as `ssh -m`
+        for flag in (["--machine", M1], ["-m", M1[:8]]):
+            rc, out, err = await run("journal", "--lines", "2", *flag, "g")
+            assert (rc, err) == (0, ""), err
+            assert out.splitlines() == [
+                f"Nov 25 11:36:0{i} vm sh[8548]: Hello World" for i in (3, 4)
+            ]
+        # a machine that does not run it
+        rc, out, err = await run("journal", "-m", M3, "g.service")
+        assert (rc, err) == (1, f"Unit g.service does not appear to be running on {M3}.\n")
+    finally:
+        await lease.revoke()
