@@ -11,11 +11,14 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import pytest
 
-from fleetd.registry import JobChanged, MachineDown
+from fleetd.model import JobState
+from fleetd.registry import EtcdUnavailable, JobChanged, MachineDown
+from fleetd.registry.watch import Backoff
 from fleetd.sandbox.etcd import EtcdServer
 from tests.faults.harness import (
     SLACK,
@@ -77,8 +80,11 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
                     break
             down_s = await asyncio.to_thread(_restart_etcd, cluster)
             started = time.monotonic()
-            cluster.fleetctl("m2", "start", after)  # blocks until it runs
-            run_s = time.monotonic() - started
+            # Started through the registry, retrying only while etcd is unavailable (a temporary
+            # error, STYLE.md §7): right after etcd is healthy again, a gRPC channel may still be
+            # in its reconnect backoff, and fleetd's API then answers "unable to communicate with
+            # etcd" for a moment (docs/reliability.md).
+            await _retrying(registry.set_desired(after, JobState.LAUNCHED) for _ in range(100))
             runs = _active_anywhere(after)
 
             async def until_it_runs() -> None:
@@ -88,6 +94,7 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
                         return
 
             await asyncio.wait_for(until_it_runs(), AGENT_TTL + SLACK)
+            run_s = time.monotonic() - started
 
         view = await registry.snapshot()
         assert set(before.jobs) <= set(view.jobs), "a job was lost"
@@ -102,8 +109,20 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
     report(
         "etcd SIGTERM + restart",
         f"etcd down {down_s:.2f}s; 0 jobs/machines lost, 0 unit restarts; a unit started "
-        f"afterwards ran after {run_s:.2f}s",
+        f"afterwards (through etcd) ran after {run_s:.2f}s",
     )
+
+
+async def _retrying(attempts: Iterator[Coroutine[Any, Any, object]]) -> None:
+    """Await the first attempt that does not meet an unavailable etcd (capped backoff)."""
+    backoff = Backoff(first=0.05, cap=0.5)
+    for attempt in attempts:
+        try:
+            await attempt
+            return
+        except EtcdUnavailable:
+            await backoff.wait()
+    raise AssertionError("etcd stayed unavailable")
 
 
 def _active_anywhere(unit: str):  # type: ignore[no-untyped-def]
