@@ -177,3 +177,9 @@ async def test_many_jobs_placed_in_few_plans(registry: Registry, count: int) -> 
         loads = sorted(list(placements(snap).values()).count(m) for m in (M1, M2, M3))
         assert loads[-1] - loads[0] <= 1  # least-loaded spreads evenly
         print(f"{count} jobs placed using {engine.plans} plans")
+        from fleetd.metrics import METRICS
+
+        rendered = "\n".join(METRICS.render())
+        assert "fleetd_engine_plans_total" in rendered
+        assert 'fleetd_engine_writes_total{action="schedule",outcome="won"}' in rendered
+        assert METRICS.summaries["fleetd_placement_latency_seconds"][1] >= count
