@@ -197,6 +197,7 @@ class Daemon:
                 machine.id,
                 version=__version__,
                 lease_ttl=max(2, round(config.agent_ttl)),
+                lease_file=runtime / "engine-lease",
             )
             tasks["engine"] = asyncio.create_task(self.engine.run(), name="engine")
         self._install_signals()

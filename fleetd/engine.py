@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -89,10 +90,14 @@ class Engine:
         *,
         version: str = "",
         lease_ttl: int = 10,
+        lease_file: Path | None = None,
     ) -> None:
         self.registry = registry
         self.info = LeaderInfo(machine_id, version)
         self.lease_ttl = lease_ttl
+        # Where the leader's lease ID is kept: a fleetd restarted within the TTL re-attaches to
+        # it and resumes the leadership at once instead of waiting for its own old lease to end.
+        self.lease_file = lease_file
         self.is_leader = asyncio.Event()
         self.plans = 0  # plans computed while leader (tests and metrics)
         self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
@@ -105,7 +110,7 @@ class Engine:
         backoff = Backoff(first=0.1, cap=self.lease_ttl / 2)
         while True:
             try:
-                lease = await self.registry.grant_lease(self.lease_ttl)
+                lease = await self.registry.grant_lease(self.lease_ttl, self._saved_lease_id())
             except EtcdUnavailable as err:
                 log.warning(
                     "engine.lease_unavailable", machine=self.info.machine_id, error=str(err)
@@ -113,6 +118,7 @@ class Engine:
                 await backoff.wait()
                 continue
             backoff.reset()
+            self._save_lease_id(lease.id)
             try:
                 leadership = await self.registry.campaign(self.info, lease)
                 await self._lead(leadership, lease)
@@ -121,6 +127,17 @@ class Engine:
             finally:
                 self.is_leader.clear()
                 await _shield(lease.release())
+
+    def _saved_lease_id(self) -> int | None:
+        try:
+            return int(self.lease_file.read_text().strip(), 16) if self.lease_file else None
+        except (OSError, ValueError):
+            return None
+
+    def _save_lease_id(self, lease_id: int) -> None:
+        if self.lease_file is not None:
+            with contextlib.suppress(OSError):
+                self.lease_file.write_text(f"{lease_id:x}\n")
 
     async def wait_planned(self, predicate: Callable[[Engine], bool]) -> None:
         """Wait until, after some plan was applied, `predicate(self)` holds."""

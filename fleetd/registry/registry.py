@@ -354,7 +354,9 @@ class Registry:
         """A kept-alive lease: `lease_id` is re-used when etcd still has it, else a new one."""
         if lease_id:
             left = await self._etcd.time_to_live(lease_id)
-            if left > 0:
+            # etcd rounds what is left down to whole seconds (-1: gone): 0 may still be alive,
+            # and the re-attached lease is renewed at once (a miss shows as a lost lease).
+            if left >= 0:
                 log.info("registry.lease_reattached", lease=lease_id, ttl_left=left)
                 return Lease(self._etcd, lease_id, ttl, reattached=True).start()
             log.info("registry.lease_expired_before_reattach", lease=lease_id)

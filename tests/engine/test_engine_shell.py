@@ -183,3 +183,21 @@ async def test_many_jobs_placed_in_few_plans(registry: Registry, count: int) -> 
         assert "fleetd_engine_plans_total" in rendered
         assert 'fleetd_engine_writes_total{action="schedule",outcome="won"}' in rendered
         assert METRICS.summaries["fleetd_placement_latency_seconds"][1] >= count
+
+
+async def test_restarted_engine_resumes_its_leadership(registry: Registry, tmp_path) -> None:
+    """A fleetd killed and restarted within the lease TTL leads again on the same lease at once,
+    instead of waiting for its own old lease to expire (no scheduling pause)."""
+    lease_file = tmp_path / "engine-lease"
+    first = Engine(registry, M1, lease_ttl=30, lease_file=lease_file)
+    async with running(first):
+        await asyncio.wait_for(first.is_leader.wait(), 10)
+        lease_id = int(lease_file.read_text(), 16)
+    # killed: cancelled above without resigning, its lease (30 s) still holds the leader key
+    second = Engine(registry, M1, lease_ttl=30, lease_file=lease_file)
+    async with running(second):
+        await asyncio.wait_for(second.is_leader.wait(), 10)  # far less than the 30 s TTL
+        assert int(lease_file.read_text(), 16) == lease_id
+        await registry.create_job("after.service", HELLO, JobState.LAUNCHED)
+        await machine(registry, M2)
+        await until(registry, lambda s: placements(s) == {"after.service": M2})
