@@ -1,0 +1,393 @@
+"""fleetctl and fleetd on a real 3-machine sandbox, each figure against a baseline of the same run.
+
+1. `fleetctl start` of one unit until active/running (the CLI blocks), p50/p95 over RUNS runs, each
+   run a new unit name, destroyed afterwards; baseline: raw `systemctl start` of the same kind of
+   unit (linked beforehand) inside machine m1, plus one etcd round trip (a put over etcd's HTTP
+   gateway). `fleetctl version` start-up vs a bare `python -c pass`.
+2. Bulk: one `fleetctl start` of 100 and 300 units; baseline: per machine one `systemctl link` +
+   one `systemctl start` naming its third of the units, the 3 machines in parallel. Then
+   `fleetctl destroy` of them all until no machine has any of them loaded; baseline: per machine
+   `systemctl stop` + `systemctl disable` of its third, in parallel.
+3. Idle: 3 machines x 10 running units, IDLE seconds: etcd's gRPC messages received by method
+   (`grpc_server_msg_received_total`: a lease keep-alive is one message on a stream), against the
+   keep-alives the live leases' TTLs call for (one per lease every TTL/3).
+4. `fleetctl list-units` and `list-unit-files` with LISTED units submitted, vs `etcdctl get
+   --prefix` of the whole registry (every key those commands could need).
+5. RSS of each fleetd (VmRSS, /proc/<pid>/status): idle, and with LISTED more units submitted.
+
+Needs root (namespaced machines). Writes the block `cluster` of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._report import write_block
+from fleetd.sandbox.cluster import Sandbox
+from fleetd.sandbox.etcd import etcdctl_binary
+
+BIN = Path(sys.executable).parent
+RUNS = 30
+BULK = (100, 300)
+IDLE = 60.0
+IDLE_UNITS = 10  # per machine
+LISTED = 1000
+AGENT_TTL = 30.0
+if os.environ.get("BENCH_QUICK"):  # a smoke run of the script itself; writes nothing
+    RUNS, BULK, IDLE, LISTED = 3, (10,), 5.0, 50
+UNIT = "[Service]\nExecStart=/bin/sleep infinity\n"
+FLEET_1_0 = {  # shared/docs/performance-facts.md
+    "start": 4.28, "bulk100": 4.16, "destroy100": (150, 170), "list_unit_files": 0.90,
+    "idle_per_s": 10.2, "rss_mb": (17, 18),
+}
+
+
+class Bench:
+    def __init__(self, sandbox: Sandbox, work: Path) -> None:
+        self.sandbox = sandbox
+        self.work = work
+        state = sandbox.state
+        assert state is not None
+        self.state = state
+        self.etcd_url = f"http://127.0.0.1:{state.etcd_port}"
+        self.env = dict(
+            os.environ, PATH=f"{BIN}:{os.environ['PATH']}",
+            FLEETCTL_ENDPOINT=sandbox.endpoint(),
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+    def fleetctl(self, *args: str) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [str(BIN / "fleetctl"), *args], cwd=self.work, env=self.env, capture_output=True,
+            text=True, timeout=600, check=False,
+        )
+        took = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"fleetctl {args[:3]} failed: {proc.stderr.strip()[-500:]}")
+        return took
+
+    def fleetctl_out(self, *args: str) -> str:
+        return subprocess.run(
+            [str(BIN / "fleetctl"), *args], cwd=self.work, env=self.env, capture_output=True,
+            text=True, timeout=600, check=True,
+        ).stdout
+
+    def in_machine(self, which: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        command, env = self.sandbox.exec_argv(which, argv)
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=False,
+                              timeout=600)
+
+    async def in_machine_async(self, which: str, *argv: str) -> None:
+        command, env = self.sandbox.exec_argv(which, argv)
+        proc = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{argv[:2]} in {which} failed: {err.decode()[-300:]}")
+
+    def etcd_put(self) -> float:
+        t0 = time.perf_counter()
+        body = json.dumps({"key": "L2JlbmNoLXJ0dA==", "value": "eA=="}).encode()  # /bench-rtt
+        with urllib.request.urlopen(f"{self.etcd_url}/v3/kv/put", data=body, timeout=5) as resp:
+            resp.read()
+        return time.perf_counter() - t0
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.etcd_url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for m in re.finditer(
+            r'^grpc_server_msg_received_total\{[^}]*grpc_method="(\w+)"[^}]*\} (\S+)$', text, re.M
+        ):
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+        return out
+
+    def write_units(self, names: list[str]) -> None:
+        for n in names:
+            (self.work / n).write_text(UNIT)
+
+    def loaded_in(self, which: str, pattern: str) -> int:
+        out = self.in_machine(
+            which, "systemctl", "list-units", "--all", "--no-legend", "--plain", pattern
+        ).stdout
+        return sum(1 for line in out.splitlines() if line.strip())
+
+    def until_gone(self, pattern: str, deadline: float = 300.0) -> None:
+        end = time.monotonic() + deadline
+        while any(self.loaded_in(m.name, pattern) for m in self.state.machines):
+            if time.monotonic() > end:
+                raise RuntimeError(f"units {pattern} still loaded after {deadline}s")
+            time.sleep(0.05)  # a benchmark's wait, not product code
+
+    # --- 1. one unit -----------------------------------------------------------------------
+    def startup(self) -> dict[str, float]:
+        ours, bare = [], []
+        for _ in range(10):
+            ours.append(self.fleetctl("version"))
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            bare.append(time.perf_counter() - t0)
+        return {"version": statistics.median(ours), "python": statistics.median(bare)}
+
+    def one_unit(self) -> dict[str, list[float]]:
+        raw_dir = self.sandbox.dir / "raw"
+        raw_dir.mkdir(exist_ok=True)
+        (raw_dir / "rawone.service").write_text(UNIT)
+        # --runtime: into the machine's own $XDG_RUNTIME_DIR (as fleet links), not the host's
+        # ~/.config, which every machine shares
+        linked = self.in_machine(
+            "m1", "systemctl", "link", "--runtime", str(raw_dir / "rawone.service")
+        )
+        assert linked.returncode == 0, linked.stderr
+        fleet, raw = [], []
+        for i in range(RUNS):
+            name = f"one{i}.service"
+            self.write_units([name])
+            fleet.append(self.fleetctl("start", name))
+            self.fleetctl("destroy", name)
+            t0 = time.perf_counter()
+            proc = self.in_machine("m1", "systemctl", "start", "rawone.service")
+            took = time.perf_counter() - t0
+            assert proc.returncode == 0, proc.stderr
+            raw.append(took + self.etcd_put())
+            self.in_machine("m1", "systemctl", "stop", "rawone.service")
+        self.in_machine("m1", "systemctl", "disable", "--runtime", "rawone.service")
+        self.until_gone("one*.service")
+        return {"fleet": fleet, "raw": raw}
+
+    # --- 2. bulk ---------------------------------------------------------------------------
+    async def raw_bulk(self, prefix: str, count: int) -> tuple[float, float]:
+        d = self.sandbox.dir / f"raw{prefix}"
+        d.mkdir(exist_ok=True)
+        names = [f"{prefix}{i}.service" for i in range(count)]
+        for n in names:
+            (d / n).write_text(UNIT)
+        split = {m.name: names[k::3] for k, m in enumerate(self.state.machines)}
+
+        async def start(which: str, mine: list[str]) -> None:
+            await self.in_machine_async(
+                which, "systemctl", "link", "--runtime", *(str(d / n) for n in mine)
+            )
+            await self.in_machine_async(which, "systemctl", "start", *mine)
+
+        async def stop(which: str, mine: list[str]) -> None:
+            await self.in_machine_async(which, "systemctl", "stop", *mine)
+            await self.in_machine_async(which, "systemctl", "disable", "--runtime", *mine)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(start(w, m) for w, m in split.items()))
+        started = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await asyncio.gather(*(stop(w, m) for w, m in split.items()))
+        return started, time.perf_counter() - t0
+
+    def fleet_bulk(self, prefix: str, count: int) -> tuple[float, float]:
+        names = [f"{prefix}{i}.service" for i in range(count)]
+        self.write_units(names)
+        started = self.fleetctl("start", *names)
+        running = sum(
+            line.split("\t")[-1] == "running"
+            for line in self.fleetctl_out("list-units", "--no-legend").splitlines()
+            if line.startswith(prefix)
+        )
+        assert running == count, (running, count)
+        t0 = time.perf_counter()
+        self.fleetctl("destroy", *names)
+        self.until_gone(f"{prefix}*.service")
+        return started, time.perf_counter() - t0
+
+    # --- 3. idle, 5. RSS ---------------------------------------------------------------------
+    def idle(self) -> dict[str, object]:
+        names = [f"idle{i}.service" for i in range(IDLE_UNITS * len(self.state.machines))]
+        self.write_units(names)
+        self.fleetctl("start", *names)
+        time.sleep(AGENT_TTL / 3 + 1)  # past the start's state publishing
+        leases = self.lease_ttls()
+        before = self.metrics()
+        time.sleep(IDLE)
+        after = self.metrics()
+        by_method = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        by_method = {k: v for k, v in by_method.items() if v}
+        per_min = {k: v * 60 / IDLE for k, v in by_method.items()}
+        expected = sum(60 / (ttl / 3) for ttl in leases)
+        return {"per_min": per_min, "expected_keepalives": expected, "leases": leases,
+                "rss": self.rss()}
+
+    def lease_ttls(self) -> list[int]:
+        ctl = [str(etcdctl_binary()), f"--endpoints={self.etcd_url}"]
+        out = subprocess.run([*ctl, "lease", "list"], capture_output=True, text=True,
+                             check=True).stdout
+        ttls = []
+        for lease in re.findall(r"^([0-9a-f]+)$", out, re.M):
+            info = subprocess.run([*ctl, "lease", "timetolive", lease, "-w", "json"],
+                                  capture_output=True, text=True, check=True).stdout
+            ttls.append(int(json.loads(info)["granted-ttl"]))
+        return ttls
+
+    def rss(self) -> list[float]:
+        out = []
+        for m in self.sandbox.state.machines:  # type: ignore[union-attr]
+            status = Path(f"/proc/{m.fleetd_pid}/status").read_text()
+            kb = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
+            out.append(kb / 1024)
+        return out
+
+    # --- 4. lists --------------------------------------------------------------------------
+    def lists(self) -> dict[str, float]:
+        names = [f"list{i}.service" for i in range(LISTED)]
+        self.write_units(names)
+        self.fleetctl("submit", *names)
+        ctl = [str(etcdctl_binary()), f"--endpoints={self.etcd_url}", "get", "--prefix", "/fleet/"]
+        out: dict[str, list[float]] = {"list-units": [], "list-unit-files": [], "etcdctl": []}
+        for _ in range(5):
+            out["list-units"].append(self.fleetctl("list-units"))
+            out["list-unit-files"].append(self.fleetctl("list-unit-files"))
+            t0 = time.perf_counter()
+            subprocess.run(ctl, capture_output=True, check=True)
+            out["etcdctl"].append(time.perf_counter() - t0)
+        keys = len(subprocess.run([*ctl, "--keys-only"], capture_output=True, text=True,
+                                  check=True).stdout.split())
+        result = {k: statistics.median(v) for k, v in out.items()}
+        result["keys"] = keys
+        result["rss"] = max(self.rss())
+        return result
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def run() -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="fbc-")) / "s")
+    results: dict[str, object] = {}
+    try:
+        asyncio.run(sandbox.up(machines=3, agent_ttl=AGENT_TTL))
+        bench = Bench(sandbox, work)
+        results["startup"] = bench.startup()
+        print("startup", results["startup"], flush=True)
+        results["one"] = bench.one_unit()
+        print("one unit done", flush=True)
+        for count in BULK:
+            raw = asyncio.run(bench.raw_bulk(f"r{count}x", count))
+            fleet = bench.fleet_bulk(f"b{count}x", count)
+            results[f"bulk{count}"] = {"fleet": fleet, "raw": raw}
+            print(f"bulk {count}: fleet {fleet}, raw {raw}", flush=True)
+        results["idle"] = bench.idle()
+        print("idle", results["idle"], flush=True)
+        results["lists"] = bench.lists()
+        print("lists", results["lists"], flush=True)
+    finally:
+        asyncio.run(sandbox.down())
+        sandbox.dir.parent.rmdir()
+        for f in work.iterdir():
+            f.unlink()
+        work.rmdir()
+    return results
+
+
+def report(r: dict) -> str:  # type: ignore[type-arg]
+    st, one = r["startup"], r["one"]
+    f50, f95 = statistics.median(one["fleet"]), pct(one["fleet"], 95)
+    b50, b95 = statistics.median(one["raw"]), pct(one["raw"], 95)
+    rows = [
+        "| measure | fleetd | baseline (same run) | ratio | goal | fleet 1.0 |",
+        "|---|---|---|---|---|---|",
+        f"| `fleetctl start` one unit → active/running, p50 / p95 of {RUNS} | {f50:.3f} / "
+        f"{f95:.3f} s | `systemctl start` of a linked unit in m1 + one etcd put: {b50:.3f} / "
+        f"{b95:.3f} s | {f50 / b50:.1f}x / {f95 / b95:.1f}x | ≤ 0.3 s, ≤ 1.3x + CLI start-up | "
+        f"{FLEET_1_0['start']} s |",
+        f"| `fleetctl version` (CLI start-up), median of 10 | {st['version'] * 1000:.0f} ms | "
+        f"`python -c pass`: {st['python'] * 1000:.0f} ms | {st['version'] / st['python']:.1f}x "
+        f"| ≤ 150 ms | |",
+    ]
+    for count in BULK:
+        (fs, fd), (rs, rd) = r[f"bulk{count}"]["fleet"], r[f"bulk{count}"]["raw"]
+        f10 = (f" {FLEET_1_0['bulk100']} s", " 150-170 s") if count == 100 else ("", "")
+        rows += [
+            f"| one `fleetctl start` of {count} units over 3 machines → all running | {fs:.2f} s "
+            f"| per machine `systemctl link --runtime` + one `systemctl start` of its third, "
+            f"in parallel: {rs:.2f} s | {fs / rs:.1f}x | "
+            f"≤ 1.5x{' (≤ 1 s)' if count == 100 else ''} |"
+            f"{f10[0]} |",
+            f"| `fleetctl destroy` of the {count} → unloaded everywhere | {fd:.2f} s | per "
+            f"machine `systemctl stop` + `disable --runtime`, in parallel: {rd:.2f} s | "
+            f"{fd / rd:.1f}x | "
+            f"{'≤ 2 s' if count == 100 else ''} |{f10[1]} |",
+        ]
+    li = r["lists"]
+    for cmd in ("list-units", "list-unit-files"):
+        rows.append(
+            f"| `fleetctl {cmd}`, {LISTED:,} submitted units, median of 5 | {li[cmd]:.3f} s | "
+            f"`etcdctl get --prefix /fleet/` ({li['keys']:,} keys): {li['etcdctl']:.3f} s | "
+            f"{li[cmd] / li['etcdctl']:.1f}x | < 1 s | "
+            f"{FLEET_1_0['list_unit_files'] if cmd == 'list-unit-files' else ''}"
+            f"{' s' if cmd == 'list-unit-files' else ''} |"
+        )
+    idle = r["idle"]
+    per_min = idle["per_min"]
+    total = sum(per_min.values())
+    keepalive = per_min.get("LeaseKeepAlive", 0.0)
+    rss_idle = idle["rss"]
+    rows += [
+        f"| etcd requests while idle, 3 machines x {IDLE_UNITS} running units, {IDLE:.0f} s | "
+        f"{total:.1f} /min ({total / 60:.2f} /s), of which LeaseKeepAlive {keepalive:.1f} | "
+        f"keep-alives the {len(idle['leases'])} leases' TTLs ({', '.join(map(str, idle['leases']))}"
+        f" s) call for, one per TTL/3: {idle['expected_keepalives']:.1f} /min | "
+        f"{total / idle['expected_keepalives']:.2f}x | keep-alives only | "
+        f"{FLEET_1_0['idle_per_s']} /s |",
+        f"| fleetd RSS idle (VmRSS), per machine | {', '.join(f'{x:.0f}' for x in rss_idle)} MiB "
+        f"| | | ≤ 60 MiB | 17-18 MB |",
+        f"| fleetd RSS, largest, with {LISTED:,} more units submitted | {li['rss']:.0f} MiB | | | "
+        f"| |",
+    ]
+    methods = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_min.items()))
+    notes = f"""
+- Sandbox: 3 namespaced `systemd --user` machines, one etcd, agent_ttl {AGENT_TTL:.0f} s; the CLI
+  and `systemctl` runs include their process start; load average at the end
+  {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work shares the VM).
+- Idle requests are etcd's `grpc_server_msg_received_total` deltas by method (a keep-alive is one
+  message on the LeaseKeepAlive stream; a unary call is one message), per minute: {methods}.
+- `fleetctl start` runs each use a new unit name and destroy it afterwards; the baseline's etcd
+  round trip is one put over etcd's HTTP gateway.
+- The destroy figures end when no machine's systemd has any of the units loaded (checked with
+  `systemctl list-units` every 50 ms, which adds up to that much).
+
+Reproduce: `make bench` (or `.venv/bin/python bench/cluster.py`, as root)."""
+    return "## Cluster (`bench/cluster.py`)\n\n" + "\n".join(rows) + "\n" + notes
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        print("bench/cluster.py needs root (namespaced systemd machines); skipped")
+        return
+    import logging
+
+    import structlog
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.ERROR)  # closed loops' child watchers
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    markdown = report(run())
+    print(markdown)
+    if not os.environ.get("BENCH_QUICK"):
+        write_block("cluster", markdown)
+
+
+if __name__ == "__main__":
+    main()
