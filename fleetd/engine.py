@@ -30,6 +30,8 @@ from fleetd.registry import (
     Lease,
     Registry,
     Resync,
+    ScheduleChanged,
+    ScheduleDeleted,
     Snapshot,
     StateChanged,
     StateDeleted,
@@ -289,9 +291,18 @@ class _View(ClusterView):
         self.deposed = asyncio.Event()
 
     def apply(self, event: Event) -> None:
-        super().apply(event)
-        if not isinstance(event, StateChanged | StateDeleted):  # states do not move jobs
-            self.dirty.set()
+        if isinstance(event, StateChanged | StateDeleted):  # states do not move jobs
+            super().apply(event)
+            return
+        if isinstance(event, ScheduleChanged | ScheduleDeleted):
+            name = event.placement.name if isinstance(event, ScheduleChanged) else event.name
+            before = self.placements.get(name)
+            super().apply(event)
+            if self.placements.get(name) == before:
+                return  # the echo of a placement this engine already recorded (`wrote`)
+        else:
+            super().apply(event)
+        self.dirty.set()
 
     def wrote(self, step: _Step) -> None:
         """Record a write this engine won before its watch event arrives, so the next plan
