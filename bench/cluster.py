@@ -356,6 +356,7 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
         f"| fleetd RSS, largest, with {LISTED:,} more units submitted | {li['rss']:.0f} MiB | | | "
         f"| |",
     ]
+    growth = r[f"bulk{BULK[-1]}"]["fleet"][0] / r[f"bulk{BULK[0]}"]["fleet"][0]
     methods = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_min.items()))
     notes = f"""
 - Sandbox: 3 namespaced `systemd --user` machines, one etcd, agent_ttl {AGENT_TTL:.0f} s; the CLI
@@ -367,6 +368,27 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
   round trip is one put over etcd's HTTP gateway.
 - The destroy figures end when no machine's systemd has any of the units loaded (checked with
   `systemctl list-units` every 50 ms, which adds up to that much).
+
+What limits the missed goals (py-spy on the CLI and on the 3 fleetds during a separate
+`fleetctl start` of 100 units, same sandbox set-up):
+- Bulk start/destroy: the time is spent before any agent acts. `fleetctl start --no-block` of the
+  100 units alone took 8.3 s of the 10.3 s until all ran. The CLI was idle (0.9 CPU s, 61% of its
+  samples blocked in `socket.readinto`): it makes its requests one unit at a time (`Client.unit`
+  then `Client.put_unit` per unit in `_lazy_create`/`_set_target`, fleetd/cli/units.py), ≈ 80 ms
+  each. On the serving fleetd, every request reads a whole fresh registry snapshot
+  (`SharedSnapshots._read` → `Registry.snapshot`: 24% of its samples, 17% decoding every key),
+  so each request costs more as units are added: {BULK[-1]} units took {growth:.1f}x the time of
+  {BULK[0]} in this run, not {BULK[-1] / BULK[0]:.0f}x. Fix
+  (fleetd/cli, fleetd/api, not made here): one batch request for all the named units (or the
+  requests in parallel), and API reads served from a watch-maintained view instead of a snapshot
+  per request. The same per-unit round trips make destroy slow.
+- `fleetctl start` of one unit: the CLI start-up is ≈ {st['version'] * 1000:.0f} ms of it
+  (`python -X importtime`: click is about half of the `fleetd.cli` import, and the editable
+  install's path finder adds 25-35 ms that a wheel install does not); then a GET and a PUT of the
+  unit and the wait for the state, each request served from a fresh snapshot as above.
+- RSS ≈ 67-71 MiB against ≤ 60 MiB: fleetd imports aiohttp, grpc and etcd3aio (≈ 35 + 30 MB on
+  their own per shared/docs/performance-facts.md); its data is small (+1 MiB with 1,000 more
+  units). Fleet 1.0's Go daemon needed 17-18 MB.
 
 Reproduce: `make bench` (or `.venv/bin/python bench/cluster.py`, as root)."""
     return "## Cluster (`bench/cluster.py`)\n\n" + "\n".join(rows) + "\n" + notes

@@ -15,6 +15,7 @@ import heapq
 import json
 import os
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -153,6 +154,14 @@ async def bench_scale(server: EtcdServer) -> dict[str, float]:
         try:
             assert engine.stdin is not None and engine.stdout is not None
             assert (await engine.stdout.readline()).strip() == b"ready"
+            spy = None
+            if os.environ.get("BENCH_PYSPY"):  # profile the engine process while it places
+                spy = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw",
+                    "-r", "100", "-o", os.environ["BENCH_PYSPY"], "--pid", str(engine.pid),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1)
             cpu0 = _cpu_seconds(engine.pid)
             etcd_cpu0, own_cpu0 = _cpu_seconds(server.pid or 0), time.process_time()
             snap = await registry.snapshot()
@@ -169,6 +178,9 @@ async def bench_scale(server: EtcdServer) -> dict[str, float]:
                             break
             place_time = time.perf_counter() - t0
             engine_cpu = _cpu_seconds(engine.pid) - cpu0
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await spy.wait()
             etcd_cpu = _cpu_seconds(server.pid or 0) - etcd_cpu0
             watcher_cpu = time.process_time() - own_cpu0
             done = etcd_counters(server)
@@ -254,23 +266,46 @@ def report(plan_t: float, base_t: float, r: dict[str, float]) -> str:
         f"| etcd write requests per job (gRPC Put/Txn/DeleteRange handled, etcd /metrics): "
         f"submit + placement | {r['submit_requests']:.2f} + {r['place_requests']:.2f} | | | |",
     ]
+    engine_busy = r["engine_cpu"] / r["place"]
+    cores_used = (r["engine_cpu"] + r["etcd_cpu"] + r["watcher_cpu"]) / r["place"]
+    limit = (
+        f"not the planner (its first plan of everything ≈ {plan_t:.1f} s). The engine was on a "
+        f"CPU {engine_busy:.0%} of the placing time (one Python thread) and waited on etcd and "
+        f"for the CPU the rest; the engine, etcd and the bench's watcher together kept "
+        f"{cores_used:.1f} of the {os.cpu_count()} cores busy, other work on the VM the rest. "
+        "Where the engine's CPU goes (one "
+        "run with py-spy on the engine process, `BENCH_PYSPY=file`): the gRPC client side of "
+        "its guarded txns (`Registry.schedule` → `EtcdClient.txn`, ≈ 25% of samples), "
+        "structlog rendering the two info lines logged per placement (`registry.scheduled`, "
+        "`engine.schedule`: ≈ 11%), the watch follower (≈ 4%) and the plans (≈ 5%). Fewer round "
+        "trips (several placements per txn, fleetd/engine.py + fleetd/registry) and one log "
+        "line per placement would cut it."
+    )
+    echo = (
+        f"After the last placement the engine made {r['plans']} plans in all and used "
+        f"{r['settle_cpu']:.2f} CPU s in the next {SETTLE:.0f} s"
+    )
+    if r["plans"] > 5:
+        echo += (
+            ": each echo of its own placements (a ScheduleChanged it already recorded) marked "
+            f"the view dirty and cost a whole re-plan of the {JOBS:,} jobs. Fix "
+            "(fleetd/engine.py): "
+            "do not set `dirty` for a ScheduleChanged/ScheduleDeleted that leaves `placements` "
+            "as it was."
+        )
+    else:
+        echo += ": the echoes of its own placements do not trigger re-plans."
     notes = f"""
-What limits placing: etcd's write path on this machine, not the planner. While placing, the engine
-used {r['engine_cpu']:.2f} CPU s, etcd {r['etcd_cpu']:.2f} CPU s and the bench's watcher
-{r['watcher_cpu']:.2f} CPU s over {r['place']:.2f} s; the raw-put baseline needed
-{r['raw']:.2f} s for the same number of writes (etcd {r['raw_etcd_cpu']:.2f} CPU s, client
-{r['raw_client_cpu']:.2f} CPU s), i.e. about {JOBS / r['raw']:,.0f} single-key writes/s on
-{os.cpu_count()} cores (load average {r['load']:.1f} at the end; other work shares the VM). The
-first plan of all {JOBS:,} jobs takes ≈ {plan_t:.1f} s; the rest is one guarded txn per job,
-{ENGINE_CONCURRENCY} in flight. Fewer round trips (several placements per txn) would be the fix if
-the goal must hold on 2 cores.
+What limits placing: {limit} While placing, the engine used {r['engine_cpu']:.2f} CPU s, etcd
+{r['etcd_cpu']:.2f} CPU s and the bench's watcher {r['watcher_cpu']:.2f} CPU s over
+{r['place']:.2f} s; the raw-put baseline needed {r['raw']:.2f} s for the same number of writes
+(etcd {r['raw_etcd_cpu']:.2f} CPU s, client {r['raw_client_cpu']:.2f} CPU s), about
+{JOBS / r['raw']:,.0f} single-key writes/s on {os.cpu_count()} cores (load average
+{r['load']:.1f} at the end; other work shares the VM, so the figure varies between runs: the
+same bench gave 12-19 s with load 6-8). The first plan of all {JOBS:,} jobs takes
+≈ {plan_t:.1f} s; then one guarded txn per job, {ENGINE_CONCURRENCY} in flight.
 
-After everything is placed the engine keeps re-planning: each echo of its own placements (a
-ScheduleChanged it already recorded through `_View.wrote`) marks the view dirty and costs a whole
-re-plan of the {JOBS:,} jobs (≈ 0.1 s each); {r['plans']} plans in all by {SETTLE:.0f} s after
-the last placement, {r['settle_cpu']:.2f} CPU s in those {SETTLE:.0f} s. Fix (fleetd/engine.py,
-not made here): in `_View.apply`, do not set `dirty` for a ScheduleChanged/ScheduleDeleted that
-leaves `placements` as it was.
+{echo}
 
 Submitting (2 txns per job: all jobs share one unit content, so the first txn, guarded on the
 content being absent, fails) took {r['submit']:.1f} s for {JOBS:,} jobs, 200 in flight; it is not
