@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -34,11 +35,13 @@ def _api_failure(prefix: str, err: Exception) -> Failure:
     return Failure(f"{prefix}: {getattr(err, 'message', None) or err}")
 
 
-def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool) -> list[str]:
+def _lazy_create(
+    command: str, args: tuple[str, ...], *, replace: bool
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """fleet's lazyCreateUnits: make sure a unit exists for every argument.
 
     Returns the names of units replaced in place (--replace), which the caller waits for
-    again even though their desired state does not change.
+    again even though their desired state does not change, and the units as now known.
     """
     from fleetd.api.client import APIError
     from fleetd.cli import files
@@ -55,7 +58,19 @@ def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool) -> list[
     created: list[str] = []
     created_global: list[str] = []
     replaced: list[str] = []
+    puts: list[tuple[str, Any, str | None]] = []  # (name, unit file, desired state) to PUT
     seen: set[str] = set()
+    wanted = []
+    for arg in args:
+        with contextlib.suppress(UnitNameError):
+            info = parse_name(mangle_name(arg))
+            wanted += [info.full, info.template] if info.is_instance else [info.full]
+    try:
+        known = _lookup(client, wanted)
+    except APIError as err:
+        raise _api_failure(
+            "Error creating units: error retrieving units from Registry", err
+        ) from None
     for arg in args:
         name = mangle_name(arg)
         if name in seen:
@@ -65,12 +80,7 @@ def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool) -> list[
             info = parse_name(name)
         except UnitNameError as err:
             raise Failure(f"Error creating units: {err}") from None
-        try:
-            existing = client.unit(name)
-        except APIError as err:
-            raise _api_failure(
-                f"Error creating units: error retrieving Unit({name}) from Registry", err
-            ) from None
+        existing = known.get(name)
         if existing is not None:
             local = files.local_counterpart(arg)
             if local is None:
@@ -101,20 +111,13 @@ def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool) -> list[
                     err=True,
                 )
                 continue
-            _put_options(client, name, local_unit)
+            puts.append((name, local_unit, None))
             replaced.append(name)
             continue
 
         template = None
         if info.is_instance and not os.path.exists(files.local_path(arg)):
-            try:
-                tmpl = client.unit(info.template)
-            except APIError as err:
-                raise _api_failure(
-                    f"Error creating units: error retrieving template Unit({info.template}) "
-                    "from Registry",
-                    err,
-                ) from None
+            tmpl = known.get(info.template)
             if tmpl is not None:
                 template = unit_file_of(tmpl)
         try:
@@ -136,14 +139,17 @@ def _lazy_create(command: str, args: tuple[str, ...], *, replace: bool) -> list[
                 f'WARNING: Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"',
                 err=True,
             )
-        _put_options(client, name, unit, desired_state="inactive")
+        puts.append((name, unit, "inactive"))
+        known[name] = {"name": name, "desiredState": "inactive", "options": _options(unit)}
         (created_global if reqs.is_global else created).append(name)
+
+    _parallel([lambda n=n, u=u, d=d: _put_options(client, n, u, d) for n, u, d in puts])
 
     # A created unit is inactive as soon as the PUT returns (nothing is placed yet): fleet's
     # wait for "inactive" here always ended at once, so the line is printed without waiting.
     for name in created + created_global:
         click.echo(f"Unit {name} inactive")
-    return replaced
+    return replaced, known
 
 
 def _put_options(client: Any, name: str, unit: Any, desired_state: str | None = None) -> None:
@@ -155,7 +161,13 @@ def _put_options(client: Any, name: str, unit: Any, desired_state: str | None = 
         raise _api_failure(f"Error creating units: failed creating unit {name}", err) from None
 
 
-def _set_target(names: list[str], state: str, *, also: list[str]) -> tuple[list[str], list[str]]:
+def _set_target(
+    names: list[str],
+    state: str,
+    *,
+    also: list[str],
+    known: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[str], list[str]]:
     """fleet's setTargetStateOfUnits: set the desired state of every unit not already there.
 
     Returns (non-global units to wait for, global units triggered). Units in `also` (just
@@ -164,25 +176,60 @@ def _set_target(names: list[str], state: str, *, also: list[str]) -> tuple[list[
     from fleetd.api.client import APIError
 
     client = settings().client()
+    names = list(dict.fromkeys(names))
+    if known is None:
+        try:
+            known = _lookup(client, names)
+        except APIError as err:
+            raise _api_failure("Error retrieving units from registry", err) from None
     waiting: list[str] = []
     globals_: list[str] = []
-    for name in dict.fromkeys(names):
-        try:
-            unit = client.unit(name)
-        except APIError as err:
-            raise _api_failure(f"Error retrieving unit {name} from registry", err) from None
+    changes: list[str] = []
+    for name in names:
+        unit = known.get(name)
         if unit is None:
             raise Failure(f"unable to find unit {name}")
-        is_glob = is_global(unit)
         if unit.get("desiredState") != state:
-            try:
-                client.put_unit(name, desired_state=state)
-            except APIError as err:
-                raise _api_failure(f"Error setting target state of unit {name}", err) from None
+            changes.append(name)
         elif name not in also:
             continue
-        (globals_ if is_glob else waiting).append(name)
+        (globals_ if is_global(unit) else waiting).append(name)
+
+    def change(name: str) -> None:
+        try:
+            client.put_unit(name, desired_state=state)
+        except APIError as err:
+            raise _api_failure(f"Error setting target state of unit {name}", err) from None
+
+    _parallel([lambda n=n: change(n) for n in changes])
     return waiting, globals_
+
+
+# A command naming more units than this lists the registry once instead of asking per unit.
+_LIST_ABOVE = 8
+_WORKERS = 16  # requests in flight at once for commands over many units
+
+
+def _lookup(client: Any, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The registered units among `names`: one listing for many names, else one GET each."""
+    names = list(dict.fromkeys(names))
+    if len(names) > _LIST_ABOVE:
+        wanted = set(names)
+        return {u["name"]: u for u in client.units() if u["name"] in wanted}
+    found = _parallel([lambda n=n: client.unit(n) for n in names])
+    return {name: unit for name, unit in zip(names, found, strict=True) if unit is not None}
+
+
+def _parallel(calls: list[Any]) -> list[Any]:
+    """Run the calls (API requests) a few at a time; results in order; the first error (in
+    the calls' order) is raised once all have finished."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(_WORKERS, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def _find_units(args: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -241,8 +288,10 @@ def load(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: b
 
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
-    replaced = _lazy_create("load", units, replace=replace)
-    waiting, globals_ = _set_target([mangle_name(u) for u in units], "loaded", also=replaced)
+    replaced, known = _lazy_create("load", units, replace=replace)
+    waiting, globals_ = _set_target(
+        [mangle_name(u) for u in units], "loaded", also=replaced, known=known
+    )
     for name in globals_:
         click.echo(f"Triggered global unit {name} load")
     if timeout is False:
@@ -263,8 +312,10 @@ def start(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: 
 
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
-    replaced = _lazy_create("start", units, replace=replace)
-    waiting, globals_ = _set_target([mangle_name(u) for u in units], "launched", also=replaced)
+    replaced, known = _lazy_create("start", units, replace=replace)
+    waiting, globals_ = _set_target(
+        [mangle_name(u) for u in units], "launched", also=replaced, known=known
+    )
     for name in globals_:
         click.echo(f"Triggered global unit {name} start")
     if timeout is False:
@@ -354,14 +405,19 @@ def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
         click.echo("Units not found in registry", err=True)
         return  # nothing left to destroy: the requested end state holds (exit 0, as fleet)
     client = settings().client()
-    failed = []
-    for unit in found:
+
+    def destroy_one(name: str) -> str | None:
         try:
-            client.destroy_unit(unit["name"])
+            client.destroy_unit(name)
         except APIError as err:
-            failed.append(f"Error destroying units: {err.message or err}")
-            continue
-        click.echo(f"Destroyed {unit['name']}")
+            return f"Error destroying units: {err.message or err}"
+        return None
+
+    errors = _parallel([lambda n=unit["name"]: destroy_one(n) for unit in found])
+    failed = [e for e in errors if e is not None]
+    for unit, error in zip(found, errors, strict=True):
+        if error is None:
+            click.echo(f"Destroyed {unit['name']}")
     if failed:
         raise Failure("\n".join(failed))
 
