@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import signal
 import subprocess
@@ -94,6 +95,16 @@ def _host_port(text: str) -> tuple[str, int]:
         raise StartupError(f"api_listen: {text!r} is not host:port") from None
 
 
+def _socket_group(name: str) -> str | None:
+    """api_socket_group as a numeric gid, checked before anything starts."""
+    if not name or name.isdigit():
+        return name or None
+    try:
+        return str(grp.getgrnam(name).gr_gid)
+    except KeyError:
+        raise StartupError(f"api_socket_group: no group named {name!r}") from None
+
+
 def _prepare_runtime_dir(config: Config) -> Path:
     runtime = Path(config.runtime_dir)
     runtime.mkdir(parents=True, exist_ok=True)
@@ -148,6 +159,7 @@ class Daemon:
         machine = Machine(
             machine_id_of(config), public_ip_of(config), dict(config.metadata), __version__
         )
+        socket_group = _socket_group(config.api_socket_group)
         for name in config.ignored:
             log.warning("config.option_ignored", option=name, reason="deprecated in fleet 1.0")
         runtime = _prepare_runtime_dir(config)
@@ -181,7 +193,7 @@ class Daemon:
         )
         await self.api.start(
             config.api_socket,
-            socket_group=config.api_socket_group or None,
+            socket_group=socket_group,
             tcp=_host_port(config.api_listen) if config.api_listen else None,
             tls=TLSFiles(config.api_tls_cert, config.api_tls_key, config.api_tls_ca)
             if config.api_listen

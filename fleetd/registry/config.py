@@ -26,7 +26,7 @@ class EtcdConfig:
     key_file: Path | None = None
     tls_server_name: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log or a traceback
     request_timeout: float = 5.0
     key_prefix: str = DEFAULT_PREFIX
 
