@@ -40,7 +40,7 @@ from fleetd.registry.view import ClusterView
 from fleetd.registry.watch import Backoff
 from fleetd.systemd.manager import LOAD_FAILED, SystemdManager
 from fleetd.systemd.manager import UnitState as SystemdState
-from fleetd.unit import Requirements, UnitParseError, parse_unit
+from fleetd.unit import Requirements, UnitNameError, UnitParseError, parse_unit, validate_name
 
 __all__ = ["Agent"]
 
@@ -89,6 +89,7 @@ class Agent:
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
         self._published: dict[str, _Published] = {}
         self._requirements: dict[tuple[str, str], Requirements] = {}
+        self._refused: set[str] = set()  # job names that can not be unit files: never held here
         self._applied = asyncio.Condition()
         self._acting = asyncio.Lock()  # one plan applied at a time; leave/fence wait for it
         self._leaving = False
@@ -278,6 +279,8 @@ class Agent:
             key = (job.unit_hash, name)
             req = self._requirements.get(key)
             if req is None:
+                if name in self._refused or not self._valid_name(name):
+                    continue
                 content = view.units.get(job.unit_hash)
                 if content is None:
                     continue
@@ -285,6 +288,19 @@ class Agent:
             jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
         metadata = effective_metadata(view, self.machine.id, self.machine.metadata)
         return desired_units(self.machine.id, metadata, jobs, view.placements)
+
+    def _valid_name(self, name: str) -> bool:
+        """A job written to etcd by something else than the API may have a name that is no file
+        name (``../x.service``): it is refused once, with a warning, instead of ending the agent."""
+        try:
+            validate_name(name)
+        except UnitNameError as err:
+            self._refused.add(name)
+            log.warning(
+                "agent.unit_name_refused", unit=name, machine=self.machine.id, error=str(err)
+            )
+            return False
+        return True
 
     def _actual(self) -> dict[str, ActualUnit]:
         return {

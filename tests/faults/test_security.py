@@ -97,6 +97,8 @@ async def test_unit_names_never_escape_the_units_dir(registry: Registry, sock_di
                 if status >= 400:
                     err = json.loads(data)["error"]
                     assert err["code"] == status and (status == 404 or len(err["message"]) > 5)
+            # a rogue writer of etcd (not the API) stores a hostile name: the agent must refuse it
+            rogue = await _rogue_jobs(registry)
             status, _, _ = await asyncio.to_thread(
                 raw, server.unix_path, "PUT", "/fleet/v1/units/good.service", body, JSON
             )
@@ -110,11 +112,12 @@ async def test_unit_names_never_escape_the_units_dir(registry: Registry, sock_di
                 ),
             )
         snap = await registry.snapshot()
-        assert set(snap.jobs) == {"good.service", legal}  # nothing else was accepted
+        assert set(snap.jobs) - set(rogue) == {"good.service", legal}  # nothing else was accepted
+        assert not node.task.done()  # the rogue names did not end the agent
         assert sorted(os.listdir(units_dir)) == sorted(["good.service", legal])
         outside = [
             name
-            for name in ("passwd.service", "fleet-escape.service")
+            for name in ("passwd.service", "fleet-escape.service", "rogue-escape.service")
             if name in os.listdir("/etc") + os.listdir("/tmp")
         ]
         assert outside == []
@@ -128,17 +131,35 @@ async def test_unit_names_never_escape_the_units_dir(registry: Registry, sock_di
                 "fleet-escape.service",
                 "b.service",
                 "x.service",
+                "rogue-escape.service",
+                "abs-rogue.service",
             )
         ]
         assert stray == []
         report(
             "unit names vs the units dir",
             f"{len(HOSTILE) - 1} hostile names refused (400, or 404 for a raw '/'), "
-            f"units dir holds exactly {sorted(os.listdir(units_dir))}; 0 files outside it",
+            f"units dir holds exactly {sorted(os.listdir(units_dir))}; 0 files outside it; "
+            f"jobs written straight to etcd as {rogue}: none held by the agent, which kept running",
         )
     finally:
         await server.stop()
         await node.stop()
+
+
+ROGUE = ["../../rogue-escape.service", "/abs-rogue.service", ".rogue.service"]
+
+
+async def _rogue_jobs(registry: Registry) -> list[str]:
+    """Jobs written straight to the registry under hostile names (those it accepts)."""
+    stored = []
+    for name in ROGUE:
+        try:
+            await registry.create_job(name, LOOP, JobState.LAUNCHED)
+        except ValueError:
+            continue
+        stored.append(name)
+    return stored
 
 
 # --- no secrets in logs ----------------------------------------------------------------------
