@@ -12,6 +12,8 @@ declare -A need=(
   [ps]=procps
   [ssh]=openssh-client       # fleetctl ssh
   [sshd]=openssh-server      # the real sshd fleetctl ssh is tested against
+  [chromium]=chromium        # the headless browser fleetctl dashboard's tests drive
+  [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -250,6 +250,23 @@ class Client:
         finally:
             conn.close()
 
+    def events(self) -> Iterator[dict]:
+        """The registry's changes (`GET /x/events`): a `snapshot` line, then `units` and
+        `machines` lines as they happen, until the server goes away (then `Unreachable`)."""
+        conn, resp = self._open("GET", "/x/events", stream=True)
+        try:
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException) as err:
+                    raise Unreachable(0, f"lost the fleet API at {self.endpoint}: {err}") from err
+                if not line:
+                    raise Unreachable(0, f"lost the fleet API at {self.endpoint}: stream ended")
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            conn.close()
+
     def status(self, name: str) -> str:
         _, text = self._call(
             "GET", f"/x/units/{_q(name)}/status", timeout=max(self.timeout, _STATUS_TIMEOUT)

@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from fleetd import __version__
-from fleetd.api import extensions, machines, state, units
+from fleetd.api import events, extensions, machines, state, units
 from fleetd.api.pagination import PageToken, TokenError, token_from_query
 from fleetd.api.serialization import Fail, error_response, json_response
 from fleetd.api.units import current_state, units_of
@@ -242,11 +242,12 @@ class APIServer:
     def _app(self, *, peer: bool = False) -> web.Application:
         app = web.Application(client_max_size=self.max_body, middlewares=[self._middleware])
         app.on_response_prepare.append(self._server_header)
+        app.on_shutdown.append(events.on_shutdown)
         if peer:
             app.add_routes(extensions.routes(self.ctx, extensions.LOCAL, peer=True))
             return app
         for prefix in PREFIXES:
-            for resource in (units, state, machines, extensions):
+            for resource in (units, state, machines, extensions, events):
                 app.add_routes(resource.routes(self.ctx, prefix))
             app.add_routes([
                 web.route("*", f"{prefix}/discovery", self._discovery),

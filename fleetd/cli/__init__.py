@@ -14,7 +14,7 @@ import sys
 import click
 
 from fleetd import __version__
-from fleetd.cli import lists, remote, units
+from fleetd.cli import dashboard, lists, remote, units
 from fleetd.cli.context import Failure, Settings
 
 __all__ = ["fleetctl", "main"]
@@ -173,7 +173,7 @@ def help_(ctx: click.Context, command: str | None) -> None:
         click.echo(sub.get_help(sub_ctx))
 
 
-for _command in (*units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS):
+for _command in (*units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS, *dashboard.COMMANDS):
     fleetctl.add_command(_command)
 
 

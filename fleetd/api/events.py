@@ -1,0 +1,154 @@
+"""`GET /fleet/v1/x/events`: the registry's changes, pushed as newline-delimited JSON.
+
+A reader gets what it needs to keep a live view of the cluster without ever listing again:
+
+- first `{"type":"snapshot","revision","units":[Unit],"states":[UnitState],"machines":[Machine]}`
+  (the shapes of `/units`, `/state` and `/machines`; each Unit also has its content's `hash`);
+- then, for each registry change that shows in those views,
+  `{"type":"units","revision","units":[{"name","unit":Unit|null,"states":[UnitState]}]}` (every
+  unit the change touches, as it is now: `unit` null once destroyed) or
+  `{"type":"machines","revision","machines":[Machine]}` (the whole, short, machine list);
+- a new `snapshot` line after a compaction made the watch resync.
+
+Driven by the registry's watch (a snapshot, then its events; no polling). It runs until the
+client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from fleetd.api.machines import machines_of
+from fleetd.api.state import states_of
+from fleetd.api.units import unit_json, units_of
+from fleetd.registry import Snapshot
+from fleetd.registry.events import (
+    Event,
+    JobChanged,
+    JobDeleted,
+    MachineDown,
+    MachineUp,
+    MetadataChanged,
+    MetadataDeleted,
+    Resync,
+    ScheduleChanged,
+    ScheduleDeleted,
+    StateChanged,
+    StateDeleted,
+    UnitDeleted,
+    UnitStored,
+)
+
+if TYPE_CHECKING:
+    from fleetd.api.server import Context
+
+__all__ = ["change_line", "on_shutdown", "routes", "snapshot_line"]
+
+# the open streams of each application: they end when it shuts down (not after aiohttp's grace)
+_streams: weakref.WeakKeyDictionary[web.Application, set[asyncio.Task[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+# --- pure ------------------------------------------------------------------------------------
+def _with_hash(snapshot: Snapshot, unit: dict[str, Any] | None) -> dict[str, Any] | None:
+    if unit is not None:
+        unit["hash"] = snapshot.jobs[unit["name"]].unit_hash
+    return unit
+
+
+def snapshot_line(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "type": "snapshot",
+        "revision": snapshot.revision,
+        "units": [_with_hash(snapshot, dict(u)) for u in units_of(snapshot)],
+        "states": states_of(snapshot),
+        "machines": machines_of(snapshot),
+    }
+
+
+def _unit_entry(snapshot: Snapshot, name: str) -> dict[str, Any]:
+    job = snapshot.jobs.get(name)
+    unit = _with_hash(snapshot, unit_json(snapshot, job)) if job is not None else None
+    return {"name": name, "unit": unit, "states": states_of(snapshot, unit_name=name)}
+
+
+def _touched_units(before: Snapshot, event: Event) -> list[str]:
+    match event:
+        case JobChanged(job=job):
+            return [job.name]
+        case JobDeleted(name=name) | ScheduleDeleted(name=name) | StateDeleted(name=name):
+            return [name]
+        case ScheduleChanged(placement=placement):
+            return [placement.name]
+        case StateChanged(state=state):
+            return [state.name]
+        case UnitStored(unit=content):
+            return sorted(n for n, j in before.jobs.items() if j.unit_hash == content.hash)
+        case UnitDeleted(hash=h):
+            return sorted(n for n, j in before.jobs.items() if j.unit_hash == h)
+    return []
+
+
+def change_line(before: Snapshot, after: Snapshot, event: Event) -> dict[str, Any] | None:
+    """The line that tells a reader of `before` how to get to `after`; None if nothing shows."""
+    if isinstance(event, Resync):
+        return snapshot_line(after)
+    if isinstance(event, MachineUp | MachineDown | MetadataChanged | MetadataDeleted):
+        return {"type": "machines", "revision": after.revision, "machines": machines_of(after)}
+    names = _touched_units(before, event)
+    if not names:
+        return None
+    return {
+        "type": "units",
+        "revision": after.revision,
+        "units": [_unit_entry(after, name) for name in names],
+    }
+
+
+# --- handler ---------------------------------------------------------------------------------
+def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
+    async def events(request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        streams = _streams.setdefault(request.app, set())
+        if task is not None:
+            streams.add(task)
+        try:
+            return await follow(request)
+        finally:
+            streams.discard(task)  # type: ignore[arg-type]
+
+    async def follow(request: web.Request) -> web.StreamResponse:
+        snapshot = await ctx.snapshot()
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/x-ndjson"
+        resp.charset = "utf-8"
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(_encode(snapshot_line(snapshot)))
+        async with ctx.registry.watch(snapshot.revision + 1) as stream:
+            async for event in stream:
+                after = snapshot.apply(event)
+                line = change_line(snapshot, after, event)
+                snapshot = after
+                if line is not None:
+                    await resp.write(_encode(line))
+        return resp  # pragma: no cover - the watch ends only when the client leaves
+
+    return [web.get(f"{prefix}/x/events", events)]
+
+
+async def on_shutdown(app: web.Application) -> None:
+    """End the application's event streams (`app.on_shutdown`): a stream never ends by itself,
+    and aiohttp would otherwise wait its whole shutdown timeout for it."""
+    for task in list(_streams.get(app, ())):
+        task.cancel()
+
+
+def _encode(line: dict[str, Any]) -> bytes:
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"

@@ -1,0 +1,238 @@
+"""`fleetctl dashboard` in a real headless Chromium against a real 3-machine sandbox.
+
+The page is driven over chromedriver's W3C WebDriver API; every wait is `Browser.wait_for`, a
+MutationObserver in the page that answers when the DOM shows the expected state (the deadline is
+only a bound against hanging). The tests run in order on one cluster, one page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard.harness import Cluster, DashboardProcess
+from tests.dashboard.webdriver import Browser, available
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines"),
+    pytest.mark.skipif(
+        not available(),
+        reason="chromium and chromedriver are not installed (Debian packages chromium and "
+        "chromium-driver; `make system-deps` as root installs them)",
+    ),
+]
+
+
+def row(unit: str, col: str) -> str:
+    """JS: the text of a column of a unit's row ('' while the row is absent)."""
+    return (
+        f"(document.querySelector('tr[data-unit=\"{unit}\"] [data-col=\"{col}\"]') || "
+        "{textContent: ''}).textContent"
+    )
+
+
+def status_of(url: str, *, method: str = "GET", headers: dict[str, str] | None = None) -> int:
+    req = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_requests_without_the_token_are_refused(
+    cluster: Cluster, dashboard: DashboardProcess
+) -> None:
+    cluster.fleetctl("submit", "hello.service")
+    base, token = dashboard.base, dashboard.token
+    assert status_of(f"{base}/?token={token}") == 200
+    assert status_of(f"{base}/") == 403
+    assert status_of(f"{base}/?token=not-{token}") == 403
+    assert status_of(f"{base}/events") == 403
+    assert status_of(f"{base}/static/app.js") == 403
+    assert status_of(f"{base}/api/units/hello.service/status") == 403
+    assert status_of(f"{base}/api/units/hello.service/start", method="POST") == 403
+    # a page of another origin that learnt the port cannot rebind a name onto it
+    assert status_of(f"{base}/?token={token}", headers={"Host": "evil.example:80"}) == 403
+    # the refused start changed nothing
+    files = cluster.fleetctl("list-unit-files").stdout
+    assert any(line.split()[:3] == ["hello.service", "44d32a9", "inactive"]
+               for line in files.splitlines()), files  # fmt: skip
+
+
+def test_page_lists_machines_and_units(
+    cluster: Cluster, dashboard: DashboardProcess, browser: Browser
+) -> None:
+    browser.get(dashboard.url)
+    machines = browser.wait_for(
+        "const rows = document.querySelectorAll('#machines tbody tr');"
+        "return rows.length === 3 && [...rows].map(r => r.innerText).join('\\n');",
+        "three machines listed",
+    )
+    for ip, meta in (("127.0.0.11", "role=web"), ("127.0.0.12", "role=db"),
+                     ("127.0.0.13", "role=misc")):  # fmt: skip
+        assert ip in machines and meta in machines, machines
+    assert browser.wait_for(
+        f"return {row('hello.service', 'dstate')} === 'inactive' && "
+        f"{row('hello.service', 'hash')}",
+        "hello.service listed, inactive",
+    ) == "44d32a9"
+    assert browser.execute("return document.getElementById('banner').hidden") is True
+
+
+def test_started_unit_shows_active_running_without_reload(
+    cluster: Cluster, browser: Browser
+) -> None:
+    browser.execute("window.notReloaded = true")
+    cluster.fleetctl("start", "hello.service")
+    target = browser.wait_for(
+        f"return {row('hello.service', 'active')} === 'active' && "
+        f"{row('hello.service', 'sub')} === 'running' && {row('hello.service', 'target')}",
+        "hello.service active/running on the page",
+    )
+    assert "/127.0.0.1" in target
+    assert browser.execute(f"return {row('hello.service', 'state')}") == "launched"
+    assert browser.execute("return window.notReloaded") is True
+    machines = browser.execute(
+        "return [...document.querySelectorAll('#machines [data-col=units]')]"
+        ".map(c => c.textContent)"
+    )
+    assert machines.count("hello.service") == 1, machines
+
+
+def test_detail_shows_unit_file_status_and_new_journal_lines(browser: Browser) -> None:
+    browser.click('tr[data-unit="hello.service"] button')
+    unit_file = browser.wait_for(
+        "return document.getElementById('unit-file').textContent", "the unit file shown"
+    )
+    assert "[Service]\nExecStart=/bin/sh -c 'while true; do echo Hello World; sleep 1; done'" in (
+        unit_file
+    )
+    status = browser.wait_for(
+        "const t = document.getElementById('unit-status').textContent;"
+        "return t.includes('Active: active (running)') && t",
+        "the status text shown",
+    )
+    assert "hello.service - Hello World" in status
+    first = browser.wait_for(
+        "const lines = document.getElementById('journal').textContent.split('\\n')"
+        ".filter(l => l.includes('Hello World'));"
+        "return lines.length > 0 && lines;",
+        "journal lines shown",
+    )
+    newer = browser.wait_for(
+        f"const seen = {json.dumps(first)};"
+        "const lines = document.getElementById('journal').textContent.split('\\n')"
+        ".filter(l => l.includes('Hello World') && !seen.includes(l));"
+        "return lines.length > 0 && lines;",
+        "a new journal line arriving",
+    )
+    assert all("Hello World" in line for line in newer)
+
+
+def test_stop_button_stops_the_unit(cluster: Cluster, browser: Browser) -> None:
+    browser.click('#detail [data-action="stop"]')
+    browser.wait_for(
+        f"return {row('hello.service', 'dstate')} === 'loaded' && "
+        f"{row('hello.service', 'active')} === 'inactive'",
+        "hello.service stopped on the page",
+    )
+    units = cluster.fleetctl("list-units", "--no-legend", "--fields", "unit,active,sub").stdout
+    assert units.split() == ["hello.service", "inactive", "dead"], units
+    files = cluster.fleetctl("list-unit-files", "--no-legend", "--fields", "unit,dstate").stdout
+    assert files.split() == ["hello.service", "loaded"], files
+
+
+def test_filters(browser: Browser) -> None:
+    browser.type("#filter-name", "nothing-is-called-that")
+    browser.wait_for(
+        "return !document.querySelector('tr[data-unit]') && "
+        "!document.getElementById('units-empty').hidden",
+        "the name filter hides hello.service",
+    )
+    browser.execute(
+        "const f = document.getElementById('filter-name'); f.value = 'hello';"
+        "f.dispatchEvent(new Event('input'));"
+        "const s = document.getElementById('filter-state'); s.value = 'loaded';"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    browser.wait_for(
+        "return !!document.querySelector('tr[data-unit=\"hello.service\"]')",
+        "hello.service matches name hello, state loaded",
+    )
+    browser.execute(
+        "for (const id of ['filter-name', 'filter-state']) {"
+        " const f = document.getElementById(id); f.value = '';"
+        " f.dispatchEvent(new Event('input')); }"
+    )
+
+
+def test_destroy_asks_for_confirmation(cluster: Cluster, browser: Browser) -> None:
+    browser.click('#detail [data-action="destroy"]')
+    browser.wait_for("return document.getElementById('confirm').open", "the confirmation dialog")
+    browser.click("#confirm-cancel")
+    browser.wait_for("return !document.getElementById('confirm').open", "the dialog closed")
+    assert "hello.service" in cluster.fleetctl("list-unit-files").stdout
+    browser.click('#detail [data-action="destroy"]')
+    browser.wait_for("return document.getElementById('confirm').open", "the confirmation dialog")
+    browser.click("#confirm-destroy")
+    browser.wait_for(
+        "return !document.querySelector('tr[data-unit=\"hello.service\"]')",
+        "hello.service gone from the page",
+    )
+    assert "hello.service" not in cluster.fleetctl("list-unit-files").stdout
+
+
+def test_banner_while_fleetd_is_unreachable_then_recovery(
+    cluster: Cluster, browser: Browser, tmp_path: Path
+) -> None:
+    cluster.fleetctl("submit", "global.service")
+    socket_path = tmp_path / "fleet.sock"  # nothing there yet: fleetd is unreachable
+    env = dict(cluster.env, FLEETCTL_ENDPOINT=f"unix://{socket_path}")
+    dash = DashboardProcess(env)
+    try:
+        browser.get(dash.url)
+        banner = browser.wait_for(
+            "const b = document.getElementById('banner');"
+            "return !b.hidden && b.textContent.includes('fleetd is unreachable') && b.textContent",
+            "the unreachable banner",
+        )
+        assert str(socket_path) in banner
+        # fleetd "comes back": the path now leads to machine m1's API socket
+        real = cluster.env["FLEETCTL_ENDPOINT"].removeprefix("unix://")
+        os.symlink(real, socket_path)
+        browser.wait_for(
+            "return document.getElementById('banner').hidden && "
+            f"{row('global.service', 'target')} === 'global'",
+            "the banner gone and the units shown",
+        )
+    finally:
+        dash.stop()
+
+
+@pytest.mark.parametrize("width", [380])
+def test_readable_on_a_narrow_window(
+    dashboard: DashboardProcess, browser: Browser, width: int
+) -> None:
+    browser.execute("return 0")
+    browser.get(dashboard.url)
+    browser.wait_for(
+        "return document.querySelectorAll('#machines tbody tr').length === 3",
+        "machines listed",
+    )
+    # the page never needs horizontal scrolling as a whole: wide tables scroll in their box
+    browser._call("POST", browser._s("/window/rect"), {"width": width, "height": 800})
+    overflow = browser.execute(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, overflow
+    labels = browser.execute(
+        "return [...document.querySelectorAll('input, select')]"
+        ".every(c => c.labels && c.labels.length > 0)"
+    )
+    assert labels is True
