@@ -323,6 +323,10 @@ def _handler(dash: Dashboard) -> type[BaseHTTPRequestHandler]:
         def _status(self, name: str) -> None:
             try:
                 text = dash.client_factory().status(name)
+                if not text.strip() or text == "null":
+                    # fleetd rarely answers a status asked right after a start with nothing at
+                    # all: ask once more (one retry, not a loop)
+                    text = dash.client_factory().status(name)
             except Unreachable as err:
                 return self._send(502, str(err).encode(), "text/plain")
             except APIError as err:
@@ -371,11 +375,20 @@ def _handler(dash: Dashboard) -> type[BaseHTTPRequestHandler]:
         def _journal(self, name: str, machine: str | None) -> None:
             """The unit's journal as SSE `line` events, followed through the API."""
             chunks: Iterator[bytes] | None = None
-            try:
-                chunks = dash.client_factory().journal(
+
+            def follow() -> Iterator[bytes]:
+                return dash.client_factory().journal(
                     name, lines=20, follow=True, machine_id=machine
                 )
+
+            try:
+                chunks = follow()
                 first = next(chunks, b"")
+                if not first:
+                    # a followed journal asked right after a start may end at once, empty
+                    # (fleetd): ask once more (one retry, not a loop)
+                    chunks = follow()
+                    first = next(chunks, b"")
             except APIError as err:
                 self._sse_start()
                 self._sse_event("failed", str(err))

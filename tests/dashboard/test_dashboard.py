@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.dashboard.harness import Cluster, DashboardProcess
+from tests.dashboard.harness import BIN, Cluster, DashboardProcess
 from tests.dashboard.webdriver import Browser, available
 
 pytestmark = [
@@ -213,6 +214,39 @@ def test_banner_while_fleetd_is_unreachable_then_recovery(
         )
     finally:
         dash.stop()
+
+
+def test_fleetd_restart_shows_the_banner_then_recovers(
+    cluster: Cluster, dashboard: DashboardProcess, browser: Browser
+) -> None:
+    browser.get(dashboard.url)
+    browser.wait_for(
+        f"return {row('global.service', 'target')} === 'global'", "the page showing the units"
+    )
+    # record the banner's appearance as it happens (it may be short: fleetd comes back fast)
+    browser.execute(
+        "const b = document.getElementById('banner');"
+        "window.bannerTexts = [];"
+        "new MutationObserver(() => { if (!b.hidden) window.bannerTexts.push(b.textContent); })"
+        ".observe(b, {attributes: true, childList: true, characterData: true, subtree: true});"
+    )
+    subprocess.run(
+        [str(BIN / "fleetd"), "sandbox", "restart", "--dir", str(cluster.directory), "m1"],
+        check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+    texts = browser.wait_for(
+        "return window.bannerTexts.length > 0 && document.getElementById('banner').hidden"
+        f" && document.body.dataset.reachable === 'true' && {row('global.service', 'target')}"
+        " === 'global' && window.bannerTexts",
+        "the banner shown while m1's fleetd restarted, then gone",
+    )
+    assert any("fleetd is unreachable" in text for text in texts), texts
+    # live again: a change made now shows without a reload
+    cluster.fleetctl("destroy", "global.service")
+    browser.wait_for(
+        "return !document.querySelector('tr[data-unit=\"global.service\"]')",
+        "global.service gone after the restart",
+    )
 
 
 @pytest.mark.parametrize("width", [380])

@@ -202,12 +202,15 @@ function select(name) {
   $("detail-title").focus();
 }
 
+let statusAsked = 0;
 async function refreshStatus() {
   if (!selected) return;
-  const name = selected;
+  const name = selected, asked = ++statusAsked;
   const resp = await api(`api/units/${encodeURIComponent(name)}/status`).catch(() => null);
-  if (selected !== name) return;
-  $("unit-status").textContent = resp ? await resp.text() : "(dashboard server unreachable)";
+  if (selected !== name || asked !== statusAsked) return;  // a later answer is coming
+  const text = resp ? await resp.text() : "(the dashboard server is unreachable)";
+  $("unit-status").textContent = text.trim() && text !== "null" ? text
+    : "(fleetd gave no status text: press Refresh to ask again)";
 }
 
 function startJournal(name, machine) {
