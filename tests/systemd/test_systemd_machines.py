@@ -28,7 +28,7 @@ def host_mounts() -> str:
 
 
 async def first_line(manager: SystemdManager, unit: str) -> str:
-    async with manager.journal(unit, lines=0, follow=True) as lines:
+    async with manager.journal(unit, lines=5, follow=True) as lines:
         return await asyncio.wait_for(anext(lines), EVENT_DEADLINE)
 
 
