@@ -113,8 +113,10 @@ function matches(r) {
   return true;
 }
 
+const LABELS = { dstate: "DSTATE", state: "STATE", target: "TARGET", active: "ACTIVE",
+                 sub: "SUB", hash: "HASH" };
 function cell(col, text, cls = "") {
-  const c = el("td", { "data-col": col, text });
+  const c = el("td", { "data-col": col, "data-label": LABELS[col], text });
   c.className = [cls, ...text.split(", ").map((t) => `s-${t}`)].join(" ").trim();
   return c;
 }
