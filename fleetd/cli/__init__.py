@@ -9,6 +9,8 @@ flags, client and waiting.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import click
@@ -195,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`fleetctl journal -f | head`): not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 0
     except Exception as err:  # the API client's errors, reported in one line
         api = sys.modules.get("fleetd.api.client")
         if api is None or not isinstance(err, api.APIError):
