@@ -52,7 +52,7 @@ class Lease:
         first = 0.0 if self.reattached else interval
         try:
             while True:
-                await asyncio.sleep(first)
+                await asyncio.sleep(first)  # the heartbeat timer of a lease, not a state poll
                 first = interval
                 try:
                     ttl = await self._etcd.keep_alive_once(self.id)
