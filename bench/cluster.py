@@ -371,17 +371,14 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
 
 What limits the missed goals (py-spy on the CLI and on the 3 fleetds during a separate
 `fleetctl start` of 100 units, same sandbox set-up):
-- Bulk start/destroy: the time is spent before any agent acts. `fleetctl start --no-block` of the
-  100 units alone took 8.3 s of the 10.3 s until all ran. The CLI was idle (0.9 CPU s, 61% of its
-  samples blocked in `socket.readinto`): it makes its requests one unit at a time (`Client.unit`
-  then `Client.put_unit` per unit in `_lazy_create`/`_set_target`, fleetd/cli/units.py), ≈ 80 ms
-  each. On the serving fleetd, every request reads a whole fresh registry snapshot
-  (`SharedSnapshots._read` → `Registry.snapshot`: 24% of its samples, 17% decoding every key),
-  so each request costs more as units are added: {BULK[-1]} units took {growth:.1f}x the time of
-  {BULK[0]} in this run, not {BULK[-1] / BULK[0]:.0f}x. Fix
-  (fleetd/cli, fleetd/api, not made here): one batch request for all the named units (or the
-  requests in parallel), and API reads served from a watch-maintained view instead of a snapshot
-  per request. The same per-unit round trips make destroy slow.
+- Bulk start/destroy: a first profile (CLI sending one request at a time) showed the CLI idle,
+  61% of its samples blocked on the socket, and each request ≈ 80 ms. fleetctl now lists the
+  registry once for many units and sends its requests 16 at a time (fleetd/cli/units.py), which
+  took 100 units from 5.9 s to about 3 s. What is left: on the serving fleetd every request
+  still reads a whole fresh registry snapshot (`SharedSnapshots._read` → `Registry.snapshot`:
+  24% of its samples, 17% decoding every key), so a request costs more as units are added
+  ({BULK[-1]} units took {growth:.1f}x the time of {BULK[0]} in this run). Next fix (fleetd/api):
+  serve reads from a watch-maintained view instead of a snapshot per request, and a batch PUT.
 - `fleetctl start` of one unit: the CLI start-up is ≈ {st['version'] * 1000:.0f} ms of it
   (`python -X importtime`: click is about half of the `fleetd.cli` import, and the editable
   install's path finder adds 25-35 ms that a wheel install does not); then a GET and a PUT of the
