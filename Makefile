@@ -33,7 +33,9 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python -m fleetd.demo
 
+# the bench extra (matplotlib, for the plot) is installed on top of the test set-up
 bench: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[bench]'
 	@set -e; for b in bench/[!_]*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
