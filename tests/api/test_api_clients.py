@@ -17,8 +17,8 @@ from fleetd.api.client import APIError, Client, Unreachable
 from fleetd.api.server import APIServer, TLSFiles
 from fleetd.model import JobState
 from fleetd.registry import Registry
+from fleetd.sandbox.pki import make_pki
 from fleetd.unit import UnitFile, UnitOption
-from tests.registry.registry_certs import make_pki
 from tests.waiting import until
 
 M1 = "1" * 32

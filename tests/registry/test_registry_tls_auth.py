@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from registry_certs import Pki, make_pki
 from registry_helpers import unit
 
 from fleetd.errors import PermanentError
@@ -19,6 +18,7 @@ from fleetd.registry import (
     Submitted,
 )
 from fleetd.sandbox.etcd import EtcdServer, TLSFiles
+from fleetd.sandbox.pki import Pki, make_pki
 
 PREFIX = "/fleet/"
 

@@ -1,0 +1,184 @@
+"""A throw-away certificate authority for a TLS etcd: one CA, a server and client certificates.
+
+The sandbox (`fleetd sandbox up --tls`) and the tests use it. Every key is an ECDSA P-256 key;
+every certificate is signed by the CA and valid from five minutes ago for `days` days.
+
+- the server certificate has the SANs `localhost` and `127.0.0.1` (the sandbox binds only that)
+  and may serve and also act as a client (etcd's own `/health` check and `etcdctl` use it);
+- each client certificate is named `fleetd-<name>`: etcd with `--client-cert-auth` and auth on
+  takes a certificate's CN as the user when a request carries no password, so these CNs are never
+  etcd users and a certificate alone grants nothing.
+
+Files: `ca.pem`, `server.pem`, `server-key.pem`, `<name>.pem`, `<name>-key.pem` in `directory`
+(made mode 0700); keys are written mode 0600 from the start (never world-readable, not even for
+a moment); the CA's key is not written: nothing signs more certificates later.
+
+`cryptography` is imported here and only here; the sandbox imports this module only for `--tls`,
+so `fleetd` and `fleetctl` never load it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["Pki", "make_pki"]
+
+log = structlog.get_logger(__name__)
+
+KEY_MODE = 0o600
+CERT_MODE = 0o644
+DIR_MODE = 0o700
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Paths of the files `make_pki` wrote. `client_cert`/`client_key` are the first client's."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    clients: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+    @property
+    def client_cert(self) -> Path:
+        return next(iter(self.clients.values()))[0]
+
+    @property
+    def client_key(self) -> Path:
+        return next(iter(self.clients.values()))[1]
+
+    def client(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of the client `name`."""
+        return self.clients[name]
+
+
+def make_pki(
+    directory: Path,
+    ca_name: str = "fleetd test CA",
+    clients: Sequence[str] = ("client",),
+    days: int = 1,
+) -> Pki:
+    """Make a CA, a server certificate and one client certificate per name in `directory`."""
+    if not clients:
+        raise ValueError("make_pki needs at least one client name")
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(DIR_MODE)
+    validity = dt.timedelta(days=days)
+    ca_key, ca = _ca(ca_name, validity)
+    ca_path = _write(directory / "ca.pem", _pem(ca), CERT_MODE)
+    server_key, server = _leaf(ca_key, ca, "fleetd-etcd-server", validity, server=True)
+    server_paths = _write_pair(directory, "server", server_key, server)
+    client_paths = {}
+    for name in clients:
+        key, cert = _leaf(ca_key, ca, f"fleetd-{name}", validity, server=False)
+        client_paths[name] = _write_pair(directory, name, key, cert)
+    log.info("pki.made", dir=str(directory), ca=ca_name, clients=list(clients), days=days)
+    return Pki(ca_path, *server_paths, clients=client_paths)
+
+
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ca(cn: str, validity: dt.timedelta) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_CA_KEY_USAGE, critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    cn: str,
+    validity: dt.timedelta,
+    *,
+    server: bool,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_pair(
+    directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> tuple[Path, Path]:
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return (
+        _write(directory / f"{name}.pem", _pem(cert), CERT_MODE),
+        _write(directory / f"{name}-key.pem", key_pem, KEY_MODE),
+    )
+
+
+def _write(path: Path, data: bytes, mode: int) -> Path:
+    """Write `data` to a new file created with `mode` (an old file is replaced, not reused)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(path, mode)  # the umask may have narrowed the certificate's mode
+    return path
