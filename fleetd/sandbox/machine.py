@@ -8,6 +8,9 @@ Recipe: shared/docs/namespaced-systemd.md. Per machine:
 - `systemd --user` in a new mount namespace with a tmpfs on `/run` (private `/run/systemd/system`,
   `/run/fleet/units`, journal sockets), `/etc/machine-id` and `/var/log/journal` bind-mounted from
   the root directory, then `systemd-journald` inside that namespace;
+- optionally a network namespace made beforehand (`ip netns add NAME`, `netns="NAME"`): systemd
+  is started in it (`nsenter --net=/run/netns/NAME`), and every process of the machine (journald,
+  its fleetd, its units, `command()`) lives there too, so the machine can be cut off the network;
 - its bus is the machine's own dbus-daemon, socket-activated by the manager's `dbus.socket` on
   `$XDG_RUNTIME_DIR/bus`. (A dbus-daemon started beforehand, as the recipe did, loses that path
   to `dbus.socket`, and `systemd --user` only joins the bus once its own dbus.socket and
@@ -60,6 +63,7 @@ class Machine:
         machine_id: str | None = None,
         root: Path | None = None,
         start_timeout: float = 30.0,
+        netns: str | None = None,
     ) -> None:
         if not _NAME.fullmatch(name):
             raise PermanentError(f"machine name must match {_NAME.pattern}: {name!r}")
@@ -70,6 +74,7 @@ class Machine:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix=f"fm-{name}-")) if root is None else root
         self.start_timeout = start_timeout
+        self.netns = netns  # a network namespace of /run/netns, or None: the host's network
         self.slice = f"fleetd{name}.slice"
         self._systemd: asyncio.subprocess.Process | None = None
         self._journald: asyncio.subprocess.Process | None = None
@@ -126,9 +131,10 @@ class Machine:
         return env
 
     def command(self, argv: Sequence[str], *, join_cgroup: bool = True) -> list[str]:
-        """`argv` run inside this machine's mount namespace (use with `env()`)."""
+        """`argv` run inside this machine's mount (and network) namespace (use with `env()`)."""
         inner = ["sh", "-c", f'{_JOIN_CGROUP}; exec "$@"', "sh", *argv] if join_cgroup else [*argv]
-        return ["nsenter", "-t", str(self.systemd_pid), "-m", "--", *inner]
+        namespaces = ["-m", "-n"] if self.netns else ["-m"]
+        return ["nsenter", "-t", str(self.systemd_pid), *namespaces, "--", *inner]
 
     async def exec(
         self, *argv: str, env: Mapping[str, str] | None = None, join_cgroup: bool = True,
@@ -208,9 +214,10 @@ class Machine:
             f"mount --bind {self.root / 'journal'} /var/log/journal; "
             "exec systemd --user"
         )
+        enter_net = ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []
         with _NotifySocket(self.runtime_dir / "notify.systemd") as notify:
             self._systemd = await asyncio.create_subprocess_exec(
-                "unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                *enter_net, "unshare", "-m", "--propagation", "private", "sh", "-c", script,
                 env=self.env({"NOTIFY_SOCKET": str(notify.path)}),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
