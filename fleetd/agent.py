@@ -36,7 +36,7 @@ from fleetd.registry import (
     StateDeleted,
     effective_metadata,
 )
-from fleetd.registry.view import ClusterView
+from fleetd.registry.events import ClusterView
 from fleetd.registry.watch import Backoff
 from fleetd.systemd.manager import LOAD_FAILED, SystemdManager
 from fleetd.systemd.manager import UnitState as SystemdState

@@ -37,7 +37,7 @@ from fleetd.registry import (
     StateDeleted,
     effective_metadata,
 )
-from fleetd.registry.view import ClusterView
+from fleetd.registry.events import ClusterView
 from fleetd.registry.watch import Backoff
 from fleetd.unit import Requirements
 
@@ -78,7 +78,7 @@ def plan_for(snapshot: Snapshot, cache: dict[tuple[str, str], Requirements]) -> 
     return plan_engine(
         job_specs(snapshot.jobs, snapshot.units, cache),
         (MachineSpec(m, effective_metadata(snapshot, m)) for m in snapshot.machines),
-        {name: p.machine_id for name, p in snapshot.placements.items()},
+        snapshot.placements,
     )
 
 

@@ -247,8 +247,9 @@ class UnitFile:
         return values[0] if values else ""
 
     def requirements(self, unit_name: str) -> Requirements:
-        """The [X-Fleet] requirements of this file when submitted under `unit_name`."""
-        return Requirements.of(self, unit_name)
+        """The [X-Fleet] requirements of this file when submitted under `unit_name` (computed
+        once per file and name: readers ask for them per unit on every event they follow)."""
+        return _requirements(self, unit_name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,3 +564,8 @@ def _fields(values: Iterable[str]) -> list[str]:
 
 def _dedup(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
+
+
+@functools.lru_cache(maxsize=16384)
+def _requirements(unit: UnitFile, unit_name: str) -> Requirements:
+    return Requirements.of(unit, unit_name)

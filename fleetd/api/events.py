@@ -28,20 +28,14 @@ from fleetd.api.state import states_of
 from fleetd.api.units import unit_json, units_of
 from fleetd.registry import Snapshot
 from fleetd.registry.events import (
+    ClusterView,
     Event,
-    JobChanged,
-    JobDeleted,
     MachineDown,
     MachineUp,
     MetadataChanged,
     MetadataDeleted,
     Resync,
-    ScheduleChanged,
-    ScheduleDeleted,
-    StateChanged,
-    StateDeleted,
-    UnitDeleted,
-    UnitStored,
+    units_touched,
 )
 
 if TYPE_CHECKING:
@@ -78,30 +72,16 @@ def _unit_entry(snapshot: Snapshot, name: str) -> dict[str, Any]:
     return {"name": name, "unit": unit, "states": states_of(snapshot, unit_name=name)}
 
 
-def _touched_units(before: Snapshot, event: Event) -> list[str]:
-    match event:
-        case JobChanged(job=job):
-            return [job.name]
-        case JobDeleted(name=name) | ScheduleDeleted(name=name) | StateDeleted(name=name):
-            return [name]
-        case ScheduleChanged(placement=placement):
-            return [placement.name]
-        case StateChanged(state=state):
-            return [state.name]
-        case UnitStored(unit=content):
-            return sorted(n for n, j in before.jobs.items() if j.unit_hash == content.hash)
-        case UnitDeleted(hash=h):
-            return sorted(n for n, j in before.jobs.items() if j.unit_hash == h)
-    return []
-
-
-def change_line(before: Snapshot, after: Snapshot, event: Event) -> dict[str, Any] | None:
-    """The line that tells a reader of `before` how to get to `after`; None if nothing shows."""
+def change_line(
+    touched: list[str] | None, after: Snapshot | ClusterView, event: Event
+) -> dict[str, Any] | None:
+    """The line that tells a reader how to get to `after` from the view before `event`, whose
+    `units_touched` were `touched`; None if nothing shows."""
     if isinstance(event, Resync):
         return snapshot_line(after)
     if isinstance(event, MachineUp | MachineDown | MetadataChanged | MetadataDeleted):
         return {"type": "machines", "revision": after.revision, "machines": machines_of(after)}
-    names = _touched_units(before, event)
+    names = touched
     if not names:
         return None
     return {
@@ -131,11 +111,12 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         await resp.write(_encode(snapshot_line(snapshot)))
+        view = ClusterView(snapshot)
         async with ctx.registry.watch(snapshot.revision + 1) as stream:
             async for event in stream:
-                after = snapshot.apply(event)
-                line = change_line(snapshot, after, event)
-                snapshot = after
+                touched = units_touched(view.jobs, event)
+                view.apply(event)
+                line = change_line(touched, view, event)
                 if line is not None:
                     await resp.write(_encode(line))
         return resp  # pragma: no cover - the watch ends only when the client leaves

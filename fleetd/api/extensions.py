@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -21,6 +21,7 @@ from fleetd.api.units import current_state, is_global
 from fleetd.engine import plan_for
 from fleetd.model import JobState, ModelError
 from fleetd.registry import Snapshot
+from fleetd.registry.events import ClusterView, units_touched
 
 if TYPE_CHECKING:
     from fleetd.api.server import Context
@@ -45,13 +46,15 @@ def unit_machines(snapshot: Snapshot, name: str, *, verb: str = "loaded") -> lis
     elif current_state(snapshot, job) == JobState.INACTIVE:
         machines = []
     else:
-        machines = [snapshot.placements[name].machine_id]
+        machines = [snapshot.placements[name]]
     if not machines:
         raise Fail(409, f"Unit {name} does not appear to be {verb}.")
     return machines
 
 
-def reached(snapshot: Snapshot, name: str, state: JobState, active: bool) -> dict[str, Any] | None:
+def reached(
+    snapshot: Snapshot | ClusterView, name: str, state: JobState, active: bool
+) -> dict[str, Any] | None:
     """The progress line of a unit that is in `state` (and systemd-active if asked), else None."""
     job = snapshot.jobs.get(name)
     if job is None:
@@ -61,14 +64,14 @@ def reached(snapshot: Snapshot, name: str, state: JobState, active: bool) -> dic
     current = current_state(snapshot, job)
     if current != state.value:
         return None
-    placement = snapshot.placements.get(name)
+    machine_id = snapshot.placements.get(name)
     line: dict[str, Any] = {"name": name, "currentState": current}
-    if placement is not None:
-        machine = snapshot.machines.get(placement.machine_id)
-        line["machineID"] = placement.machine_id
+    if machine_id is not None:
+        machine = snapshot.machines.get(machine_id)
+        line["machineID"] = machine_id
         line["machineIP"] = machine.public_ip if machine is not None else ""
         if active:
-            unit_state = snapshot.states.get((name, placement.machine_id))
+            unit_state = snapshot.states.get((name, machine_id))
             if unit_state is None or unit_state.active != "active":
                 return None
     elif active:
@@ -81,16 +84,16 @@ def pending_reason(snapshot: Snapshot, name: str, unplaced: Callable[[], dict[st
     job = snapshot.jobs.get(name)
     if job is None:
         return "unit does not exist"
-    placement = snapshot.placements.get(name)
-    if placement is None:
+    machine_id = snapshot.placements.get(name)
+    if machine_id is None:
         if job.desired == JobState.INACTIVE:
             return "desired state is inactive: the unit is not scheduled"
         return unplaced().get(name) or "waiting for the engine to schedule it"
-    unit_state = snapshot.states.get((name, placement.machine_id))
+    unit_state = snapshot.states.get((name, machine_id))
     if unit_state is None:
-        return f"waiting for machine {placement.machine_id} to report the unit"
+        return f"waiting for machine {machine_id} to report the unit"
     return (
-        f"systemd on machine {placement.machine_id} reports "
+        f"systemd on machine {machine_id} reports "
         f"{unit_state.load}/{unit_state.active}/{unit_state.sub}"
     )
 
@@ -245,25 +248,28 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         names, state, active, timeout = _wait_request(await read_json(request))
         snapshot = await ctx.snapshot()
         resp = await _stream_response(request, "application/x-ndjson")
-        pending = list(names)
+        pending = dict.fromkeys(names)
+        view = ClusterView(snapshot)
 
-        async def report(snap: Snapshot) -> None:
-            for name in list(pending):
-                line = reached(snap, name, state, active)
-                if line is not None:
-                    pending.remove(name)
+        async def report(candidates: Iterable[str] | None) -> None:
+            """Report the pending units among `candidates` (None: all) that reached it."""
+            for name in list(pending) if candidates is None else candidates:
+                if name in pending and (line := reached(view, name, state, active)) is not None:
+                    del pending[name]
                     await resp.write(json.dumps(line).encode() + b"\n")
 
-        await report(snapshot)
+        await report(None)
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     async with ctx.registry.watch(snapshot.revision + 1) as events:
                         async for event in events:
-                            snapshot = snapshot.apply(event)
-                            await report(snapshot)
+                            touched = units_touched(view.jobs, event)
+                            view.apply(event)
+                            await report(touched)
                             if not pending:
                                 break
+        snapshot = view.freeze(copy=False)
         plan: dict[str, str] | None = None
 
         def unplaced() -> dict[str, str]:

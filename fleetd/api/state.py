@@ -58,9 +58,9 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             raise Fail(405, "only GET supported against this resource")
         name = request.match_info["name"]
         snapshot = await ctx.snapshot()
-        placement = snapshot.placements.get(name)
-        if placement is not None and (name, placement.machine_id) in snapshot.states:
-            return json_response(state_json(snapshot.states[(name, placement.machine_id)]))
+        machine_id = snapshot.placements.get(name)
+        if machine_id is not None and (name, machine_id) in snapshot.states:
+            return json_response(state_json(snapshot.states[(name, machine_id)]))
         states = states_of(snapshot, unit_name=name)
         if not states:
             raise Fail(404, "unit state does not exist")

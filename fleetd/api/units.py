@@ -45,10 +45,10 @@ def current_state(snapshot: Snapshot, job: Job) -> str | None:
     machine published a state; then "loaded", or "launched" when systemd runs it."""
     if is_global(snapshot, job):
         return None
-    placement = snapshot.placements.get(job.name)
-    if placement is None:
+    machine_id = snapshot.placements.get(job.name)
+    if machine_id is None:
         return JobState.INACTIVE.value
-    state = snapshot.states.get((job.name, placement.machine_id))
+    state = snapshot.states.get((job.name, machine_id))
     if state is None:
         return JobState.INACTIVE.value
     if state.active in LAUNCHED_ACTIVE:
@@ -71,9 +71,9 @@ def unit_json(snapshot: Snapshot, job: Job) -> dict[str, Any] | None:
     current = current_state(snapshot, job)
     if current is not None:
         out["currentState"] = current
-    placement = snapshot.placements.get(job.name)
-    if placement is not None:
-        out["machineID"] = placement.machine_id
+    machine_id = snapshot.placements.get(job.name)
+    if machine_id is not None:
+        out["machineID"] = machine_id
     return out
 
 

@@ -9,7 +9,7 @@ one event or raises ModelError for a corrupt value, which the caller logs and sk
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
@@ -27,6 +27,7 @@ from fleetd.registry.keys import KeyKind, KeyLayout
 
 __all__ = [
     "Change",
+    "ClusterView",
     "Event",
     "JobChanged",
     "JobDeleted",
@@ -45,6 +46,7 @@ __all__ = [
     "UnitStored",
     "decode_change",
     "decode_value",
+    "units_touched",
 ]
 
 
@@ -69,7 +71,7 @@ class Snapshot:
     revision: int
     jobs: Mapping[str, Job] = field(default_factory=_empty)
     units: Mapping[str, UnitContent] = field(default_factory=_empty)  # by hash
-    placements: Mapping[str, Placement] = field(default_factory=_empty)  # by job name
+    placements: Mapping[str, str] = field(default_factory=_empty)  # job name -> machine ID
     states: Mapping[tuple[str, str], UnitState] = field(default_factory=_empty)  # (name, machine)
     machines: Mapping[str, Machine] = field(default_factory=_empty)
     leader: LeaderInfo | None = None
@@ -77,49 +79,12 @@ class Snapshot:
     dynamic_metadata: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
 
     def apply(self, event: Event) -> Snapshot:
-        """The snapshot after `event` (a new object; this one is unchanged)."""
-        rev = event.revision
-        match event:
-            case Resync(snapshot=snap):
-                return snap
-            case JobChanged(job=job):
-                return replace(self, revision=rev, jobs=_with(self.jobs, job.name, job))
-            case JobDeleted(name=name):
-                return replace(self, revision=rev, jobs=_without(self.jobs, name))
-            case UnitStored(unit=unit):
-                return replace(self, revision=rev, units=_with(self.units, unit.hash, unit))
-            case UnitDeleted(hash=h):
-                return replace(self, revision=rev, units=_without(self.units, h))
-            case ScheduleChanged(placement=p):
-                return replace(self, revision=rev, placements=_with(self.placements, p.name, p))
-            case ScheduleDeleted(name=name):
-                return replace(self, revision=rev, placements=_without(self.placements, name))
-            case MachineUp(machine=m):
-                return replace(self, revision=rev, machines=_with(self.machines, m.id, m))
-            case MachineDown(machine_id=mid):
-                return replace(self, revision=rev, machines=_without(self.machines, mid))
-            case StateChanged(state=s):
-                key = (s.name, s.machine_id)
-                return replace(self, revision=rev, states=_with(self.states, key, s))
-            case StateDeleted(name=name, machine_id=mid):
-                return replace(self, revision=rev, states=_without(self.states, (name, mid)))
-            case LeaderChanged(leader=leader):
-                return replace(self, revision=rev, leader=leader)
-            case MetadataChanged(metadata=md):
-                dynamic = _with(self.dynamic_metadata, md.machine_id, md.values)
-                return replace(self, revision=rev, dynamic_metadata=dynamic)
-            case MetadataDeleted(machine_id=mid):
-                dynamic = _without(self.dynamic_metadata, mid)
-                return replace(self, revision=rev, dynamic_metadata=dynamic)
-        raise TypeError(f"not a registry event: {event!r}")
+        """The snapshot after `event` (a new object; this one is unchanged).
 
-
-def _with(m: Mapping, key: object, value: object) -> Mapping:
-    return MappingProxyType({**m, key: value})
-
-
-def _without(m: Mapping, key: object) -> Mapping:
-    return MappingProxyType({k: v for k, v in m.items() if k != key})
+        O(size) per event: readers that follow many events keep a `ClusterView` instead."""
+        view = ClusterView(self)
+        view.apply(event)
+        return view.freeze(copy=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,11 +288,32 @@ def decode_change(layout: KeyLayout, change: Change) -> Event | None:
     return None
 
 
+def units_touched(jobs: Mapping[str, Job], event: Event) -> list[str] | None:
+    """The units whose view `event` may change, given the jobs before it; None for "any"
+    (a resync, or a machine coming or going: placements and addresses of many units)."""
+    match event:
+        case JobChanged(job=job):
+            return [job.name]
+        case JobDeleted(name=name) | ScheduleDeleted(name=name) | StateDeleted(name=name):
+            return [name]
+        case ScheduleChanged(placement=placement):
+            return [placement.name]
+        case StateChanged(state=state):
+            return [state.name]
+        case UnitStored(unit=content):
+            return sorted(n for n, j in jobs.items() if j.unit_hash == content.hash)
+        case UnitDeleted(hash=h):
+            return sorted(n for n, j in jobs.items() if j.unit_hash == h)
+        case Resync() | MachineUp() | MachineDown():
+            return None
+    return []
+
+
 def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
     """Build a Snapshot from decoded documents (corrupt ones already dropped by the caller)."""
     jobs: dict[str, Job] = {}
     units: dict[str, UnitContent] = {}
-    placements: dict[str, Placement] = {}
+    placements: dict[str, str] = {}
     states: dict[tuple[str, str], UnitState] = {}
     machines: dict[str, Machine] = {}
     dynamic: dict[str, Mapping[str, str]] = {}
@@ -339,7 +325,7 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
             case UnitContent():
                 units[doc.hash] = doc
             case Placement():
-                placements[doc.name] = doc
+                placements[doc.name] = doc.machine_id
             case UnitState():
                 states[(doc.name, doc.machine_id)] = doc
             case Machine():
@@ -358,3 +344,79 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
         leader,
         MappingProxyType(dynamic),
     )
+
+
+class ClusterView:
+    """A mutable view of the cluster kept current in place from watch events: the one fold of
+    registry events (`Snapshot.apply` goes through it too).
+
+    The same fields as `Snapshot` — jobs, unit contents, placements (name → machine ID),
+    machines (their dynamic metadata apart: see `effective_metadata`), states, the leader —
+    as dicts updated in O(1) per event, for the engine, the agents and the API's long readers,
+    which follow every event of a cluster with thousands of jobs.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.reset(snapshot)
+
+    def reset(self, snapshot: Snapshot) -> None:
+        self.revision = snapshot.revision
+        self.jobs: dict[str, Job] = dict(snapshot.jobs)
+        self.units: dict[str, UnitContent] = dict(snapshot.units)
+        self.placements: dict[str, str] = dict(snapshot.placements)
+        self.machines: dict[str, Machine] = dict(snapshot.machines)
+        self.dynamic_metadata: dict[str, Mapping[str, str]] = dict(snapshot.dynamic_metadata)
+        self.states: dict[tuple[str, str], UnitState] = dict(snapshot.states)
+        self.leader: LeaderInfo | None = snapshot.leader
+
+    def apply(self, event: Event) -> None:
+        """Apply one event in place."""
+        self.revision = max(self.revision, event.revision)
+        match event:
+            case Resync(snapshot=snapshot):
+                self.reset(snapshot)
+            case JobChanged(job=job):
+                self.jobs[job.name] = job
+            case JobDeleted(name=name):
+                self.jobs.pop(name, None)
+            case UnitStored(unit=unit):
+                self.units[unit.hash] = unit
+            case UnitDeleted(hash=unit_hash):
+                self.units.pop(unit_hash, None)
+            case ScheduleChanged(placement=placement):
+                self.placements[placement.name] = placement.machine_id
+            case ScheduleDeleted(name=name):
+                self.placements.pop(name, None)
+            case MachineUp(machine=machine):
+                self.machines[machine.id] = machine
+            case MachineDown(machine_id=machine_id):
+                self.machines.pop(machine_id, None)
+            case MetadataChanged(metadata=metadata):
+                self.dynamic_metadata[metadata.machine_id] = metadata.values
+            case MetadataDeleted(machine_id=machine_id):
+                self.dynamic_metadata.pop(machine_id, None)
+            case StateChanged(state=state):
+                self.states[state.name, state.machine_id] = state
+            case StateDeleted(name=name, machine_id=machine_id):
+                self.states.pop((name, machine_id), None)
+            case LeaderChanged(leader=leader):
+                self.leader = leader
+            case _:
+                raise TypeError(f"not a registry event: {event!r}")
+
+    def freeze(self, *, copy: bool = True) -> Snapshot:
+        """This view as a Snapshot (`copy=False`: the view must not be changed afterwards)."""
+
+        def fixed(m: Mapping) -> Mapping:  # type: ignore[type-arg]
+            return MappingProxyType(dict(m) if copy else m)
+
+        return Snapshot(
+            self.revision,
+            fixed(self.jobs),
+            fixed(self.units),
+            fixed(self.placements),
+            fixed(self.states),
+            fixed(self.machines),
+            self.leader,
+            fixed(self.dynamic_metadata),
+        )

@@ -99,8 +99,7 @@ async def test_patched_metadata_places_and_moves_units(
 
     def on(mid: str | None) -> Callable[[Snapshot], bool]:
         def placed(s: Snapshot) -> bool:
-            p = s.placements.get("db.service")
-            return (p.machine_id if p else None) == mid
+            return s.placements.get("db.service") == mid
 
         return placed
 

@@ -68,12 +68,12 @@ async def agent_stand_in(registry: Registry, leases: dict[str, Lease]) -> None:
 
     async def sync() -> None:
         want: dict[tuple[str, str], tuple[str, str]] = {}
-        for name, placement in snapshot.placements.items():
+        for name, machine_id in snapshot.placements.items():
             job = snapshot.jobs.get(name)
             if job is None or job.desired == JobState.INACTIVE:
                 continue
             active = "active" if job.desired == JobState.LAUNCHED else "inactive"
-            want[(name, placement.machine_id)] = (active, job.unit_hash)
+            want[(name, machine_id)] = (active, job.unit_hash)
         for (name, mid), (active, unit_hash) in want.items():
             if published.get((name, mid)) != (active, unit_hash) and mid in leases:
                 sub = "running" if active == "active" else "dead"

@@ -225,8 +225,7 @@ def active_on(snapshot: Snapshot, unit: str) -> set[str]:
 
 
 def placed_on(snapshot: Snapshot, unit: str) -> str | None:
-    placement = snapshot.placements.get(unit)
-    return placement.machine_id if placement else None
+    return snapshot.placements.get(unit)
 
 
 def running_elsewhere(unit: str, dead: str) -> Callable[[Snapshot], bool]:
@@ -308,4 +307,4 @@ async def start_units(
 
 
 def local_units(snapshot: Snapshot, machine_id: str) -> set[str]:
-    return {name for name, p in snapshot.placements.items() if p.machine_id == machine_id}
+    return {name for name, m in snapshot.placements.items() if m == machine_id}

@@ -34,9 +34,8 @@ from fleetd.registry import (
     effective_metadata,
     merge_metadata,
 )
-from fleetd.registry.events import Change, decode_change
+from fleetd.registry.events import Change, ClusterView, decode_change
 from fleetd.registry.keys import KeyKind
-from fleetd.registry.view import ClusterView
 
 L = KeyLayout()
 

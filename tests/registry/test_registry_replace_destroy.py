@@ -37,7 +37,7 @@ async def test_replace_keeps_desired_state_and_placement_and_drops_unshared_cont
     snap = await registry.snapshot()
     assert snap.jobs["a.service"] == job
     assert set(snap.units) == {new.hash}  # the old content had no other user
-    assert snap.placements["a.service"].machine_id == "m1"  # the agent replaces it in place
+    assert snap.placements["a.service"] == "m1"  # the agent replaces it in place
     await lease.revoke()
 
 
