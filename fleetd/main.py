@@ -148,10 +148,19 @@ def sandbox() -> None:
     "and a role cycling web/db/misc",
 )
 @click.option("--agent-ttl", default="5s", show_default=True, help="lease TTL: 5 or 5s")
-def up(directory: str | None, machines: int, metadata: tuple[str, ...], agent_ttl: str) -> None:
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="etcd over TLS with client certificates and etcd auth: makes a CA and certificates "
+    "in DIR/pki, a root user and a `fleet` user limited to /fleet/; each fleetd gets its own "
+    "certificate and reads the password from DIR/pki/fleet.conf (mode 0600)",
+)
+def up(
+    directory: str | None, machines: int, metadata: tuple[str, ...], agent_ttl: str, tls: bool
+) -> None:
     """Start the sandbox (harmless when it already runs) and print the line to use it."""
     box = _sandbox(directory)
-    _run_sandbox(box.up(machines, list(metadata), _duration(agent_ttl)))
+    _run_sandbox(box.up(machines, list(metadata), _duration(agent_ttl), tls=tls))
     for line in box.status_lines():
         click.echo(line)
 

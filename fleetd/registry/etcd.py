@@ -253,6 +253,11 @@ class EtcdClient:
         elif isinstance(err, grpc.aio.AioRpcError):
             detail = f"{err.code().name}: {err.details()}"
         if self.config.tls and any(h in detail.lower() for h in _TLS_HINTS):
+            if self.config.cert_file is None:
+                detail += (
+                    "; no client certificate was presented (etcd_certfile, etcd_keyfile): "
+                    "an etcd started with --client-cert-auth refuses such clients"
+                )
             return EtcdTLSError(self.config.endpoints, detail, self.config.ca_file)
         return EtcdUnavailable(self.config.endpoints, detail)
 

@@ -30,6 +30,7 @@ from fleetd.errors import PermanentError
 from fleetd.registry import EtcdConfig, MachineUp, Registry
 from fleetd.sandbox.etcd import EtcdServer, free_ports
 from fleetd.sandbox.machine import Machine, pid_alive
+from fleetd.sandbox.tls import FLEET_USER, SandboxTLS, prepare_tls, secure_etcd
 
 __all__ = ["Sandbox", "SandboxError", "default_dir"]
 
@@ -72,6 +73,24 @@ class SandboxState:
     peer_port: int
     agent_ttl: float
     machines: list[MachineRecord] = field(default_factory=list)
+    # --tls: etcd serves https with client certificates and auth; certificates and the etcd
+    # credentials (files mode 0600, never this file) live in pki_dir
+    tls: bool = False
+    pki_dir: str = ""
+
+    @property
+    def etcd_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.etcd_port}"
+
+    @property
+    def secure(self) -> SandboxTLS | None:
+        return SandboxTLS(Path(self.pki_dir)) if self.tls else None
+
+    def etcd_config(self, request_timeout: float = 5.0) -> EtcdConfig:
+        endpoint = f"127.0.0.1:{self.etcd_port}"
+        if self.secure is None:
+            return EtcdConfig(endpoints=[endpoint], request_timeout=request_timeout)
+        return self.secure.etcd_config(endpoint, request_timeout)
 
     def save(self) -> None:
         path = Path(self.dir) / STATE_FILE
@@ -137,10 +156,19 @@ class Sandbox:
             raise SandboxError(f"no sandbox at {self.dir}: start one with `fleetd sandbox up`")
         return state
 
+    def etcd_config(self, request_timeout: float = 5.0) -> EtcdConfig:
+        """How to reach the sandbox's etcd as its fleetds do (with --tls: TLS, user fleet)."""
+        return self._require_state().etcd_config(request_timeout)
+
     def status_lines(self) -> list[str]:
         state = self._require_state()
         etcd = "running" if pid_alive(state.etcd_pid) else "stopped"
         lines = [f"sandbox {self.dir}", f"etcd\t127.0.0.1:{state.etcd_port}\t{etcd}"]
+        if state.tls:
+            lines[1] = (
+                f"etcd\t{state.etcd_url}\t{etcd}\tclient certificates and auth "
+                f"(user {FLEET_USER}), certificates and credentials in {state.pki_dir}"
+            )
         for r in state.machines:
             systemd = "up" if r.systemd_pid and pid_alive(r.systemd_pid) else "down"
             fleetd = "running" if r.fleetd_pid and pid_alive(r.fleetd_pid) else "stopped"
@@ -156,10 +184,17 @@ class Sandbox:
         machines: int = 3,
         metadata: Sequence[str] | None = None,
         agent_ttl: float = 5.0,
+        tls: bool = False,
     ) -> SandboxState:
         _preflight()
         existing = self.state
         if existing is not None:
+            if existing.tls != tls:
+                have, want = ("with", "without") if existing.tls else ("without", "with")
+                raise SandboxError(
+                    f"the sandbox at {self.dir} runs {have} --tls; `fleetd sandbox down` "
+                    f"first to start one {want} it"
+                )
             if pid_alive(existing.etcd_pid) and all(
                 pid_alive(r.systemd_pid) and pid_alive(r.fleetd_pid) for r in existing.machines
             ):
@@ -176,10 +211,13 @@ class Sandbox:
             raise SandboxError(f"{len(metadata)} --metadata values for {machines} machines")
         self.dir.mkdir(parents=True, exist_ok=True)
         etcd_port, etcd_peer, peer_port = free_ports(3)
-        etcd = _start_detached_etcd(self.dir, etcd_port, etcd_peer)
+        secure = prepare_tls(self.dir, [f"m{i + 1}" for i in range(machines)]) if tls else None
+        etcd = _start_detached_etcd(self.dir, etcd_port, etcd_peer, secure)
         state = SandboxState(
             str(self.dir), etcd.pid or 0, etcd_port, etcd_peer, peer_port, agent_ttl
         )
+        if secure is not None:
+            state.tls, state.pki_dir = True, str(secure.pki_dir)
         for i in range(machines):
             name = f"m{i + 1}"
             md = {"machine": name, "role": ROLES[i % len(ROLES)]}
@@ -192,6 +230,8 @@ class Sandbox:
             )
         state.save()
         try:
+            if secure is not None:
+                await asyncio.to_thread(secure_etcd, etcd, secure)
             await asyncio.gather(*(self._boot(state, r) for r in state.machines))
         except BaseException:
             await self.down()
@@ -209,8 +249,7 @@ class Sandbox:
     async def _start_fleetd(
         self, state: SandboxState, record: MachineRecord, machine: Machine
     ) -> None:
-        config = EtcdConfig(endpoints=[f"127.0.0.1:{state.etcd_port}"], request_timeout=5.0)
-        async with Registry(config) as registry:
+        async with Registry(state.etcd_config()) as registry:
             snapshot = await registry.snapshot()
             joined = asyncio.ensure_future(
                 _until_machine_up(registry, record.id, snapshot.revision + 1)
@@ -250,8 +289,10 @@ class Sandbox:
         self, state: SandboxState, record: MachineRecord, machine: Machine
     ) -> list[str]:
         md = ",".join(f"{k}={v}" for k, v in sorted(record.metadata.items()))
+        secure = state.secure.fleetd_flags(record.name) if state.secure else []
         return [
-            f"--etcd-servers=http://127.0.0.1:{state.etcd_port}",
+            f"--etcd-servers={state.etcd_url}",
+            *secure,
             f"--public-ip={record.ip}",
             f"--metadata={md}",
             f"--agent-ttl={state.agent_ttl}",
@@ -367,8 +408,16 @@ def _preflight() -> None:
             )
 
 
-def _start_detached_etcd(directory: Path, port: int, peer_port: int) -> EtcdServer:
-    server = EtcdServer(directory / "etcd", client_port=port, peer_port=peer_port, detached=True)
+def _start_detached_etcd(
+    directory: Path, port: int, peer_port: int, secure: SandboxTLS | None = None
+) -> EtcdServer:
+    server = EtcdServer(
+        directory / "etcd",
+        client_port=port,
+        peer_port=peer_port,
+        tls=secure.etcd_files() if secure else None,
+        detached=True,
+    )
     server.start()
     return server
 

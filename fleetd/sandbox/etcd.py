@@ -32,7 +32,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -95,6 +95,15 @@ class TLSFiles:
     cert: Path
     key: Path
     client_cert_auth: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdUser:
+    """An etcd user whose role may read and write the keys under `prefix` and nothing else."""
+
+    name: str
+    password: str = field(repr=False)
+    prefix: str
 
 
 class EtcdServer:
@@ -308,8 +317,11 @@ class EtcdServer:
         self.stop()
         self.start(timeout)
 
-    def etcdctl(self, *args: str, user: str | None = None, check: bool = True) -> str:
-        """Run etcdctl against this server; returns stdout."""
+    def etcdctl(
+        self, *args: str, user: str | None = None, check: bool = True, stdin: str | None = None
+    ) -> str:
+        """Run etcdctl against this server; returns stdout. `stdin` is fed to it (a password
+        read with `--interactive=false` never shows on a command line)."""
         cmd = [str(etcdctl_binary()), f"--endpoints={self.client_url}"]
         if self.tls:
             cmd += [f"--cacert={self.tls.ca}", f"--cert={self.tls.cert}", f"--key={self.tls.key}"]
@@ -321,11 +333,40 @@ class EtcdServer:
             text=True,
             check=False,
             env={**os.environ, "ETCDCTL_API": "3"},
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
             timeout=30,
         )
         if check and proc.returncode != 0:
             raise EtcdSandboxError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout
+
+    def enable_auth(self, root_password: str, users: Sequence[EtcdUser] = ()) -> None:
+        """Create `root` and `users` (each with a role of its name granting readwrite on its
+        prefix only), then turn auth on: etcd refuses to enable auth before root exists, and
+        afterwards every change needs root's password. Passwords go to etcdctl on stdin."""
+        self._add_user("root", root_password)
+        self.etcdctl("user", "grant-role", "root", "root")
+        for user in users:
+            self.etcdctl("role", "add", user.name)
+            self.etcdctl(
+                "role", "grant-permission", user.name, "readwrite", user.prefix, "--prefix=true"
+            )
+            self._add_user(user.name, user.password)
+            self.etcdctl("user", "grant-role", user.name, user.name)
+        self.etcdctl("auth", "enable")
+        log.info(
+            "sandbox.etcd_auth_enabled",
+            name=self.name,
+            users=["root", *(u.name for u in users)],
+            prefixes=[u.prefix for u in users],
+        )
+
+    def _add_user(self, name: str, password: str) -> None:
+        if not password or any(c.isspace() for c in password):
+            # etcdctl reads the password up to the first white space
+            raise EtcdSandboxError(f"the password of etcd user {name} is empty or has white space")
+        self.etcdctl("user", "add", name, "--interactive=false", stdin=password + "\n")
 
     def _log_tail(self, lines: int = 5) -> str:
         with contextlib.suppress(OSError):

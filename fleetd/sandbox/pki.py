@@ -5,9 +5,9 @@ every certificate is signed by the CA and valid from five minutes ago for `days`
 
 - the server certificate has the SANs `localhost` and `127.0.0.1` (the sandbox binds only that)
   and may serve and also act as a client (etcd's own `/health` check and `etcdctl` use it);
-- each client certificate is named `fleetd-<name>`: etcd with `--client-cert-auth` and auth on
-  takes a certificate's CN as the user when a request carries no password, so these CNs are never
-  etcd users and a certificate alone grants nothing.
+- each client certificate is named `fleetd-<name>` (CN and DNS SAN): etcd with
+  `--client-cert-auth` and auth on takes a certificate's CN as the user when a request carries
+  no password, so these CNs are never etcd users and a certificate alone grants nothing.
 
 Files: `ca.pem`, `server.pem`, `server-key.pem`, `<name>.pem`, `<name>-key.pem` in `directory`
 (made mode 0700); keys are written mode 0600 from the start (never world-readable, not even for
@@ -99,6 +99,18 @@ _CA_KEY_USAGE = x509.KeyUsage(
     decipher_only=False,
 )
 
+_LEAF_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -117,6 +129,7 @@ def _ca(cn: str, validity: dt.timedelta) -> tuple[ec.EllipticCurvePrivateKey, x5
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_CA_KEY_USAGE, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return key, cert
@@ -144,15 +157,18 @@ def _leaf(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_KEY_USAGE, critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
+    )
+    names: list[x509.GeneralName] = [x509.DNSName(cn)]  # RFC 5280 verifiers want a SAN
+    if server:
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
