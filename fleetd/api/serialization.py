@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import structlog
 from aiohttp import web
 
-__all__ = ["Fail", "error_response", "json_response", "read_json"]
+from fleetd.registry import EtcdUnavailable, RegistryConflict, RegistryError
+
+__all__ = ["ETCD_DOWN", "Fail", "error_response", "failure_of", "json_response", "read_json"]
+
+log = structlog.get_logger(__name__)
 
 JSON = "application/json"
+ETCD_DOWN = "fleet server unable to communicate with etcd"
 
 
 class Fail(Exception):
@@ -19,6 +25,23 @@ class Fail(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def failure_of(err: Exception, *, what: str) -> tuple[int, str] | None:
+    """The status and message a request that raised `err` is answered with (logged where the
+    operator should know); None for an exception that is a bug (the caller logs a 500)."""
+    match err:
+        case Fail(code=code, message=message):
+            return code, message
+        case EtcdUnavailable():
+            log.warning("api.etcd_unavailable", path=what, error=str(err))
+            return 503, ETCD_DOWN
+        case RegistryConflict():
+            return 503, str(err)
+        case RegistryError():
+            log.error("api.registry_error", path=what, error=str(err))
+            return 500, ""
+    return None
 
 
 def error_response(code: int, message: str = "") -> web.Response:

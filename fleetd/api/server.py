@@ -27,10 +27,10 @@ from aiohttp import web
 from fleetd import __version__
 from fleetd.api import events, extensions, machines, state, units
 from fleetd.api.pagination import PageToken, TokenError, token_from_query
-from fleetd.api.serialization import Fail, error_response, json_response
+from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.units import current_state, units_of
 from fleetd.metrics import METRICS
-from fleetd.registry import EtcdUnavailable, Registry, RegistryConflict, RegistryError, Snapshot
+from fleetd.registry import EtcdUnavailable, Registry, Snapshot
 
 __all__ = ["MAX_BODY", "PREFIXES", "APIServer", "Context", "Inspector", "TLSFiles"]
 
@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 PREFIXES = ("/fleet/v1", "/v1-alpha")
 MAX_BODY = 1 << 20  # bytes of request body accepted (413 beyond)
 _SD_LISTEN_FDS_START = 3
-ETCD_DOWN = "fleet server unable to communicate with etcd"
 
 
 class Inspector(Protocol):
@@ -270,30 +269,22 @@ class APIServer:
     ) -> web.StreamResponse:
         try:
             response = await handler(request)
-        except Fail as fail:
-            response = error_response(fail.code, fail.message)
         except web.HTTPRequestEntityTooLarge:
             response = error_response(
                 413, f"request body too large: at most {self.max_body} bytes are accepted"
             )
         except web.HTTPException as exc:  # no such route / method
             response = error_response(exc.status, exc.reason if exc.status != 404 else "")
-        except EtcdUnavailable as err:
-            self.ctx.metrics.etcd_errors += 1
-            log.warning("api.etcd_unavailable", path=request.path, error=str(err))
-            response = error_response(503, ETCD_DOWN)
-        except RegistryConflict as err:
-            self.ctx.metrics.etcd_errors += 1
-            response = error_response(503, str(err))
-        except RegistryError as err:
-            self.ctx.metrics.etcd_errors += 1
-            log.error("api.registry_error", path=request.path, error=str(err))
-            response = error_response(500)
         except (ConnectionError, aiohttp.ClientConnectionResetError):
             raise  # the client left mid-stream: nothing to answer
-        except Exception:
-            log.exception("api.crashed", method=request.method, path=request.path)
-            response = error_response(500)
+        except Exception as err:
+            answer = failure_of(err, what=request.path)
+            if answer is None:
+                log.exception("api.crashed", method=request.method, path=request.path)
+                answer = (500, "")
+            elif not isinstance(err, Fail):
+                self.ctx.metrics.etcd_errors += 1
+            response = error_response(*answer)
         self.ctx.metrics.requests[response.status] += 1
         return response
 

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from fleetd.api.pagination import paged
-from fleetd.api.serialization import Fail, json_response, read_json
+from fleetd.api.serialization import Fail, failure_of, json_response, read_json
 from fleetd.model import Job, JobState, ModelError
 from fleetd.registry import JobNotFound, Snapshot, Submitted, UnitExists
 from fleetd.unit import (
@@ -160,14 +160,43 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             async with lock_of(name):
                 return await put(body, name)
         if request.method == "DELETE":
-            try:
-                async with lock_of(name):
-                    await ctx.registry.destroy(name)
-            except JobNotFound:
-                raise Fail(404, "unit does not exist") from None
-            log.info("api.unit_destroyed", unit=name)
-            return web.Response(status=204)
+            return await delete(name)
         raise Fail(405, "only GET, PUT and DELETE supported against this resource")
+
+    async def batch(request: web.Request) -> web.Response:
+        """`POST x/units`: many unit requests in one (docs/api.md). Each is answered as its
+        own PUT or DELETE would be, in order; they run concurrently, a few at a time."""
+        items = _batch_request(await read_json(request))
+        limit = asyncio.Semaphore(_BATCH_CONCURRENCY)
+
+        async def one(method: str, name: str, body: object) -> dict[str, Any]:
+            async with limit:
+                try:
+                    if method == "DELETE":
+                        response = await delete(name)
+                    else:
+                        async with lock_of(name):
+                            response = await put(body, name)
+                except Exception as err:
+                    answer = failure_of(err, what=f"{request.path} {method} {name}")
+                    if answer is None:
+                        raise
+                    code, message = answer
+                    return {"name": name, "status": code,
+                            "error": {"code": code, "message": message}}  # fmt: skip
+            return {"name": name, "status": response.status}
+
+        results = await asyncio.gather(*(one(*item) for item in items))
+        return json_response({"responses": results})
+
+    async def delete(name: str) -> web.Response:
+        try:
+            async with lock_of(name):
+                await ctx.registry.destroy(name)
+        except JobNotFound:
+            raise Fail(404, "unit does not exist") from None
+        log.info("api.unit_destroyed", unit=name)
+        return web.Response(status=204)
 
     async def put(body: object, name: str) -> web.Response:
         if not isinstance(body, dict):
@@ -243,4 +272,31 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     return [
         web.route("*", f"{prefix}/units", collection),
         web.route("*", f"{prefix}/units/{{name}}", item),
+        web.post(f"{prefix}/x/units", batch),
     ]
+
+
+_BATCH_CONCURRENCY = 64  # requests of one batch in flight at once
+BATCH_LIMIT = 1000  # requests in one batch
+
+
+def _batch_request(body: object) -> list[tuple[str, str, object]]:
+    """(method, unit name, PUT body) of each request of a batch, or 400."""
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+        raise Fail(400, 'unable to decode body: expected {"requests": [...]}')
+    requests = body["requests"]
+    if not 1 <= len(requests) <= BATCH_LIMIT:
+        raise Fail(400, f"a batch holds 1 to {BATCH_LIMIT} requests, not {len(requests)}")
+    items: list[tuple[str, str, object]] = []
+    for i, req in enumerate(requests):
+        if not isinstance(req, dict) or req.get("method") not in ("PUT", "DELETE"):
+            raise Fail(400, f'request {i}: expected {{"method": "PUT" or "DELETE", ...}}')
+        name = req.get("name")
+        if not isinstance(name, str) or not name:
+            raise Fail(400, f"request {i}: name must be a non-empty string")
+        if req["method"] == "PUT" and not isinstance(req.get("body"), dict):
+            raise Fail(400, f"request {i}: a PUT needs a body object (a Unit)")
+        items.append((req["method"], name, req.get("body")))
+    if len({name for _, name, _ in items}) != len(items):
+        raise Fail(400, "a batch names each unit once")
+    return items

@@ -143,7 +143,10 @@ def _lazy_create(
         known[name] = {"name": name, "desiredState": "inactive", "options": _options(unit)}
         (created_global if reqs.is_global else created).append(name)
 
-    _parallel([lambda n=n, u=u, d=d: _put_options(client, n, u, d) for n, u, d in puts])
+    errors = _send(client, [_put(n, options=_options(u), desired_state=d) for n, u, d in puts])
+    for (name, _, _), err in zip(puts, errors, strict=True):
+        if err is not None:
+            raise _api_failure(f"Error creating units: failed creating unit {name}", err)
 
     # A created unit is inactive as soon as the PUT returns (nothing is placed yet): fleet's
     # wait for "inactive" here always ended at once, so the line is printed without waiting.
@@ -152,13 +155,52 @@ def _lazy_create(
     return replaced, known
 
 
-def _put_options(client: Any, name: str, unit: Any, desired_state: str | None = None) -> None:
-    from fleetd.api.client import APIError
+def _put(
+    name: str, *, options: list[dict[str, str]] | None = None, desired_state: str | None = None
+) -> dict[str, Any]:
+    """A unit PUT of a batch (see `_send`)."""
+    body: dict[str, Any] = {"name": name}
+    if options is not None:
+        body["options"] = options
+    if desired_state is not None:
+        body["desiredState"] = desired_state
+    return {"method": "PUT", "name": name, "body": body}
 
-    try:
-        client.put_unit(name, options=_options(unit), desired_state=desired_state)
-    except APIError as err:
-        raise _api_failure(f"Error creating units: failed creating unit {name}", err) from None
+
+def _send(client: Any, requests: list[dict[str, Any]]) -> list[Any]:
+    """Send unit requests (`_put`, or DELETEs): several go as one batch (fleetd's `x/units`),
+    or one request each, a few at a time, to a server without it. Returns, in order, None or
+    the APIError of each; a DELETE of a unit already gone counts as done."""
+    from fleetd.api.client import APIError, Unreachable
+
+    if len(requests) > 1:
+        try:
+            errors = client.batch(requests)
+        except APIError as err:
+            if err.code != 404 or isinstance(err, Unreachable):
+                return [err] * len(requests)  # each failed as the batch did
+        else:
+            return [
+                None if e is not None and e.code == 404 and r["method"] == "DELETE" else e
+                for r, e in zip(requests, errors, strict=True)
+            ]
+
+    def one(request: dict[str, Any]) -> Any:
+        try:
+            if request["method"] == "DELETE":
+                client.destroy_unit(request["name"])
+            else:
+                body = request["body"]
+                client.put_unit(
+                    request["name"],
+                    options=body.get("options"),
+                    desired_state=body.get("desiredState"),
+                )
+        except APIError as err:
+            return err
+        return None
+
+    return _parallel([lambda r=r: one(r) for r in requests])
 
 
 def _set_target(
@@ -195,13 +237,10 @@ def _set_target(
             continue
         (globals_ if is_global(unit) else waiting).append(name)
 
-    def change(name: str) -> None:
-        try:
-            client.put_unit(name, desired_state=state)
-        except APIError as err:
-            raise _api_failure(f"Error setting target state of unit {name}", err) from None
-
-    _parallel([lambda n=n: change(n) for n in changes])
+    errors = _send(client, [_put(n, desired_state=state) for n in changes])
+    for name, err in zip(changes, errors, strict=True):
+        if err is not None:
+            raise _api_failure(f"Error setting target state of unit {name}", err)
     return waiting, globals_
 
 
@@ -327,14 +366,13 @@ def start(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: 
 def _stop_or_unload(
     args: tuple[str, ...], *, verb: str, state: str, done: str, no_block: bool, block_attempts: int
 ) -> None:
-    from fleetd.api.client import APIError
 
     _require_args(args)
     units = _find_units(args)
     if not units:
         raise Failure("Units not found in registry")
     client = settings().client()
-    waiting: list[str] = []
+    changes: list[dict[str, Any]] = []
     for unit in units:
         name, current = unit["name"], unit.get("currentState")
         if not is_global(unit):
@@ -342,10 +380,13 @@ def _stop_or_unload(
                 raise Failure(f"Unable to stop unit {name} in state inactive")
             if current == state:
                 continue  # already there
-        try:
-            client.put_unit(name, desired_state=state)
-        except APIError as err:
-            raise _api_failure(f"Error setting target state of unit {name}", err) from None
+        changes.append(unit)
+    errors = _send(client, [_put(u["name"], desired_state=state) for u in changes])
+    waiting: list[str] = []
+    for unit, err in zip(changes, errors, strict=True):
+        name = unit["name"]
+        if err is not None:
+            raise _api_failure(f"Error setting target state of unit {name}", err)
         if is_global(unit):
             click.echo(f"Triggered global unit {name} {verb}")
         else:
@@ -397,7 +438,6 @@ def unload(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
 def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
     # Deleting is synchronous in the registry: when destroy_unit returns, the unit is gone, so
     # there is nothing to wait for; --no-block/--block-attempts are accepted for fleet's sake.
-    from fleetd.api.client import APIError
 
     _require_args(units)
     found = _find_units(units)
@@ -405,15 +445,8 @@ def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
         click.echo("Units not found in registry", err=True)
         return  # nothing left to destroy: the requested end state holds (exit 0, as fleet)
     client = settings().client()
-
-    def destroy_one(name: str) -> str | None:
-        try:
-            client.destroy_unit(name)
-        except APIError as err:
-            return f"Error destroying units: {err.message or err}"
-        return None
-
-    errors = _parallel([lambda n=unit["name"]: destroy_one(n) for unit in found])
+    answers = _send(client, [{"method": "DELETE", "name": u["name"]} for u in found])
+    errors = [None if a is None else f"Error destroying units: {a.message or a}" for a in answers]
     failed = [e for e in errors if e is not None]
     for unit, error in zip(found, errors, strict=True):
         if error is None:

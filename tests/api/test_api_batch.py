@@ -1,0 +1,166 @@
+"""`POST /fleet/v1/x/units`: many unit requests in one, over a real unix socket and real etcd.
+
+Each request of a batch is answered as its own PUT or DELETE would be; a malformed batch is
+refused as a whole (400) and changes nothing; fleetctl falls back to one request per unit
+against a server without the extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socketserver
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_helpers import HELLO, error_of, raw
+
+from fleetd.api.client import Client
+from fleetd.api.server import APIServer
+from fleetd.registry import Registry
+
+JSON = {"Content-Type": "application/json"}
+
+
+def post(sock: str, doc: object) -> tuple[int, object]:
+    status, _, body = raw(sock, "POST", "/fleet/v1/x/units", json.dumps(doc).encode(), JSON)
+    return status, json.loads(body)
+
+
+def put(name: str, **body: object) -> dict[str, object]:
+    return {"method": "PUT", "name": name, "body": {"name": name, **body}}
+
+
+async def test_each_request_answered_as_alone(
+    api: APIServer, client: Client, registry: Registry
+) -> None:
+    sock = api.unix_path
+    await asyncio.to_thread(client.put_unit, "old.service", options=HELLO)
+    requests = [
+        put("a.service", options=HELLO, desiredState="launched"),  # created: 201
+        put("b.service", options=HELLO),  # created inactive: 201
+        put("old.service", desiredState="loaded"),  # existing, new desired state: 204
+        put("new.service", desiredState="launched"),  # no options, does not exist: 409
+        put("bad/x.service", options=HELLO),  # not a unit name: 400
+        put("tmpl@.service", options=HELLO, desiredState="launched"),  # template: 400
+        {"method": "DELETE", "name": "gone.service"},  # 404
+    ]
+    status, body = await asyncio.to_thread(post, sock, {"requests": requests})
+    assert status == 200
+    answers = body["responses"]  # type: ignore[index]
+    assert [(a["name"], a["status"]) for a in answers] == [
+        ("a.service", 201), ("b.service", 201), ("old.service", 204), ("new.service", 409),
+        ("bad/x.service", 400), ("tmpl@.service", 400), ("gone.service", 404),
+    ]  # fmt: skip
+    assert answers[3]["error"] == {
+        "code": 409, "message": "unit does not exist and options field empty"
+    }  # fmt: skip
+    assert answers[5]["error"]["message"] == 'cannot activate template "tmpl@.service"'
+    assert "error" not in answers[0]
+    snap = await registry.snapshot()
+    assert {n: j.desired.value for n, j in snap.jobs.items()} == {
+        "a.service": "launched", "b.service": "inactive", "old.service": "loaded",
+    }  # fmt: skip
+
+    # deletes and puts together, through the client
+    errors = await asyncio.to_thread(
+        client.batch,
+        [{"method": "DELETE", "name": "a.service"}, put("b.service", desiredState="loaded")],
+    )
+    assert errors == [None, None]
+    snap = await registry.snapshot()
+    assert {n: j.desired.value for n, j in snap.jobs.items()} == {
+        "b.service": "loaded", "old.service": "loaded",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], 'unable to decode body: expected {"requests": [...]}'),
+        ({"requests": "x"}, 'unable to decode body: expected {"requests": [...]}'),
+        ({"requests": []}, "a batch holds 1 to 1000 requests, not 0"),
+        ({"requests": [{"method": "GET", "name": "a.service"}]},
+         'request 0: expected {"method": "PUT" or "DELETE", ...}'),
+        ({"requests": [{"method": "PUT", "name": "", "body": {}}]},
+         "request 0: name must be a non-empty string"),
+        ({"requests": [{"method": "PUT", "name": "a.service"}]},
+         "request 0: a PUT needs a body object (a Unit)"),
+        ({"requests": [put("a.service", options=HELLO), {"method": "DELETE", "name": "a.service"}]},
+         "a batch names each unit once"),
+        ({"requests": [{"method": "DELETE", "name": f"u{i}.service"} for i in range(1001)]},
+         "a batch holds 1 to 1000 requests, not 1001"),
+    ],
+)  # fmt: skip
+async def test_malformed_batch_is_refused_whole_and_changes_nothing(
+    api: APIServer, registry: Registry, doc: object, message: str
+) -> None:
+    before = await registry.snapshot()
+    status, _, body = await asyncio.to_thread(
+        raw, api.unix_path, "POST", "/fleet/v1/x/units", json.dumps(doc).encode(), JSON
+    )
+    assert (status, error_of(body)) == (400, (400, message))
+    after = await registry.snapshot()
+    assert after.jobs == before.jobs and after.units == before.units
+
+
+class _OldServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A fleet API without fleetd's extensions: answers every unit PUT 204, x/units 404."""
+
+    daemon_threads = True
+    seen: list[tuple[str, str]]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, status: int) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.seen.append((self.command, self.path.split("?")[0]))  # type: ignore[attr-defined]
+        body = b'{"error":{"code":404,"message":""}}' if status == 404 else b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self._answer(404)
+
+    def do_PUT(self) -> None:
+        self._answer(204)
+
+
+@pytest.fixture
+def old_server(tmp_path: Path) -> Iterator[_OldServer]:
+    server = _OldServer(str(tmp_path / "old.sock"), _Handler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_fleetctl_falls_back_to_one_request_per_unit(old_server: _OldServer) -> None:
+    from fleetd.cli.units import _put, _send
+
+    client = Client(f"unix://{old_server.server_address}")
+    errors = _send(client, [_put("a.service", desired_state="launched"),
+                            _put("b.service", desired_state="launched")])  # fmt: skip
+    assert errors == [None, None]
+    assert sorted(old_server.seen) == [
+        ("POST", "/fleet/v1/x/units"),
+        ("PUT", "/fleet/v1/units/a.service"),
+        ("PUT", "/fleet/v1/units/b.service"),
+    ]
