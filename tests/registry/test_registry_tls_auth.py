@@ -17,7 +17,7 @@ from fleetd.registry import (
     Registry,
     Submitted,
 )
-from fleetd.sandbox.etcd import EtcdServer, TLSFiles
+from fleetd.sandbox.etcd import EtcdServer, EtcdUser, TLSFiles
 from fleetd.sandbox.pki import Pki, make_pki
 
 PREFIX = "/fleet/"
@@ -35,15 +35,7 @@ def secure_etcd(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[
     tls = TLSFiles(pki.ca, pki.server_cert, pki.server_key, client_cert_auth=True)
     server = EtcdServer(tmp_path_factory.mktemp("etcd-tls") / "data", tls=tls).start()
     try:
-        server.etcdctl("user", "add", "root", "--new-user-password=rootpw")
-        server.etcdctl("user", "grant-role", "root", "root")
-        server.etcdctl("role", "add", "fleet")
-        server.etcdctl(
-            "role", "grant-permission", "fleet", "readwrite", PREFIX, "--prefix=true"
-        )
-        server.etcdctl("user", "add", "fleet", "--new-user-password=s3cret")
-        server.etcdctl("user", "grant-role", "fleet", "fleet")
-        server.etcdctl("auth", "enable")
+        server.enable_auth("rootpw", [EtcdUser("fleet", "s3cret", PREFIX)])
         yield server
     finally:
         server.stop()
