@@ -45,9 +45,6 @@ __all__ = ["Engine", "job_specs"]
 
 log = structlog.get_logger(__name__)
 
-# How many schedule/unschedule transactions the leader keeps in flight at once.
-_WRITE_CONCURRENCY = 64
-
 
 def job_specs(
     jobs: Mapping[str, Job],
@@ -201,7 +198,6 @@ class Engine:
 
     async def _act(self, view: _View) -> None:
         """Plan the whole view whenever it changed, and apply the plan."""
-        semaphore = asyncio.Semaphore(_WRITE_CONCURRENCY)
         while True:
             await view.dirty.wait()
             view.dirty.clear()
@@ -212,7 +208,7 @@ class Engine:
             self._report_unplaced(plan.unplaced)
             if plan.tasks:
                 steps = _steps(plan)
-                won = await asyncio.gather(*(self._apply(step, semaphore) for step in steps))
+                won = await self._apply(steps)
                 for step, ok in zip(steps, won, strict=True):
                     if ok:
                         view.wrote(step)
@@ -236,26 +232,26 @@ class Engine:
                 log.info("engine.unit_unplaced", unit=name, reason=why)
         self.unplaced = unplaced
 
-    async def _apply(self, step: _Step, semaphore: asyncio.Semaphore) -> bool:
-        """One guarded write: place, move (compare-and-swap old → new) or unplace a job."""
-        async with semaphore:
-            if step.new is None:
-                assert step.old is not None
-                won = await self.registry.unschedule(step.job, step.old)
-            else:
-                won = await self.registry.schedule(step.job, step.new, step.old)
-        action = "unschedule" if step.new is None else "schedule"
-        METRICS.inc("fleetd_engine_writes_total", action=action, outcome="won" if won else "lost")
-        seen = self._pending_since.pop(step.job, None)
-        if won and step.new is not None and seen is not None:
-            METRICS.observe("fleetd_placement_latency_seconds", time.monotonic() - seen)
-        log.info(
-            f"engine.{action}" if won else f"engine.{action}_lost",
-            unit=step.job,
-            machine=step.new or step.old,
-            previous=step.old if step.new else None,
-            reason=step.reason,
-        )
+    async def _apply(self, steps: list[_Step]) -> list[bool]:
+        """The plan's guarded writes — place, move (compare-and-swap old → new) or unplace a
+        job — many per etcd round trip, each winning or losing on its own."""
+        won = await self.registry.place([(step.job, step.old, step.new) for step in steps])
+        now = time.monotonic()
+        for step, ok in zip(steps, won, strict=True):
+            action = "unschedule" if step.new is None else "schedule"
+            METRICS.inc(
+                "fleetd_engine_writes_total", action=action, outcome="won" if ok else "lost"
+            )
+            seen = self._pending_since.pop(step.job, None)
+            if ok and step.new is not None and seen is not None:
+                METRICS.observe("fleetd_placement_latency_seconds", now - seen)
+            log.info(
+                f"engine.{action}" if ok else f"engine.{action}_lost",
+                unit=step.job,
+                machine=step.new or step.old,
+                previous=step.old if step.new else None,
+                reason=step.reason,
+            )
         return won
 
 

@@ -30,6 +30,7 @@ from etcd3aio import (
     EtcdUnauthenticatedError,
     prefix_range_end,
 )
+from etcd3aio._protobuf import RequestOp, TxnRequest
 from etcd3aio.kv import KVService
 
 from fleetd.registry.config import EtcdConfig
@@ -43,13 +44,25 @@ from fleetd.registry.errors import (
 )
 from fleetd.registry.events import Change
 
-__all__ = ["Cmp", "Delete", "EtcdClient", "Get", "KeyValue", "Put", "TxnResult", "WatchBatch"]
+__all__ = [
+    "MAX_NESTED",
+    "Cmp",
+    "Delete",
+    "EtcdClient",
+    "Get",
+    "Guarded",
+    "KeyValue",
+    "Put",
+    "TxnResult",
+    "WatchBatch",
+]
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
 _PAGE = 1000  # keys per range page when listing a prefix
+MAX_NESTED = 100  # nested transactions in one `txns` (etcd refuses over 128 ops per branch)
 _TLS_HINTS = ("ssl", "handshake", "certificate", "tls")
 
 
@@ -104,6 +117,14 @@ class TxnResult:
     succeeded: bool
     revision: int
     gets: tuple[tuple[KeyValue, ...], ...]  # one tuple per Get op of the branch that ran
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """One guarded write of `EtcdClient.txns`: `success` runs if every guard holds."""
+
+    compare: tuple[Cmp, ...]
+    success: tuple[Put | Delete, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +367,23 @@ class EtcdClient:
             if r.WhichOneof("response") == "response_range"
         )
         return TxnResult(resp.succeeded, resp.header.revision, gets)
+
+    async def txns(self, writes: Sequence[Guarded]) -> list[bool]:
+        """Independent guarded writes in one round trip and one revision: each is a nested
+        transaction of one outer txn, so each succeeds or fails on its own guards. Returns
+        whether each ran. At most MAX_NESTED writes (etcd's --max-txn-ops is 128)."""
+        if not 1 <= len(writes) <= MAX_NESTED:
+            raise ValueError(f"txns takes 1 to {MAX_NESTED} writes, not {len(writes)}")
+        nested = [
+            RequestOp(
+                request_txn=TxnRequest(
+                    compare=[_compare(c) for c in w.compare], success=[_op(o) for o in w.success]
+                )
+            )
+            for w in writes
+        ]
+        resp = await self._call("txn", lambda c: c.kv.txn([], nested, timeout=self._t))  # type: ignore[union-attr]
+        return [r.response_txn.succeeded for r in resp.responses]
 
     async def compact(self, revision: int) -> None:
         await self._call(

@@ -7,7 +7,8 @@ Readers call `snapshot()` (everything at one revision) and then `watch(snapshot.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from enum import StrEnum
 from types import TracebackType
@@ -35,7 +36,7 @@ from fleetd.registry.errors import (
     WatchCompacted,
     WatchInterrupted,
 )
-from fleetd.registry.etcd import Cmp, Delete, EtcdClient, Get, KeyValue, Put
+from fleetd.registry.etcd import MAX_NESTED, Cmp, Delete, EtcdClient, Get, Guarded, KeyValue, Put
 from fleetd.registry.events import LeaderChanged, Resync, Snapshot, decode_value, snapshot_from
 from fleetd.registry.keys import KeyKind, KeyLayout
 from fleetd.registry.leases import Lease
@@ -318,36 +319,34 @@ class Registry:
     async def schedule(self, name: str, machine_id: str, expected: str | None = None) -> bool:
         """Place a job on a machine if its placement is still `expected` (None = unscheduled)
         and the job still exists. Returns whether this write won."""
-        key = self.keys.schedule(name)
-        guard = (
-            Cmp(key, "version", "==", 0)
-            if expected is None
-            else Cmp(key, "value", "==", Placement(name, expected).encode())
-        )
-        res = await self._etcd.txn(
-            [Cmp(self.keys.job(name), "version", ">", 0), guard],
-            [Put(key, Placement(name, machine_id).encode())],
-        )
-        log.info(
-            "registry.scheduled" if res.succeeded else "registry.schedule_lost",
-            unit=name,
-            machine=machine_id,
-            expected=expected,
-        )
-        return res.succeeded
+        return (await self.place([(name, expected, machine_id)]))[0]
 
     async def unschedule(self, name: str, expected_machine: str) -> bool:
         """Remove a placement if it is still on `expected_machine`. Returns whether it won."""
+        return (await self.place([(name, expected_machine, None)]))[0]
+
+    async def place(self, changes: Sequence[tuple[str, str | None, str | None]]) -> list[bool]:
+        """Placement changes `(job, expected machine or None, new machine or None)`, each
+        guarded on the placement still being `expected` (and, to place, on the job existing),
+        each winning or losing on its own; up to MAX_NESTED of them per round trip (nested
+        transactions), the round trips concurrent. Returns whether each won."""
+        writes = [self._placement_write(*change) for change in changes]
+        chunks = [writes[i : i + MAX_NESTED] for i in range(0, len(writes), MAX_NESTED)]
+        results = await asyncio.gather(*(self._etcd.txns(chunk) for chunk in chunks))
+        won = [ok for chunk in results for ok in chunk]
+        log.debug("registry.placed", changes=len(changes), won=sum(won))
+        return won
+
+    def _placement_write(self, name: str, expected: str | None, new: str | None) -> Guarded:
         key = self.keys.schedule(name)
-        res = await self._etcd.txn(
-            [Cmp(key, "value", "==", Placement(name, expected_machine).encode())], [Delete(key)]
-        )
-        log.info(
-            "registry.unscheduled" if res.succeeded else "registry.unschedule_lost",
-            unit=name,
-            machine=expected_machine,
-        )
-        return res.succeeded
+        if expected is None:
+            guard = Cmp(key, "version", "==", 0)
+        else:
+            guard = Cmp(key, "value", "==", Placement(name, expected).encode())
+        if new is None:
+            return Guarded((guard,), (Delete(key),))
+        job_exists = Cmp(self.keys.job(name), "version", ">", 0)
+        return Guarded((job_exists, guard), (Put(key, Placement(name, new).encode()),))
 
     # --- machines, states, leases ----------------------------------------------------------
     async def grant_lease(self, ttl: int, lease_id: int | None = None) -> Lease:

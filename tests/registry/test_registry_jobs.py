@@ -155,3 +155,33 @@ async def test_concurrent_submits_of_one_name_store_one_file(registry: Registry)
     assert sorted(type(r).__name__ for r in results) == ["Submitted", "UnitExists"]
     snap = await registry.snapshot()
     assert len(snap.units) == 1 and snap.jobs["x.service"].unit_hash in snap.units
+
+
+async def test_place_many_each_wins_or_loses_on_its_own_guard(registry: Registry) -> None:
+    for name in ("a.service", "b.service", "c.service"):
+        await registry.create_job(name, unit())
+    assert await registry.schedule("b.service", "m1")
+    before = (await registry.snapshot()).revision
+    won = await registry.place([
+        ("a.service", None, "m1"),  # unplaced -> m1: wins
+        ("b.service", "m9", "m2"),  # expected m9 but on m1: loses
+        ("c.service", None, "m3"),  # wins
+        ("ghost.service", None, "m1"),  # no such job: loses
+    ])  # fmt: skip
+    assert won == [True, False, True, False]
+    snap = await registry.snapshot()
+    assert dict(snap.placements) == {"a.service": "m1", "b.service": "m1", "c.service": "m3"}
+    assert snap.revision == before + 1  # the winners of one round trip: one revision
+
+    won = await registry.place([("a.service", "m1", None), ("b.service", "m1", "m2")])
+    assert won == [True, True]
+    assert dict((await registry.snapshot()).placements) == {"b.service": "m2", "c.service": "m3"}
+
+
+async def test_place_more_than_one_round_trip_holds(registry: Registry) -> None:
+    names = [f"u{i:03d}.service" for i in range(250)]  # three nested-txn round trips
+    await asyncio.gather(*(registry.create_job(n, unit()) for n in names))
+    won = await registry.place([(n, None, f"m{i % 7}") for i, n in enumerate(names)])
+    assert won == [True] * 250
+    placements = (await registry.snapshot()).placements
+    assert placements == {n: f"m{i % 7}" for i, n in enumerate(names)}
