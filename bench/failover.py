@@ -230,7 +230,9 @@ processes, by cgroup) to the watch event of each step; median (min-max) where th
 runs. The dead machine is noticed when its lease expires, so the configured agent_ttl is the
 baseline, and the time after it is fleetd's own (the engine's re-plan, the new machine's agent
 loading and starting the unit, its state published). The engines' leader lease has the same TTL
-as the agents' (`round(agent_ttl)`), so when the leader dies both expire about together.
+as the agents' (`round(agent_ttl)`), so when the leader dies both expire about together. A
+lease expires ttl after its last keep-alive (one every ttl/3), not after the kill, so a run can
+end up to ttl/3 sooner than ttl after the kill.
 
 {missed_text}
 
