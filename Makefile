@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all setup system-deps demo test lint bench clean
+.PHONY: all setup system-deps demo test test-quick test-faults lint bench clean
 
 all: test
 
@@ -29,6 +29,16 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# While iterating: everything but the tests marked slow (fault matrix, fuzzers, walkthrough).
+test-quick: lint
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+# Only the fault matrix and the fuzzers, with their measured figures (FIGURE lines) shown.
+test-faults: $(STAMP)
+	@$(BIN)/pytest tests/faults tests/fuzz -s -p no:cacheprovider $(PYTEST_ARGS) >$(VENV)/faults.log 2>&1; \
+	rc=$$?; grep -E '^FIGURE|^FAILED|^ERROR|[0-9]+ (passed|failed)' $(VENV)/faults.log; \
+	echo "(full output: $(VENV)/faults.log)"; exit $$rc
 
 demo: $(STAMP)
 	$(BIN)/python -m fleetd.demo

@@ -15,6 +15,20 @@ import pytest
 from fleetd.registry import EtcdConfig, Registry
 from fleetd.sandbox.etcd import EtcdCluster, EtcdServer
 
+# The fault matrix and the fuzzers (5-20 s each; `make test-faults` runs just them, printing
+# their FIGURE lines), the end-to-end walkthrough and the dashboard's restart are `slow`: still
+# part of `make test` and CI (the whole suite takes about 5 minutes on 2 cores, well inside the
+# 15-minute budget); `make test-quick` leaves them out while iterating.
+_SLOW_DIRS = ("faults", "fuzz")
+_SLOW_TESTS = ("test_walkthrough", "test_fleetd_restart_shows_the_banner_then_recovers")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.parts
+        if any(d in parts for d in _SLOW_DIRS) or item.name in _SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
