@@ -82,8 +82,8 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def collection(request: web.Request) -> web.Response:
         if request.method == "GET":
             tok = ctx.page_token(request)
-            snapshot = await ctx.snapshot()
-            return json_response(paged("machines", machines_of(snapshot), tok))
+            snapshot = await ctx.listing(tok)
+            return json_response(paged("machines", machines_of(snapshot), tok, snapshot.revision))
         if request.method == "PATCH":
             changes = parse_patch(await read_json(request))
             by_machine: dict[str, dict[str, str]] = {}

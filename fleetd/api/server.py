@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 import stat
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ from fleetd.api.pagination import PageToken, TokenError, token_from_query
 from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.units import current_state, units_of
 from fleetd.metrics import METRICS
-from fleetd.registry import EtcdUnavailable, Registry, Snapshot
+from fleetd.registry import EtcdUnavailable, Registry, Snapshot, WatchCompacted
 
 __all__ = ["MAX_BODY", "PREFIXES", "APIServer", "Context", "Inspector", "TLSFiles"]
 
@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 PREFIXES = ("/fleet/v1", "/v1-alpha")
 MAX_BODY = 1 << 20  # bytes of request body accepted (413 beyond)
+_LISTINGS_KEPT = 4  # recent snapshots kept for the next pages of listings
 _SD_LISTEN_FDS_START = 3
 
 
@@ -135,13 +136,30 @@ class Context:
     session: aiohttp.ClientSession | None = None
     snapshots: SharedSnapshots = field(init=False)
     _units: tuple[int, list[dict[str, Any]]] = (-1, [])
+    _listings: OrderedDict[int, Snapshot] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.snapshots = SharedSnapshots(self.registry)
 
     async def snapshot(self) -> Snapshot:
         """The registry at one revision, read after this call began (shared with others)."""
-        return await self.snapshots.get()
+        snapshot = await self.snapshots.get()
+        self._listings[snapshot.revision] = snapshot
+        while len(self._listings) > _LISTINGS_KEPT:
+            self._listings.popitem(last=False)
+        return snapshot
+
+    async def listing(self, tok: PageToken) -> Snapshot:
+        """The snapshot a page is cut from: a fresh one for a first page; for the next pages,
+        the one the first page was cut from (its revision is in the token), kept from then or
+        read again at that revision; a fresh one if etcd compacted it meanwhile."""
+        if tok.revision:
+            kept = self._listings.get(tok.revision)
+            if kept is not None:
+                return kept
+            with contextlib.suppress(WatchCompacted):
+                return await self.registry.snapshot(tok.revision)
+        return await self.snapshot()
 
     def units_of(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         """Every unit as JSON, computed once per revision."""

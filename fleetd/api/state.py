@@ -45,13 +45,13 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         if request.method != "GET":
             raise Fail(405, "only GET supported against this resource")
         tok = ctx.page_token(request)
-        snapshot = await ctx.snapshot()
+        snapshot = await ctx.listing(tok)
         states = states_of(
             snapshot,
             unit_name=request.query.get("unitName") or None,
             machine_id=request.query.get("machineID") or None,
         )
-        return json_response(paged("states", states, tok))
+        return json_response(paged("states", states, tok, snapshot.revision))
 
     async def item(request: web.Request) -> web.Response:
         if request.method != "GET":

@@ -143,8 +143,8 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         if request.method != "GET":
             raise Fail(405, "only GET supported against this resource")
         tok = ctx.page_token(request)
-        snapshot = await ctx.snapshot()
-        return json_response(paged("units", ctx.units_of(snapshot), tok))
+        snapshot = await ctx.listing(tok)
+        return json_response(paged("units", ctx.units_of(snapshot), tok, snapshot.revision))
 
     async def item(request: web.Request) -> web.Response:
         name = request.match_info["name"]

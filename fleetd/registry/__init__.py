@@ -14,6 +14,7 @@ from fleetd.registry.errors import (
     RegistryConflict,
     RegistryError,
     UnitExists,
+    WatchCompacted,
 )
 from fleetd.registry.events import (
     Event,
@@ -73,6 +74,7 @@ __all__ = [
     "UnitDeleted",
     "UnitExists",
     "UnitStored",
+    "WatchCompacted",
     "effective_machines",
     "effective_metadata",
     "merge_metadata",

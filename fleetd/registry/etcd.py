@@ -283,7 +283,30 @@ class EtcdClient:
         return EtcdUnavailable(self.config.endpoints, detail)
 
     async def _call(self, what: str, fn: Callable[[Etcd3Client], Awaitable[T]]) -> T:
-        """Run one request, translating errors; re-authenticate once on an expired token."""
+        """Run one request, translating errors; re-authenticate once on an expired token.
+
+        When etcd was unreachable and is back (restarted), gRPC's channel may still be in its
+        reconnect backoff and fail requests at once: a request that failed so waits for the
+        channel to be ready again, within the request timeout, and is tried once more."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._t
+        try:
+            return await self._call_once(what, fn)
+        except EtcdUnavailable as err:
+            unavailable = err
+        channel = getattr(self._require(), "_channel", None)  # etcd3aio keeps it private
+        left = deadline - loop.time()
+        if channel is None or left <= 0:
+            raise unavailable
+        try:
+            async with asyncio.timeout(left):
+                await channel.channel_ready()
+        except TimeoutError:
+            raise unavailable from None
+        log.info("registry.etcd_channel_ready", retrying=what)
+        return await self._call_once(what, fn)
+
+    async def _call_once(self, what: str, fn: Callable[[Etcd3Client], Awaitable[T]]) -> T:
         for attempt in (1, 2):
             client = self._require()
             try:

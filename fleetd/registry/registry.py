@@ -76,6 +76,9 @@ class Registry:
         self.config = config
         self.keys = KeyLayout(config.key_prefix)
         self._etcd = EtcdClient(config)
+        # the documents of the last snapshot by key, with their mod revision: a key unchanged
+        # since is not decoded again (decoding is most of a large snapshot's cost)
+        self._decoded: dict[str, tuple[int, object | None]] = {}
 
     @classmethod
     async def open(cls, config: EtcdConfig) -> Registry:
@@ -302,17 +305,31 @@ class Registry:
             log.info("registry.unit_collected", hash=unit_hash)
 
     # --- one-revision view -----------------------------------------------------------------
-    async def snapshot(self) -> Snapshot:
-        """Jobs, units, placements, states, machines and leader, all at one revision."""
+    async def snapshot(self, revision: int = 0) -> Snapshot:
+        """Jobs, units, placements, states, machines and leader, all at one revision: the
+        current one, or `revision` (WatchCompacted when etcd no longer has it)."""
         for _ in range(_CAS_ATTEMPTS):
             try:
-                revision, kvs = await self._etcd.get_prefix(self.keys.prefix)
+                revision, kvs = await self._etcd.get_prefix(self.keys.prefix, revision)
                 break
             except WatchCompacted:
+                if revision:
+                    raise
                 continue  # a later page's revision was compacted meanwhile: read again
         else:
             raise RegistryConflict("listing the registry kept racing etcd compactions")
-        docs = [d for d in (self._decode(kv) for kv in kvs) if d is not None]
+        before, decoded = self._decoded, {}
+        docs = []
+        for kv in kvs:
+            known = before.get(kv.key)
+            if known is not None and known[0] == kv.mod_revision:
+                doc = known[1]
+            else:
+                doc = self._decode(kv)
+            decoded[kv.key] = (kv.mod_revision, doc)
+            if doc is not None:
+                docs.append(doc)
+        self._decoded = decoded
         return snapshot_from(revision, docs)
 
     # --- scheduling ------------------------------------------------------------------------

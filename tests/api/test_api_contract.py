@@ -289,10 +289,43 @@ async def test_exactly_full_page_is_followed_by_an_empty_page(
     try:
         _status, _, body = await asyncio.to_thread(raw, server.unix_path, "GET",
                                                   f"/fleet/v1/units?nextPageToken={PageToken(2, 2).encode()}")  # fmt: skip
-        assert json.loads(body)["nextPageToken"] == PageToken(2, 3).encode()
+        nxt = PageToken.decode(json.loads(body)["nextPageToken"])
+        assert (nxt.limit, nxt.page) == (2, 3) and nxt.revision > 0
         assert await asyncio.to_thread(Client(f"unix://{server.unix_path}").units) != []
     finally:
         await server.stop()
+
+
+async def test_next_pages_come_from_the_first_pages_revision(
+    api: APIServer, registry: Registry
+) -> None:
+    """A listing is consistent: units created or destroyed between its pages do not shift
+    them (no unit seen twice or missed); the next listing sees the change."""
+    unit = UnitFile.from_options(UnitOption(**o) for o in HELLO)
+    await asyncio.gather(*(registry.create_job(f"u{i:03}.service", unit) for i in range(150)))
+    sock = api.unix_path
+
+    def get(path: str) -> dict:
+        status, _, body = raw(sock, "GET", path)
+        assert status == 200, body
+        return json.loads(body)
+
+    first = await asyncio.to_thread(get, "/fleet/v1/units")
+    token = first["nextPageToken"]
+    assert PageToken.decode(token).revision == (await registry.snapshot()).revision
+    await registry.create_job("a000.service", unit)  # sorts first: would shift every page
+    await registry.destroy("u149.service")
+    second = await asyncio.to_thread(get, f"/fleet/v1/units?nextPageToken={token}")
+    names = [u["name"] for u in first["units"] + second["units"]]
+    assert names == [f"u{i:03}.service" for i in range(150)]
+    again = await asyncio.to_thread(get, "/fleet/v1/units")
+    assert again["units"][0]["name"] == "a000.service"
+
+    # the revision compacted away: the page is cut from a fresh read (as fleet would)
+    await registry.compact()
+    api.ctx._listings.clear()
+    page = await asyncio.to_thread(get, f"/fleet/v1/units?nextPageToken={token}")
+    assert page["units"][0]["name"] == "u099.service"  # a000 now shifts the fresh read by one
 
 
 # --- machines --------------------------------------------------------------------------------
