@@ -32,7 +32,11 @@ def machine_line() -> str:
 
 
 def write_block(name: str, markdown: str) -> None:
-    """Replace (or append) the block `name` of docs/benchmarks.md with `markdown`."""
+    """Replace (or append) the block `name` of docs/benchmarks.md with `markdown`.
+
+    Under BENCH_QUICK (a smoke run of a script) nothing is written."""
+    if os.environ.get("BENCH_QUICK"):
+        return
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{markdown.rstrip()}\n\n{machine_line()}\n{end}"
     text = DOC.read_text() if DOC.exists() else HEADER
