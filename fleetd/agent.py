@@ -19,7 +19,7 @@ import structlog
 
 from fleetd.errors import FleetdError
 from fleetd.metrics import METRICS
-from fleetd.model import Machine, UnitState
+from fleetd.model import Job, Machine, UnitState
 from fleetd.reconcile.agent import (
     ActualUnit,
     AgentJob,
@@ -89,6 +89,8 @@ class Agent:
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
         self._published: dict[str, _Published] = {}
         self._requirements: dict[tuple[str, str], Requirements] = {}
+        # the AgentJob of each job as last planned, re-used while the job is the same object
+        self._agent_jobs: dict[str, tuple[Job, AgentJob]] = {}
         self._refused: set[str] = set()  # job names that can not be unit files: never held here
         self._applied = asyncio.Condition()
         self._acting = asyncio.Lock()  # one plan applied at a time; leave/fence wait for it
@@ -275,7 +277,12 @@ class Agent:
         view = self._view
         assert view is not None
         jobs: dict[str, AgentJob] = {}
+        known = self._agent_jobs
         for name, job in view.jobs.items():
+            seen = known.get(name)
+            if seen is not None and seen[0] is job:  # unchanged since the last plan
+                jobs[name] = seen[1]
+                continue
             key = (job.unit_hash, name)
             req = self._requirements.get(key)
             if req is None:
@@ -286,6 +293,9 @@ class Agent:
                     continue
                 req = self._requirements[key] = content.unit.requirements(name)
             jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
+            known[name] = (job, jobs[name])
+        for name in [n for n in known if n not in view.jobs]:
+            del known[name]
         metadata = effective_metadata(view, self.machine.id, self.machine.metadata)
         return desired_units(self.machine.id, metadata, jobs, view.placements)
 

@@ -6,6 +6,7 @@ layout can be checked byte for byte against what fleet 1.0 printed (tests/cli/te
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -85,12 +86,17 @@ def metadata_text(metadata: Mapping[str, str] | None) -> str:
 
 
 def unit_file_of(unit: Row) -> Any:
-    """The UnitFile of an API unit (imported here so `fleetctl version` stays fast)."""
-    from fleetd.unit import UnitFile
+    """The UnitFile of an API unit (parsed once per distinct content: a table asks for it in
+    several columns of each row, and many units share one file)."""
+    options = unit.get("options") or ()
+    return _unit_file(tuple((o["section"], o["name"], o["value"]) for o in options))
 
-    return UnitFile.from_options(
-        (o["section"], o["name"], o["value"]) for o in unit.get("options") or ()
-    )
+
+@functools.lru_cache(maxsize=4096)
+def _unit_file(options: tuple[tuple[str, str, str], ...]) -> Any:
+    from fleetd.unit import UnitFile  # imported here so `fleetctl version` stays fast
+
+    return UnitFile.from_options(options)
 
 
 def is_global(unit: Row) -> bool:

@@ -102,10 +102,10 @@ def desired_units(
         job = jobs.get(name)
         if machine == machine_id and job is not None and job.desired is not JobState.INACTIVE:
             desired[name] = DesiredUnit(name, job.hash, job.desired is JobState.LAUNCHED)
-    for name in sorted(jobs):
+    for name in sorted(n for n, j in jobs.items() if j.requirements.is_global):
         job = jobs[name]
         req = job.requirements
-        if not req.is_global or job.desired is JobState.INACTIVE:
+        if job.desired is JobState.INACTIVE:
             continue
         if not req.metadata_matches(metadata):
             continue
