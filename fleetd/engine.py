@@ -39,7 +39,6 @@ from fleetd.registry import (
 )
 from fleetd.registry.events import ClusterView
 from fleetd.registry.watch import Backoff
-from fleetd.unit import Requirements
 
 __all__ = ["Engine", "job_specs"]
 
@@ -49,28 +48,33 @@ log = structlog.get_logger(__name__)
 def job_specs(
     jobs: Mapping[str, Job],
     units: Mapping[str, UnitContent],
-    cache: dict[tuple[str, str], Requirements] | None = None,
+    cache: dict[str, tuple[Job, JobSpec]] | None = None,
 ) -> dict[str, JobSpec]:
     """The planner's view of the jobs: requirements read from each job's unit content.
 
     A job whose content is missing (a corrupt or racing write) is left out: it cannot be
-    scheduled without knowing its requirements.
+    scheduled without knowing its requirements. `cache` keeps each job's spec while the job
+    is the same object (a plan over 10,000 jobs was mostly making their specs again).
     """
     cache = {} if cache is None else cache
     specs: dict[str, JobSpec] = {}
     for name, job in jobs.items():
-        key = (job.unit_hash, name)
-        req = cache.get(key)
-        if req is None:
-            content = units.get(job.unit_hash)
-            if content is None:
-                continue
-            req = cache[key] = content.unit.requirements(name)
-        specs[name] = JobSpec(name, job.desired, req)
+        known = cache.get(name)
+        if known is not None and known[0] is job:
+            specs[name] = known[1]
+            continue
+        content = units.get(job.unit_hash)
+        if content is None:
+            continue
+        specs[name] = JobSpec(name, job.desired, content.unit.requirements(name))
+        cache[name] = (job, specs[name])
+    if len(cache) > len(specs):
+        for name in [n for n in cache if n not in specs]:
+            del cache[name]
     return specs
 
 
-def plan_for(snapshot: Snapshot, cache: dict[tuple[str, str], Requirements]) -> EnginePlan:
+def plan_for(snapshot: Snapshot, cache: dict[str, tuple[Job, JobSpec]]) -> EnginePlan:
     """Run the pure planner on a snapshot of the registry."""
     return plan_engine(
         job_specs(snapshot.jobs, snapshot.units, cache),
@@ -102,7 +106,7 @@ class Engine:
         self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
         self._planned = asyncio.Condition()  # notified after each plan is applied
         self._pending_since: dict[str, float] = {}  # job → when the leader saw it need a machine
-        self._requirements: dict[tuple[str, str], Requirements] = {}
+        self._specs: dict[str, tuple[Job, JobSpec]] = {}  # the planner thread's (job_specs)
 
     async def run(self) -> None:
         """Lead whenever elected, until cancelled."""
@@ -190,7 +194,7 @@ class Engine:
             async for event in events:
                 view.apply(event)
                 if isinstance(event, Resync):
-                    self._requirements.clear()
+                    self._specs = {}  # a new one: the planner thread may be using the old
                 if isinstance(event, LeaderChanged | Resync):
                     if view.leader is None or view.leader.machine_id != self.info.machine_id:
                         view.deposed.set()
@@ -201,7 +205,9 @@ class Engine:
         while True:
             await view.dirty.wait()
             view.dirty.clear()
-            plan = view.plan(self._requirements)
+            # Planned in a thread on a copy, while the follower goes on applying events: a
+            # burst of events costs one plan per plan's duration, not one per watch batch.
+            plan = await asyncio.to_thread(plan_for, view.freeze(), self._specs)
             self.plans += 1
             METRICS.inc("fleetd_engine_plans_total")
             self._note_pending(view, plan)
@@ -309,13 +315,6 @@ class _View(ClusterView):
             self.placements.pop(step.job, None)
         else:
             self.placements[step.job] = step.new
-
-    def plan(self, cache: dict[tuple[str, str], Requirements]) -> EnginePlan:
-        return plan_engine(
-            job_specs(self.jobs, self.units, cache),
-            (MachineSpec(m, effective_metadata(self, m)) for m in self.machines),
-            self.placements,
-        )
 
 
 async def _shield(coro) -> None:  # type: ignore[no-untyped-def]

@@ -213,19 +213,15 @@ class Client:
         return True
 
     def batch(self, requests: list[dict[str, Any]]) -> list[APIError | None]:
-        """Many unit requests in one (fleetd's `POST x/units`): each a PUT
+        """Many unit requests in one (fleetd's `POST x/units`, at most 1,000): each a PUT
         (`{"method": "PUT", "name": ..., "body": {...}}`) or a DELETE (`{"method": "DELETE",
         "name": ...}`). Returns, in order, None for each that succeeded, else its APIError.
         A server without the extension answers 404 (APIError) for the whole batch."""
+        _, body = self._call("POST", "/x/units", body={"requests": requests})
         out: list[APIError | None] = []
-        for start in range(0, len(requests), BATCH_SIZE):
-            chunk = requests[start : start + BATCH_SIZE]
-            _, body = self._call("POST", "/x/units", body={"requests": chunk})
-            for answer in (body or {}).get("responses") or []:
-                error = answer.get("error")
-                out.append(
-                    None if error is None else APIError(error["code"], error.get("message", ""))
-                )
+        for answer in (body or {}).get("responses") or []:
+            error = answer.get("error")
+            out.append(None if error is None else APIError(error["code"], error.get("message", "")))
         if len(out) != len(requests):
             raise APIError(0, f"the batch of {len(requests)} got {len(out)} answers")
         return out
@@ -316,9 +312,6 @@ class Client:
                 yield chunk
         finally:
             conn.close()
-
-
-BATCH_SIZE = 250  # unit requests per batch request (well under the 1 MiB body limit)
 
 
 def _q(name: str) -> str:

@@ -174,11 +174,21 @@ def _send(client: Any, requests: list[dict[str, Any]]) -> list[Any]:
     from fleetd.api.client import APIError, Unreachable
 
     if len(requests) > 1:
+        chunks = [requests[i : i + _BATCH] for i in range(0, len(requests), _BATCH)]
+
+        def batch(chunk: list[dict[str, Any]]) -> list[Any]:
+            try:
+                return client.batch(chunk)
+            except APIError as err:
+                if err.code == 404 and not isinstance(err, Unreachable):
+                    raise
+                return [err] * len(chunk)  # each failed as its batch did
+
         try:
-            errors = client.batch(requests)
-        except APIError as err:
-            if err.code != 404 or isinstance(err, Unreachable):
-                return [err] * len(requests)  # each failed as the batch did
+            errors = [e for answers in _parallel([lambda c=c: batch(c) for c in chunks])
+                      for e in answers]  # fmt: skip
+        except APIError:
+            pass  # no x/units on this server: one request per unit
         else:
             return [
                 None if e is not None and e.code == 404 and r["method"] == "DELETE" else e
@@ -247,6 +257,7 @@ def _set_target(
 # A command naming more units than this lists the registry once instead of asking per unit.
 _LIST_ABOVE = 8
 _WORKERS = 16  # requests in flight at once for commands over many units
+_BATCH = 100  # unit requests per batch (several batches in flight: each within the timeout)
 
 
 def _lookup(client: Any, names: list[str]) -> dict[str, dict[str, Any]]:
