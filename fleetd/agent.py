@@ -30,8 +30,14 @@ from fleetd.reconcile.agent import (
 )
 from fleetd.registry import (
     EtcdUnavailable,
+    Event,
+    JobChanged,
+    JobDeleted,
     Lease,
     Registry,
+    Resync,
+    ScheduleChanged,
+    ScheduleDeleted,
     StateChanged,
     StateDeleted,
     effective_metadata,
@@ -89,8 +95,10 @@ class Agent:
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
         self._published: dict[str, _Published] = {}
         self._requirements: dict[tuple[str, str], Requirements] = {}
-        # the AgentJob of each job as last planned, re-used while the job is the same object
-        self._agent_jobs: dict[str, tuple[Job, AgentJob]] = {}
+        # jobs placed here, jobs whose unit is Global, jobs not yet classified (see _index)
+        self._mine: set[str] = set()
+        self._globals: set[str] = set()
+        self._unsure: set[str] = set()
         self._refused: set[str] = set()  # job names that can not be unit files: never held here
         self._applied = asyncio.Condition()
         self._acting = asyncio.Lock()  # one plan applied at a time; leave/fence wait for it
@@ -240,10 +248,12 @@ class Agent:
                 await backoff.wait()
                 continue
             self._view = ClusterView(snapshot)
+            self._index(None)
             self._dirty.set()
             async with self.registry.watch(snapshot.revision + 1) as events:
                 async for event in events:
                     self._view.apply(event)
+                    self._index(event)
                     if not isinstance(event, StateChanged | StateDeleted):
                         self._dirty.set()
 
@@ -274,30 +284,65 @@ class Agent:
     # ---- planning and applying
 
     def _desired(self):  # type: ignore[no-untyped-def]
+        """What this machine should hold, from the jobs placed here and the Global ones only
+        (indexed as events arrive): a plan costs what this machine holds, not the cluster."""
         view = self._view
         assert view is not None
+        for name in list(self._unsure):
+            job = view.jobs.get(name)
+            req = self._requirements_of(name, job) if job is not None else None
+            if job is not None and req is None and name not in self._refused:
+                continue  # its content has not arrived yet: ask again next time
+            self._unsure.discard(name)
+            if req is not None and req.is_global:
+                self._globals.add(name)
+            else:
+                self._globals.discard(name)
         jobs: dict[str, AgentJob] = {}
-        known = self._agent_jobs
-        for name, job in view.jobs.items():
-            seen = known.get(name)
-            if seen is not None and seen[0] is job:  # unchanged since the last plan
-                jobs[name] = seen[1]
-                continue
-            key = (job.unit_hash, name)
-            req = self._requirements.get(key)
-            if req is None:
-                if name in self._refused or not self._valid_name(name):
-                    continue
-                content = view.units.get(job.unit_hash)
-                if content is None:
-                    continue
-                req = self._requirements[key] = content.unit.requirements(name)
-            jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
-            known[name] = (job, jobs[name])
-        for name in [n for n in known if n not in view.jobs]:
-            del known[name]
+        for name in self._mine | self._globals:
+            job = view.jobs.get(name)
+            req = self._requirements_of(name, job) if job is not None else None
+            if job is not None and req is not None:
+                jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
         metadata = effective_metadata(view, self.machine.id, self.machine.metadata)
-        return desired_units(self.machine.id, metadata, jobs, view.placements)
+        placed = dict.fromkeys(self._mine, self.machine.id)
+        return desired_units(self.machine.id, metadata, jobs, placed)
+
+    def _requirements_of(self, name: str, job: Job) -> Requirements | None:
+        """The job's requirements; None for a refused name or a content not (yet) known."""
+        key = (job.unit_hash, name)
+        req = self._requirements.get(key)
+        if req is None:
+            if name in self._refused or not self._valid_name(name):
+                return None
+            content = self._view.units.get(job.unit_hash) if self._view is not None else None
+            if content is None:
+                return None
+            req = self._requirements[key] = content.unit.requirements(name)
+        return req
+
+    def _index(self, event: Event | None) -> None:
+        """Keep the names placed here and the jobs to classify (Global or not) current."""
+        view = self._view
+        assert view is not None
+        match event:
+            case None | Resync():
+                me = self.machine.id
+                self._mine = {n for n, m in view.placements.items() if m == me}
+                self._globals = set()
+                self._unsure = set(view.jobs)
+            case ScheduleChanged(placement=placement):
+                if placement.machine_id == self.machine.id:
+                    self._mine.add(placement.name)
+                else:
+                    self._mine.discard(placement.name)
+            case ScheduleDeleted(name=name):
+                self._mine.discard(name)
+            case JobChanged(job=job):
+                self._unsure.add(job.name)
+            case JobDeleted(name=name):
+                self._globals.discard(name)
+                self._unsure.discard(name)
 
     def _valid_name(self, name: str) -> bool:
         """A job written to etcd by something else than the API may have a name that is no file
