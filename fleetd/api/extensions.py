@@ -65,6 +65,8 @@ def reached(
     if current != state.value:
         return None
     machine_id = snapshot.placements.get(name)
+    if state is JobState.INACTIVE and machine_id is not None:
+        return None  # as in fleet, an unloaded unit is inactive once the engine unplaced it
     line: dict[str, Any] = {"name": name, "currentState": current}
     if machine_id is not None:
         machine = snapshot.machines.get(machine_id)

@@ -100,6 +100,9 @@ def _unit_file(options: tuple[tuple[str, str, str], ...]) -> Any:
 
 
 def is_global(unit: Row) -> bool:
+    options = unit.get("options") or ()
+    if not any(o["section"] == "X-Fleet" and o["name"] == "Global" for o in options):
+        return False  # the common case, without reading the whole [X-Fleet] section
     return bool(unit_file_of(unit).requirements(unit["name"]).is_global)
 
 
