@@ -168,12 +168,15 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         own PUT or DELETE would be, in order; they run concurrently, a few at a time."""
         items = _batch_request(await read_json(request))
         limit = asyncio.Semaphore(_BATCH_CONCURRENCY)
+        # the deletes together: the registry is read once for all of them, not once each
+        deletes = [name for method, name, _ in items if method == "DELETE"]
+        destroyed = dict(zip(deletes, await ctx.registry.destroy_many(deletes), strict=True))
 
         async def one(method: str, name: str, body: object) -> dict[str, Any]:
             async with limit:
                 try:
                     if method == "DELETE":
-                        response = await delete(name)
+                        response = destroyed_response(name, destroyed[name])
                     else:
                         async with lock_of(name):
                             response = await put(body, name)
@@ -188,6 +191,14 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
 
         results = await asyncio.gather(*(one(*item) for item in items))
         return json_response({"responses": results})
+
+    def destroyed_response(name: str, error: Exception | None) -> web.Response:
+        if isinstance(error, JobNotFound):
+            raise Fail(404, "unit does not exist")
+        if error is not None:
+            raise error
+        log.info("api.unit_destroyed", unit=name)
+        return web.Response(status=204)
 
     async def delete(name: str) -> web.Response:
         try:

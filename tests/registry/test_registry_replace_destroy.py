@@ -7,7 +7,7 @@ import asyncio
 import random
 
 import pytest
-from registry_helpers import unit
+from registry_helpers import state, unit
 
 from fleetd.model import Job, JobState, Machine
 from fleetd.registry import JobNotFound, Registry, RegistryConflict, Snapshot
@@ -129,3 +129,25 @@ async def test_content_is_never_deleted_under_a_job_that_uses_it(registry: Regis
     snap = await registry.snapshot()
     await asyncio.gather(*(registry.destroy(n) for n in snap.jobs))
     assert (await registry.snapshot()).units == {}
+
+
+async def test_destroy_many_reads_once_and_keeps_shared_content(registry: Registry) -> None:
+    shared, alone = unit("shared"), unit("alone")
+    for name in ("a.service", "b.service", "keep.service"):
+        await registry.create_job(name, shared)
+    await registry.create_job("c.service", alone)
+    await registry.create_job("d.service", alone)
+    assert await registry.schedule("a.service", "m1")
+    lease = await registry.register_machine(Machine("m1", "10.0.0.1", {}), ttl=10)
+    await registry.publish_state(state("a.service", "m1"), lease)
+
+    errors = await registry.destroy_many(["a.service", "b.service", "c.service", "d.service",
+                                          "ghost.service"])  # fmt: skip
+    assert [type(e).__name__ if e else None for e in errors] == [
+        None, None, None, None, "JobNotFound"]  # fmt: skip
+    snap = await registry.snapshot()
+    assert set(snap.jobs) == {"keep.service"}
+    assert not snap.placements and not snap.states
+    assert set(snap.units) == {shared.hash}  # still used by keep.service; `alone` collected
+    assert await registry.destroy_many([]) == []
+    await lease.revoke()
