@@ -36,12 +36,15 @@ def _api_failure(prefix: str, err: Exception) -> Failure:
 
 
 def _lazy_create(
-    command: str, args: tuple[str, ...], *, replace: bool
+    command: str, args: tuple[str, ...], *, replace: bool, target: str = "inactive"
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """fleet's lazyCreateUnits: make sure a unit exists for every argument.
 
-    Returns the names of units replaced in place (--replace), which the caller waits for
-    again even though their desired state does not change, and the units as now known.
+    A new unit is created already in the desired state `target` (load, start): fleet creates
+    it inactive and sets the state in a second request; one request does both here (a
+    non-global template instance or not, the unit is placed as soon as it exists).
+    Returns the names of units replaced in place (--replace) or created in `target`, which the
+    caller waits for though their desired state does not change, and the units as now known.
     """
     from fleetd.api.client import APIError
     from fleetd.cli import files
@@ -139,8 +142,9 @@ def _lazy_create(
                 f'WARNING: Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"',
                 err=True,
             )
-        puts.append((name, unit, "inactive"))
-        known[name] = {"name": name, "desiredState": "inactive", "options": _options(unit)}
+        desired = "inactive" if info.is_template else target  # a template is never started
+        puts.append((name, unit, desired))
+        known[name] = {"name": name, "desiredState": desired, "options": _options(unit)}
         (created_global if reqs.is_global else created).append(name)
 
     errors = _send(client, [_put(n, options=_options(u), desired_state=d) for n, u, d in puts])
@@ -148,11 +152,12 @@ def _lazy_create(
         if err is not None:
             raise _api_failure(f"Error creating units: failed creating unit {name}", err)
 
-    # A created unit is inactive as soon as the PUT returns (nothing is placed yet): fleet's
-    # wait for "inactive" here always ended at once, so the line is printed without waiting.
+    # fleet printed this line once its new unit was inactive, which it always was at once (a
+    # unit is created inactive there); the line is kept. Units created in their target state
+    # are waited for like the replaced ones, though their desired state does not change.
     for name in created + created_global:
         click.echo(f"Unit {name} inactive")
-    return replaced, known
+    return replaced + [n for n, _, d in puts if d != "inactive" and n not in replaced], known
 
 
 def _put(
@@ -338,9 +343,9 @@ def load(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: b
 
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
-    replaced, known = _lazy_create("load", units, replace=replace)
+    again, known = _lazy_create("load", units, replace=replace, target="loaded")
     waiting, globals_ = _set_target(
-        [mangle_name(u) for u in units], "loaded", also=replaced, known=known
+        [mangle_name(u) for u in units], "loaded", also=again, known=known
     )
     for name in globals_:
         click.echo(f"Triggered global unit {name} load")
@@ -362,9 +367,9 @@ def start(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: 
 
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
-    replaced, known = _lazy_create("start", units, replace=replace)
+    again, known = _lazy_create("start", units, replace=replace, target="launched")
     waiting, globals_ = _set_target(
-        [mangle_name(u) for u in units], "launched", also=replaced, known=known
+        [mangle_name(u) for u in units], "launched", also=again, known=known
     )
     for name in globals_:
         click.echo(f"Triggered global unit {name} start")
