@@ -509,18 +509,8 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
 Goals missed in this run (measured figure against the goal):
 {missed_text}
 
-What limited them when last profiled (py-spy on the CLI and on the 3 fleetds during a separate
-`fleetctl start` of 100 units, same sandbox set-up), before the fleetd/api work under way:
-- Bulk start/destroy: each API request read a whole fresh registry snapshot
-  (`SharedSnapshots._read` → `Registry.snapshot`: 24% of the serving fleetd's samples, 17%
-  decoding every key), so a request cost more as units were added.
-- `fleetctl start` of one unit: the CLI start-up (`fleetctl version` above) is part of it; then a
-  GET and a PUT of the unit and the wait for the state, each request served from a snapshot.
-- Lists of 10,000 units: fleetctl pages through `GET /fleet/v1/units` (`Client._all_pages`);
-  a py-spy dump during `list-unit-files` found the serving fleetd's one thread busy in its
-  agent's reconcile (`desired_units`, fleetd/reconcile/agent.py) rather than serving the page.
-- RSS: fleetd imports aiohttp, grpc and etcd3aio (≈ 35 + 30 MB on their own per
-  shared/docs/performance-facts.md); its own data is small. Fleet 1.0's Go daemon needed 17-18 MB.
+What limits them, with profiles, and what would fix them: the section "Where the time goes"
+at the top of this page (written by hand from py-spy runs, not by this script).
 
 Reproduce: `make bench` (or `.venv/bin/python bench/cluster.py`, as root; the plot needs the
 `bench` extra: `pip install -c requirements.lock -e '.[bench]'`)."""
