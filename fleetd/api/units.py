@@ -113,6 +113,25 @@ def _desired(value: object) -> JobState | None:
         ) from None
 
 
+def _put_request(body: object, name: str) -> tuple[list[UnitOption], JobState | None]:
+    """The options and desired state of a unit PUT, checked in fleet's order, or Fail."""
+    if not isinstance(body, dict):
+        raise Fail(400, "unable to decode body: expected a JSON object")
+    body_name = body.get("name")
+    if body_name not in (None, "") and body_name != name:
+        raise Fail(
+            400, f'name in URL "{name}" differs from unit name in request body "{body_name}"'
+        )
+    try:
+        parse_name(name)
+    except UnitNameError as err:
+        raise Fail(400, str(err)) from None
+    options = _options(body["options"]) if body.get("options") is not None else []
+    desired = _desired(body.get("desiredState"))
+    _refuse_template(name, desired)
+    return options, desired
+
+
 def _checked_unit(name: str, options: list[UnitOption]) -> UnitFile:
     try:
         unit = UnitFile.from_options(options)
@@ -163,20 +182,27 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             return await delete(name)
         raise Fail(405, "only GET, PUT and DELETE supported against this resource")
 
+    # One limit for every batch this fleetd serves: fleetctl sends several batches at once, and
+    # hundreds of etcd requests in flight made some wait past etcd_request_timeout (503).
+    batch_writes = asyncio.Semaphore(_BATCH_CONCURRENCY)
+
     async def batch(request: web.Request) -> web.Response:
         """`POST x/units`: many unit requests in one (docs/api.md). Each is answered as its
         own PUT or DELETE would be, in order; they run concurrently, a few at a time."""
         items = _batch_request(await read_json(request))
-        limit = asyncio.Semaphore(_BATCH_CONCURRENCY)
         # the deletes together: the registry is read once for all of them, not once each
         deletes = [name for method, name, _ in items if method == "DELETE"]
         destroyed = dict(zip(deletes, await ctx.registry.destroy_many(deletes), strict=True))
+        # new units together: a few transactions for all (those that exist go the usual way)
+        created = await create_new(items)
 
         async def one(method: str, name: str, body: object) -> dict[str, Any]:
-            async with limit:
+            async with batch_writes:
                 try:
                     if method == "DELETE":
                         response = destroyed_response(name, destroyed[name])
+                    elif name in created:
+                        response = web.Response(status=201)
                     else:
                         async with lock_of(name):
                             response = await put(body, name)
@@ -191,6 +217,32 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
 
         results = await asyncio.gather(*(one(*item) for item in items))
         return json_response({"responses": results})
+
+    async def create_new(items: list[tuple[str, str, object]]) -> set[str]:
+        """Create, as one PUT of each would, the units of a batch's PUTs that bring valid
+        options (`Registry.create_many`); returns the names created. The rest (invalid, or
+        already there) are left to `put`, which answers them as it would alone."""
+        wanted = []
+        for method, name, body in items:
+            if method != "PUT":
+                continue
+            try:
+                options, desired = _put_request(body, name)
+                if options:
+                    unit = _checked_unit(name, options)
+                    wanted.append((name, unit, desired or JobState.INACTIVE))
+            except Fail:
+                continue  # answered by `put`, with its error
+        if not wanted:
+            return set()
+        created = set()
+        for (name, unit, desired), result in zip(
+            wanted, await ctx.registry.create_many(wanted), strict=True
+        ):
+            if result is Submitted.CREATED:
+                created.add(name)
+                log.info("api.unit_created", unit=name, hash=unit.hash, desired=desired.value)
+        return created
 
     def destroyed_response(name: str, error: Exception | None) -> web.Response:
         if isinstance(error, JobNotFound):
@@ -210,21 +262,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         return web.Response(status=204)
 
     async def put(body: object, name: str) -> web.Response:
-        if not isinstance(body, dict):
-            raise Fail(400, "unable to decode body: expected a JSON object")
-        body_name = body.get("name")
-        if body_name not in (None, "") and body_name != name:
-            raise Fail(
-                400, f'name in URL "{name}" differs from unit name in request body "{body_name}"'
-            )
-        try:
-            parse_name(name)
-        except UnitNameError as err:
-            raise Fail(400, str(err)) from None
-        options = _options(body["options"]) if body.get("options") is not None else []
-        desired = _desired(body.get("desiredState"))
-        _refuse_template(name, desired)
-
+        options, desired = _put_request(body, name)
         existing = await ctx.registry.get_job(name)
         if existing is None:
             if not options:
@@ -287,7 +325,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     ]
 
 
-_BATCH_CONCURRENCY = 64  # requests of one batch in flight at once
+_BATCH_CONCURRENCY = 32  # unit requests of all batches in flight at once, per fleetd
 BATCH_LIMIT = 1000  # requests in one batch
 
 

@@ -121,10 +121,12 @@ class TxnResult:
 
 @dataclass(frozen=True, slots=True)
 class Guarded:
-    """One guarded write of `EtcdClient.txns`: `success` runs if every guard holds."""
+    """One guarded write of `EtcdClient.txns`: `success` runs if every guard holds, else
+    `failure` (reads only, to learn why)."""
 
     compare: tuple[Cmp, ...]
     success: tuple[Put | Delete, ...]
+    failure: tuple[Get, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,22 +393,38 @@ class EtcdClient:
         )
         return TxnResult(resp.succeeded, resp.header.revision, gets)
 
-    async def txns(self, writes: Sequence[Guarded]) -> list[bool]:
+    async def txns(
+        self, writes: Sequence[Guarded], first: Sequence[Put] = ()
+    ) -> list[TxnResult]:
         """Independent guarded writes in one round trip and one revision: each is a nested
-        transaction of one outer txn, so each succeeds or fails on its own guards. Returns
-        whether each ran. At most MAX_NESTED writes (etcd's --max-txn-ops is 128)."""
-        if not 1 <= len(writes) <= MAX_NESTED:
-            raise ValueError(f"txns takes 1 to {MAX_NESTED} writes, not {len(writes)}")
+        transaction of one outer txn, so each succeeds or fails on its own guards; the puts of
+        `first` run unconditionally before them (each key once in all: etcd's rule). Returns
+        each write's result (`gets`: its failure branch's reads). At most MAX_NESTED writes and
+        puts in all (etcd's --max-txn-ops is 128)."""
+        if not 1 <= len(writes) + len(first) <= MAX_NESTED:
+            raise ValueError(f"txns takes 1 to {MAX_NESTED} operations, not {len(writes)}")
         nested = [
             RequestOp(
                 request_txn=TxnRequest(
-                    compare=[_compare(c) for c in w.compare], success=[_op(o) for o in w.success]
+                    compare=[_compare(c) for c in w.compare],
+                    success=[_op(o) for o in w.success],
+                    failure=[_op(o) for o in w.failure],
                 )
             )
             for w in writes
         ]
-        resp = await self._call("txn", lambda c: c.kv.txn([], nested, timeout=self._t))  # type: ignore[union-attr]
-        return [r.response_txn.succeeded for r in resp.responses]
+        ops = [_op(p) for p in first] + nested
+        resp = await self._call("txn", lambda c: c.kv.txn([], ops, timeout=self._t))  # type: ignore[union-attr]
+        results = []
+        for r in resp.responses[len(first) :]:
+            inner = r.response_txn
+            gets = tuple(
+                tuple(_kv(kv) for kv in x.response_range.kvs)
+                for x in inner.responses
+                if x.WhichOneof("response") == "response_range"
+            )
+            results.append(TxnResult(inner.succeeded, resp.header.revision, gets))
+        return results
 
     async def compact(self, revision: int) -> None:
         await self._call(

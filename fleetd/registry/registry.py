@@ -8,6 +8,7 @@ Readers call `snapshot()` (everything at one revision) and then `watch(snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from enum import StrEnum
@@ -48,6 +49,8 @@ __all__ = ["Leadership", "Registry", "Submitted"]
 log = structlog.get_logger(__name__)
 
 _CAS_ATTEMPTS = 8  # optimistic retries before RegistryConflict
+_DESTROY_CONCURRENCY = 32  # destroys of one destroy_many in flight at once
+_CREATE_CHUNK = 50  # jobs per create_many txn (with their contents: under etcd's 128 ops)
 
 
 class Submitted(StrEnum):
@@ -152,6 +155,50 @@ class Registry:
             log.info("registry.job_created", unit=name, hash=content.hash, desired=str(desired))
             return Submitted.CREATED
         raise RegistryConflict(f"creating unit {name} kept conflicting with concurrent writers")
+
+    async def create_many(
+        self, jobs: Sequence[tuple[str, UnitFile, JobState]]
+    ) -> list[Submitted | UnitExists | RegistryConflict | EtcdUnavailable]:
+        """`create_job` of many jobs in few round trips: per chunk, one txn writes each distinct
+        content (again: its mod revision tells a concurrent destroy it has users) and then each
+        job as a nested txn guarded on the job being absent; a content none of the chunk's new
+        jobs uses is collected again unless older jobs use it. Returns, in order, what
+        `create_job` would return or raise for each (the error as a value)."""
+        out: list[Submitted | UnitExists | RegistryConflict | EtcdUnavailable] = []
+        for start in range(0, len(jobs), _CREATE_CHUNK):
+            chunk = jobs[start : start + _CREATE_CHUNK]
+            contents = {u.hash: UnitContent(u) for _, u, _ in chunk}
+            first = [Put(self.keys.unit(h), c.encode()) for h, c in contents.items()]
+            writes = []
+            for name, unit, desired in chunk:
+                key = self.keys.job(name)
+                put = Put(key, Job(name, unit.hash, desired).encode())
+                writes.append(Guarded((Cmp(key, "version", "==", 0),), (put,), (Get(key),)))
+            try:
+                results = await self._etcd.txns(writes, first)
+            except EtcdUnavailable as err:
+                out += [err] * len(chunk)
+                continue
+            used = {u.hash for (_, u, _), r in zip(chunk, results, strict=True) if r.succeeded}
+            for unit_hash in contents.keys() - used:  # written for jobs that all existed
+                with contextlib.suppress(EtcdUnavailable):
+                    await self._collect_unit(unit_hash)  # unless older jobs use it
+            for (name, unit, desired), res in zip(chunk, results, strict=True):
+                if res.succeeded:
+                    log.info(
+                        "registry.job_created", unit=name, hash=unit.hash, desired=str(desired)
+                    )
+                    out.append(Submitted.CREATED)
+                    continue
+                try:
+                    existing = res.gets[0][0] if res.gets and res.gets[0] else None
+                    if existing is None:  # destroyed between the guard and the read: retry
+                        out.append(await self.create_job(name, unit, desired))
+                    else:
+                        out.append(self._resubmitted(name, existing, unit.hash))
+                except (UnitExists, RegistryConflict, EtcdUnavailable) as err:
+                    out.append(err)
+        return out
 
     def _resubmitted(self, name: str, existing: KeyValue, unit_hash: str) -> Submitted:
         job = self._decode(existing)
@@ -296,7 +343,13 @@ class Registry:
                 jobs[job.name] = (kv, job)
                 users.setdefault(job.unit_hash, set()).add(job.name)
 
+        limit = asyncio.Semaphore(_DESTROY_CONCURRENCY)
+
         async def one(name: str) -> Exception | None:
+            async with limit:
+                return await destroy_one(name)
+
+        async def destroy_one(name: str) -> Exception | None:
             try:
                 found = jobs.get(name)
                 if found is None:
@@ -410,7 +463,7 @@ class Registry:
         writes = [self._placement_write(*change) for change in changes]
         chunks = [writes[i : i + MAX_NESTED] for i in range(0, len(writes), MAX_NESTED)]
         results = await asyncio.gather(*(self._etcd.txns(chunk) for chunk in chunks))
-        won = [ok for chunk in results for ok in chunk]
+        won = [r.succeeded for chunk in results for r in chunk]
         log.debug("registry.placed", changes=len(changes), won=sum(won))
         return won
 

@@ -7,6 +7,7 @@ against the API sockets of a real 2-machine sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import threading
@@ -113,4 +114,44 @@ async def test_100_concurrent_clients_list_units_without_error(cluster: Cluster)
         "100 concurrent clients",
         f"{CLIENTS} list-units (units + states) over {len(endpoints)} sockets, 0 errors, "
         f"{took:.2f}s for all",
+    )
+
+
+async def test_100_concurrent_fleetctl_processes_without_error(cluster: Cluster) -> None:
+    """The real fleetctl entry point, 100 processes at once over the 3 machines' sockets:
+    list-units, list-unit-files and list-machines, each exiting 0 with complete output."""
+    names = [cluster.write_unit(f"proc-{i}.service") for i in range(3)]
+    async with cluster.registry() as registry:
+        await start_units(cluster, registry, names)
+    commands = ("list-units", "list-unit-files", "list-machines")
+    machines = [r.name for r in cluster.state.machines]
+
+    async def one(i: int) -> tuple[str, int, str, str]:
+        command, machine = commands[i % 3], machines[i % len(machines)]
+        env = dict(
+            os.environ,
+            FLEETCTL_ENDPOINT=f"unix://{cluster.sandbox.socket_of(cluster.machine(machine))}",
+        )
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "fleetctl"), "--request-timeout", "30", command,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        return command, proc.returncode or 0, out.decode(), err.decode()
+
+    began = time.monotonic()
+    async with asyncio.timeout(120):  # a bound against hanging, not a speed goal
+        results = await asyncio.gather(*(one(i) for i in range(CLIENTS)))
+    took = time.monotonic() - began
+    failed = [(c, rc, err) for c, rc, _, err in results if rc != 0 or err]
+    assert failed == []
+    for command, _, out, _ in results:
+        if command == "list-machines":
+            assert len(out.splitlines()) == 1 + len(machines)  # the legend, one line each
+        else:
+            assert all(name in out for name in names), (command, out)
+    report(
+        "100 concurrent fleetctl processes",
+        f"{CLIENTS} real fleetctl runs (list-units, list-unit-files, list-machines) over "
+        f"{len(machines)} sockets, 0 errors, {took:.2f}s for all",
     )

@@ -185,3 +185,22 @@ async def test_place_more_than_one_round_trip_holds(registry: Registry) -> None:
     assert won == [True] * 250
     placements = (await registry.snapshot()).placements
     assert placements == {n: f"m{i % 7}" for i, n in enumerate(names)}
+
+
+async def test_create_many_answers_as_create_job_would(registry: Registry) -> None:
+    await registry.create_job("same.service", unit("a"), JobState.LAUNCHED)
+    await registry.create_job("other.service", unit("b"))
+    new = [(f"n{i:02d}.service", unit("a"), JobState.LAUNCHED) for i in range(60)]  # 2 txns
+    results = await registry.create_many([
+        *new,
+        ("same.service", unit("a"), JobState.INACTIVE),  # identical content: unchanged
+        ("other.service", unit("c"), JobState.INACTIVE),  # different content: refused
+    ])  # fmt: skip
+    assert results[:60] == [Submitted.CREATED] * 60
+    assert results[60] is Submitted.UNCHANGED
+    assert isinstance(results[61], UnitExists)
+    snap = await registry.snapshot()
+    assert all(snap.jobs[n].desired is JobState.LAUNCHED for n, _, _ in new)
+    assert snap.jobs["same.service"].desired is JobState.LAUNCHED  # untouched
+    assert snap.jobs["other.service"].unit_hash == unit("b").hash
+    assert set(snap.units) == {unit("a").hash, unit("b").hash}  # no content of a refused job
