@@ -461,6 +461,10 @@ class Registry:
         each winning or losing on its own; up to MAX_NESTED of them per round trip (nested
         transactions), the round trips concurrent. Returns whether each won."""
         writes = [self._placement_write(*change) for change in changes]
+        if len(writes) == 1:  # a plain transaction: no nesting to build or unpack
+            res = await self._etcd.txn(writes[0].compare, writes[0].success)
+            log.debug("registry.placed", changes=1, won=int(res.succeeded))
+            return [res.succeeded]
         chunks = [writes[i : i + MAX_NESTED] for i in range(0, len(writes), MAX_NESTED)]
         results = await asyncio.gather(*(self._etcd.txns(chunk) for chunk in chunks))
         won = [r.succeeded for chunk in results for r in chunk]
