@@ -125,6 +125,7 @@ class Client:
         body: Any = None,
         timeout: float | None = None,
         stream: bool = False,
+        conn: http.client.HTTPConnection | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         params = {**(query or {}), "alt": "json"}
         url = f"{PREFIX}{path}?{urlencode(params)}"
@@ -133,10 +134,19 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connection(self.timeout if timeout is None else timeout)
+        reused = conn is not None and conn.sock is not None
+        if conn is None:
+            conn = self._connection(self.timeout if timeout is None else timeout)
         try:
-            conn.request(method, url, body=data, headers=headers)
-            resp = conn.getresponse()
+            try:
+                conn.request(method, url, body=data, headers=headers)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if not (reused and method == "GET"):
+                    raise
+                conn.close()  # the server closed the kept-alive connection: a GET again
+                conn.request(method, url, body=data, headers=headers)
+                resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as err:
             conn.close()
             msg = f"unable to reach the fleet API at {self.endpoint}: {err}"
@@ -149,13 +159,17 @@ class Client:
             raise _error(resp.status, raw)
         return conn, resp
 
-    def _call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        conn, resp = self._open(method, path, **kw)
+    def _call(
+        self, method: str, path: str, *, keep: http.client.HTTPConnection | None = None, **kw: Any
+    ) -> tuple[int, Any]:
+        """One request; on `keep`, a connection kept open for the caller's next request."""
+        conn, resp = self._open(method, path, conn=keep, **kw)
         try:
             raw = resp.read()
         except (OSError, http.client.HTTPException) as err:
+            conn.close()
             raise Unreachable(0, f"lost the fleet API at {self.endpoint}: {err}") from err
-        finally:
+        if keep is None:
             conn.close()
         if not raw:
             return resp.status, None
@@ -165,17 +179,22 @@ class Client:
             return resp.status, raw.decode("utf-8", "replace")
 
     def _all_pages(self, path: str, key: str, query: dict[str, str]) -> list[dict]:
+        """Every page of a listing, over one kept-alive connection."""
         items: list[dict] = []
         token: str | None = None
-        while True:
-            q = dict(query)
-            if token:
-                q["nextPageToken"] = token
-            _, page = self._call("GET", path, query=q)
-            items.extend((page or {}).get(key) or [])
-            token = (page or {}).get("nextPageToken")
-            if not token:
-                return items
+        conn = self._connection(self.timeout)
+        try:
+            while True:
+                q = dict(query)
+                if token:
+                    q["nextPageToken"] = token
+                _, page = self._call("GET", path, query=q, keep=conn)
+                items.extend((page or {}).get(key) or [])
+                token = (page or {}).get("nextPageToken")
+                if not token:
+                    return items
+        finally:
+            conn.close()
 
     # --- fleet API v1 ----------------------------------------------------------------------
     def units(self) -> list[dict]:

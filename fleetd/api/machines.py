@@ -82,7 +82,10 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def collection(request: web.Request) -> web.Response:
         if request.method == "GET":
             tok = ctx.page_token(request)
-            snapshot = await ctx.listing(tok)
+            if tok.page == 1:  # machines only: not a read of every unit and state
+                snapshot = await ctx.registry.machines_snapshot()
+            else:
+                snapshot = await ctx.listing(tok)
             return json_response(paged("machines", machines_of(snapshot), tok, snapshot.revision))
         if request.method == "PATCH":
             changes = parse_patch(await read_json(request))

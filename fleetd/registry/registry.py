@@ -445,6 +445,23 @@ class Registry:
         self._decoded = decoded
         return snapshot_from(revision, docs)
 
+    async def machines_snapshot(self) -> Snapshot:
+        """The machines and their dynamic metadata at one (the current) revision, without the
+        rest of the registry: a Snapshot whose jobs, units, placements and states are empty."""
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                revision, kvs = await self._etcd.get_prefix(self.keys.of_kind(KeyKind.MACHINE))
+                _, meta = await self._etcd.get_prefix(
+                    self.keys.of_kind(KeyKind.MACHINE_META), revision
+                )
+                break
+            except WatchCompacted:
+                continue  # compacted between the two reads: read both again
+        else:
+            raise RegistryConflict("listing the machines kept racing etcd compactions")
+        docs = [d for d in (self._decode(kv) for kv in (*kvs, *meta)) if d is not None]
+        return snapshot_from(revision, docs)
+
     # --- scheduling ------------------------------------------------------------------------
     async def schedule(self, name: str, machine_id: str, expected: str | None = None) -> bool:
         """Place a job on a machine if its placement is still `expected` (None = unscheduled)

@@ -204,3 +204,14 @@ async def test_create_many_answers_as_create_job_would(registry: Registry) -> No
     assert snap.jobs["same.service"].desired is JobState.LAUNCHED  # untouched
     assert snap.jobs["other.service"].unit_hash == unit("b").hash
     assert set(snap.units) == {unit("a").hash, unit("b").hash}  # no content of a refused job
+
+
+async def test_machines_snapshot_reads_only_machines(registry: Registry) -> None:
+    await registry.create_job("a.service", unit(), JobState.LAUNCHED)
+    lease = await registry.register_machine(Machine("m1", "10.0.0.1", {"role": "web"}), ttl=10)
+    await registry.set_machine_metadata({"m1": {"disk": "ssd"}})
+    snap = await registry.machines_snapshot()
+    assert set(snap.machines) == {"m1"} and snap.dynamic_metadata["m1"] == {"disk": "ssd"}
+    assert not snap.jobs and not snap.units and not snap.placements and not snap.states
+    assert snap.revision == (await registry.snapshot()).revision
+    await lease.revoke()
