@@ -20,7 +20,7 @@ from fleetd.api.serialization import Fail, read_json
 from fleetd.api.units import current_state, is_global
 from fleetd.engine import plan_for
 from fleetd.model import JobState, ModelError
-from fleetd.registry import Snapshot
+from fleetd.registry import UNITS_SNAPSHOT_MAX, Snapshot
 from fleetd.registry.events import ClusterView, units_touched
 
 if TYPE_CHECKING:
@@ -248,7 +248,9 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
 
     async def wait(request: web.Request) -> web.StreamResponse:
         names, state, active, timeout = _wait_request(await read_json(request))
-        snapshot = await ctx.snapshot()
+        # a few units: their keys only (the watch brings the rest of what they need)
+        few = len(names) <= UNITS_SNAPSHOT_MAX
+        snapshot = await (ctx.registry.units_snapshot(names) if few else ctx.snapshot())
         resp = await _stream_response(request, "application/x-ndjson")
         pending = dict.fromkeys(names)
         view = ClusterView(snapshot)
@@ -273,11 +275,12 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
                                 break
         snapshot = view.freeze(copy=False)
         plan: dict[str, str] | None = None
+        whole = await ctx.snapshot() if pending and few else snapshot  # the planner's view
 
         def unplaced() -> dict[str, str]:
             nonlocal plan
             if plan is None:
-                plan = dict(plan_for(snapshot, {}).unplaced)
+                plan = dict(plan_for(whole, {}).unplaced)
             return plan
 
         final = {

@@ -57,7 +57,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         if request.method != "GET":
             raise Fail(405, "only GET supported against this resource")
         name = request.match_info["name"]
-        snapshot = await ctx.snapshot()
+        snapshot = await ctx.registry.units_snapshot([name])  # this unit's keys only
         machine_id = snapshot.placements.get(name)
         if machine_id is not None and (name, machine_id) in snapshot.states:
             return json_response(state_json(snapshot.states[(name, machine_id)]))

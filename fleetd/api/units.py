@@ -168,7 +168,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def item(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if request.method == "GET":
-            snapshot = await ctx.snapshot()
+            snapshot = await ctx.registry.units_snapshot([name])  # this unit's keys only
             job = snapshot.jobs.get(name)
             unit = unit_json(snapshot, job) if job is not None else None
             if unit is None:

@@ -37,11 +37,12 @@ from fleetd.registry.events import (
 from fleetd.registry.keys import DEFAULT_PREFIX, KeyLayout
 from fleetd.registry.leases import Lease
 from fleetd.registry.metadata import effective_machines, effective_metadata, merge_metadata
-from fleetd.registry.registry import Leadership, Registry, Submitted
+from fleetd.registry.registry import UNITS_SNAPSHOT_MAX, Leadership, Registry, Submitted
 from fleetd.registry.watch import EventStream
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "UNITS_SNAPSHOT_MAX",
     "EtcdAuthError",
     "EtcdConfig",
     "EtcdRequestFailed",

@@ -335,8 +335,11 @@ class EtcdClient:
         raise AssertionError("unreachable")
 
     # --- key-value -------------------------------------------------------------------------
-    async def get(self, key: str) -> tuple[int, KeyValue | None]:
-        resp = await self._call("get", lambda c: c.kv.get(key, timeout=self._t))  # type: ignore[union-attr]
+    async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
+        resp = await self._call(
+            "get",
+            lambda c: c.kv.get(key, revision=revision, timeout=self._t),  # type: ignore[union-attr]
+        )
         return resp.header.revision, (_kv(resp.kvs[0]) if resp.kvs else None)
 
     async def get_prefix(self, prefix: str, revision: int = 0) -> tuple[int, list[KeyValue]]:

@@ -50,6 +50,7 @@ log = structlog.get_logger(__name__)
 
 _CAS_ATTEMPTS = 8  # optimistic retries before RegistryConflict
 _DESTROY_CONCURRENCY = 32  # destroys of one destroy_many in flight at once
+UNITS_SNAPSHOT_MAX = 40  # names per units_snapshot (3 reads each, etcd's 128 ops per txn)
 _CREATE_CHUNK = 50  # jobs per create_many txn (with their contents: under etcd's 128 ops)
 
 
@@ -444,6 +445,28 @@ class Registry:
                 docs.append(doc)
         self._decoded = decoded
         return snapshot_from(revision, docs)
+
+    async def units_snapshot(self, names: Sequence[str]) -> Snapshot:
+        """What the API shows of a few units, at one revision, without reading the rest of the
+        registry: their jobs, contents, placements and states, and the machines. At most
+        UNITS_SNAPSHOT_MAX names (one transaction of reads)."""
+        if not 1 <= len(names) <= UNITS_SNAPSHOT_MAX:
+            raise ValueError(f"units_snapshot takes 1 to {UNITS_SNAPSHOT_MAX} names")
+        reads: list[Put | Delete | Get] = [Get(self.keys.of_kind(KeyKind.MACHINE), prefix=True)]
+        for name in names:
+            reads += [
+                Get(self.keys.job(name)),
+                Get(self.keys.schedule(name)),
+                Get(self.keys.states_of(name), prefix=True),
+            ]
+        res = await self._etcd.txn([], reads)
+        docs = [d for kvs in res.gets for d in (self._decode(kv) for kv in kvs) if d is not None]
+        hashes = {d.unit_hash for d in docs if isinstance(d, Job)}
+        contents = await asyncio.gather(
+            *(self._etcd.get(self.keys.unit(h), res.revision) for h in sorted(hashes))
+        )
+        docs += [d for _, kv in contents if kv is not None and (d := self._decode(kv)) is not None]
+        return snapshot_from(res.revision, docs)
 
     async def machines_snapshot(self) -> Snapshot:
         """The machines and their dynamic metadata at one (the current) revision, without the
