@@ -215,3 +215,19 @@ async def test_machines_snapshot_reads_only_machines(registry: Registry) -> None
     assert not snap.jobs and not snap.units and not snap.placements and not snap.states
     assert snap.revision == (await registry.snapshot()).revision
     await lease.revoke()
+
+
+async def test_units_snapshot_reads_only_those_units(registry: Registry) -> None:
+    await registry.create_job("a.service", unit("a"), JobState.LAUNCHED)
+    await registry.create_job("b.service", unit("b"))
+    lease = await registry.register_machine(Machine("m1", "10.0.0.1", {}), ttl=10)
+    assert await registry.schedule("a.service", "m1")
+    await registry.publish_state(state("a.service", "m1"), lease)
+    snap = await registry.units_snapshot(["a.service", "ghost.service"])
+    assert set(snap.jobs) == {"a.service"} and set(snap.units) == {unit("a").hash}
+    assert dict(snap.placements) == {"a.service": "m1"}
+    assert set(snap.states) == {("a.service", "m1")} and set(snap.machines) == {"m1"}
+    assert snap.revision == (await registry.snapshot()).revision
+    with pytest.raises(ValueError):
+        await registry.units_snapshot([])
+    await lease.revoke()
