@@ -42,7 +42,7 @@ from fleetd.registry.events import LeaderChanged, Resync, Snapshot, decode_value
 from fleetd.registry.keys import KeyKind, KeyLayout
 from fleetd.registry.leases import Lease
 from fleetd.registry.watch import Backoff, EventStream
-from fleetd.unit import UnitFile
+from fleetd.unit import UnitFile, validate_name
 
 __all__ = ["Leadership", "Registry", "Submitted"]
 
@@ -126,8 +126,10 @@ class Registry:
         """Submit a unit: store its content (once per hash) and its job, atomically.
 
         The same name with identical content again is a no-op (Submitted.UNCHANGED); with
-        different content it is refused (UnitExists): fleet never changes a submitted file.
+        different content it is refused (UnitExists): fleet never changes a submitted file. A
+        name that is no unit name raises UnitNameError (fleet's messages) and stores nothing.
         """
+        validate_name(name)  # UnitNameError: never a key (or, on a machine, a path) of it
         content = UnitContent(unit)
         job = Job(name, content.hash, desired)
         job_key, unit_key = self.keys.job(name), self.keys.unit(content.hash)
@@ -165,6 +167,8 @@ class Registry:
         job as a nested txn guarded on the job being absent; a content none of the chunk's new
         jobs uses is collected again unless older jobs use it. Returns, in order, what
         `create_job` would return or raise for each (the error as a value)."""
+        for name, _, _ in jobs:
+            validate_name(name)  # UnitNameError before anything is written
         out: list[Submitted | UnitExists | RegistryConflict | EtcdUnavailable] = []
         for start in range(0, len(jobs), _CREATE_CHUNK):
             chunk = jobs[start : start + _CREATE_CHUNK]

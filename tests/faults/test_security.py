@@ -26,10 +26,11 @@ import structlog
 
 from fleetd import logs
 from fleetd.api.server import APIServer
-from fleetd.model import JobState
+from fleetd.model import Job, JobState, UnitContent
 from fleetd.model import Machine as MachineDoc
 from fleetd.registry import EtcdAuthError, EtcdConfig, Registry
 from fleetd.sandbox.etcd import EtcdServer
+from fleetd.unit import UnitNameError
 from tests.api.api_helpers import raw
 from tests.faults.harness import BIN, report
 from tests.faults.inprocess import LOOP, Node, running_engine
@@ -163,15 +164,17 @@ ROGUE = ["../../rogue-escape.service", "/abs-rogue.service", ".rogue.service"]
 
 
 async def _rogue_jobs(registry: Registry) -> list[str]:
-    """Jobs written straight to the registry under hostile names (those it accepts)."""
-    stored = []
+    """Jobs written straight to etcd under hostile names, as a rogue writer would: the
+    Registry itself refuses such names (checked here too), so their keys are put raw."""
     for name in ROGUE:
-        try:
+        with pytest.raises(UnitNameError):
             await registry.create_job(name, LOOP, JobState.LAUNCHED)
-        except ValueError:
-            continue
-        stored.append(name)
-    return stored
+    content = UnitContent(LOOP)
+    await registry.etcd.put(registry.keys.unit(content.hash), content.encode())
+    for name in ROGUE:
+        job = Job(name, content.hash, JobState.LAUNCHED)
+        await registry.etcd.put(registry.keys.job(name), job.encode())
+    return list(ROGUE)
 
 
 # --- no secrets in logs ----------------------------------------------------------------------
