@@ -34,12 +34,15 @@ from fleetd.registry import (
     JobChanged,
     JobDeleted,
     Lease,
+    MachineDown,
+    MachineUp,
+    MetadataChanged,
+    MetadataDeleted,
     Registry,
     Resync,
     ScheduleChanged,
     ScheduleDeleted,
-    StateChanged,
-    StateDeleted,
+    UnitStored,
     effective_metadata,
 )
 from fleetd.registry.events import ClusterView
@@ -253,8 +256,7 @@ class Agent:
             async with self.registry.watch(snapshot.revision + 1) as events:
                 async for event in events:
                     self._view.apply(event)
-                    self._index(event)
-                    if not isinstance(event, StateChanged | StateDeleted):
+                    if self._index(event):
                         self._dirty.set()
 
     async def _follow_systemd(self, changes) -> None:  # type: ignore[no-untyped-def]
@@ -289,15 +291,7 @@ class Agent:
         view = self._view
         assert view is not None
         for name in list(self._unsure):
-            job = view.jobs.get(name)
-            req = self._requirements_of(name, job) if job is not None else None
-            if job is not None and req is None and name not in self._refused:
-                continue  # its content has not arrived yet: ask again next time
-            self._unsure.discard(name)
-            if req is not None and req.is_global:
-                self._globals.add(name)
-            else:
-                self._globals.discard(name)
+            self._classify(name)
         jobs: dict[str, AgentJob] = {}
         for name in self._mine | self._globals:
             job = view.jobs.get(name)
@@ -321,28 +315,64 @@ class Agent:
             req = self._requirements[key] = content.unit.requirements(name)
         return req
 
-    def _index(self, event: Event | None) -> None:
-        """Keep the names placed here and the jobs to classify (Global or not) current."""
+    def _classify(self, name: str) -> bool:
+        """Sort a job into Global or not (`_unsure` while its content is unknown); returns
+        whether it matters here: Global now or before, or still unsure."""
         view = self._view
         assert view is not None
+        was = name in self._globals
+        job = view.jobs.get(name)
+        req = self._requirements_of(name, job) if job is not None else None
+        if job is not None and req is None and name not in self._refused:
+            self._unsure.add(name)  # its content has not arrived yet: ask again later
+            return True
+        self._unsure.discard(name)
+        if req is not None and req.is_global:
+            self._globals.add(name)
+            return True
+        self._globals.discard(name)
+        return was
+
+    def _index(self, event: Event | None) -> bool:
+        """Keep the names placed here and the Global jobs current; returns whether `event` may
+        change what this machine should hold (an event about other machines' units does not,
+        so a bulk submit elsewhere costs this agent no plans)."""
+        view = self._view
+        assert view is not None
+        me = self.machine.id
         match event:
             case None | Resync():
-                me = self.machine.id
                 self._mine = {n for n, m in view.placements.items() if m == me}
                 self._globals = set()
                 self._unsure = set(view.jobs)
+                return True
             case ScheduleChanged(placement=placement):
-                if placement.machine_id == self.machine.id:
+                was = placement.name in self._mine
+                if placement.machine_id == me:
                     self._mine.add(placement.name)
-                else:
-                    self._mine.discard(placement.name)
+                    return True
+                self._mine.discard(placement.name)
+                return was
             case ScheduleDeleted(name=name):
+                was = name in self._mine
                 self._mine.discard(name)
+                return was
             case JobChanged(job=job):
-                self._unsure.add(job.name)
+                return self._classify(job.name) or job.name in self._mine
             case JobDeleted(name=name):
+                was = name in self._mine or name in self._globals or name in self._unsure
                 self._globals.discard(name)
                 self._unsure.discard(name)
+                return was
+            case UnitStored():
+                return bool(self._unsure)  # the content a job waited for may have come
+            case MachineUp(machine=machine):
+                return machine.id == me
+            case MachineDown(machine_id=machine_id) | MetadataDeleted(machine_id=machine_id):
+                return machine_id == me
+            case MetadataChanged(metadata=metadata):
+                return metadata.machine_id == me
+        return False  # states, the leader, a content deleted
 
     def _valid_name(self, name: str) -> bool:
         """A job written to etcd by something else than the API may have a name that is no file

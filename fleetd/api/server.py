@@ -136,6 +136,9 @@ class Context:
     session: aiohttp.ClientSession | None = None
     snapshots: SharedSnapshots = field(init=False)
     _units: tuple[int, list[dict[str, Any]]] = (-1, [])
+    _unit_cache: dict[str, tuple[tuple[object, ...], dict[str, Any] | None]] = field(
+        default_factory=dict
+    )
     _listings: OrderedDict[int, Snapshot] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
@@ -162,9 +165,11 @@ class Context:
         return await self.snapshot()
 
     def units_of(self, snapshot: Snapshot) -> list[dict[str, Any]]:
-        """Every unit as JSON, computed once per revision."""
+        """Every unit as JSON, computed once per revision; a unit whose job, content,
+        placement and state are the same objects as at the last revision is not computed
+        again (snapshots share the documents of unchanged keys)."""
         if self._units[0] != snapshot.revision:
-            self._units = (snapshot.revision, units_of(snapshot))
+            self._units = (snapshot.revision, units_of(snapshot, self._unit_cache))
         return self._units[1]
 
     def page_token(self, request: web.Request) -> PageToken:

@@ -77,10 +77,35 @@ def unit_json(snapshot: Snapshot, job: Job) -> dict[str, Any] | None:
     return out
 
 
-def units_of(snapshot: Snapshot) -> list[dict[str, Any]]:
-    """Every unit, sorted by name."""
-    units = (unit_json(snapshot, snapshot.jobs[name]) for name in sorted(snapshot.jobs))
-    return [u for u in units if u is not None]
+def units_of(
+    snapshot: Snapshot,
+    cache: dict[str, tuple[tuple[object, ...], dict[str, Any] | None]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every unit, sorted by name. With `cache` (kept by the caller across snapshots), a unit
+    whose inputs are the very same objects as last time is not computed again."""
+    out = []
+    for name in sorted(snapshot.jobs):
+        job = snapshot.jobs[name]
+        machine_id = snapshot.placements.get(name)
+        key = (
+            job,
+            snapshot.units.get(job.unit_hash),
+            machine_id,
+            snapshot.states.get((name, machine_id)) if machine_id is not None else None,
+        )
+        known = cache.get(name) if cache is not None else None
+        if known is not None and all(a is b for a, b in zip(known[0], key, strict=True)):
+            unit = known[1]
+        else:
+            unit = unit_json(snapshot, job)
+            if cache is not None:
+                cache[name] = (key, unit)
+        if unit is not None:
+            out.append(unit)
+    if cache is not None and len(cache) > len(snapshot.jobs):
+        for name in [n for n in cache if n not in snapshot.jobs]:
+            del cache[name]
+    return out
 
 
 # --- request body ----------------------------------------------------------------------------
