@@ -290,6 +290,9 @@ class Bench:
         submit = asyncio.run(self.submit_many([f"list{i}.service" for i in range(LISTED)]))
         ctl = [str(etcdctl_binary()), f"--endpoints={self.etcd_url}", "get", "--prefix", "/fleet/"]
         out: dict[str, list[float]] = {"list-units": [], "list-unit-files": [], "etcdctl": []}
+        # one untimed list first: every fleetd has just followed 20,000 watch events (its
+        # engine re-planning the new jobs), and the figure is the list, not that catch-up
+        self.fleetctl(BULK_TIMEOUT, "list-unit-files")
         for _ in range(LIST_RUNS):
             out["list-units"].append(self.fleetctl(BULK_TIMEOUT, "list-units"))
             out["list-unit-files"].append(self.fleetctl(BULK_TIMEOUT, "list-unit-files"))
@@ -504,7 +507,8 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
   300 and of 1,000 units and `fleetctl list-unit-files` of 10,000 failed on this VM (a request
   "timed out") in runs of this bench on 2026-11-25.
 - The {LISTED:,} listed units were submitted inactive through the Registry, 200 in flight
-  ({li['submit']:.1f} s), not by the CLI; the lists print every unit.
+  ({li['submit']:.1f} s), not by the CLI; the lists print every unit. One untimed
+  `list-unit-files` runs first (the fleetds have just followed 20,000 watch events).
 
 Goals missed in this run (measured figure against the goal):
 {missed_text}
