@@ -67,19 +67,7 @@ def running_on(snapshot: Snapshot, name: str) -> str | None:
 
 async def until(registry: Registry, predicate: Callable[[Snapshot], bool]) -> Snapshot:
     """The first view of the registry (a snapshot, then each watch event) satisfying predicate."""
-
-    async def follow() -> Snapshot:
-        snapshot = await registry.snapshot()
-        if predicate(snapshot):
-            return snapshot
-        async with registry.watch(snapshot.revision + 1) as events:
-            async for event in events:
-                snapshot = snapshot.apply(event)
-                if predicate(snapshot):
-                    return snapshot
-        raise RuntimeError("the watch ended")
-
-    return await asyncio.wait_for(follow(), DEADLINE)
+    return await asyncio.wait_for(registry.wait_for(predicate), DEADLINE)
 
 
 class Failover:

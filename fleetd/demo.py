@@ -203,15 +203,10 @@ async def wait_moved(sandbox_dir: Path, unit: str, dead: str, deadline: float = 
 
     async def follow() -> str:
         async with Registry(config) as registry:
-            snapshot = await registry.snapshot()
-            if (found := running_elsewhere(snapshot)) is not None:
-                return found
-            async with registry.watch(snapshot.revision + 1) as events:
-                async for event in events:
-                    snapshot = snapshot.apply(event)
-                    if (found := running_elsewhere(snapshot)) is not None:
-                        return found
-        raise RuntimeError("the watch ended")
+            snapshot = await registry.wait_for(lambda s: running_elsewhere(s) is not None)
+        found = running_elsewhere(snapshot)
+        assert found is not None
+        return found
 
     return await asyncio.wait_for(follow(), deadline)
 

@@ -14,16 +14,4 @@ async def until(
     registry: Registry, predicate: Callable[[Snapshot], bool], deadline: float = DEADLINE
 ) -> Snapshot:
     """The first view of the registry (a snapshot, then each watch event) satisfying predicate."""
-
-    async def follow() -> Snapshot:
-        snapshot = await registry.snapshot()
-        if predicate(snapshot):
-            return snapshot
-        async with registry.watch(snapshot.revision + 1) as events:
-            async for event in events:
-                snapshot = snapshot.apply(event)
-                if predicate(snapshot):
-                    return snapshot
-        raise AssertionError("the watch ended")
-
-    return await asyncio.wait_for(follow(), deadline)
+    return await asyncio.wait_for(registry.wait_for(predicate), deadline)

@@ -269,24 +269,19 @@ class Client:
     ) -> Iterator[dict]:
         """Each unit's line as it reaches `state`, then `{"done": true, "pending": [...]}`."""
         body = {"units": list(units), "state": state, "active": active, "timeout": timeout}
-        conn, resp = self._open("POST", "/x/wait", body=body, stream=True)
-        try:
-            while True:
-                try:
-                    line = resp.readline()
-                except (OSError, http.client.HTTPException) as err:
-                    raise Unreachable(0, f"lost the fleet API at {self.endpoint}: {err}") from err
-                if not line:
-                    return
-                if line.strip():
-                    yield json.loads(line)
-        finally:
-            conn.close()
+        yield from self._json_lines("POST", "/x/wait", body=body, endless=False)
 
     def events(self) -> Iterator[dict]:
         """The registry's changes (`GET /x/events`): a `snapshot` line, then `units` and
         `machines` lines as they happen, until the server goes away (then `Unreachable`)."""
-        conn, resp = self._open("GET", "/x/events", stream=True)
+        yield from self._json_lines("GET", "/x/events", endless=True)
+
+    def _json_lines(
+        self, method: str, path: str, *, endless: bool, body: Any = None
+    ) -> Iterator[dict]:
+        """The JSON lines of a streamed answer; its end is Unreachable when the stream should
+        never end (`endless`), else the end of the iteration."""
+        conn, resp = self._open(method, path, body=body, stream=True)
         try:
             while True:
                 try:
@@ -294,7 +289,9 @@ class Client:
                 except (OSError, http.client.HTTPException) as err:
                     raise Unreachable(0, f"lost the fleet API at {self.endpoint}: {err}") from err
                 if not line:
-                    raise Unreachable(0, f"lost the fleet API at {self.endpoint}: stream ended")
+                    if endless:
+                        raise Unreachable(0, f"lost the fleet API at {self.endpoint}: stream ended")
+                    return
                 if line.strip():
                     yield json.loads(line)
         finally:
@@ -304,6 +301,8 @@ class Client:
         _, text = self._call(
             "GET", f"/x/units/{_q(name)}/status", timeout=max(self.timeout, _STATUS_TIMEOUT)
         )
+        if text is None:  # an empty body
+            return ""
         return text if isinstance(text, str) else json.dumps(text)
 
     def journal(

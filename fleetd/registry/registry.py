@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from enum import StrEnum
 from types import TracebackType
@@ -38,7 +38,14 @@ from fleetd.registry.errors import (
     WatchInterrupted,
 )
 from fleetd.registry.etcd import MAX_NESTED, Cmp, Delete, EtcdClient, Get, Guarded, KeyValue, Put
-from fleetd.registry.events import LeaderChanged, Resync, Snapshot, decode_value, snapshot_from
+from fleetd.registry.events import (
+    ClusterView,
+    LeaderChanged,
+    Resync,
+    Snapshot,
+    decode_value,
+    snapshot_from,
+)
 from fleetd.registry.keys import KeyKind, KeyLayout
 from fleetd.registry.leases import Lease
 from fleetd.registry.watch import Backoff, EventStream
@@ -307,11 +314,7 @@ class Registry:
                 raise JobNotFound(name)
             job = self._decode(mine)
             guards = [Cmp(job_key, "mod", "==", mine.mod_revision)]
-            ops: list[Put | Delete | Get] = [
-                Delete(job_key),
-                Delete(self.keys.schedule(name)),
-                Delete(self.keys.states_of(name), prefix=True),
-            ]
+            ops: list[Put | Delete | Get] = self._job_deletes(name)
             unused = None
             if isinstance(job, Job):
                 unused = await self._unused_content(job_key, job.unit_hash)
@@ -362,12 +365,7 @@ class Registry:
                     return None
                 kv, job = found
                 res = await self._etcd.txn(
-                    [Cmp(kv.key, "mod", "==", kv.mod_revision)],
-                    [
-                        Delete(kv.key),
-                        Delete(self.keys.schedule(name)),
-                        Delete(self.keys.states_of(name), prefix=True),
-                    ],
+                    [Cmp(kv.key, "mod", "==", kv.mod_revision)], self._job_deletes(name)
                 )
                 if not res.succeeded:
                     await self.destroy(name)  # changed since the listing
@@ -391,6 +389,14 @@ class Registry:
             if res.succeeded:
                 log.info("registry.unit_collected", hash=unit_hash)
         return results
+
+    def _job_deletes(self, name: str) -> list[Put | Delete | Get]:
+        """What destroying a job deletes besides its content: the job, placement, states."""
+        return [
+            Delete(self.keys.job(name)),
+            Delete(self.keys.schedule(name)),
+            Delete(self.keys.states_of(name), prefix=True),
+        ]
 
     async def _unused_content(self, job_key: str, unit_hash: str) -> Cmp | None:
         """The guard under which the content `unit_hash` may be deleted along with a change of
@@ -471,6 +477,20 @@ class Registry:
         )
         docs += [d for _, kv in contents if kv is not None and (d := self._decode(kv)) is not None]
         return snapshot_from(res.revision, docs)
+
+    async def wait_for(self, predicate: Callable[[Snapshot | ClusterView], bool]) -> Snapshot:
+        """The first view of the registry satisfying `predicate`: now, then after each watch
+        event (folded into one ClusterView, O(1) per event). No deadline: the caller bounds it."""
+        snapshot = await self.snapshot()
+        if predicate(snapshot):
+            return snapshot
+        view = ClusterView(snapshot)
+        async with self.watch(snapshot.revision + 1) as events:
+            async for event in events:
+                view.apply(event)
+                if predicate(view):
+                    return view.freeze()
+        raise RuntimeError("the registry's watch ended")
 
     async def machines_snapshot(self) -> Snapshot:
         """The machines and their dynamic metadata at one (the current) revision, without the
