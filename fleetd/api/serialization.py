@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from fleetd.errors import TemporaryError
 from fleetd.registry import EtcdUnavailable, RegistryConflict, RegistryError
 
 __all__ = ["ETCD_DOWN", "Fail", "error_response", "failure_of", "json_response", "read_json"]
@@ -41,6 +42,9 @@ def failure_of(err: Exception, *, what: str) -> tuple[int, str] | None:
         case RegistryError():
             log.error("api.registry_error", path=what, error=str(err))
             return 500, ""
+        case TemporaryError():  # e.g. systemd could not answer: worth asking again
+            log.warning("api.temporary_error", path=what, error=str(err))
+            return 503, str(err)
     return None
 
 
