@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -47,7 +46,7 @@ from fleetd.registry import (
 )
 from fleetd.registry.events import ClusterView
 from fleetd.registry.watch import Backoff
-from fleetd.systemd.manager import LOAD_FAILED, SystemdManager
+from fleetd.systemd.manager import SystemdManager
 from fleetd.systemd.manager import UnitState as SystemdState
 from fleetd.unit import Requirements, UnitNameError, UnitParseError, parse_unit, validate_name
 
@@ -59,12 +58,6 @@ log = structlog.get_logger(__name__)
 _STARTED_STATES = frozenset({"active", "activating", "reloading", "failed", "deactivating"})
 
 
-@dataclass(frozen=True, slots=True)
-class _Published:
-    hash: str
-    load: str
-    active: str
-    sub: str
 
 
 class Agent:
@@ -96,7 +89,8 @@ class Agent:
         self._hashes: dict[str, str] = {}  # unit file in the units dir → its content hash
         self._started: set[str] = set()  # units we started (or adopted running or failed)
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
-        self._published: dict[str, _Published] = {}
+        self._published: dict[str, UnitState] = {}
+        self._jobs: dict[str, str] = {}  # result of the last start job run here, per unit
         self._requirements: dict[tuple[str, str], Requirements] = {}
         # jobs placed here, jobs whose unit is Global, jobs not yet classified (see _index)
         self._mine: set[str] = set()
@@ -440,22 +434,34 @@ class Agent:
         self.systemd.write(task.unit, content.unit)
         self._hashes[task.unit] = task.hash
         self._started.discard(task.unit)
+        self._jobs.pop(task.unit, None)
         return True
 
     async def _start(self, name: str) -> None:
         result = await self._guard("start", self.systemd.start_unit(name), [name])
         if result is not None:
             self._started.add(name)
-            if result == LOAD_FAILED:
+            if result != "done":  # why systemd gave up on it: failed, dependency, timeout...
+                self._jobs[name] = result
                 self._publish_dirty.set()
 
     async def _stop(self, name: str) -> None:
         if await self._guard("stop", self.systemd.stop_unit(name), [name]) is not None:
             self._started.discard(name)
+            self._jobs.pop(name, None)
+            await self._reset_failed(name)
+
+    async def _reset_failed(self, name: str) -> None:
+        """A stopped unit that had failed becomes inactive: its next start is judged afresh."""
+        state = self._states.get(name)
+        if state is not None and state.active == "failed":
+            await self._guard("reset_failed", self.systemd.reset_failed(name), [name])
 
     async def _unload(self, name: str) -> None:
+        await self._reset_failed(name)  # systemd would remember the failure of a unit reloaded
         await self._guard("unload", self.systemd.unload(name), [name])
         self._hashes.pop(name, None)
+        self._jobs.pop(name, None)
         self._started.discard(name)
         self._states.pop(name, None)
         if self._published.pop(name, None) is not None:
@@ -487,27 +493,31 @@ class Agent:
                 continue
             await asyncio.gather(*(self._publish_one(n) for n in self._changed_states()))
 
+    def _document(self, name: str) -> UnitState | None:
+        """The state to publish for `name`: what systemd says, with why it is not running."""
+        state = self._states.get(name)
+        if state is None:
+            return None
+        return UnitState(
+            name, self.machine.id, self._hashes[name], state.load, state.active, state.sub,
+            state.result, state.exit, state.load_error, self._jobs.get(name, ""),
+        )
+
     def _changed_states(self) -> list[str]:
-        changed = []
-        for name, unit_hash in self._hashes.items():
-            state = self._states.get(name)
-            if state is None:
-                continue
-            current = _Published(unit_hash, state.load, state.active, state.sub)
-            if self._published.get(name) != current:
-                changed.append(name)
-        return sorted(changed)
+        return sorted(
+            name for name in self._hashes
+            if (doc := self._document(name)) is not None and self._published.get(name) != doc
+        )
 
     async def _publish_one(self, name: str) -> None:
-        state, unit_hash, lease = self._states[name], self._hashes[name], self.lease
-        assert lease is not None
-        doc = UnitState(name, self.machine.id, unit_hash, state.load, state.active, state.sub)
+        state, lease = self._document(name), self.lease
+        assert lease is not None and state is not None
         try:
-            await self.registry.publish_state(doc, lease)
+            await self.registry.publish_state(state, lease)
         except EtcdUnavailable as err:
             log.warning("agent.publish_failed", unit=name, machine=self.machine.id, error=str(err))
             return  # the next change or the re-registration publishes it again
-        self._published[name] = _Published(unit_hash, state.load, state.active, state.sub)
+        self._published[name] = state
         METRICS.inc("fleetd_agent_states_published_total")
         log.info(
             "agent.state_published",
@@ -516,4 +526,8 @@ class Agent:
             load=state.load,
             active=state.active,
             sub=state.sub,
+            result=state.result or None,
+            exit=state.exit or None,
+            load_error=state.load_error or None,
+            job=state.job or None,
         )

@@ -19,6 +19,7 @@ from fleetd.unit import UnitFile, UnitOption, UnitParseError
 SCHEMA_VERSION = 1
 
 __all__ = [
+    "BAD_LOAD_STATES",
     "SCHEMA_VERSION",
     "DynamicMetadata",
     "Job",
@@ -230,9 +231,17 @@ class DynamicMetadata(_Document):
         )
 
 
+# systemd LoadStates from which a unit can never start.
+BAD_LOAD_STATES = frozenset({"not-found", "bad-setting", "error", "masked"})
+
+
 @dataclass(frozen=True, slots=True)
 class UnitState(_Document):
-    """What systemd on one machine says of one unit, as that machine's agent publishes it."""
+    """What systemd on one machine says of one unit, as that machine's agent publishes it.
+
+    The last four fields say why a unit is not running, in systemd's words; they are empty
+    while there is nothing to say and are left out of the JSON then (older fleetds omit them).
+    """
 
     kind: ClassVar[str] = "state"
     name: str
@@ -241,9 +250,15 @@ class UnitState(_Document):
     load: str  # systemd LoadState: loaded, not-found, error, ...
     active: str  # systemd ActiveState: active, inactive, failed, activating, ...
     sub: str  # systemd SubState: running, dead, exited, ...
+    result: str = ""  # the unit's Result= once it failed: exit-code, signal, start-limit-hit, ...
+    exit: str = ""  # the process that failed: "ExecStart=/bin/false (code=exited, status=1/...)"
+    load_error: str = ""  # systemd's LoadError message when LoadState is not "loaded"
+    job: str = ""  # result of the agent's last start job when not "done": failed, dependency...
+
+    _DETAILS: ClassVar[tuple[str, ...]] = ("result", "exit", "load_error", "job")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "machine": self.machine_id,
             "hash": self.hash,
@@ -251,14 +266,18 @@ class UnitState(_Document):
             "active": self.active,
             "sub": self.sub,
         }
+        out.update({f: getattr(self, f) for f in self._DETAILS if getattr(self, f)})
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UnitState:
+        details = {f: cls._field(data, f, str) for f in cls._DETAILS if f in data}
         return cls(
             *(
                 cls._field(data, f, str)
                 for f in ("name", "machine", "hash", "load", "active", "sub")
-            )
+            ),
+            **details,
         )
 
 

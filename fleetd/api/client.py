@@ -266,9 +266,15 @@ class Client:
         *,
         active: bool = False,
         timeout: float | None = None,
+        settle: float = 0.0,
     ) -> Iterator[dict]:
-        """Each unit's line as it reaches `state`, then `{"done": true, "pending": [...]}`."""
-        body = {"units": list(units), "state": state, "active": active, "timeout": timeout}
+        """Each unit's line as it reaches `state` (or, with `"failed": true`, can no longer
+        reach it), then `{"done": true, "pending": [...]}`."""
+        body: dict[str, Any] = {
+            "units": list(units), "state": state, "active": active, "timeout": timeout
+        }
+        if settle:
+            body["settle"] = settle
         yield from self._json_lines("POST", "/x/wait", body=body, endless=False)
 
     def events(self) -> Iterator[dict]:

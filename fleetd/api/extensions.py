@@ -17,16 +17,34 @@ import structlog
 from aiohttp import web
 
 from fleetd.api.serialization import Fail, read_json
-from fleetd.api.units import current_state, is_global
 from fleetd.engine import plan_for
 from fleetd.model import JobState, ModelError
-from fleetd.registry import UNITS_SNAPSHOT_MAX, Snapshot
+from fleetd.reconcile.waiting import (
+    current_state,
+    failure,
+    is_global,
+    pending_reason,
+    reached,
+    settles,
+    unschedulable,
+)
+from fleetd.registry import (
+    UNITS_SNAPSHOT_MAX,
+    Event,
+    JobChanged,
+    MachineDown,
+    MachineUp,
+    MetadataChanged,
+    MetadataDeleted,
+    Resync,
+    Snapshot,
+)
 from fleetd.registry.events import ClusterView, units_touched
 
 if TYPE_CHECKING:
     from fleetd.api.server import Context
 
-__all__ = ["pending_reason", "reached", "unit_machines"]
+__all__ = ["unit_machines"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,54 +68,6 @@ def unit_machines(snapshot: Snapshot, name: str, *, verb: str = "loaded") -> lis
     if not machines:
         raise Fail(409, f"Unit {name} does not appear to be {verb}.")
     return machines
-
-
-def reached(
-    snapshot: Snapshot | ClusterView, name: str, state: JobState, active: bool
-) -> dict[str, Any] | None:
-    """The progress line of a unit that is in `state` (and systemd-active if asked), else None."""
-    job = snapshot.jobs.get(name)
-    if job is None:
-        return None
-    if is_global(snapshot, job):  # fleet never waits for global units
-        return {"name": name, "global": True}
-    current = current_state(snapshot, job)
-    if current != state.value:
-        return None
-    machine_id = snapshot.placements.get(name)
-    if state is JobState.INACTIVE and machine_id is not None:
-        return None  # as in fleet, an unloaded unit is inactive once the engine unplaced it
-    line: dict[str, Any] = {"name": name, "currentState": current}
-    if machine_id is not None:
-        machine = snapshot.machines.get(machine_id)
-        line["machineID"] = machine_id
-        line["machineIP"] = machine.public_ip if machine is not None else ""
-        if active:
-            unit_state = snapshot.states.get((name, machine_id))
-            if unit_state is None or unit_state.active != "active":
-                return None
-    elif active:
-        return None
-    return line
-
-
-def pending_reason(snapshot: Snapshot, name: str, unplaced: Callable[[], dict[str, str]]) -> str:
-    """Why `name` has not reached the state waited for, in a user's words."""
-    job = snapshot.jobs.get(name)
-    if job is None:
-        return "unit does not exist"
-    machine_id = snapshot.placements.get(name)
-    if machine_id is None:
-        if job.desired == JobState.INACTIVE:
-            return "desired state is inactive: the unit is not scheduled"
-        return unplaced().get(name) or "waiting for the engine to schedule it"
-    unit_state = snapshot.states.get((name, machine_id))
-    if unit_state is None:
-        return f"waiting for machine {machine_id} to report the unit"
-    return (
-        f"systemd on machine {machine_id} reports "
-        f"{unit_state.load}/{unit_state.active}/{unit_state.sub}"
-    )
 
 
 # --- streaming helpers -----------------------------------------------------------------------
@@ -247,35 +217,54 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         )
 
     async def wait(request: web.Request) -> web.StreamResponse:
-        names, state, active, timeout = _wait_request(await read_json(request))
+        names, state, active, timeout, settle = _wait_request(await read_json(request))
         # a few units: their keys only (the watch brings the rest of what they need)
         few = len(names) <= UNITS_SNAPSHOT_MAX
         snapshot = await (ctx.registry.units_snapshot(names) if few else ctx.snapshot())
         resp = await _stream_response(request, "application/x-ndjson")
-        pending = dict.fromkeys(names)
-        view = ClusterView(snapshot)
+        judge = _Judge(ClusterView(snapshot), names, state, active, settle)
+        loop = asyncio.get_running_loop()
 
-        async def report(candidates: Iterable[str] | None) -> None:
-            """Report the pending units among `candidates` (None: all) that reached it."""
-            for name in list(pending) if candidates is None else candidates:
-                if name in pending and (line := reached(view, name, state, active)) is not None:
-                    del pending[name]
-                    await resp.write(json.dumps(line).encode() + b"\n")
+        async def write(lines: list[dict[str, Any]]) -> None:
+            for line in lines:
+                await resp.write(json.dumps(line).encode() + b"\n")
 
-        await report(None)
-        if pending:
+        async def unschedulable_now() -> None:
+            """Units no machine of the cluster can take end the wait now: the planner on the
+            waited units' view says so first (cheap), the whole registry confirms it."""
+            if not judge.unplaced():
+                return
+            suspects = judge.unplaced() & set(plan_for(judge.view.freeze(copy=False), {})
+                                              .unplaced)
+            if not suspects:
+                return
+            whole = snapshot if not few else await ctx.snapshot()
+            reasons = plan_for(whole, {}).unplaced
+            await write(judge.unschedulable({n: reasons[n] for n in suspects if n in reasons}))
+
+        await write(judge.judge(names, loop.time()))
+        await unschedulable_now()
+        if judge.pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    async with ctx.registry.watch(snapshot.revision + 1) as events:
-                        async for event in events:
-                            touched = units_touched(view.jobs, event)
-                            view.apply(event)
-                            await report(touched)
-                            if not pending:
+                    async with (
+                        ctx.registry.watch(snapshot.revision + 1) as events,
+                        contextlib.aclosing(_with_deadlines(events, judge.next_deadline)) as feed,
+                    ):
+                        async for event in feed:
+                            if event is None:  # a settling unit's moment is over
+                                await write(judge.judge(judge.due(loop.time()), loop.time()))
+                            else:
+                                touched = units_touched(judge.view.jobs, event)
+                                judge.view.apply(event)
+                                await write(judge.judge(touched, loop.time()))
+                                if _membership(event, judge.pending):
+                                    await unschedulable_now()
+                            if not judge.pending:
                                 break
-        snapshot = view.freeze(copy=False)
+        snapshot = judge.view.freeze(copy=False)
         plan: dict[str, str] | None = None
-        whole = await ctx.snapshot() if pending and few else snapshot  # the planner's view
+        whole = await ctx.snapshot() if judge.pending and few else snapshot  # the planner's view
 
         def unplaced() -> dict[str, str]:
             nonlocal plan
@@ -295,7 +284,7 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
                     ),
                     "reason": pending_reason(snapshot, name, unplaced),
                 }
-                for name in pending
+                for name in judge.pending
             ],
         }
         await resp.write(json.dumps(final).encode() + b"\n")
@@ -321,7 +310,123 @@ def _upstream_message(body: str) -> str:
         return body.strip()
 
 
-def _wait_request(body: object) -> tuple[list[str], JobState, bool, float | None]:
+class _Judge:
+    """The units a wait still waits for, judged against the view after every change."""
+
+    def __init__(
+        self, view: ClusterView, names: list[str], state: JobState, active: bool, settle: float
+    ) -> None:
+        self.view, self.state, self.active, self.settle = view, state, active, settle
+        self.pending: dict[str, None] = dict.fromkeys(names)
+        self.settling: dict[str, float] = {}  # unit -> when it has been active long enough
+        # active before the wait began: nothing is starting, there is nothing to settle
+        self.was_active = {n for n in names if reached(view, n, state, active) is not None}
+
+    def judge(self, candidates: Iterable[str] | None, now: float) -> list[dict[str, Any]]:
+        """The lines of the pending units among `candidates` (None: all) that reached the
+        state (and stayed active `settle` seconds, for a service that may die at once) or can
+        no longer reach it."""
+        lines = []
+        for name in list(self.pending) if candidates is None else candidates:
+            if name not in self.pending:
+                continue
+            line = failure(self.view, name, self.state)
+            if line is None:
+                line = reached(self.view, name, self.state, self.active)
+                if line is None:
+                    self.settling.pop(name, None)  # not (or no longer) there
+                    continue
+                if self._must_settle(name, line):
+                    if now < self.settling.setdefault(name, now + self.settle):
+                        continue
+            self.settling.pop(name, None)
+            del self.pending[name]
+            lines.append(line)
+        return lines
+
+    def _must_settle(self, name: str, line: dict[str, Any]) -> bool:
+        return (
+            self.active
+            and self.settle > 0
+            and not line.get("global")
+            and name not in self.was_active
+            and settles(self.view, name)
+        )
+
+    def next_deadline(self) -> float | None:
+        return min(self.settling.values(), default=None)
+
+    def due(self, now: float) -> list[str]:
+        return sorted(n for n, t in self.settling.items() if t <= now)
+
+    def unplaced(self) -> set[str]:
+        """Pending units that want a machine and have none."""
+        if self.state is JobState.INACTIVE:
+            return set()
+        return {
+            n for n in self.pending
+            if (job := self.view.jobs.get(n)) is not None
+            and job.desired is not JobState.INACTIVE
+            and n not in self.view.placements
+            and not is_global(self.view, job)
+        }
+
+    def unschedulable(self, reasons: dict[str, str]) -> list[dict[str, Any]]:
+        lines = []
+        for name in sorted(reasons):
+            if name in self.pending and name not in self.view.placements:
+                del self.pending[name]
+                lines.append(unschedulable(self.view, name, reasons[name]))
+        return lines
+
+
+def _membership(event: Event, pending: dict[str, None]) -> bool:
+    """Whether `event` may change where the pending units can go."""
+    match event:
+        case MachineUp() | MachineDown() | MetadataChanged() | MetadataDeleted() | Resync():
+            return True
+        case JobChanged(job=job):
+            return job.name in pending
+    return False
+
+
+async def _with_deadlines(
+    events: AsyncIterator[Event], deadline: Callable[[], float | None]
+) -> AsyncIterator[Event | None]:
+    """The events, and None whenever `deadline()` (a loop time) passes before the next one.
+
+    The watch is read by a task of its own so that a deadline never cancels a read half-way.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1)
+
+    async def pump() -> None:
+        async for event in events:
+            await queue.put(event)
+
+    reader = asyncio.create_task(pump(), name="wait-watch")
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            when = deadline()
+            delay = None if when is None else max(0.0, when - loop.time())
+            done, _ = await asyncio.wait({getter, reader}, timeout=delay,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+                continue
+            getter.cancel()
+            if reader in done:
+                reader.result()  # the watch failed: its error ends the wait
+                return
+            yield None
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+def _wait_request(body: object) -> tuple[list[str], JobState, bool, float | None, float]:
     if not isinstance(body, dict):
         raise Fail(400, "unable to decode body: expected a JSON object")
     names = body.get("units")
@@ -341,4 +446,7 @@ def _wait_request(body: object) -> tuple[list[str], JobState, bool, float | None
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
     ):
         raise Fail(400, "timeout must be a non-negative number of seconds or null")
-    return list(dict.fromkeys(names)), state, active, timeout
+    settle = body.get("settle", 0)
+    if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 600:
+        raise Fail(400, "settle must be a number of seconds between 0 and 600")
+    return list(dict.fromkeys(names)), state, active, timeout, float(settle)

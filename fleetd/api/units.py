@@ -13,6 +13,7 @@ from aiohttp import web
 from fleetd.api.pagination import paged
 from fleetd.api.serialization import Fail, failure_of, json_response, read_json
 from fleetd.model import Job, JobState, ModelError
+from fleetd.reconcile.waiting import current_state, is_global
 from fleetd.registry import JobNotFound, Snapshot, Submitted, UnitExists
 from fleetd.unit import (
     UnitFile,
@@ -30,32 +31,7 @@ __all__ = ["current_state", "is_global", "unit_json", "units_of"]
 
 log = structlog.get_logger(__name__)
 
-# systemd ActiveStates in which fleet calls a placed unit "launched"
-LAUNCHED_ACTIVE = frozenset({"active", "activating", "reloading", "failed"})
-
-
 # --- pure views ------------------------------------------------------------------------------
-def is_global(snapshot: Snapshot, job: Job) -> bool:
-    content = snapshot.units.get(job.unit_hash)
-    return content is not None and content.unit.requirements(job.name).is_global
-
-
-def current_state(snapshot: Snapshot, job: Job) -> str | None:
-    """fleet's currentState: None for a global unit; "inactive" unless placed and the placed
-    machine published a state; then "loaded", or "launched" when systemd runs it."""
-    if is_global(snapshot, job):
-        return None
-    machine_id = snapshot.placements.get(job.name)
-    if machine_id is None:
-        return JobState.INACTIVE.value
-    state = snapshot.states.get((job.name, machine_id))
-    if state is None:
-        return JobState.INACTIVE.value
-    if state.active in LAUNCHED_ACTIVE:
-        return JobState.LAUNCHED.value
-    return JobState.LOADED.value
-
-
 def unit_json(snapshot: Snapshot, job: Job) -> dict[str, Any] | None:
     """A Unit as fleet's schema has it (empty fields omitted); None when its content is gone."""
     content = snapshot.units.get(job.unit_hash)

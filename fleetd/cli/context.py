@@ -16,11 +16,22 @@ import click
 
 from fleetd.cli.output import machine_full_legend
 
-__all__ = ["ATTEMPT_SECONDS", "Failure", "Settings", "emit_json", "settings", "wait_for_units"]
+__all__ = [
+    "ATTEMPT_SECONDS",
+    "DEFAULT_SETTLE",
+    "Failure",
+    "Settings",
+    "emit_json",
+    "settings",
+    "wait_for_units",
+]
 
 # One fleet "block attempt" polled for up to 2 s (defaultSleepTime); --block-attempts=N waits
 # N times that long in total.
 ATTEMPT_SECONDS = 2.0
+# How long a service whose start ends at fork/exec (Type=simple, exec, idle) must stay active
+# before `start` reports it launched: a process that dies at once is reported as failed.
+DEFAULT_SETTLE = 1.0
 DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock"
 
 
@@ -125,9 +136,16 @@ def _isatty(stream: Any) -> bool:
 
 
 def wait_for_units(
-    names: Sequence[str], state: str, *, timeout: float | None, active: bool = False
+    names: Sequence[str],
+    state: str,
+    *,
+    timeout: float | None,
+    active: bool = False,
+    lines: int = 10,
+    settle: float = 0.0,
 ) -> list[str]:
-    """Wait (server push) until every unit reports `state`; print fleet's line for each.
+    """Wait (server push) until every unit reports `state` or can no longer reach it; print
+    fleet's line for each, and for a unit that failed why (systemd's words) and its journal.
 
     Returns fleet's error lines for the units that did not get there (empty when all did).
     """
@@ -136,8 +154,11 @@ def wait_for_units(
     progress = _Progress(len(names), state)
     progress.show()
     errors: list[str] = []
+    failed: list[dict[str, Any]] = []
     events: Iterable[dict[str, Any]] = (
-        settings().client().wait(list(names), state, active=active, timeout=timeout)
+        settings().client().wait(
+            list(names), state, active=active, timeout=timeout, settle=settle
+        )
     )
     try:
         for event in events:
@@ -149,7 +170,14 @@ def wait_for_units(
                     errors.append(line)
                 break
             progress.clear()
-            click.echo(unit_state_line(event))
+            if event.get("failed"):
+                errors.append(failure_line(event))
+                failed.append(event)
+                if not event.get("unschedulable"):
+                    click.echo(unit_state_line(event))
+                    explain_failure(event, lines)
+            else:
+                click.echo(unit_state_line(event))
             progress.done += 1
             progress.show()
     finally:
@@ -158,6 +186,32 @@ def wait_for_units(
         if close is not None:
             close()
     return errors
+
+
+def failure_line(event: dict[str, Any]) -> str:
+    """`unit bad.service failed on 5ab7f3b4: systemd reports ...` (fleet's error form)."""
+    where = f" on {event['machineID'][:8]}" if event.get("machineID") else ""
+    verb = "" if event.get("unschedulable") else f" failed{where}:"
+    return f"unit {event['name']}{verb} {event.get('reason') or ''}".rstrip()
+
+
+def explain_failure(event: dict[str, Any], lines: int) -> None:
+    """What systemd said of a failed unit, then its last journal lines, on stderr."""
+    from fleetd.api.client import APIError
+
+    name = event["name"]
+    click.echo(f"{name}: {event.get('reason') or 'failed'}", err=True)
+    if lines <= 0:
+        return
+    machine = event.get("machineID") or ""
+    try:
+        chunks = settings().client().journal(name, lines=lines, follow=False)
+        text = b"".join(chunks).decode("utf-8", "replace")
+    except APIError as err:  # say why there is no journal, and go on with the other units
+        click.echo(f"{name}: journal unavailable: {err.message or err}", err=True)
+        return
+    click.echo(f"{name}: last {lines} journal lines on {machine[:8] or 'its machine'}:", err=True)
+    click.echo(text, err=True, nl=not text.endswith("\n"))
 
 
 def unit_state_line(event: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from fleetd.cli.context import (
+    DEFAULT_SETTLE,
     Failure,
     block_timeout,
     emit_json,
@@ -310,6 +311,21 @@ _block_options = [
         help="Wait until the units reach the requested state, at most N x 2 s (0: forever).",
     ),
 ]
+_lines_option = click.option(
+    "--lines",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Journal lines to show of each unit that failed (0: none).",
+)
+_settle_option = click.option(
+    "--settle",
+    type=click.FloatRange(min=0, max=600),
+    default=DEFAULT_SETTLE,
+    show_default=True,
+    help="Seconds a newly started simple service must stay active before it counts as "
+    "launched (a process that dies at once is a failure); 0 turns it off.",
+)
 _replace_option = click.option(
     "--replace", is_flag=True, help="Replace the unit in the registry if the local file differs."
 )
@@ -336,9 +352,12 @@ def submit(units: tuple[str, ...], replace: bool) -> None:
     help="Schedule one or more units in the cluster, first submitting them if necessary."
 )
 @_with(_block_options)
+@_lines_option
 @_replace_option
 @click.argument("units", nargs=-1)
-def load(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool) -> None:
+def load(
+    units: tuple[str, ...], no_block: bool, block_attempts: int, lines: int, replace: bool
+) -> None:
     from fleetd.unit import mangle_name
 
     _require_args(units)
@@ -352,7 +371,7 @@ def load(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: b
     if timeout is False:
         triggered(waiting, "load")
         return
-    report_wait_errors(wait_for_units(waiting, "loaded", timeout=timeout))
+    report_wait_errors(wait_for_units(waiting, "loaded", timeout=timeout, lines=lines))
 
 
 @click.command(
@@ -360,9 +379,18 @@ def load(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: b
     "loading if necessary."
 )
 @_with(_block_options)
+@_lines_option
+@_settle_option
 @_replace_option
 @click.argument("units", nargs=-1)
-def start(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: bool) -> None:
+def start(
+    units: tuple[str, ...],
+    no_block: bool,
+    block_attempts: int,
+    lines: int,
+    settle: float,
+    replace: bool,
+) -> None:
     from fleetd.unit import mangle_name
 
     _require_args(units)
@@ -376,7 +404,11 @@ def start(units: tuple[str, ...], no_block: bool, block_attempts: int, replace: 
     if timeout is False:
         triggered(waiting, "start")
         return
-    report_wait_errors(wait_for_units(waiting, "launched", timeout=timeout, active=True))
+    report_wait_errors(
+        wait_for_units(
+            waiting, "launched", timeout=timeout, active=True, lines=lines, settle=settle
+        )
+    )
 
 
 def _stop_or_unload(

@@ -75,7 +75,7 @@ class Why(StrEnum):
     NEWLY_PLACED = "unit was placed on this machine"
     FILES_CHANGED = "unit files were written or removed"
     DESIRED_LAUNCHED = "desired state is launched"
-    DESIRED_LOADED = "desired state is loaded, unit is running"
+    DESIRED_LOADED = "desired state is loaded, unit was started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +148,9 @@ def plan_agent(
                 tasks.append(AgentTask(Kind.START, name, Why.CONTENT_CHANGED))
         elif want.launched and not have.started:
             tasks.append(AgentTask(Kind.START, name, Why.DESIRED_LAUNCHED))
-        elif not want.launched and have.active in RUNNING_STATES:
+        elif not want.launched and (have.started or have.active in RUNNING_STATES):
+            # also a unit that ran and failed or exited: stopping it resets it, so the next
+            # start runs it again and a failure from before is not taken for a new one
             tasks.append(AgentTask(Kind.STOP, name, Why.DESIRED_LOADED))
     if any(t.kind in (Kind.WRITE, Kind.UNLINK) for t in tasks):
         tasks.append(AgentTask(Kind.RELOAD, "", Why.FILES_CHANGED))

@@ -39,7 +39,7 @@ import structlog
 
 from fleetd.errors import PermanentError, TemporaryError
 from fleetd.sandbox.notify import NotifySocket as _NotifySocket
-from fleetd.systemd.dbus import SYSTEMD, wait_for_name
+from fleetd.systemd.dbus import SYSTEMD, set_log_target, wait_for_name
 from fleetd.systemd.manager import SystemdConfig
 
 log = structlog.get_logger(__name__)
@@ -238,6 +238,10 @@ class Machine:
                 stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
             )
             await self._until_ready("journald", self._journald, notify.ready())
+        # systemd --user chose its log target before journald existed (the console, which goes
+        # nowhere): its own lines about units ("Main process exited, status=1/FAILURE", "Failed
+        # to start ...") belong in the journal, where `fleetctl journal` shows them.
+        await set_log_target(self.bus_address, "journal")
 
     async def _until_ready(
         self, what: str, proc: asyncio.subprocess.Process, ready: Coroutine[Any, Any, None]

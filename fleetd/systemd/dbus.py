@@ -192,6 +192,13 @@ class SystemdBus:
         )
         return value
 
+    async def get_all(self, name: str, interface: str) -> dict[str, Any]:
+        """Every property of `interface` on the unit `name` (one GetAll)."""
+        (values,) = await self.call(
+            "GetAll", "s", [interface], path=unit_path(name), interface=PROPS_IFACE
+        )
+        return dict(values)
+
     def _on_message(self, msg: Message) -> bool:
         if msg.message_type != MessageType.SIGNAL:
             return False
@@ -216,7 +223,22 @@ def _deep_plain(value: Any) -> Any:
     value = _plain(value)
     if isinstance(value, list):
         return [_deep_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _deep_plain(v) for k, v in value.items()}
     return value
+
+
+async def set_log_target(address: str, target: str) -> None:
+    """Point the manager at `address` to log to `target` ("journal", "console", ...): it opens
+    its log again, so a manager started before its journald logs there from now on."""
+    bus = await SystemdBus.connect(address)
+    try:
+        await bus.call(
+            "Set", "ssv", [MANAGER_IFACE, "LogTarget", Variant("s", target)],
+            interface=PROPS_IFACE,
+        )
+    finally:
+        bus.disconnect()
 
 
 async def wait_for_name(address: str, name: str, within: float) -> None:

@@ -36,6 +36,7 @@ from fleetd.systemd.dbus import (
     SystemdError,
     UnitChanged,
 )
+from fleetd.systemd.failure import BAD_LOAD_STATES, RESULT_IFACES, failed_process
 from fleetd.systemd.journal import JournalStream
 from fleetd.systemd.status import unit_status
 from fleetd.systemd.unitdir import UnitDir
@@ -54,6 +55,19 @@ class UnitState:
     load: str  # loaded, not-found, bad-setting, error, masked
     active: str  # active, reloading, inactive, failed, activating, deactivating
     sub: str  # running, dead, exited, failed, ...
+    # Why it is not running, read once when it fails or cannot be loaded (empty otherwise):
+    result: str = ""  # Result=: exit-code, signal, timeout, start-limit-hit, ...
+    exit: str = ""  # the process that failed, as systemctl status shows it
+    load_error: str = ""  # LoadError's message
+
+    def same_as(self, other: UnitState | None) -> bool:
+        """The same load/active/sub (whatever the details)."""
+        return other is not None and (self.load, self.active, self.sub) == (
+            other.load, other.active, other.sub)
+
+    @property
+    def needs_details(self) -> bool:
+        return self.active == "failed" or self.load in BAD_LOAD_STATES
 
 
 @dataclass(frozen=True)
@@ -195,6 +209,9 @@ class SystemdManager:
             self._bus = bus
             self.connect_count += 1
             states = await self._read_states()
+            for name, state in states.items():
+                if state.needs_details:
+                    states[name] = await self._with_details(state, bus)
         except BaseException:
             bus.disconnect()
             raise
@@ -296,9 +313,47 @@ class SystemdManager:
         return stream
 
     def _update(self, state: UnitState) -> None:
-        if self._states.get(state.name) != state:
-            self._states[state.name] = state
+        """Record a state read or signalled; a failed or unloadable one is emitted only once its
+        details (Result=, the failed process, the load error) are read, so every consumer sees
+        why at the same time as the failure."""
+        current = self._states.get(state.name)
+        if state.same_as(current) and current is not None and current.needs_details:
+            return  # the same failure, read again: keep its details (or their pending read)
+        if current == state:
+            return
+        self._states[state.name] = state
+        if state.needs_details:
+            self._spawn(self._complete(state))
+        else:
             self._emit(state)
+
+    async def _complete(self, state: UnitState) -> None:
+        try:
+            detailed = await self._with_details(state, self._require_bus())
+        except TemporaryError:
+            detailed = state
+        except SystemdError as exc:  # the unit went away meanwhile: emit what is known
+            log.warning("systemd.details_failed", unit=state.name, error=exc.text)
+            detailed = state
+        if self._states.get(state.name) is state:  # no newer state arrived meanwhile
+            self._states[state.name] = detailed
+            self._emit(detailed)
+
+    async def _with_details(self, state: UnitState, bus: SystemdBus) -> UnitState:
+        """`state` with why it failed or cannot load, read from systemd (one or two calls)."""
+        result = exit_ = load_error = ""
+        if state.load in BAD_LOAD_STATES:
+            error = await bus.get_property(state.name, UNIT_IFACE, "LoadError")
+            if isinstance(error, list | tuple) and len(error) == 2:
+                load_error = str(error[1] or error[0])
+        iface = RESULT_IFACES.get(state.name.rpartition(".")[2])
+        if state.active == "failed" and iface is not None:
+            props = await bus.get_all(state.name, iface)
+            result = str(props.get("Result") or "")
+            exit_ = failed_process(props) if iface.endswith("Service") else ""
+        return UnitState(
+            state.name, state.load, state.active, state.sub, result, exit_, load_error
+        )
 
     def _emit(self, state: UnitState) -> None:
         log.debug("systemd.unit_state", unit=state.name, load=state.load, active=state.active,
@@ -428,6 +483,16 @@ class SystemdManager:
 
     async def restart_unit(self, name: str) -> str:
         return await self._job("RestartUnit", name)
+
+    async def reset_failed(self, name: str) -> None:
+        """`ResetFailedUnit`: a failed unit becomes inactive (and forgets why it failed)."""
+        parse_name(name)
+        try:
+            await self._require_bus().call("ResetFailedUnit", "s", [name])
+        except SystemdError as exc:
+            if not exc.is_load_error:  # a unit systemd no longer knows has nothing to reset
+                raise
+        log.info("systemd.unit_reset_failed", unit=name)
 
     async def _job(self, method: str, name: str) -> str:
         parse_name(name)

@@ -122,11 +122,14 @@ async def test_wait_streams_units_as_they_reach_the_state(
     assert first == {"name": "a.service", "currentState": "launched", "machineID": M1,
                      "machineIP": "10.0.0.1"}  # fmt: skip
     assert lines.empty()
-    # launched but failed: fleet's "launched", yet not systemd-active: still pending
+    # activating is on its way; failed is a definite answer: the wait reports it at once
+    await publish(registry, lease, "b.service", M1, hello_hash(), active="activating")
     await publish(registry, lease, "b.service", M1, hello_hash(), active="failed")
-    await publish(registry, lease, "b.service", M1, hello_hash(), active="active")
     second = await asyncio.wait_for(lines.get(), DEADLINE)
-    assert second["name"] == "b.service"
+    assert second == {"name": "b.service", "currentState": "failed", "machineID": M1,
+                      "machineIP": "10.0.0.1", "failed": True, "load": "loaded",
+                      "active": "failed", "sub": "failed",
+                      "reason": "systemd reports ActiveState=failed SubState=failed"}  # fmt: skip
     assert await asyncio.wait_for(lines.get(), DEADLINE) == {"done": True, "pending": []}
     await asyncio.wait_for(reader, DEADLINE)
     await lease.revoke()
@@ -142,11 +145,14 @@ async def test_wait_timeout_reports_why_units_are_pending(
     got = await asyncio.to_thread(
         lambda: list(client.wait(["idle.service", "db.service", "gone.service"], "loaded", timeout=0.2))
     )
+    # no machine can take db.service: a definite answer, given at once
+    assert got[0] == {"name": "db.service", "currentState": "inactive", "failed": True,
+                      "unschedulable": True,
+                      "reason": "cannot be scheduled: no machine matches MachineMetadata "
+                                "role=db"}  # fmt: skip
     assert got[-1]["done"] is True
     pending = {p["name"]: p for p in got[-1]["pending"]}
-    assert set(pending) == {"idle.service", "db.service", "gone.service"}
-    assert "role=db" in pending["db.service"]["reason"]
-    assert pending["db.service"]["currentState"] == "inactive"
+    assert set(pending) == {"idle.service", "gone.service"}
     assert pending["idle.service"]["reason"].startswith("desired state is inactive")
     assert pending["gone.service"] == {"name": "gone.service", "currentState": None,
                                        "reason": "unit does not exist"}  # fmt: skip

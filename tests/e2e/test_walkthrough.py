@@ -11,17 +11,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fleetd.demo import Walkthrough, walkthrough, write_units
-from fleetd.sandbox.cluster import Sandbox
+from tests.e2e.conftest import BIN, sandbox_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
-
-BIN = Path(sys.executable).parent
 
 
 def normalise(text: str) -> str:
@@ -31,49 +28,9 @@ def normalise(text: str) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory):
-    directory = tmp_path_factory.mktemp("sandbox")
-    up = subprocess.run(
-        [
-            BIN / "fleetd",
-            "sandbox",
-            "up",
-            "--dir",
-            directory,
-            "--machines",
-            "3",
-            "--agent-ttl",
-            "3s",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    try:
-        assert up.returncode == 0, up.stderr
-        yield directory, up.stdout
-    finally:
-        subprocess.run(
-            [BIN / "fleetd", "sandbox", "down", "--dir", directory], timeout=120, check=False
-        )
-        # nothing of the sandbox is left: no process, cgroup or directory
-        assert not directory.exists()
-        leftovers = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        assert str(directory) not in leftovers
-        tag = Sandbox(directory).tag
-        assert not [p for p in Path("/sys/fs/cgroup/systemd").glob(f"fleetd{tag}*")]
-
-
 def test_walkthrough(sandbox, tmp_path: Path) -> None:
     directory, up_out = sandbox
-    export = next(
-        line for line in up_out.splitlines() if line.startswith("export FLEETCTL_ENDPOINT=")
-    )
-    env = dict(
-        os.environ, PATH=f"{BIN}:{os.environ['PATH']}", FLEETCTL_ENDPOINT=export.split("=", 1)[1]
-    )
+    env = sandbox_env(up_out)
     write_units(tmp_path)
     shown: list[str] = []
     w = Walkthrough(tmp_path, env, show=shown.append)

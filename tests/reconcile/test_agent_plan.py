@@ -89,6 +89,21 @@ def kinds(tasks) -> list[tuple[Kind, str]]:
             [],
             id="failed-not-restarted",
         ),
+        # a failed unit whose desired state became loaded is stopped (the shell resets it), so
+        # the next start runs it afresh and its old failure is not taken for a new one
+        pytest.param(
+            {"bad.service": DesiredUnit("bad.service", H1, False)},
+            {"bad.service": ActualUnit("bad.service", H1, "failed", True)},
+            [(Kind.STOP, "bad.service")],
+            id="failed-stopped-when-loaded",
+        ),
+        # a oneshot that ran and exited: stopping it lets the next start run it again
+        pytest.param(
+            {"job.service": DesiredUnit("job.service", H1, False)},
+            {"job.service": ActualUnit("job.service", H1, "inactive", True)},
+            [(Kind.STOP, "job.service")],
+            id="exited-stopped-when-loaded",
+        ),
         # no longer placed here: stop if running, then unlink, reload
         pytest.param(
             {},
