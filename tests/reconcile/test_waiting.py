@@ -54,7 +54,7 @@ def state(active: str = "failed", sub: str = "failed", **kw: str) -> UnitState:
         pytest.param(state("activating", "start-pre"), JobState.LAUNCHED, None, id="start-pre"),
         # Restart= between two attempts is activating/auto-restart, not a failure
         pytest.param(state("activating", "auto-restart"), JobState.LAUNCHED, None,
-                     id="auto-restart"),  # fmt: skip
+                     id="auto-restart"),
         # failed: systemd's words, with Result= and the process that failed
         pytest.param(
             state(result="exit-code", exit="ExecStart=/bin/false (code=exited, status=1/FAILURE)"),
@@ -68,7 +68,7 @@ def state(active: str = "failed", sub: str = "failed", **kw: str) -> UnitState:
             state(result="start-limit-hit"), JobState.LAUNCHED,
             "systemd reports ActiveState=failed SubState=failed, Result=start-limit-hit",
             id="start-limit-hit",
-        ),  # fmt: skip
+        ),
         # a unit systemd refuses to load can reach neither loaded nor launched
         pytest.param(
             state("inactive", "dead", load="bad-setting",
@@ -77,18 +77,18 @@ def state(active: str = "failed", sub: str = "failed", **kw: str) -> UnitState:
             "systemd cannot load it: LoadState=bad-setting (Unit bad.service has a bad unit "
             "file setting.)",
             id="bad-setting-load",
-        ),  # fmt: skip
+        ),
         pytest.param(
             state("inactive", "dead", load="not-found"), JobState.LAUNCHED,
             "systemd cannot load it: LoadState=not-found", id="not-found",
-        ),  # fmt: skip
+        ),
         # a start job that ended badly while the unit stays inactive (a dependency failed)
         pytest.param(
             state("inactive", "dead", job="dependency"), JobState.LAUNCHED,
             "systemd's start job ended with result dependency (ActiveState=inactive "
             "SubState=dead)",
             id="dependency",
-        ),  # fmt: skip
+        ),
         # waiting for loaded: a failed run says nothing about being loaded
         pytest.param(state(), JobState.LOADED, None, id="failed-but-loaded-is-enough"),
     ],
@@ -114,7 +114,7 @@ def test_systemd_reason(unit_state: UnitState, target: JobState, expected: str |
                        .hash),
                  content=unit("[Service]\nExecStart=/bin/false\n[X-Fleet]\nGlobal=true\n")),
             JobState.LAUNCHED, False, id="global",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_failure_counts_only_the_current_attempt(
@@ -154,7 +154,7 @@ def test_failed_is_not_reached_and_active_is() -> None:
         pytest.param("[Service]\nExecStop=/x\n", "a.service", False, id="no-execstart-oneshot"),
         # the last Type= wins, as in systemd
         pytest.param("[Service]\nType=oneshot\nType=simple\nExecStart=/x\n", "a.service", True,
-                     id="last-type-wins"),  # fmt: skip
+                     id="last-type-wins"),
         pytest.param("[Socket]\nListenStream=80\n", "a.socket", False, id="socket"),
     ],
 )
