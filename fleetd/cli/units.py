@@ -11,6 +11,7 @@ import click
 from fleetd.cli.context import (
     DEFAULT_SETTLE,
     Failure,
+    api_error_line,
     block_timeout,
     emit_json,
     report_wait_errors,
@@ -33,6 +34,10 @@ def _require_args(args: tuple[str, ...]) -> None:
 
 
 def _api_failure(prefix: str, err: Exception) -> Failure:
+    from fleetd.api.client import CannotConnect
+
+    if isinstance(err, CannotConnect):  # the same line whatever the command was doing
+        return Failure(api_error_line(err))
     return Failure(f"{prefix}: {getattr(err, 'message', None) or err}")
 
 
@@ -52,7 +57,6 @@ def _lazy_create(
     from fleetd.unit import (
         UnitFile,
         UnitNameError,
-        UnitParseError,
         UnitValidationError,
         mangle_name,
         parse_name,
@@ -86,7 +90,14 @@ def _lazy_create(
             raise Failure(f"Error creating units: {err}") from None
         existing = known.get(name)
         if existing is not None:
-            local = files.local_counterpart(arg)
+            try:
+                local = files.local_counterpart(arg)
+            except files.BadFile as err:
+                if replace:  # the file to replace the unit with is unusable: say why
+                    raise Failure(
+                        f"Error creating units: failed getting Unit({name}) from file {err}"
+                    ) from None
+                local = None  # as fleet: the registered unit is used, the file not compared
             if local is None:
                 if replace:
                     raise Failure(
@@ -128,9 +139,9 @@ def _lazy_create(
             found = files.find_local(arg, registry_template=template)
         except files.NotFound as err:
             raise Failure(f"Error creating units: {err}") from None
-        except (OSError, UnitParseError) as err:
+        except files.BadFile as err:  # the file (or template) exists but cannot be read
             raise Failure(
-                f"Error creating units: failed getting Unit({name}) from file {arg}: {err}"
+                f"Error creating units: failed getting Unit({name}) from file {err}"
             ) from None
         unit: UnitFile = found.unit
         reqs = unit.requirements(name)
@@ -417,8 +428,9 @@ def _stop_or_unload(
 
     _require_args(args)
     units = _find_units(args)
-    if not units:
-        raise Failure("Units not found in registry")
+    if not units:  # nothing to stop or unload: the end state holds (exit 0, as fleet; destroy too)
+        click.echo("Units not found in registry", err=True)
+        return
     client = settings().client()
     changes: list[dict[str, Any]] = []
     for unit in units:
