@@ -95,7 +95,7 @@ class Settings:
             except BadEndpoint as err:
                 flag = self.origin("endpoint")
                 if repr(endpoint) not in err.message:  # fleet's messages do not name it
-                    flag += f" {endpoint}"
+                    flag += f" {endpoint or chr(34) * 2}"  # an empty one shown as ""
                 raise Failure(
                     f"Error: {flag}: {err.message} "
                     "(use unix:///path, http://host:port or https://host:port)"

@@ -84,10 +84,17 @@ def _lazy_create(
         if name in seen:
             continue
         seen.add(name)
+        if arg.rsplit("/", 1)[-1] in ("", ".", ".."):  # a directory: no unit file named
+            raise Failure(f'Error creating units: argument "{arg}" names no unit')
         try:
             info = parse_name(name)
         except UnitNameError as err:
             raise Failure(f"Error creating units: {err}") from None
+        if info.is_template and target != "inactive":  # refused before anything is written
+            raise Failure(
+                f'Error creating units: cannot activate template "{name}": {command} an '
+                f"instance of it, e.g. {info.prefix}@1.{info.type}"
+            )
         existing = known.get(name)
         if existing is not None:
             try:
@@ -148,7 +155,7 @@ def _lazy_create(
         try:
             reqs.validate()
         except UnitValidationError as err:
-            raise Failure(f"Error creating units: {err}") from None
+            raise Failure(f"Error creating units: failed creating unit {name}: {err}") from None
         for key in reqs.unknown:
             click.echo(
                 f'WARNING: Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"',

@@ -57,6 +57,9 @@ def _bad_files(work: Path) -> None:
     (work / "dir.service").mkdir()
     (work / "gone.service").symlink_to("nowhere.service")
     (work / "key.pem").write_text("not a key\n")
+    (work / "conflicting.service").write_text(
+        "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nGlobal=true\nMachineID=abc\n"
+    )
 
 
 # (id, arguments after `--endpoint <cluster>`, extra environment, exit code, the stderr line; a
@@ -138,6 +141,17 @@ CASES = [
      "{work}/noequals.service: line 2: expected Name=Value, found 'ExecStart /bin/true'"),
     ("unit-bad-name", ["submit", "bad name.service"], {}, 1,
      "Error creating units: invalid character ' ' in unit name"),
+    ("unit-no-name", ["start", "hello", "sub/"], {}, 1,
+     'Error creating units: argument "sub/" names no unit'),
+    ("unit-invalid-requirements", ["submit", "hello", "conflicting.service"], {}, 1,
+     "Error creating units: failed creating unit conflicting.service: MachineID cannot be used with Global"),
+    # a template is never started or loaded: refused before anything is submitted
+    ("start-template", ["start", "hello", "apache@.service"], {}, 1,
+     'Error creating units: cannot activate template "apache@.service": start an instance of it, e.g. apache@1.service'),
+    ("load-template", ["load", "apache@"], {}, 1,
+     'Error creating units: cannot activate template "apache@.service": load an instance of it, e.g. apache@1.service'),
+    ("endpoint-empty", ["--endpoint", "", "list-units"], {}, 1,
+     f'Error: --endpoint "": URL scheme undefined {SCHEMES}'),
 ]  # fmt: skip
 
 
