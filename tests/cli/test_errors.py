@@ -387,3 +387,19 @@ async def test_strict_host_key_checking_is_honoured_in_every_form(
     cluster.env["FLEETCTL_STRICT_HOST_KEY_CHECKING"] = "false"
     assert await echo() == 0
     assert await echo("--strict-host-key-checking") == 255  # the flag wins over the variable
+
+
+async def test_a_socket_fleetctl_may_not_use_is_said_so(cluster: Cluster, sock_dir: Path) -> None:
+    sock = sock_dir / "fleet.sock"  # the cluster's API, served, but not for this user
+    mode = sock.stat().st_mode
+    sock.chmod(0)
+    try:
+        rc, out, err = await fleetctl(
+            "--endpoint", cluster.endpoint, "list-units", env=cluster.env, cwd=cluster.workdir,
+            prefix=_unprivileged(),
+        )  # fmt: skip
+    finally:
+        sock.chmod(mode)
+    assert (rc, out, err) == (
+        1, "", f"Error: unable to reach the fleet API at {cluster.endpoint}: Permission denied\n"
+    )  # fmt: skip
