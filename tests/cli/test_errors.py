@@ -74,6 +74,8 @@ CASES = [
      "Error: --cert-file {work}: Is a directory"),
     ("cert-file-missing-env", ["list-units"], {"FLEETCTL_CERT_FILE": "{work}/c.pem"}, 1,
      "Error: FLEETCTL_CERT_FILE {work}/c.pem: No such file or directory"),
+    ("dashboard-ca-file-missing", ["--ca-file", "{work}/ca.pem", "dashboard", "--no-open"], {}, 1,
+     "Error: --ca-file {work}/ca.pem: No such file or directory"),
     ("key-file-missing", ["--key-file", "{work}/k.pem", "list-units"], {}, 1,
      "Error: --key-file {work}/k.pem: No such file or directory"),
     ("key-file-env-without-cert", ["list-units"], {"FLEETCTL_KEY_FILE": "{work}/key.pem"}, 1,
