@@ -91,8 +91,11 @@ def _bare_flags_given_values(group: click.Group, ctx: click.Context, args: list[
     return out
 
 
+_MAX_SECONDS = 86400
+
+
 class _Seconds(click.ParamType):
-    """A positive, finite number of seconds (`--request-timeout 0.5`)."""
+    """A positive number of seconds, at most a day (`--request-timeout 0.5`)."""
 
     name = "seconds"
 
@@ -105,6 +108,8 @@ class _Seconds(click.ParamType):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if not math.isfinite(seconds) or seconds <= 0:
             self.fail(f"{value!r} is not a positive number of seconds", param, ctx)
+        if seconds > _MAX_SECONDS:  # the OS's timers end somewhere; a day is plenty
+            self.fail(f"{value!r} is more than {_MAX_SECONDS} seconds (a day)", param, ctx)
         return seconds
 
 

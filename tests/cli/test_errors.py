@@ -101,6 +101,8 @@ CASES = [
      "Error: Invalid value for '--request-timeout': '-1' is not a positive number of seconds"),
     ("request-timeout-nan", ["--request-timeout", "nan", "list-units"], {}, 2,
      "Error: Invalid value for '--request-timeout': 'nan' is not a positive number of seconds"),
+    ("request-timeout-huge", ["--request-timeout", "1e12", "list-units"], {}, 2,
+     "Error: Invalid value for '--request-timeout': '1e12' is more than 86400 seconds (a day)"),
     ("request-timeout-env", ["list-units"], {"FLEETCTL_REQUEST_TIMEOUT": "3s"}, 2,
      "Error: Invalid value for FLEETCTL_REQUEST_TIMEOUT: '3s' is not a number of seconds"),
     ("ssh-timeout-env-zero", ["list-units"], {"FLEETCTL_SSH_TIMEOUT": "0"}, 2,
