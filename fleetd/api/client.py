@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import socket
 import ssl
+import stat
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-__all__ = ["DEFAULT_ENDPOINT", "APIError", "BadEndpoint", "Client", "Unreachable"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "APIError",
+    "BadEndpoint",
+    "BadTLSFile",
+    "CannotConnect",
+    "Client",
+    "Unreachable",
+]
 
 DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock"
 PREFIX = "/fleet/v1"
@@ -38,8 +49,26 @@ class Unreachable(APIError):
     """The API could not be reached at all; the message names the endpoint."""
 
 
+class CannotConnect(Unreachable):
+    """Nothing serves the API at the endpoint (no socket file, connection refused, no answer
+    to the connection, unknown host): no request was sent. The message says why in the OS's
+    words."""
+
+
 class BadEndpoint(APIError, ValueError):
     """An endpoint string that names no API (fleet's messages); code 0."""
+
+
+class BadTLSFile(APIError, ValueError):
+    """A CA, certificate or key file that cannot be read or holds no certificate/key; code 0.
+
+    `option` is the Client argument it came from (`ca_file`, `cert_file`, `key_file`), so a
+    caller can name its own flag; `reason` says why (the OS's words for a file it cannot read).
+    """
+
+    def __init__(self, option: str, path: str, reason: str) -> None:
+        super().__init__(0, f"{option} {path}: {reason}")
+        self.option, self.path, self.reason = option, path, reason
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -61,7 +90,10 @@ class _UnixConnection(http.client.HTTPConnection):
 def _parse_endpoint(endpoint: str) -> tuple[str, str, int | None, str]:
     """(scheme, host, port, unix path) of the first endpoint of a comma list."""
     first = endpoint.split(",")[0].strip()
-    parts = urlsplit(first)
+    try:
+        parts = urlsplit(first)
+    except ValueError as err:  # "Invalid IPv6 URL"
+        raise BadEndpoint(0, f"invalid endpoint {first!r}: {err}") from None
     if not parts.scheme:
         raise BadEndpoint(0, "URL scheme undefined")
     if parts.scheme == "unix":
@@ -101,10 +133,9 @@ class Client:
         self.timeout = timeout
         self._scheme, self._host, self._port, self._path = _parse_endpoint(endpoint)
         self._ssl: ssl.SSLContext | None = None
-        if self._scheme == "https":
-            self._ssl = ssl.create_default_context(cafile=ca_file)
-            if cert_file:
-                self._ssl.load_cert_chain(cert_file, key_file)
+        if self._scheme == "https" or ca_file or cert_file or key_file:
+            # Files given are read whatever the scheme, as fleet did: a wrong path is said at once.
+            self._ssl = _tls_context(ca_file, cert_file, key_file)
 
     # --- transport -------------------------------------------------------------------------
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
@@ -115,6 +146,26 @@ class Client:
                 self._host, self._port, timeout=timeout, context=self._ssl
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def _connect(self, conn: http.client.HTTPConnection) -> None:
+        """Open the connection before the request, so that an API nobody serves (CannotConnect)
+        is told apart from one lost during a request (Unreachable)."""
+        try:
+            conn.connect()
+        except ssl.SSLError as err:
+            conn.close()
+            msg = f"TLS handshake with the fleet API at {self.endpoint} failed: {_ssl_reason(err)}"
+            raise Unreachable(0, msg) from err
+        except OSError as err:
+            conn.close()
+            why = _connect_failure(
+                err, self._path, self.timeout if conn.timeout is None else conn.timeout
+            )
+            if isinstance(err, PermissionError):
+                raise Unreachable(
+                    0, f"unable to reach the fleet API at {self.endpoint}: {why}"
+                ) from err
+            raise CannotConnect(0, f"cannot reach the fleet API at {self.endpoint}: {why}") from err
 
     def _open(
         self,
@@ -137,6 +188,8 @@ class Client:
         reused = conn is not None and conn.sock is not None
         if conn is None:
             conn = self._connection(self.timeout if timeout is None else timeout)
+        if conn.sock is None:
+            self._connect(conn)
         try:
             try:
                 conn.request(method, url, body=data, headers=headers)
@@ -336,6 +389,85 @@ class Client:
                 yield chunk
         finally:
             conn.close()
+
+
+def _connect_failure(err: OSError, unix_path: str, timeout: float | None) -> str:
+    """Why a connection could not be opened, in the OS's words (and what the socket path is)."""
+    if isinstance(err, socket.gaierror):
+        return f"unknown host ({err.strerror or err})"
+    if isinstance(err, TimeoutError):
+        return f"no answer within {timeout:g} s" if timeout else "timed out"
+    reason = err.strerror or str(err)
+    if unix_path and isinstance(err, ConnectionRefusedError):
+        try:
+            mode = os.stat(unix_path).st_mode
+        except OSError:
+            return reason
+        if not stat.S_ISSOCK(mode):
+            return f"{unix_path} is not a socket"
+        return f"nobody listens on {unix_path} ({reason})"
+    return reason
+
+
+def _ssl_reason(err: ssl.SSLError) -> str:
+    """An OpenSSL error without its library tag and source line:
+    `[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4154)` -> the words."""
+    text = str(err.args[1]) if len(err.args) > 1 else str(err)
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text) or str(err)
+
+
+class _Encrypted(Exception):
+    """Raised by the passphrase callback: fleetctl never prompts for a key's passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted
+
+
+def _tls_context(
+    ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> ssl.SSLContext:
+    """The client's TLS context; BadTLSFile names the file at fault and why."""
+    given = (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file))
+    for option, path in given:
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as err:
+                raise BadTLSFile(option, path, err.strerror or str(err)) from None
+    if key_file and not cert_file:
+        raise BadTLSFile("key_file", key_file, "a key file given without its certificate file")
+    try:
+        context = ssl.create_default_context(cafile=ca_file or None)
+    except ssl.SSLError as err:
+        reason = f"no CA certificate in PEM form in it ({_ssl_reason(err)})"
+        raise BadTLSFile("ca_file", str(ca_file), reason) from None
+    if not cert_file:
+        return context
+    try:  # the certificate alone first, so a bad certificate is not blamed on the key
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert_file)
+    except ssl.SSLError as err:
+        reason = f"no certificate in PEM form in it ({_ssl_reason(err)})"
+        raise BadTLSFile("cert_file", cert_file, reason) from None
+    try:
+        context.load_cert_chain(cert_file, key_file or None, password=_no_passphrase)
+    except _Encrypted:
+        option, path = ("key_file", key_file) if key_file else ("cert_file", cert_file)
+        raise BadTLSFile(
+            option, str(path), "the key is encrypted (no passphrase can be given)"
+        ) from None
+    except ssl.SSLError as err:
+        if not key_file:
+            raise BadTLSFile(
+                "cert_file", cert_file, "no private key in it, and no key file given"
+            ) from None
+        if err.reason == "KEY_VALUES_MISMATCH":
+            raise BadTLSFile("key_file", key_file, f"not the key of {cert_file}") from None
+        reason = f"no private key in PEM form in it ({_ssl_reason(err)})"
+        raise BadTLSFile("key_file", key_file, reason) from None
+    return context
 
 
 def _q(name: str) -> str:

@@ -10,14 +10,17 @@ flags, client and waiting.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from fleetd import __version__
 from fleetd.cli import dashboard, lists, remote, units
-from fleetd.cli.context import Failure, Settings
+from fleetd.cli.context import Failure, Settings, api_error_line
 
 __all__ = ["fleetctl", "main"]
 
@@ -38,6 +41,9 @@ class PrefixGroup(click.Group):
             ctx.fail(f"ambiguous command {cmd_name!r}: could be {', '.join(sorted(matches))}")
         return None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _bare_flags_given_values(self, ctx, args))
+
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
@@ -57,6 +63,54 @@ def _env(flag: str) -> str:
 
 
 _BOOL_TEXT = click.BOOL
+
+# Global flags whose value is optional, as pflag's booleans: given bare they mean this value and
+# never take the next argument (`--strict-host-key-checking list-units` runs list-units).
+_BARE_VALUES = {"--strict-host-key-checking": "true"}
+
+
+def _bare_flags_given_values(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """The arguments with each bare optional-value flag before the command written `--flag=v`."""
+    takes_value = {
+        opt
+        for param in group.get_params(ctx)
+        if isinstance(param, click.Option) and not param.is_flag
+        for opt in param.opts
+    }
+    out = list(args)
+    i = 0
+    while i < len(out):
+        arg = out[i]
+        if arg in _BARE_VALUES:
+            out[i] = f"{arg}={_BARE_VALUES[arg]}"
+        elif arg in takes_value:
+            i += 1  # its value is the next argument
+        elif arg == "--" or not arg.startswith("-"):
+            break  # the command: its own arguments are left alone
+        i += 1
+    return out
+
+
+_MAX_SECONDS = 86400
+
+
+class _Seconds(click.ParamType):
+    """A positive number of seconds, at most a day (`--request-timeout 0.5`)."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{value!r} is not a positive number of seconds", param, ctx)
+        if seconds > _MAX_SECONDS:  # the OS's timers end somewhere; a day is plenty
+            self.fail(f"{value!r} is more than {_MAX_SECONDS} seconds (a day)", param, ctx)
+        return seconds
 
 
 @click.group(
@@ -83,7 +137,7 @@ _BOOL_TEXT = click.BOOL
 )
 @click.option(
     "--request-timeout",
-    type=float,
+    type=_Seconds(),
     default=3.0,
     show_default=True,
     envvar=_env("request-timeout"),
@@ -133,7 +187,7 @@ _BOOL_TEXT = click.BOOL
 )
 @click.option(
     "--ssh-timeout",
-    type=float,
+    type=_Seconds(),
     default=10.0,
     show_default=True,
     envvar=_env("ssh-timeout"),
@@ -147,7 +201,12 @@ _BOOL_TEXT = click.BOOL
 )
 @click.pass_context
 def fleetctl(ctx: click.Context, **flags: object) -> None:
-    ctx.obj = Settings(**flags)  # type: ignore[arg-type]
+    from_env = {
+        name: _env(name.replace("_", "-"))
+        for name in flags
+        if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT
+    }
+    ctx.obj = Settings(**flags, from_env=from_env)  # type: ignore[arg-type]
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
@@ -189,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     except Failure as err:
         err.show()
         return err.exit_code
+    except click.UsageError as err:  # one line, naming the flag or the variable at fault
+        click.echo(f"Error: {_usage_message(err)}", err=True)
+        return err.exit_code
     except click.ClickException as err:
         err.show()
         return err.exit_code
@@ -205,11 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         api = sys.modules.get("fleetd.api.client")
         if api is None or not isinstance(err, api.APIError):
             raise
-        # Unreachable (and a bad endpoint, code 0) already name the endpoint in their message.
-        code = err.code
-        click.echo(err.message if code == 0 else f"Error: {err.message} (HTTP {code})", err=True)
+        click.echo(api_error_line(err), err=True)
         return 1
     return 0
+
+
+def _usage_message(err: click.UsageError) -> str:
+    """click's message; a bad value from a FLEETCTL_* variable names the variable."""
+    if isinstance(err, click.BadParameter) and err.ctx is not None and err.param is not None:
+        name = err.param.name or ""
+        if err.ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+            envvar = err.param.envvar
+            err.param_hint = envvar if isinstance(envvar, str) else _env(name.replace("_", "-"))
+    return err.format_message()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_SETTLE",
     "Failure",
     "Settings",
+    "api_error_line",
     "emit_json",
     "settings",
     "wait_for_units",
@@ -62,26 +63,67 @@ class Settings:
     ssh_username: str = "core"
     ssh_timeout: float = 10.0
     debug: bool = False
+    # Where a flag's value came from when not the command line: {"ca_file": "FLEETCTL_CA_FILE"}.
+    from_env: dict[str, str] = field(default_factory=dict, repr=False)
     _client: Any = field(default=None, repr=False)
 
+    def origin(self, flag: str) -> str:
+        """How the user gave a global flag (`ca_file`): `--ca-file` or `FLEETCTL_CA_FILE`."""
+        return self.from_env.get(flag) or "--" + flag.replace("_", "-")
+
     def client(self) -> Any:
-        """The API client for --endpoint (created on first use)."""
+        """The API client for --endpoint (created on first use).
+
+        An endpoint or TLS file it cannot use is a Failure naming the flag (or variable) and
+        the value: `Error: --ca-file /x/ca.pem: No such file or directory`.
+        """
         if self._client is None:
-            from fleetd.api.client import Client
+            from fleetd.api.client import BadEndpoint, BadTLSFile, Client
 
             endpoint = self.endpoint.split(",")[0]  # fleet uses the first of a list
-            self._client = Client(
-                endpoint,
-                timeout=self.request_timeout,
-                ca_file=self.ca_file or None,
-                cert_file=self.cert_file or None,
-                key_file=self.key_file or None,
-            )
+            try:
+                self._client = Client(
+                    endpoint,
+                    timeout=self.request_timeout,
+                    ca_file=self.ca_file or None,
+                    cert_file=self.cert_file or None,
+                    key_file=self.key_file or None,
+                )
+            except BadTLSFile as err:
+                flag = self.origin(err.option)
+                raise Failure(f"Error: {flag} {err.path}: {err.reason}") from None
+            except BadEndpoint as err:
+                flag = self.origin("endpoint")
+                if repr(endpoint) not in err.message:  # fleet's messages do not name it
+                    flag += f" {endpoint or chr(34) * 2}"  # an empty one shown as ""
+                raise Failure(
+                    f"Error: {flag}: {err.message} "
+                    "(use unix:///path, http://host:port or https://host:port)"
+                ) from None
         return self._client
 
     def debug_log(self, message: str) -> None:
         if self.debug:
             click.echo(f"DEBUG: {message}", err=True)
+
+
+ENDPOINT_HINT = "is fleetd running? set FLEETCTL_ENDPOINT or --endpoint"
+
+
+def api_error_line(err: Any) -> str:
+    """The one line for an API client error no command reported in its own words.
+
+    An API nobody serves (CannotConnect) gets the hint where to point fleetctl; other
+    failures to reach it (lost, TLS, permission) name the endpoint already; an answer of the
+    API shows its HTTP code.
+    """
+    from fleetd.api.client import CannotConnect
+
+    if isinstance(err, CannotConnect):
+        return f"Error: {err.message}; {ENDPOINT_HINT}"
+    if err.code == 0:
+        return f"Error: {err.message}"
+    return f"Error: {err.message} (HTTP {err.code})"
 
 
 def settings() -> Settings:

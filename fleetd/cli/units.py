@@ -11,6 +11,7 @@ import click
 from fleetd.cli.context import (
     DEFAULT_SETTLE,
     Failure,
+    api_error_line,
     block_timeout,
     emit_json,
     report_wait_errors,
@@ -33,6 +34,10 @@ def _require_args(args: tuple[str, ...]) -> None:
 
 
 def _api_failure(prefix: str, err: Exception) -> Failure:
+    from fleetd.api.client import CannotConnect
+
+    if isinstance(err, CannotConnect):  # the same line whatever the command was doing
+        return Failure(api_error_line(err))
     return Failure(f"{prefix}: {getattr(err, 'message', None) or err}")
 
 
@@ -52,7 +57,6 @@ def _lazy_create(
     from fleetd.unit import (
         UnitFile,
         UnitNameError,
-        UnitParseError,
         UnitValidationError,
         mangle_name,
         parse_name,
@@ -80,13 +84,27 @@ def _lazy_create(
         if name in seen:
             continue
         seen.add(name)
+        if arg.rsplit("/", 1)[-1] in ("", ".", ".."):  # a directory: no unit file named
+            raise Failure(f'Error creating units: argument "{arg}" names no unit')
         try:
             info = parse_name(name)
         except UnitNameError as err:
             raise Failure(f"Error creating units: {err}") from None
+        if info.is_template and target != "inactive":  # refused before anything is written
+            raise Failure(
+                f'Error creating units: cannot activate template "{name}": {command} an '
+                f"instance of it, e.g. {info.prefix}@1.{info.type}"
+            )
         existing = known.get(name)
         if existing is not None:
-            local = files.local_counterpart(arg)
+            try:
+                local = files.local_counterpart(arg)
+            except files.BadFile as err:
+                if replace:  # the file to replace the unit with is unusable: say why
+                    raise Failure(
+                        f"Error creating units: failed getting Unit({name}) from file {err}"
+                    ) from None
+                local = None  # as fleet: the registered unit is used, the file not compared
             if local is None:
                 if replace:
                     raise Failure(
@@ -128,16 +146,16 @@ def _lazy_create(
             found = files.find_local(arg, registry_template=template)
         except files.NotFound as err:
             raise Failure(f"Error creating units: {err}") from None
-        except (OSError, UnitParseError) as err:
+        except files.BadFile as err:  # the file (or template) exists but cannot be read
             raise Failure(
-                f"Error creating units: failed getting Unit({name}) from file {arg}: {err}"
+                f"Error creating units: failed getting Unit({name}) from file {err}"
             ) from None
         unit: UnitFile = found.unit
         reqs = unit.requirements(name)
         try:
             reqs.validate()
         except UnitValidationError as err:
-            raise Failure(f"Error creating units: {err}") from None
+            raise Failure(f"Error creating units: failed creating unit {name}: {err}") from None
         for key in reqs.unknown:
             click.echo(
                 f'WARNING: Unit {name}: unrecognized requirement in [X-Fleet] section: "{key}"',
@@ -417,8 +435,9 @@ def _stop_or_unload(
 
     _require_args(args)
     units = _find_units(args)
-    if not units:
-        raise Failure("Units not found in registry")
+    if not units:  # nothing to stop or unload: the end state holds (exit 0, as fleet; destroy too)
+        click.echo("Units not found in registry", err=True)
+        return
     client = settings().client()
     changes: list[dict[str, Any]] = []
     for unit in units:

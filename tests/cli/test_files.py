@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.cli.files import (
+    BadFile,
     NotFound,
     find_local,
     local_counterpart,
@@ -81,22 +82,33 @@ def test_instance_from_template_file_in_same_directory(walkthrough: Path) -> Non
 @pytest.mark.parametrize(
     ("arg", "message"),
     [
-        ("nosuch.service", "unable to find Unit(nosuch.service) in Registry or on filesystem"),
-        ("nosuch", "unable to find Unit(nosuch.service) in Registry or on filesystem"),
+        # fleet's message, then the path looked at
+        ("nosuch.service", "unable to find Unit(nosuch.service) in Registry or on filesystem (looked for file {d}/nosuch.service)"),
+        ("nosuch", "unable to find Unit(nosuch.service) in Registry or on filesystem (looked for file {d}/nosuch.service)"),
         # the template is looked for next to the argument only, not elsewhere
-        ("apache@80.service", "unable to find template Unit(apache@.service) in Registry or on filesystem"),
+        ("apache@80.service", "unable to find template Unit(apache@.service) in Registry or on filesystem (looked for file {d}/apache@80.service, looked for file {d}/apache@.service)"),
+        # a suffix that is no unit type: said instead of "not found"
+        ("hello.srvice", "hello.srvice has no valid unit suffix (.automount, .busname, .device, .mount, .path, .scope, .service, .slice, .snapshot, .socket, .swap, .target, .timer)"),
+        # an instance may hold dots: its template is looked for, as fleet does
+        ("etcd@10.0.0.1", "unable to find template Unit(etcd@.service) in Registry or on filesystem (looked for file {d}/etcd@10.0.0.1.service, looked for file {d}/etcd@.service)"),
     ],
 )  # fmt: skip
 def test_not_found_messages(walkthrough: Path, arg: str, message: str) -> None:
     with pytest.raises(NotFound) as err:
         find_local(arg)
-    assert str(err.value) == message
+    assert str(err.value) == message.replace("{d}", os.getcwd())
+
+
+def test_an_instance_with_dots_comes_from_its_template(walkthrough: Path) -> None:
+    found = find_local("templates/apache@10.0.0.1")
+    assert (found.name, found.path) == ("apache@10.0.0.1.service", "templates/apache@.service")
 
 
 def test_unreadable_unit_file_is_an_error(walkthrough: Path) -> None:
     (walkthrough / "bad.service").write_text("[Unit\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(BadFile) as err:
         find_local("bad.service")
+    assert str(err.value) == f"{walkthrough}/bad.service: line 1: unable to find end of section"
 
 
 def test_local_counterpart_is_file_then_template(walkthrough: Path) -> None:
