@@ -39,6 +39,8 @@ from fleetd.registry import (
     MetadataChanged,
     MetadataDeleted,
     Registry,
+    RestartDeleted,
+    RestartRequested,
     Resync,
     ScheduleChanged,
     ScheduleDeleted,
@@ -65,6 +67,7 @@ class _Published:
     load: str
     active: str
     sub: str
+    restarted: str = ""
 
 
 class Agent:
@@ -95,6 +98,8 @@ class Agent:
         self._publish_dirty = asyncio.Event()  # some unit state may need publishing
         self._hashes: dict[str, str] = {}  # unit file in the units dir → its content hash
         self._started: set[str] = set()  # units we started (or adopted running or failed)
+        # unit → token of the last restart request done here (published in its UnitState)
+        self._restarted: dict[str, str] = {}
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
         self._published: dict[str, _Published] = {}
         self._requirements: dict[tuple[str, str], Requirements] = {}
@@ -250,7 +255,11 @@ class Agent:
                 log.warning("agent.snapshot_retry", machine=self.machine.id, error=str(err))
                 await backoff.wait()
                 continue
+            first = self._view is None
             self._view = ClusterView(snapshot)
+            if first:
+                self._seed_restarts()
+                self._publish_dirty.set()  # states are published once the tokens are known
             self._index(None)
             self._dirty.set()
             async with self.registry.watch(snapshot.revision + 1) as events:
@@ -258,6 +267,22 @@ class Agent:
                     self._view.apply(event)
                     if self._index(event):
                         self._dirty.set()
+
+    def _seed_restarts(self) -> None:
+        """The restart tokens done here before this fleetd started, from the states it
+        published (still there when its lease was re-attached). A unit adopted running with no
+        published state (the lease expired meanwhile, so every waiter was told the state went
+        away) takes the pending request as done: it is not restarted long after the ask."""
+        view = self._view
+        assert view is not None
+        me = self.machine.id
+        for name in self._hashes:
+            published = view.states.get((name, me))
+            request = view.restarts.get((name, me))
+            if published is not None:
+                self._restarted[name] = published.restarted
+            elif name in self._started and request is not None:
+                self._restarted[name] = request.token
 
     async def _follow_systemd(self, changes) -> None:  # type: ignore[no-untyped-def]
         async for state in changes:
@@ -300,7 +325,12 @@ class Agent:
                 jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
         metadata = effective_metadata(view, self.machine.id, self.machine.metadata)
         placed = dict.fromkeys(self._mine, self.machine.id)
-        return desired_units(self.machine.id, metadata, jobs, placed)
+        restarts = {
+            name: request.token
+            for name in jobs
+            if (request := view.restarts.get((name, self.machine.id))) is not None
+        }
+        return desired_units(self.machine.id, metadata, jobs, placed, restarts)
 
     def _requirements_of(self, name: str, job: Job) -> Requirements | None:
         """The job's requirements; None for a refused name or a content not (yet) known."""
@@ -372,6 +402,10 @@ class Agent:
                 return machine_id == me
             case MetadataChanged(metadata=metadata):
                 return metadata.machine_id == me
+            case RestartRequested(request=request):
+                return request.machine_id == me
+            case RestartDeleted(machine_id=machine_id):
+                return machine_id == me
         return False  # states, the leader, a content deleted
 
     def _valid_name(self, name: str) -> bool:
@@ -394,6 +428,7 @@ class Agent:
                 unit_hash,
                 self._states[name].active if name in self._states else "inactive",
                 name in self._started,
+                self._restarted.get(name, ""),
             )
             for name, unit_hash in self._hashes.items()
         }
@@ -422,13 +457,16 @@ class Agent:
                 unit=task.unit or None,
                 machine=self.machine.id,
                 reason=task.reason.value,
+                **({"token": task.token} if task.token else {}),
             )
         await asyncio.gather(*(self._stop(t.unit) for t in by_kind.get(Kind.STOP, [])))
         await asyncio.gather(*(self._unload(t.unit) for t in by_kind.get(Kind.UNLINK, [])))
         written = [t.unit for t in by_kind.get(Kind.WRITE, []) if self._write(t)]
         if written:
             await self._guard("link", self.systemd.link(written), written)
-        await asyncio.gather(*(self._start(t.unit) for t in by_kind.get(Kind.START, [])))
+        await asyncio.gather(*(self._start(t.unit, t.token) for t in by_kind.get(Kind.START, [])))
+        restarts = by_kind.get(Kind.RESTART, [])
+        await asyncio.gather(*(self._restart(t.unit, t.token) for t in restarts))
         self._publish_dirty.set()
 
     def _write(self, task: AgentTask) -> bool:
@@ -442,12 +480,27 @@ class Agent:
         self._started.discard(task.unit)
         return True
 
-    async def _start(self, name: str) -> None:
+    async def _start(self, name: str, token: str = "") -> None:
         result = await self._guard("start", self.systemd.start_unit(name), [name])
         if result is not None:
             self._started.add(name)
+            if token:  # started after the restart was asked: that request is done
+                self._restarted[name] = token
             if result == LOAD_FAILED:
                 self._publish_dirty.set()
+
+    async def _restart(self, name: str, token: str) -> None:
+        """RestartUnit and wait for its job; then read the unit's state afresh (signals may
+        lag the job's end) and publish it with the request's token as done. A failed call is
+        not done: the next plan asks again."""
+        if await self._guard("restart", self.systemd.restart_unit(name), [name]) is None:
+            return
+        state = await self._guard("state", self.systemd.unit_state(name), [name])
+        if state is not None:
+            self._states[name] = state
+        self._started.add(name)
+        self._restarted[name] = token
+        self._publish_dirty.set()
 
     async def _stop(self, name: str) -> None:
         if await self._guard("stop", self.systemd.stop_unit(name), [name]) is not None:
@@ -458,6 +511,7 @@ class Agent:
         self._hashes.pop(name, None)
         self._started.discard(name)
         self._states.pop(name, None)
+        self._restarted.pop(name, None)
         if self._published.pop(name, None) is not None:
             with contextlib.suppress(EtcdUnavailable):
                 await self.registry.remove_state(name, self.machine.id)
@@ -483,8 +537,8 @@ class Agent:
         while True:
             await self._publish_dirty.wait()
             self._publish_dirty.clear()
-            if self.lease is None or not self.registered.is_set():
-                continue
+            if self.lease is None or not self.registered.is_set() or self._view is None:
+                continue  # (no view yet: the restart tokens done here are not known yet)
             await asyncio.gather(*(self._publish_one(n) for n in self._changed_states()))
 
     def _changed_states(self) -> list[str]:
@@ -493,7 +547,9 @@ class Agent:
             state = self._states.get(name)
             if state is None:
                 continue
-            current = _Published(unit_hash, state.load, state.active, state.sub)
+            current = _Published(
+                unit_hash, state.load, state.active, state.sub, self._restarted.get(name, "")
+            )
             if self._published.get(name) != current:
                 changed.append(name)
         return sorted(changed)
@@ -501,13 +557,18 @@ class Agent:
     async def _publish_one(self, name: str) -> None:
         state, unit_hash, lease = self._states[name], self._hashes[name], self.lease
         assert lease is not None
-        doc = UnitState(name, self.machine.id, unit_hash, state.load, state.active, state.sub)
+        restarted = self._restarted.get(name, "")
+        doc = UnitState(
+            name, self.machine.id, unit_hash, state.load, state.active, state.sub, restarted
+        )
         try:
             await self.registry.publish_state(doc, lease)
         except EtcdUnavailable as err:
             log.warning("agent.publish_failed", unit=name, machine=self.machine.id, error=str(err))
             return  # the next change or the re-registration publishes it again
-        self._published[name] = _Published(unit_hash, state.load, state.active, state.sub)
+        self._published[name] = _Published(
+            unit_hash, state.load, state.active, state.sub, restarted
+        )
         METRICS.inc("fleetd_agent_states_published_total")
         log.info(
             "agent.state_published",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
@@ -27,6 +27,7 @@ __all__ = [
     "Machine",
     "ModelError",
     "Placement",
+    "RestartRequest",
     "UnitContent",
     "UnitState",
 ]
@@ -241,9 +242,11 @@ class UnitState(_Document):
     load: str  # systemd LoadState: loaded, not-found, error, ...
     active: str  # systemd ActiveState: active, inactive, failed, activating, ...
     sub: str  # systemd SubState: running, dead, exited, ...
+    # the token of the last RestartRequest done here (absent from the JSON when "")
+    restarted: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "machine": self.machine_id,
             "hash": self.hash,
@@ -251,15 +254,43 @@ class UnitState(_Document):
             "active": self.active,
             "sub": self.sub,
         }
+        if self.restarted:
+            out["restarted"] = self.restarted
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UnitState:
-        return cls(
+        state = cls(
             *(
                 cls._field(data, f, str)
                 for f in ("name", "machine", "hash", "load", "active", "sub")
             )
         )
+        if "restarted" in data:
+            state = replace(state, restarted=cls._field(data, "restarted", str))
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRequest(_Document):
+    """A user asked to restart a unit on one machine (`restart/<name>/<machine-id>`). The
+    machine's agent restarts the unit once per token and publishes the token as done in the
+    unit's `UnitState.restarted`; a later request for the same unit and machine replaces it."""
+
+    kind: ClassVar[str] = "restart"
+    name: str
+    machine_id: str
+    token: str  # unique per request
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "machine": self.machine_id, "token": self.token}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RestartRequest:
+        token = cls._field(data, "token", str)
+        if not token:
+            raise ModelError("restart document field 'token' must not be empty")
+        return cls(cls._field(data, "name", str), cls._field(data, "machine", str), token)
 
 
 @dataclass(frozen=True, slots=True)
