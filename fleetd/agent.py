@@ -559,7 +559,8 @@ class Agent:
         assert lease is not None
         restarted = self._restarted.get(name, "")
         doc = UnitState(
-            name, self.machine.id, unit_hash, state.load, state.active, state.sub, restarted
+            name, self.machine.id, unit_hash, state.load, state.active, state.sub,
+            restarted=restarted,
         )
         try:
             await self.registry.publish_state(doc, lease)

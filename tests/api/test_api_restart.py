@@ -28,7 +28,7 @@ JSON_TYPE = {"Content-Type": "application/json"}
 
 def state(name: str, mid: str, active: str = "active", restarted: str = "", load: str = "loaded"):
     sub = {"active": "running", "inactive": "dead", "failed": "failed"}.get(active, active)
-    return UnitState(name, mid, GLOBAL.hash, load, active, sub, restarted)
+    return UnitState(name, mid, GLOBAL.hash, load, active, sub, restarted=restarted)
 
 
 # --- pure: which machines run a unit, and how a restart ended -------------------------------

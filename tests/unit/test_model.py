@@ -101,7 +101,9 @@ def test_malformed_documents(cls, raw: bytes, message: str) -> None:
 def test_unit_state_restarted_is_optional_and_backward_compatible() -> None:
     plain = UnitState("hello.service", MID, HELLO.hash, "loaded", "active", "running")
     assert "restarted" not in json.loads(plain.encode())  # the document of before, unchanged
-    done = UnitState("hello.service", MID, HELLO.hash, "loaded", "active", "running", "t1")
+    done = UnitState(
+        "hello.service", MID, HELLO.hash, "loaded", "active", "running", restarted="t1"
+    )
     assert json.loads(done.encode())["restarted"] == "t1"
     assert UnitState.decode(done.encode()) == done
     assert UnitState.decode(plain.encode()).restarted == ""  # absent = ""
