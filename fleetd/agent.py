@@ -38,6 +38,8 @@ from fleetd.registry import (
     MetadataChanged,
     MetadataDeleted,
     Registry,
+    RestartDeleted,
+    RestartRequested,
     Resync,
     ScheduleChanged,
     ScheduleDeleted,
@@ -88,6 +90,8 @@ class Agent:
         self._publish_dirty = asyncio.Event()  # some unit state may need publishing
         self._hashes: dict[str, str] = {}  # unit file in the units dir → its content hash
         self._started: set[str] = set()  # units we started (or adopted running or failed)
+        # unit → token of the last restart request done here (published in its UnitState)
+        self._restarted: dict[str, str] = {}
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
         self._published: dict[str, UnitState] = {}
         self._jobs: dict[str, str] = {}  # result of the last start job run here, per unit
@@ -244,7 +248,11 @@ class Agent:
                 log.warning("agent.snapshot_retry", machine=self.machine.id, error=str(err))
                 await backoff.wait()
                 continue
+            first = self._view is None
             self._view = ClusterView(snapshot)
+            if first:
+                self._seed_restarts()
+                self._publish_dirty.set()  # states are published once the tokens are known
             self._index(None)
             self._dirty.set()
             async with self.registry.watch(snapshot.revision + 1) as events:
@@ -252,6 +260,22 @@ class Agent:
                     self._view.apply(event)
                     if self._index(event):
                         self._dirty.set()
+
+    def _seed_restarts(self) -> None:
+        """The restart tokens done here before this fleetd started, from the states it
+        published (still there when its lease was re-attached). A unit adopted running with no
+        published state (the lease expired meanwhile, so every waiter was told the state went
+        away) takes the pending request as done: it is not restarted long after the ask."""
+        view = self._view
+        assert view is not None
+        me = self.machine.id
+        for name in self._hashes:
+            published = view.states.get((name, me))
+            request = view.restarts.get((name, me))
+            if published is not None:
+                self._restarted[name] = published.restarted
+            elif name in self._started and request is not None:
+                self._restarted[name] = request.token
 
     async def _follow_systemd(self, changes) -> None:  # type: ignore[no-untyped-def]
         async for state in changes:
@@ -294,7 +318,12 @@ class Agent:
                 jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
         metadata = effective_metadata(view, self.machine.id, self.machine.metadata)
         placed = dict.fromkeys(self._mine, self.machine.id)
-        return desired_units(self.machine.id, metadata, jobs, placed)
+        restarts = {
+            name: request.token
+            for name in jobs
+            if (request := view.restarts.get((name, self.machine.id))) is not None
+        }
+        return desired_units(self.machine.id, metadata, jobs, placed, restarts)
 
     def _requirements_of(self, name: str, job: Job) -> Requirements | None:
         """The job's requirements; None for a refused name or a content not (yet) known."""
@@ -366,6 +395,10 @@ class Agent:
                 return machine_id == me
             case MetadataChanged(metadata=metadata):
                 return metadata.machine_id == me
+            case RestartRequested(request=request):
+                return request.machine_id == me
+            case RestartDeleted(machine_id=machine_id):
+                return machine_id == me
         return False  # states, the leader, a content deleted
 
     def _valid_name(self, name: str) -> bool:
@@ -388,6 +421,7 @@ class Agent:
                 unit_hash,
                 self._states[name].active if name in self._states else "inactive",
                 name in self._started,
+                self._restarted.get(name, ""),
             )
             for name, unit_hash in self._hashes.items()
         }
@@ -416,13 +450,16 @@ class Agent:
                 unit=task.unit or None,
                 machine=self.machine.id,
                 reason=task.reason.value,
+                **({"token": task.token} if task.token else {}),
             )
         await asyncio.gather(*(self._stop(t.unit) for t in by_kind.get(Kind.STOP, [])))
         await asyncio.gather(*(self._unload(t.unit) for t in by_kind.get(Kind.UNLINK, [])))
         written = [t.unit for t in by_kind.get(Kind.WRITE, []) if self._write(t)]
         if written:
             await self._guard("link", self.systemd.link(written), written)
-        await asyncio.gather(*(self._start(t.unit) for t in by_kind.get(Kind.START, [])))
+        await asyncio.gather(*(self._start(t.unit, t.token) for t in by_kind.get(Kind.START, [])))
+        restarts = by_kind.get(Kind.RESTART, [])
+        await asyncio.gather(*(self._restart(t.unit, t.token) for t in restarts))
         self._publish_dirty.set()
 
     def _write(self, task: AgentTask) -> bool:
@@ -437,13 +474,28 @@ class Agent:
         self._jobs.pop(task.unit, None)
         return True
 
-    async def _start(self, name: str) -> None:
+    async def _start(self, name: str, token: str = "") -> None:
         result = await self._guard("start", self.systemd.start_unit(name), [name])
         if result is not None:
             self._started.add(name)
+            if token:  # started after the restart was asked: that request is done
+                self._restarted[name] = token
             if result != "done":  # why systemd gave up on it: failed, dependency, timeout...
                 self._jobs[name] = result
                 self._publish_dirty.set()
+
+    async def _restart(self, name: str, token: str) -> None:
+        """RestartUnit and wait for its job; then read the unit's state afresh (signals may
+        lag the job's end) and publish it with the request's token as done. A failed call is
+        not done: the next plan asks again."""
+        if await self._guard("restart", self.systemd.restart_unit(name), [name]) is None:
+            return
+        state = await self._guard("state", self.systemd.unit_state(name), [name])
+        if state is not None:
+            self._states[name] = state
+        self._started.add(name)
+        self._restarted[name] = token
+        self._publish_dirty.set()
 
     async def _stop(self, name: str) -> None:
         if await self._guard("stop", self.systemd.stop_unit(name), [name]) is not None:
@@ -464,6 +516,7 @@ class Agent:
         self._jobs.pop(name, None)
         self._started.discard(name)
         self._states.pop(name, None)
+        self._restarted.pop(name, None)
         if self._published.pop(name, None) is not None:
             with contextlib.suppress(EtcdUnavailable):
                 await self.registry.remove_state(name, self.machine.id)
@@ -489,8 +542,8 @@ class Agent:
         while True:
             await self._publish_dirty.wait()
             self._publish_dirty.clear()
-            if self.lease is None or not self.registered.is_set():
-                continue
+            if self.lease is None or not self.registered.is_set() or self._view is None:
+                continue  # (no view yet: the restart tokens done here are not known yet)
             await asyncio.gather(*(self._publish_one(n) for n in self._changed_states()))
 
     def _document(self, name: str) -> UnitState | None:
@@ -501,6 +554,7 @@ class Agent:
         return UnitState(
             name, self.machine.id, self._hashes[name], state.load, state.active, state.sub,
             state.result, state.exit, state.load_error, self._jobs.get(name, ""),
+            self._restarted.get(name, ""),
         )
 
     def _changed_states(self) -> list[str]:
@@ -530,4 +584,5 @@ class Agent:
             exit=state.exit or None,
             load_error=state.load_error or None,
             job=state.job or None,
+            restarted=state.restarted or None,
         )

@@ -29,6 +29,8 @@ from fleetd.registry import (
     Leadership,
     Lease,
     Registry,
+    RestartDeleted,
+    RestartRequested,
     Resync,
     ScheduleChanged,
     ScheduleDeleted,
@@ -293,7 +295,8 @@ class _View(ClusterView):
         self.deposed = asyncio.Event()
 
     def apply(self, event: Event) -> None:
-        if isinstance(event, StateChanged | StateDeleted):  # states do not move jobs
+        if isinstance(event, StateChanged | StateDeleted | RestartRequested | RestartDeleted):
+            # states and restart requests do not move jobs
             super().apply(event)
             return
         if isinstance(event, ScheduleChanged | ScheduleDeleted):

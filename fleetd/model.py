@@ -28,6 +28,7 @@ __all__ = [
     "Machine",
     "ModelError",
     "Placement",
+    "RestartRequest",
     "UnitContent",
     "UnitState",
 ]
@@ -254,8 +255,11 @@ class UnitState(_Document):
     exit: str = ""  # the process that failed: "ExecStart=/bin/false (code=exited, status=1/...)"
     load_error: str = ""  # systemd's LoadError message when LoadState is not "loaded"
     job: str = ""  # result of the agent's last start job when not "done": failed, dependency...
+    # the token of the last RestartRequest done here
+    restarted: str = ""
 
-    _DETAILS: ClassVar[tuple[str, ...]] = ("result", "exit", "load_error", "job")
+    # optional fields: left out of the JSON when "" (older fleetds omit them)
+    _DETAILS: ClassVar[tuple[str, ...]] = ("result", "exit", "load_error", "job", "restarted")
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -279,6 +283,28 @@ class UnitState(_Document):
             ),
             **details,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRequest(_Document):
+    """A user asked to restart a unit on one machine (`restart/<name>/<machine-id>`). The
+    machine's agent restarts the unit once per token and publishes the token as done in the
+    unit's `UnitState.restarted`; a later request for the same unit and machine replaces it."""
+
+    kind: ClassVar[str] = "restart"
+    name: str
+    machine_id: str
+    token: str  # unique per request
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "machine": self.machine_id, "token": self.token}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RestartRequest:
+        token = cls._field(data, "token", str)
+        if not token:
+            raise ModelError("restart document field 'token' must not be empty")
+        return cls(cls._field(data, "name", str), cls._field(data, "machine", str), token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -330,6 +330,21 @@ class Client:
             body["settle"] = settle
         yield from self._json_lines("POST", "/x/wait", body=body, endless=False)
 
+    def restart(
+        self, name: str, machine_id: str, *, wait: bool = False, timeout: float | None = None
+    ) -> dict:
+        """Restart `name` on one machine (`POST x/units/{name}/restart`). Without `wait`, the
+        answer `{"token"}` once the request is stored; with it, the last line of the stream:
+        `{"done", "restarted", "reason"?, "machineID", "machineIP", "systemd*State"...}`."""
+        body = {"machineID": machine_id, "wait": wait, "timeout": timeout}
+        path = f"/x/units/{_q(name)}/restart"
+        if not wait:
+            return self._call("POST", path, body=body)[1] or {}
+        for line in self._json_lines("POST", path, body=body, endless=False):
+            if line.get("done"):
+                return line
+        raise Unreachable(0, f"lost the fleet API at {self.endpoint}: the restart stream ended")
+
     def events(self) -> Iterator[dict]:
         """The registry's changes (`GET /x/events`): a `snapshot` line, then `units` and
         `machines` lines as they happen, until the server goes away (then `Unreachable`)."""

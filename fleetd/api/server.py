@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from fleetd import __version__
-from fleetd.api import events, extensions, machines, state, units
+from fleetd.api import events, extensions, machines, restart, state, units
 from fleetd.api.pagination import PageToken, TokenError, token_from_query
 from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.units import current_state, units_of
@@ -231,6 +231,7 @@ def _discovery(version: str) -> dict[str, Any]:
                 "Journal": {"httpMethod": "GET", "path": "x/units/{unitName}/journal",
                             "parameters": ["lines", "follow", "machineID"]},
                 "Wait": {"httpMethod": "POST", "path": "x/wait"},
+                "Restart": {"httpMethod": "POST", "path": "x/units/{unitName}/restart"},
             }},
         },
     }
@@ -269,7 +270,7 @@ class APIServer:
             app.add_routes(extensions.routes(self.ctx, extensions.LOCAL, peer=True))
             return app
         for prefix in PREFIXES:
-            for resource in (units, state, machines, extensions, events):
+            for resource in (units, state, machines, extensions, events, restart):
                 app.add_routes(resource.routes(self.ctx, prefix))
             app.add_routes([
                 web.route("*", f"{prefix}/discovery", self._discovery),

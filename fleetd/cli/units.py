@@ -522,6 +522,59 @@ def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
         raise Failure("\n".join(failed))
 
 
+def _restart_global(name: str, timeout: float | bool | None) -> str | None:
+    """Restart a Global unit on every machine that reports it, one machine at a time: each
+    waited for until the unit is active again there, before the next one is asked; the first
+    failure ends it (the machines after it are left alone). With --no-block (`timeout` False),
+    every machine is asked at once and nothing is waited for. Returns a problem, or None."""
+    from fleetd.api.client import APIError
+    from fleetd.cli.output import machine_full_legend
+
+    client = settings().client()
+    try:
+        machines = sorted({s["machineID"] for s in client.states(unit_name=name)})
+    except APIError as err:
+        raise _api_failure(f"Error retrieving the states of unit {name}", err) from None
+    if not machines:
+        return f"Unable to restart global unit {name}: no machine runs it"
+    if timeout is False:
+        failed = []
+        for machine in machines:
+            try:
+                client.restart(name, machine)
+            except APIError as err:
+                failed.append(f"Error restarting unit {name} on {machine}: {err.message or err}")
+        click.echo(f"Triggered global unit {name} restart")
+        if failed:
+            raise Failure("\n".join(failed))
+        return None
+    try:
+        ips = {m["id"]: m.get("primaryIP") or "" for m in client.machines()}
+    except APIError as err:
+        raise _api_failure("Error retrieving the machines", err) from None
+
+    def legend(machine: str) -> str:
+        return machine_full_legend(machine, ips.get(machine, ""), full=False)
+
+    for i, machine in enumerate(machines):
+        try:
+            answer = client.restart(name, machine, wait=True, timeout=timeout)
+        except APIError as err:
+            answer = {"restarted": False, "reason": err.message or str(err)}
+        if answer.get("restarted"):
+            click.echo(f"Unit {name} restarted on {legend(machine)}")
+            continue
+        lines = [f"Error restarting unit {name} on {legend(machine)}: {answer.get('reason')}"]
+        rest = machines[i + 1 :]
+        if rest:
+            lines.append(
+                f"Unit {name} was not restarted on {' '.join(legend(m) for m in rest)} "
+                "(stopped at the first failure)"
+            )
+        raise Failure("\n".join(lines))
+    return None
+
+
 @click.command(help="Instruct systemd to rolling restart one or more units in the cluster.")
 @_with(_block_options)
 @click.argument("units", nargs=-1)
@@ -539,9 +592,14 @@ def restart(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
         name = unit["name"]
         steps = ["loaded", "launched"]
         if is_global(unit):
-            for state in steps:
-                client.put_unit(name, desired_state=state)
-            click.echo(f"Triggered global unit {name} restart")
+            if unit.get("desiredState") != "launched":
+                problems.append(
+                    f"Unable to restart unit {name} in state {unit.get('desiredState')}"
+                )
+                continue
+            problem = _restart_global(name, timeout)
+            if problem is not None:
+                problems.append(problem)
             continue
         current = unit.get("currentState")
         if current == "inactive":

@@ -2,7 +2,12 @@
 
 Pure: the shell reads desired state from etcd and actual state from the units directory and
 systemd, calls `plan_agent`, and applies the tasks in the order given (fleet's order: stop what
-must stop, remove what must go, write and link, reload once, then start).
+must stop, remove what must go, write and link, reload once, then start, then restart).
+
+Restarts are level-based: a unit carries the token of the restart last requested on this
+machine (`DesiredUnit.restart`) and the token this machine last did (`ActualUnit.restarted`);
+while they differ and the unit was started, it is restarted once. A start also does the
+pending request (the unit gets a new process after the request was made either way).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class DesiredUnit:
     name: str
     hash: str
     launched: bool  # started (desired launched) or only loaded
+    restart: str = ""  # token of the restart requested for this unit on this machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class ActualUnit:
     # The agent has started this content (or adopted it running or failed): it is not started
     # again, so a unit that fails stays failed (systemd's Restart= decides) instead of looping.
     started: bool = False
+    restarted: str = ""  # token of the last restart request done here
 
 
 class Kind(IntEnum):
@@ -67,6 +74,7 @@ class Kind(IntEnum):
     LINK = 4
     RELOAD = 5
     START = 6
+    RESTART = 7
 
 
 class Why(StrEnum):
@@ -76,6 +84,7 @@ class Why(StrEnum):
     FILES_CHANGED = "unit files were written or removed"
     DESIRED_LAUNCHED = "desired state is launched"
     DESIRED_LOADED = "desired state is loaded, unit was started"
+    RESTART_REQUESTED = "a restart was requested (its token is not the last one done here)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,7 @@ class AgentTask:
     unit: str  # "" for RELOAD
     reason: Why
     hash: str = ""  # the content to write, for WRITE
+    token: str = ""  # the restart request a START or RESTART does (done once it succeeded)
 
 
 def desired_units(
@@ -91,17 +101,22 @@ def desired_units(
     metadata: Mapping[str, str],
     jobs: Mapping[str, AgentJob],
     placements: Mapping[str, str],
+    restarts: Mapping[str, str] | None = None,
 ) -> dict[str, DesiredUnit]:
     """Units this machine should hold: those placed here, plus the Global units it qualifies for.
 
     A Global unit runs where its MachineMetadata matches and no Conflicts rule (its own or a
     neighbour's) objects; between two conflicting Global units the first by name wins.
+    `restarts` gives the token of the restart requested on this machine, by unit name.
     """
+    restarts = restarts or {}
     desired: dict[str, DesiredUnit] = {}
     for name, machine in placements.items():
         job = jobs.get(name)
         if machine == machine_id and job is not None and job.desired is not JobState.INACTIVE:
-            desired[name] = DesiredUnit(name, job.hash, job.desired is JobState.LAUNCHED)
+            desired[name] = DesiredUnit(
+                name, job.hash, job.desired is JobState.LAUNCHED, restarts.get(name, "")
+            )
     for name in sorted(n for n, j in jobs.items() if j.requirements.is_global):
         job = jobs[name]
         req = job.requirements
@@ -114,7 +129,9 @@ def desired_units(
             for other in desired
         ):
             continue
-        desired[name] = DesiredUnit(name, job.hash, job.desired is JobState.LAUNCHED)
+        desired[name] = DesiredUnit(
+            name, job.hash, job.desired is JobState.LAUNCHED, restarts.get(name, "")
+        )
     return desired
 
 
@@ -139,15 +156,21 @@ def plan_agent(
             tasks.append(AgentTask(Kind.WRITE, name, Why.NEWLY_PLACED, want.hash))
             tasks.append(AgentTask(Kind.LINK, name, Why.NEWLY_PLACED))
             if want.launched:
-                tasks.append(AgentTask(Kind.START, name, Why.NEWLY_PLACED))
+                tasks.append(AgentTask(Kind.START, name, Why.NEWLY_PLACED, token=want.restart))
         elif have.hash != want.hash:
             if have.active in RUNNING_STATES:
                 tasks.append(AgentTask(Kind.STOP, name, Why.CONTENT_CHANGED))
             tasks.append(AgentTask(Kind.WRITE, name, Why.CONTENT_CHANGED, want.hash))
             if want.launched:
-                tasks.append(AgentTask(Kind.START, name, Why.CONTENT_CHANGED))
+                tasks.append(
+                    AgentTask(Kind.START, name, Why.CONTENT_CHANGED, token=want.restart)
+                )
         elif want.launched and not have.started:
-            tasks.append(AgentTask(Kind.START, name, Why.DESIRED_LAUNCHED))
+            tasks.append(AgentTask(Kind.START, name, Why.DESIRED_LAUNCHED, token=want.restart))
+        elif want.launched and want.restart and want.restart != have.restarted:
+            tasks.append(
+                AgentTask(Kind.RESTART, name, Why.RESTART_REQUESTED, token=want.restart)
+            )
         elif not want.launched and (have.started or have.active in RUNNING_STATES):
             # also a unit that ran and failed or exited: stopping it resets it, so the next
             # start runs it again and a failure from before is not taken for a new one

@@ -20,6 +20,7 @@ from fleetd.model import (
     Machine,
     ModelError,
     Placement,
+    RestartRequest,
     UnitContent,
     UnitState,
 )
@@ -36,6 +37,8 @@ __all__ = [
     "MachineUp",
     "MetadataChanged",
     "MetadataDeleted",
+    "RestartDeleted",
+    "RestartRequested",
     "Resync",
     "ScheduleChanged",
     "ScheduleDeleted",
@@ -77,6 +80,8 @@ class Snapshot:
     leader: LeaderInfo | None = None
     # API-set metadata by machine ID (also of machines not registered now): see DynamicMetadata
     dynamic_metadata: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
+    # restart requests by (name, machine): see RestartRequest
+    restarts: Mapping[tuple[str, str], RestartRequest] = field(default_factory=_empty)
 
     def apply(self, event: Event) -> Snapshot:
         """The snapshot after `event` (a new object; this one is unchanged).
@@ -169,6 +174,23 @@ class StateDeleted:
 
 
 @dataclass(frozen=True, slots=True)
+class RestartRequested:
+    """A restart of a unit on one machine was asked for (a new token)."""
+
+    revision: int
+    request: RestartRequest
+
+
+@dataclass(frozen=True, slots=True)
+class RestartDeleted:
+    """A restart request is gone (its job was destroyed)."""
+
+    revision: int
+    name: str
+    machine_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class LeaderChanged:
     """A new engine leader, or None when the leader resigned or its lease expired."""
 
@@ -197,6 +219,8 @@ Event = (
     | MetadataDeleted
     | StateChanged
     | StateDeleted
+    | RestartRequested
+    | RestartDeleted
     | LeaderChanged
     | Resync
 )
@@ -209,7 +233,17 @@ def _check(kind: str, what: str, in_key: str, in_doc: str) -> None:
 
 def decode_value(
     layout: KeyLayout, key: str, value: bytes
-) -> Job | UnitContent | Placement | Machine | DynamicMetadata | UnitState | LeaderInfo | None:
+) -> (
+    Job
+    | UnitContent
+    | Placement
+    | Machine
+    | DynamicMetadata
+    | UnitState
+    | RestartRequest
+    | LeaderInfo
+    | None
+):
     """The document stored at `key`; None for a key outside the layout; ModelError if corrupt."""
     parsed = layout.parse(key)
     if parsed is None:
@@ -241,6 +275,11 @@ def decode_value(
             _check("state", "name", parts[0], state.name)
             _check("state", "machine", parts[1], state.machine_id)
             return state
+        case KeyKind.RESTART:
+            request = RestartRequest.decode(value)
+            _check("restart", "name", parts[0], request.name)
+            _check("restart", "machine", parts[1], request.machine_id)
+            return request
         case KeyKind.LEADER:
             return LeaderInfo.decode(value)
     return None  # pragma: no cover - every KeyKind is handled
@@ -266,6 +305,8 @@ def decode_change(layout: KeyLayout, change: Change) -> Event | None:
                 return MetadataDeleted(rev, parts[0])
             case KeyKind.STATE:
                 return StateDeleted(rev, parts[0], parts[1])
+            case KeyKind.RESTART:
+                return RestartDeleted(rev, parts[0], parts[1])
             case KeyKind.LEADER:
                 return LeaderChanged(rev, None)
         return None  # pragma: no cover
@@ -283,6 +324,8 @@ def decode_change(layout: KeyLayout, change: Change) -> Event | None:
             return MetadataChanged(rev, doc)
         case UnitState():
             return StateChanged(rev, doc)
+        case RestartRequest():
+            return RestartRequested(rev, doc)
         case LeaderInfo():
             return LeaderChanged(rev, doc)
     return None
@@ -300,6 +343,10 @@ def units_touched(jobs: Mapping[str, Job], event: Event) -> list[str] | None:
             return [placement.name]
         case StateChanged(state=state):
             return [state.name]
+        case RestartRequested(request=request):
+            return [request.name]
+        case RestartDeleted(name=name):
+            return [name]
         case UnitStored(unit=content):
             return sorted(n for n, j in jobs.items() if j.unit_hash == content.hash)
         case UnitDeleted(hash=h):
@@ -317,6 +364,7 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
     states: dict[tuple[str, str], UnitState] = {}
     machines: dict[str, Machine] = {}
     dynamic: dict[str, Mapping[str, str]] = {}
+    restarts: dict[tuple[str, str], RestartRequest] = {}
     leader: LeaderInfo | None = None
     for doc in documents:
         match doc:
@@ -332,6 +380,8 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
                 machines[doc.id] = doc
             case DynamicMetadata():
                 dynamic[doc.machine_id] = MappingProxyType(dict(doc.values))
+            case RestartRequest():
+                restarts[(doc.name, doc.machine_id)] = doc
             case LeaderInfo():
                 leader = doc
     return Snapshot(
@@ -343,6 +393,7 @@ def snapshot_from(revision: int, documents: list[object]) -> Snapshot:
         MappingProxyType(machines),
         leader,
         MappingProxyType(dynamic),
+        MappingProxyType(restarts),
     )
 
 
@@ -351,7 +402,8 @@ class ClusterView:
     registry events (`Snapshot.apply` goes through it too).
 
     The same fields as `Snapshot` — jobs, unit contents, placements (name → machine ID),
-    machines (their dynamic metadata apart: see `effective_metadata`), states, the leader —
+    machines (their dynamic metadata apart: see `effective_metadata`), states, restart
+    requests, the leader —
     as dicts updated in O(1) per event, for the engine, the agents and the API's long readers,
     which follow every event of a cluster with thousands of jobs.
     """
@@ -367,6 +419,7 @@ class ClusterView:
         self.machines: dict[str, Machine] = dict(snapshot.machines)
         self.dynamic_metadata: dict[str, Mapping[str, str]] = dict(snapshot.dynamic_metadata)
         self.states: dict[tuple[str, str], UnitState] = dict(snapshot.states)
+        self.restarts: dict[tuple[str, str], RestartRequest] = dict(snapshot.restarts)
         self.leader: LeaderInfo | None = snapshot.leader
 
     def apply(self, event: Event) -> None:
@@ -399,6 +452,10 @@ class ClusterView:
                 self.states[state.name, state.machine_id] = state
             case StateDeleted(name=name, machine_id=machine_id):
                 self.states.pop((name, machine_id), None)
+            case RestartRequested(request=request):
+                self.restarts[request.name, request.machine_id] = request
+            case RestartDeleted(name=name, machine_id=machine_id):
+                self.restarts.pop((name, machine_id), None)
             case LeaderChanged(leader=leader):
                 self.leader = leader
             case _:
@@ -419,4 +476,5 @@ class ClusterView:
             fixed(self.machines),
             self.leader,
             fixed(self.dynamic_metadata),
+            fixed(self.restarts),
         )

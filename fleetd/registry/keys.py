@@ -9,6 +9,7 @@ Under the configurable prefix (default `/fleet/`):
     machine-meta/<id>           DynamicMetadata (API PATCH /machines), no lease: it outlives
                                 the machine's registration and overrides its config metadata
     state/<name>/<machine-id>   UnitState, on the publishing agent's lease
+    restart/<name>/<machine-id> RestartRequest (API restart), no lease; deleted with the job
     engine/leader               LeaderInfo, on the leader's lease
 
 Unit names and machine IDs never contain `/` (fleet's name rules), so the last segments split
@@ -32,6 +33,7 @@ class KeyKind(StrEnum):
     MACHINE = "machine"
     MACHINE_META = "machine-meta"
     STATE = "state"
+    RESTART = "restart"
     LEADER = "engine"
 
 
@@ -77,6 +79,13 @@ class KeyLayout:
         """Prefix of every machine's state of one job."""
         return f"{self.prefix}state/{name}/"
 
+    def restart(self, name: str, machine_id: str) -> str:
+        return f"{self.prefix}restart/{name}/{machine_id}"
+
+    def restarts_of(self, name: str) -> str:
+        """Prefix of every machine's restart request of one job."""
+        return f"{self.prefix}restart/{name}/"
+
     @property
     def leader(self) -> str:
         return f"{self.prefix}engine/leader"
@@ -95,7 +104,7 @@ class KeyLayout:
         except ValueError:
             return None
         rest = tuple(parts[1:])
-        expected = 2 if kind is KeyKind.STATE else 1
+        expected = 2 if kind in (KeyKind.STATE, KeyKind.RESTART) else 1
         if len(rest) != expected or not all(rest):
             return None
         if kind is KeyKind.LEADER and rest != ("leader",):

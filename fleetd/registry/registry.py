@@ -24,6 +24,7 @@ from fleetd.model import (
     Machine,
     ModelError,
     Placement,
+    RestartRequest,
     UnitContent,
     UnitState,
 )
@@ -391,11 +392,13 @@ class Registry:
         return results
 
     def _job_deletes(self, name: str) -> list[Put | Delete | Get]:
-        """What destroying a job deletes besides its content: the job, placement, states."""
+        """What destroying a job deletes besides its content: the job, placement, states,
+        restart requests."""
         return [
             Delete(self.keys.job(name)),
             Delete(self.keys.schedule(name)),
             Delete(self.keys.states_of(name), prefix=True),
+            Delete(self.keys.restarts_of(name), prefix=True),
         ]
 
     async def _unused_content(self, job_key: str, unit_hash: str) -> Cmp | None:
@@ -667,6 +670,20 @@ class Registry:
             active=state.active,
             sub=state.sub,
         )
+
+    async def request_restart(self, name: str, machine_id: str, token: str) -> RestartRequest:
+        """Ask the agent of `machine_id` to restart `name` once (`restart/<name>/<machine>`,
+        no lease), replacing an earlier request there; guarded on the job existing (else
+        JobNotFound), so nothing outlives a destroy (which deletes the requests with the job)."""
+        request = RestartRequest(name, machine_id, token)
+        res = await self._etcd.txn(
+            [Cmp(self.keys.job(name), "version", ">", 0)],
+            [Put(self.keys.restart(name, machine_id), request.encode())],
+        )
+        if not res.succeeded:
+            raise JobNotFound(name)
+        log.info("registry.restart_requested", unit=name, machine=machine_id, token=token)
+        return request
 
     async def remove_state(self, name: str, machine_id: str) -> None:
         await self._etcd.delete(self.keys.state(name, machine_id))

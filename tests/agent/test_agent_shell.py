@@ -197,3 +197,57 @@ async def test_fencing_stops_units_when_etcd_is_gone(private_etcd, key_prefix: s
                     return
         await asyncio.wait_for(stopped(), 3 + 2)  # before the lease's TTL ends (+ slack)
         assert node.agent.fenced
+
+
+def restarted_with(name: str, token: str):
+    """The machine reports `name` active with the restart `token` done."""
+    return lambda s: any(
+        st.active == "active" and st.restarted == token for st in state_of(s, name)
+    )
+
+
+async def test_restart_request_restarts_once_and_survives_a_fleetd_restart(
+    registry: Registry,
+) -> None:
+    async with cluster(registry, 1) as (node,):
+        mid = node.doc.id
+        await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
+        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        first = await node.manager.main_pid("hello.service")
+        await registry.request_restart("hello.service", mid, "t1")
+        await until(registry, restarted_with("hello.service", "t1"))
+        second = await node.manager.main_pid("hello.service")
+        assert second not in (0, first)
+        # level-based: the request is done; a fleetd restart (seeded from its published
+        # state) and later plans do not restart it again
+        await node.crash()
+        await node.start()
+        await asyncio.wait_for(_until(lambda: node.agent.plans > 0, node), 20)
+        assert await node.manager.main_pid("hello.service") == second
+        assert (await registry.snapshot()).states[("hello.service", mid)].restarted == "t1"
+        # a new request: one more restart
+        await registry.request_restart("hello.service", mid, "t2")
+        await until(registry, restarted_with("hello.service", "t2"))
+        assert await node.manager.main_pid("hello.service") not in (0, second)
+
+
+async def test_restart_request_of_a_stopped_unit_is_done_by_its_next_start(
+    registry: Registry,
+) -> None:
+    async with cluster(registry, 1) as (node,):
+        mid = node.doc.id
+        await registry.create_job("hello.service", HELLO, JobState.LOADED)
+        await until(registry, lambda s: any(st.active == "inactive" for st in state_of(s, "hello.service")))
+        await registry.request_restart("hello.service", mid, "t1")
+        # planned with the request in view (desired loaded: it waits, nothing starts)
+        seen = lambda: ("hello.service", mid) in node.agent._view.restarts  # noqa: E731
+        await asyncio.wait_for(_until(seen, node), 20)
+        assert (await node.manager.unit_state("hello.service")).active == "inactive"
+        await registry.set_desired("hello.service", JobState.LAUNCHED)
+        await until(registry, restarted_with("hello.service", "t1"))  # the start did it
+        pid = await node.manager.main_pid("hello.service")
+        plans = node.agent.plans
+        await registry.create_job("other.service", HELLO)  # inactive: runs nowhere
+        await registry.request_restart("other.service", mid, "t2")  # an event that plans again
+        await asyncio.wait_for(_until(lambda: node.agent.plans > plans, node), 20)
+        assert await node.manager.main_pid("hello.service") == pid  # and no restart followed

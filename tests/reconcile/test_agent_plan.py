@@ -173,6 +173,94 @@ def test_tasks_carry_reasons_and_hash() -> None:
     assert write.reason is Why.CONTENT_CHANGED
 
 
+T1, T2 = "token-1", "token-2"
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual", "expected"),
+    [
+        # a restart was requested for a running unit: restart it once, with its token
+        pytest.param(
+            DesiredUnit("hello.service", H1, True, T1),
+            ActualUnit("hello.service", H1, "active", True),
+            [(Kind.RESTART, T1)],
+            id="requested",
+        ),
+        # that request is done: nothing (level-based: no second restart)
+        pytest.param(
+            DesiredUnit("hello.service", H1, True, T1),
+            ActualUnit("hello.service", H1, "active", True, T1),
+            [],
+            id="done",
+        ),
+        # a newer request after an older one was done
+        pytest.param(
+            DesiredUnit("hello.service", H1, True, T2),
+            ActualUnit("hello.service", H1, "active", True, T1),
+            [(Kind.RESTART, T2)],
+            id="newer-request",
+        ),
+        # a failed unit the agent started is restarted too (systemctl restart starts it)
+        pytest.param(
+            DesiredUnit("hello.service", H1, True, T1),
+            ActualUnit("hello.service", H1, "failed", True),
+            [(Kind.RESTART, T1)],
+            id="failed-unit",
+        ),
+        # not started yet: the start does the request
+        pytest.param(
+            DesiredUnit("hello.service", H1, True, T1),
+            ActualUnit("hello.service", H1, "inactive", False),
+            [(Kind.START, T1)],
+            id="start-does-it",
+        ),
+        # newly placed with a pending request (e.g. unloaded and loaded again): one start
+        pytest.param(
+            DesiredUnit("hello.service", H1, True, T1),
+            None,
+            [(Kind.WRITE, ""), (Kind.LINK, ""), (Kind.RELOAD, ""), (Kind.START, T1)],
+            id="new-unit-start-does-it",
+        ),
+        # the content changed: stop, write, start (which does the request), no restart
+        pytest.param(
+            DesiredUnit("hello.service", H2, True, T1),
+            ActualUnit("hello.service", H1, "active", True),
+            [(Kind.STOP, ""), (Kind.WRITE, ""), (Kind.RELOAD, ""), (Kind.START, T1)],
+            id="content-changed",
+        ),
+        # desired loaded (stopped): a pending request waits until the unit is started
+        pytest.param(
+            DesiredUnit("hello.service", H1, False, T1),
+            ActualUnit("hello.service", H1, "inactive", False),
+            [],
+            id="not-launched",
+        ),
+        # no request at all
+        pytest.param(
+            DesiredUnit("hello.service", H1, True),
+            ActualUnit("hello.service", H1, "active", True),
+            [],
+            id="none",
+        ),
+    ],
+)
+def test_restart_requests(desired, actual, expected) -> None:
+    actual_map = {} if actual is None else {actual.name: actual}
+    tasks = plan_agent({desired.name: desired}, actual_map)
+    assert [(t.kind, t.token) for t in tasks] == expected
+    restart = [t for t in tasks if t.kind is Kind.RESTART]
+    assert all(t.reason is Why.RESTART_REQUESTED and t.unit == desired.name for t in restart)
+
+
+def test_desired_units_carry_the_requested_token() -> None:
+    jobs = {"g.service": job("g.service", glob_unit("")), "hello.service": job("hello.service")}
+    got = desired_units(
+        ME, {}, jobs, {"hello.service": ME}, {"g.service": T1, "x.service": T2}
+    )
+    assert got["g.service"].restart == T1
+    assert got["hello.service"].restart == ""
+
+
 def job(name: str, unit=HELLO, desired=JobState.LAUNCHED) -> AgentJob:
     return AgentJob(name, unit.hash, desired, unit.requirements(name))
 
@@ -286,21 +374,30 @@ def apply(tasks, actual: dict[str, ActualUnit], desired) -> dict[str, ActualUnit
             out[t.unit] = ActualUnit(t.unit, t.hash)
         elif t.kind is Kind.START:
             out[t.unit] = replace(out[t.unit], active="active", started=True)
+        elif t.kind is Kind.RESTART:
+            out[t.unit] = replace(out[t.unit], active="active")
+        if t.token:  # a start or restart that succeeded does the request
+            out[t.unit] = replace(out[t.unit], restarted=t.token)
     return out
 
 
 desired_st = st.dictionaries(
     st.sampled_from(NAMES),
-    st.tuples(st.sampled_from(HASHES), st.booleans()),
-).map(lambda d: {n: DesiredUnit(n, h, launched) for n, (h, launched) in d.items()})
+    st.tuples(st.sampled_from(HASHES), st.booleans(), st.sampled_from(["", T1, T2])),
+).map(lambda d: {n: DesiredUnit(n, h, launched, r) for n, (h, launched, r) in d.items()})
 actual_st = st.dictionaries(
     st.sampled_from(NAMES),
     st.tuples(
         st.sampled_from(HASHES),
         st.sampled_from(["active", "inactive", "failed", "activating"]),
         st.booleans(),
+        st.sampled_from(["", T1]),
     ),
-).map(lambda d: {n: ActualUnit(n, h, a, s or a == "active") for n, (h, a, s) in d.items()})
+).map(
+    lambda d: {
+        n: ActualUnit(n, h, a, s or a == "active", r) for n, (h, a, s, r) in d.items()
+    }
+)
 
 
 @settings(max_examples=500)
@@ -313,6 +410,9 @@ def test_plan_converges(desired, actual) -> None:
     assert set(after) == set(desired)
     for name, want in desired.items():
         assert after[name].hash == want.hash
+        if want.launched and want.restart:  # every request to a launched unit is done
+            assert after[name].restarted == want.restart
+        assert sum(t.unit == name and t.kind in (Kind.START, Kind.RESTART) for t in tasks) <= 1
         if not want.launched:
             assert after[name].active not in ("active", "activating")
     assert plan_agent(desired, after) == []

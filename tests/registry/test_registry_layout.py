@@ -12,6 +12,7 @@ from fleetd.model import (
     Machine,
     ModelError,
     Placement,
+    RestartRequest,
     UnitContent,
 )
 from fleetd.registry import (
@@ -24,6 +25,8 @@ from fleetd.registry import (
     MachineUp,
     MetadataChanged,
     MetadataDeleted,
+    RestartDeleted,
+    RestartRequested,
     ScheduleChanged,
     Snapshot,
     StateChanged,
@@ -49,9 +52,13 @@ L = KeyLayout()
         ("/fleet/machine/m1", KeyKind.MACHINE, ("m1",)),
         ("/fleet/machine-meta/m1", KeyKind.MACHINE_META, ("m1",)),
         ("/fleet/state/a.service/m1", KeyKind.STATE, ("a.service", "m1")),
+        ("/fleet/restart/a.service/m1", KeyKind.RESTART, ("a.service", "m1")),
         ("/fleet/engine/leader", KeyKind.LEADER, ("leader",)),
     ],
-    ids=["job", "unit", "schedule-instance", "machine", "machine-meta", "state", "leader"],
+    ids=[
+        "job", "unit", "schedule-instance", "machine", "machine-meta", "state", "restart",
+        "leader",
+    ],
 )
 def test_keys_round_trip(key: str, kind: KeyKind, parts: tuple[str, ...]) -> None:
     parsed = L.parse(key)
@@ -66,6 +73,7 @@ def test_keys_round_trip(key: str, kind: KeyKind, parts: tuple[str, ...]) -> Non
         "/fleet/job/",  # empty name
         "/fleet/job/a/b",  # too many parts
         "/fleet/state/a.service",  # state without machine
+        "/fleet/restart/a.service",  # restart request without machine
         "/fleet/engine/follower",  # not the leader key
     ],
 )
@@ -91,8 +99,10 @@ def test_prefix_gets_a_trailing_slash_and_must_be_absolute() -> None:
          MetadataChanged(7, DynamicMetadata("m", {"role": "db"}))),
         (L.state("a", "m"), state("a", "m"), StateChanged(7, state("a", "m"))),
         (L.leader, LeaderInfo("m"), LeaderChanged(7, LeaderInfo("m"))),
+        (L.restart("a", "m"), RestartRequest("a", "m", "t"),
+         RestartRequested(7, RestartRequest("a", "m", "t"))),
     ],
-    ids=["job", "unit", "schedule", "machine", "machine-meta", "state", "leader"],
+    ids=["job", "unit", "schedule", "machine", "machine-meta", "state", "leader", "restart"],
 )
 def test_puts_decode_to_typed_events(key: str, doc, event) -> None:
     assert decode_change(L, Change("put", key, doc.encode(), 7)) == event
@@ -107,6 +117,7 @@ def test_puts_decode_to_typed_events(key: str, doc, event) -> None:
         (L.machine_meta("m"), MetadataDeleted(3, "m")),
         (L.state("a", "m"), StateDeleted(3, "a", "m")),
         (L.leader, LeaderChanged(3, None)),
+        (L.restart("a", "m"), RestartDeleted(3, "a", "m")),
     ],
 )
 def test_deletes_decode_from_the_key_alone(key: str, event) -> None:
@@ -123,9 +134,12 @@ def test_deletes_decode_from_the_key_alone(key: str, event) -> None:
         (L.state("a", "m2"), state("a", "m1").encode()),  # machine mismatch
         (L.machine_meta("m2"), DynamicMetadata("m1").encode()),  # machine mismatch
         (L.machine_meta("m"), b'{"v": 1, "machine": "m", "metadata": {"a": 1}}'),  # not a string
+        (L.restart("a", "m2"), RestartRequest("a", "m1", "t").encode()),  # machine mismatch
+        (L.restart("b", "m"), RestartRequest("a", "m", "t").encode()),  # name mismatch
     ],
     ids=["not-json", "schema-version", "name-mismatch", "hash-mismatch", "machine-mismatch",
-         "meta-machine-mismatch", "meta-not-string"],
+         "meta-machine-mismatch", "meta-not-string", "restart-machine-mismatch",
+         "restart-name-mismatch"],
 )
 def test_corrupt_values_raise_model_error(key: str, value: bytes) -> None:
     with pytest.raises(ModelError):
@@ -140,6 +154,12 @@ def test_snapshot_apply_folds_events() -> None:
     assert snap.revision == 4 and set(snap.jobs) == {"a"} and ("a", "m") in snap.states
     snap = snap.apply(MachineDown(5, "m")).apply(StateDeleted(5, "a", "m"))
     assert snap.machines == {} and snap.states == {} and snap.revision == 5
+    snap = snap.apply(RestartRequested(6, RestartRequest("a", "m", "t1")))
+    assert snap.restarts == {("a", "m"): RestartRequest("a", "m", "t1")}
+    snap = snap.apply(RestartRequested(7, RestartRequest("a", "m", "t2")))  # replaces it
+    assert snap.restarts[("a", "m")].token == "t2"
+    snap = snap.apply(RestartDeleted(8, "a", "m"))
+    assert snap.restarts == {} and snap.revision == 8
 
 
 @pytest.mark.parametrize(

@@ -151,3 +151,58 @@ async def test_destroy_many_reads_once_and_keeps_shared_content(registry: Regist
     assert set(snap.units) == {shared.hash}  # still used by keep.service; `alone` collected
     assert await registry.destroy_many([]) == []
     await lease.revoke()
+
+
+# --- restart requests ------------------------------------------------------------------------
+async def test_restart_requests_are_in_the_view_replaced_and_go_with_the_job(
+    registry: Registry,
+) -> None:
+    from fleetd.model import RestartRequest
+    from fleetd.registry import RestartDeleted, RestartRequested
+
+    await registry.create_job("a.service", unit("a"), JobState.LAUNCHED)
+    await registry.create_job("b.service", unit("b"), JobState.LAUNCHED)
+    before = await registry.snapshot()
+    await registry.request_restart("a.service", "m1", "t1")
+    await registry.request_restart("a.service", "m2", "t2")
+    await registry.request_restart("b.service", "m1", "t3")
+    await registry.request_restart("a.service", "m1", "t4")  # a new ask replaces the old one
+    snap = await registry.snapshot()
+    assert snap.restarts == {
+        ("a.service", "m1"): RestartRequest("a.service", "m1", "t4"),
+        ("a.service", "m2"): RestartRequest("a.service", "m2", "t2"),
+        ("b.service", "m1"): RestartRequest("b.service", "m1", "t3"),
+    }
+    with pytest.raises(JobNotFound):  # no job, no request: nothing written
+        await registry.request_restart("nope.service", "m1", "t5")
+    await registry.destroy("a.service")
+    after = await registry.snapshot()
+    assert set(after.restarts) == {("b.service", "m1")}  # b's request stays
+    # the watch saw each request and the deletes of a's with its destroy
+    seen = []
+
+    async def follow() -> None:
+        async with registry.watch(before.revision + 1) as events:
+            async for event in events:
+                if isinstance(event, RestartRequested | RestartDeleted):
+                    seen.append(event)
+                if sum(isinstance(e, RestartDeleted) for e in seen) == 2:
+                    return
+
+    await asyncio.wait_for(follow(), 20)
+    asks = [(e.request.name, e.request.machine_id, e.request.token)
+            for e in seen if isinstance(e, RestartRequested)]  # fmt: skip
+    assert asks == [
+        ("a.service", "m1", "t1"), ("a.service", "m2", "t2"), ("b.service", "m1", "t3"),
+        ("a.service", "m1", "t4"),
+    ]
+    gone = sorted((e.name, e.machine_id) for e in seen if isinstance(e, RestartDeleted))
+    assert gone == [("a.service", "m1"), ("a.service", "m2")]
+
+
+async def test_destroy_many_deletes_restart_requests(registry: Registry) -> None:
+    for name in ("a.service", "b.service"):
+        await registry.create_job(name, unit(name), JobState.LAUNCHED)
+        await registry.request_restart(name, "m1", f"t-{name}")
+    assert await registry.destroy_many(["a.service", "b.service"]) == [None, None]
+    assert (await registry.snapshot()).restarts == {}

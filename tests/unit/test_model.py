@@ -16,6 +16,7 @@ from fleetd.model import (
     Machine,
     ModelError,
     Placement,
+    RestartRequest,
     UnitContent,
     UnitState,
 )
@@ -35,6 +36,7 @@ DOCS = [
         UnitState("hello.service", MID, HELLO.hash, "loaded", "active", "running"), id="state"
     ),
     pytest.param(LeaderInfo(MID, "0.1.0"), id="leader"),
+    pytest.param(RestartRequest("hello.service", MID, "4f1c0a"), id="restart"),
 ]
 
 
@@ -96,6 +98,26 @@ def test_malformed_documents(cls, raw: bytes, message: str) -> None:
     assert message in str(err.value)
 
 
+def test_unit_state_restarted_is_optional_and_backward_compatible() -> None:
+    plain = UnitState("hello.service", MID, HELLO.hash, "loaded", "active", "running")
+    assert "restarted" not in json.loads(plain.encode())  # the document of before, unchanged
+    done = UnitState(
+        "hello.service", MID, HELLO.hash, "loaded", "active", "running", restarted="t1"
+    )
+    assert json.loads(done.encode())["restarted"] == "t1"
+    assert UnitState.decode(done.encode()) == done
+    assert UnitState.decode(plain.encode()).restarted == ""  # absent = ""
+    broken = {**json.loads(done.encode()), "restarted": 5}
+    with pytest.raises(ModelError, match="field 'restarted' must be str, got int"):
+        UnitState.decode(json.dumps(broken))
+
+
+def test_restart_request_needs_a_token() -> None:
+    raw = b'{"v":1,"name":"a.service","machine":"m","token":""}'
+    with pytest.raises(ModelError, match="restart document field 'token' must not be empty"):
+        RestartRequest.decode(raw)
+
+
 def test_job_states_order_and_parse() -> None:
     assert [str(s) for s in JobState] == ["inactive", "loaded", "launched"]
     assert JobState.parse("loaded") is JobState.LOADED
@@ -109,7 +131,7 @@ def test_machine_short_id() -> None:
 
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_model_error(raw: bytes) -> None:
-    for cls in (Job, UnitContent, Placement, Machine, UnitState, LeaderInfo):
+    for cls in (Job, UnitContent, Placement, Machine, UnitState, LeaderInfo, RestartRequest):
         try:
             cls.decode(raw)
         except ModelError:
