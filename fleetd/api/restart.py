@@ -20,8 +20,8 @@ import structlog
 from aiohttp import web
 
 from fleetd.api.serialization import Fail, json_response, read_json
-from fleetd.api.units import is_global
 from fleetd.model import JobState
+from fleetd.reconcile.waiting import is_global, systemd_reason
 from fleetd.registry import JobNotFound, RestartRequested, Snapshot
 from fleetd.registry.events import ClusterView, units_touched
 from fleetd.unit import UnitNameError, parse_name
@@ -82,7 +82,8 @@ def restart_outcome(
         return Outcome(True)
     if state.load == "loaded" and state.active in _TRANSIENT:
         return None
-    return Outcome(False, f"systemd reports {state.load}/{state.active}/{state.sub}")
+    why = systemd_reason(state, JobState.LAUNCHED)  # in systemd's words, when it has them
+    return Outcome(False, why or f"systemd reports {state.load}/{state.active}/{state.sub}")
 
 
 def _restart_request(body: object) -> tuple[str, bool, float | None]:

@@ -247,7 +247,9 @@ def explain_failure(event: dict[str, Any], lines: int) -> None:
         return
     machine = event.get("machineID") or ""
     try:
-        chunks = settings().client().journal(name, lines=lines, follow=False)
+        chunks = settings().client().journal(
+            name, lines=lines, follow=False, machine_id=machine or None
+        )
         text = b"".join(chunks).decode("utf-8", "replace")
     except APIError as err:  # say why there is no journal, and go on with the other units
         click.echo(f"{name}: journal unavailable: {err.message or err}", err=True)

@@ -14,6 +14,7 @@ from fleetd.cli.context import (
     api_error_line,
     block_timeout,
     emit_json,
+    explain_failure,
     report_wait_errors,
     settings,
     triggered,
@@ -522,7 +523,7 @@ def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
         raise Failure("\n".join(failed))
 
 
-def _restart_global(name: str, timeout: float | bool | None) -> str | None:
+def _restart_global(name: str, timeout: float | bool | None, lines: int) -> str | None:
     """Restart a Global unit on every machine that reports it, one machine at a time: each
     waited for until the unit is active again there, before the next one is asked; the first
     failure ends it (the machines after it are left alone). With --no-block (`timeout` False),
@@ -564,21 +565,27 @@ def _restart_global(name: str, timeout: float | bool | None) -> str | None:
         if answer.get("restarted"):
             click.echo(f"Unit {name} restarted on {legend(machine)}")
             continue
-        lines = [f"Error restarting unit {name} on {legend(machine)}: {answer.get('reason')}"]
+        explain_failure({"name": name, "reason": answer.get("reason"), "machineID": machine},
+                        lines)  # fmt: skip
+        errors = [f"Error restarting unit {name} on {legend(machine)}: {answer.get('reason')}"]
         rest = machines[i + 1 :]
         if rest:
-            lines.append(
+            errors.append(
                 f"Unit {name} was not restarted on {' '.join(legend(m) for m in rest)} "
                 "(stopped at the first failure)"
             )
-        raise Failure("\n".join(lines))
+        raise Failure("\n".join(errors))
     return None
 
 
 @click.command(help="Instruct systemd to rolling restart one or more units in the cluster.")
 @_with(_block_options)
+@_lines_option
+@_settle_option
 @click.argument("units", nargs=-1)
-def restart(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+def restart(
+    units: tuple[str, ...], no_block: bool, block_attempts: int, lines: int, settle: float
+) -> None:
     from fleetd.api.client import APIError
 
     _require_args(units)
@@ -597,7 +604,7 @@ def restart(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
                     f"Unable to restart unit {name} in state {unit.get('desiredState')}"
                 )
                 continue
-            problem = _restart_global(name, timeout)
+            problem = _restart_global(name, timeout, lines)
             if problem is not None:
                 problems.append(problem)
             continue
@@ -615,7 +622,10 @@ def restart(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
             if timeout is False:
                 triggered([name], "restart")
                 continue
-            errors = wait_for_units([name], state, timeout=timeout, active=state == "launched")
+            errors = wait_for_units(
+                [name], state, timeout=timeout, active=state == "launched", lines=lines,
+                settle=settle if state == "launched" else 0.0,
+            )
             report_wait_errors(errors)
     if problems:
         raise Failure("\n".join(problems))

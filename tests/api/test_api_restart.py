@@ -80,11 +80,11 @@ def test_runs_on(snapshot, name, expected) -> None:
         (view(G, state("g.service", M1, "deactivating", "t1")), None),
         # done and failed, or not running: a definite answer, in systemd's words
         (view(G, state("g.service", M1, "failed", "t1")),
-         Outcome(False, "systemd reports loaded/failed/failed")),
+         Outcome(False, "systemd reports ActiveState=failed SubState=failed")),
         (view(G, state("g.service", M1, "inactive", "t1")),
          Outcome(False, "systemd reports loaded/inactive/dead")),
         (view(G, state("g.service", M1, "inactive", "t1", load="not-found")),
-         Outcome(False, "systemd reports not-found/inactive/dead")),
+         Outcome(False, "systemd cannot load it: LoadState=not-found")),
         # a later request that replaced ours was done: its restart came after ours was asked
         (view(G, state("g.service", M1, "active", "t2")), Outcome(True)),
         # the machine's state is gone (unloaded, or its lease expired)
@@ -233,7 +233,7 @@ async def test_waited_restart_that_fails_says_what_systemd_reports(
     )
     await agent
     assert answer["restarted"] is False
-    assert answer["reason"] == "systemd reports loaded/failed/failed"
+    assert answer["reason"] == "systemd reports ActiveState=failed SubState=failed"
     assert answer["systemdActiveState"] == "failed"
 
 

@@ -179,9 +179,16 @@ async def test_a_machine_where_it_fails_stops_the_rolling_restart(cluster: Clust
             cluster.run_in(records[failing].name, "rm", "-f", FAIL_FLAG)
     assert done.returncode != 0
     assert done.stdout == f"Unit {UNIT} restarted on {records[first].legend}\n"
-    assert done.stderr.splitlines() == [
-        f"Error restarting unit {UNIT} on {records[failing].legend}: "
-        "systemd reports loaded/failed/failed",
+    why = (
+        "systemd reports ActiveState=failed SubState=failed, Result=exit-code, "
+        f"ExecStartPre=/bin/sh -c test ! -e {FAIL_FLAG} (code=exited, status=1/FAILURE)"
+    )
+    err = done.stderr.splitlines()
+    # systemd's words, the unit's journal on that machine, then what was done and not done
+    assert err[0] == f"{UNIT}: {why}", done.stderr
+    assert err[1] == f"{UNIT}: last 10 journal lines on {failing[:8]}:", done.stderr
+    assert err[-2:] == [
+        f"Error restarting unit {UNIT} on {records[failing].legend}: {why}",
         f"Unit {UNIT} was not restarted on {records[untouched].legend} "
         "(stopped at the first failure)",
     ]
