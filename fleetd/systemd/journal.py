@@ -28,6 +28,13 @@ def journal_argv(unit: str, *, lines: int | None = None, follow: bool = False) -
     return argv
 
 
+# journald writes what it receives asynchronously: `journalctl --sync` makes it write all it has
+# received first, so the last lines of a unit that just failed (the error it printed, systemd's
+# "Failed at step EXEC") are there to read. Best effort: without the right to ask, or when
+# journald does not answer in time, the journal is read as it is.
+SYNC_TIMEOUT = 2.0
+
+
 class JournalStream:
     """The journal lines of one unit (`lines=N` last lines; `follow=True` keeps streaming)."""
 
@@ -43,11 +50,33 @@ class JournalStream:
         self.unit = unit
         argv = journal_argv(unit, lines=lines, follow=follow)
         self.argv = wrap(argv) if wrap else argv
+        sync = ["journalctl", "--sync"]
+        self.sync_argv = wrap(sync) if wrap else sync
         self._env = dict(env) if env is not None else None
         self.proc: asyncio.subprocess.Process | None = None
         self._closed = False
 
+    async def _sync(self) -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.sync_argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                env=self._env,
+            )
+        except OSError as exc:
+            log.debug("systemd.journal_sync_failed", unit=self.unit, error=str(exc))
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), SYNC_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        if proc.returncode:
+            log.debug("systemd.journal_sync_failed", unit=self.unit, status=proc.returncode)
+
     async def open(self) -> JournalStream:
+        await self._sync()
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
