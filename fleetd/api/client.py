@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-__all__ = ["DEFAULT_ENDPOINT", "APIError", "BadEndpoint", "Client", "Unreachable"]
+__all__ = [
+    "DEFAULT_ENDPOINT", "APIError", "BadEndpoint", "Client", "MachineUnreachable", "Unreachable",
+]
 
 DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock"
 PREFIX = "/fleet/v1"
@@ -38,6 +40,16 @@ class Unreachable(APIError):
     """The API could not be reached at all; the message names the endpoint."""
 
 
+class MachineUnreachable(APIError):
+    """The API could not reach the unit's machine (a 502 whose `reason` is
+    `machineUnreachable`): `machines` are the (ID, public IP) of every machine the request
+    concerned, for the caller to go there itself (fleetctl runs the command over SSH)."""
+
+    def __init__(self, code: int, message: str, machines: list[tuple[str, str]]) -> None:
+        super().__init__(code, message)
+        self.machines = machines
+
+
 class BadEndpoint(APIError, ValueError):
     """An endpoint string that names no API (fleet's messages); code 0."""
 
@@ -56,6 +68,27 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+class _TunnelledHTTPS(http.client.HTTPSConnection):
+    """HTTPS to `host` over a unix socket that leads there (the TLS name is still `host`)."""
+
+    def __init__(
+        self, path: str, host: str, port: int | None, timeout: float | None, ctx: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=ctx)
+        self._path = path
+        self._ctx = ctx
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+            self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, str, int | None, str]:
@@ -96,10 +129,12 @@ class Client:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        via: str | None = None,
     ) -> None:
         self.endpoint = endpoint.split(",")[0].strip()
         self.timeout = timeout
         self._scheme, self._host, self._port, self._path = _parse_endpoint(endpoint)
+        self._via = via  # a unix socket that leads to the endpoint (fleetctl --tunnel)
         self._ssl: ssl.SSLContext | None = None
         if self._scheme == "https":
             self._ssl = ssl.create_default_context(cafile=ca_file)
@@ -108,6 +143,11 @@ class Client:
 
     # --- transport -------------------------------------------------------------------------
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self._via is not None:
+            if self._scheme == "https":
+                assert self._ssl is not None
+                return _TunnelledHTTPS(self._via, self._host, self._port, timeout, self._ssl)
+            return _UnixConnection(self._via, timeout)
         if self._scheme == "unix":
             return _UnixConnection(self._path, timeout)
         if self._scheme == "https":
@@ -339,7 +379,11 @@ def _q(name: str) -> str:
 def _error(status: int, raw: bytes) -> APIError:
     try:
         err = json.loads(raw)["error"]
-        return APIError(int(err.get("code") or status), str(err.get("message") or ""))
+        code, message = int(err.get("code") or status), str(err.get("message") or "")
+        if err.get("reason") == "machineUnreachable":
+            machines = [(str(m["id"]), str(m.get("primaryIP") or "")) for m in err["machines"]]
+            return MachineUnreachable(code, message, machines)
+        return APIError(code, message)
     except (ValueError, KeyError, TypeError):
         text = raw.decode("utf-8", "replace").strip()
         return APIError(status, text or http.client.responses.get(status, "error"))

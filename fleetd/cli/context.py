@@ -52,21 +52,42 @@ class Settings:
     ssh_timeout: float = 10.0
     debug: bool = False
     _client: Any = field(default=None, repr=False)
+    _tunnel: Any = field(default=None, repr=False)
 
     def client(self) -> Any:
-        """The API client for --endpoint (created on first use)."""
+        """The API client for --endpoint (created on first use), through --tunnel if given."""
         if self._client is None:
             from fleetd.api.client import Client
 
             endpoint = self.endpoint.split(",")[0]  # fleet uses the first of a list
-            self._client = Client(
+            tunnel = self._open_tunnel() if self.tunnel else None
+            client = Client(
                 endpoint,
                 timeout=self.request_timeout,
                 ca_file=self.ca_file or None,
                 cert_file=self.cert_file or None,
                 key_file=self.key_file or None,
+                via=tunnel.socket if tunnel is not None else None,
             )
+            if tunnel is not None:
+                tunnel.open(self, endpoint)  # the endpoint is valid: now start ssh
+            self._client = client
         return self._client
+
+    def _open_tunnel(self) -> Any:
+        from fleetd.cli.tunnel import Tunnel  # only with --tunnel: loads subprocess, ctypes
+
+        self._tunnel = Tunnel()
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.find_root().call_on_close(self.close_tunnel)
+        return self._tunnel
+
+    def close_tunnel(self) -> None:
+        """Stop the --tunnel's ssh (when the command ends, or before it execs another one)."""
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._tunnel = None
 
     def debug_log(self, message: str) -> None:
         if self.debug:
