@@ -28,6 +28,7 @@ __all__ = ["Tunnel", "remote_target", "split_host_port", "tunnel_argv"]
 
 _READY = b"fleetctl-tunnel-ready"
 _PR_SET_PDEATHSIG = 1
+_SUN_PATH_MAX = 100  # a unix socket's path must fit in 108 bytes
 
 
 def split_host_port(address: str, default_port: int = 22) -> tuple[str, int]:
@@ -96,6 +97,9 @@ class Tunnel:
 
     def __init__(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="fleetctl-tunnel-")  # mode 0700
+        if len(os.path.join(self.directory, "api.sock")) > _SUN_PATH_MAX:  # a long $TMPDIR
+            os.rmdir(self.directory)
+            self.directory = tempfile.mkdtemp(prefix="fleetctl-tunnel-", dir="/tmp")
         self.socket = os.path.join(self.directory, "api.sock")
         self.proc: subprocess.Popen[bytes] | None = None
 

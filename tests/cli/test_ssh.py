@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
-import os
-import shutil
-import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from fleetd.cli.remote import ssh_argv
-from tests.cli.conftest import M1, Cluster
-
-SSHD = "/usr/sbin/sshd"
-NO_SSHD = not os.path.exists(SSHD) or shutil.which("ssh-agent") is None
+from tests.cli.conftest import M1, NO_SSHD, SSHD, Cluster
 
 
 @pytest.mark.parametrize(
@@ -49,52 +40,6 @@ async def test_ssh_ambiguous_and_unknown(cluster: Cluster) -> None:
     assert (rc, err) == (1, "Unable to proceed: could not find matching unit or machine\n")
     rc, _, err = await cluster.fleetctl("ssh", "-m", "5ab7", "-u", "hello")
     assert (rc, err) == (1, "Both machine and unit flags provided, please specify only one.\n")
-
-
-async def _run(*argv: str, **kw) -> None:
-    proc = await asyncio.create_subprocess_exec(*argv, **kw)
-    assert await proc.wait() == 0, argv
-
-
-@pytest.fixture
-async def sshd(tmp_path: Path) -> AsyncIterator[tuple[int, dict[str, str]]]:
-    """A real sshd on 127.0.0.11 (M1's IP) with generated keys; yields (port, env with an
-    ssh-agent holding the user key)."""
-    d = tmp_path / "ssh"
-    d.mkdir(mode=0o700)
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-    for key in ("host", "user"):
-        await _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key))
-    shutil.copy(d / "user.pub", d / "authorized_keys")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.11", 0))
-        port = probe.getsockname()[1]
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.11\nHostKey {d / 'host'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
-        "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-    )
-    server = await asyncio.create_subprocess_exec(
-        SSHD, "-D", "-e", "-f", str(d / "sshd_config"), stderr=asyncio.subprocess.PIPE
-    )
-    agent = await asyncio.create_subprocess_exec("ssh-agent", "-D", "-a", str(d / "agent"),
-                                                 stdout=asyncio.subprocess.PIPE)  # fmt: skip
-    try:
-        assert server.stderr is not None and agent.stdout is not None
-        while True:  # sshd says when it listens
-            line = await asyncio.wait_for(server.stderr.readline(), 30)
-            assert line, f"sshd exited: {await server.wait()}"
-            if b"Server listening" in line:
-                break
-        await asyncio.wait_for(agent.stdout.readline(), 30)  # the agent prints its socket
-        env = {**os.environ, "SSH_AUTH_SOCK": str(d / "agent")}
-        await _run("ssh-add", "-q", str(d / "user"), env=env)
-        yield port, env
-    finally:
-        for proc in (server, agent):
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
 
 
 @pytest.mark.skipif(
