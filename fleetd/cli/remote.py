@@ -46,7 +46,7 @@ def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
         except Unreachable:
             raise
         except MachineUnreachable as err:  # fleet's way: systemctl status there, over SSH
-            if printed:
+            if printed and output != "json":
                 click.echo("")
             code, text = _status_over_ssh(arg, err, ssh_port, capture=output == "json")
             if output == "json":
