@@ -18,6 +18,7 @@ def dashboard(port: int, no_open: bool) -> None:
     from fleetd.dashboard.cli import run
 
     s = settings()
+    s.client()  # made here, in the main thread: a --tunnel's ssh lives as long as the command
     run(s.client, endpoint=s.endpoint.split(",")[0], port=port, open_browser=not no_open)
 
 

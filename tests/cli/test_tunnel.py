@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from fleetd.api.server import APIServer, TLSFiles
 from fleetd.cli.context import Settings
 from fleetd.cli.tunnel import remote_target, split_host_port, tunnel_argv
-from tests.cli.conftest import NO_SSHD, SSHD, SSHD_IP, Cluster, StartSSHD
+from fleetd.sandbox.pki import make_pki
+from tests.cli.conftest import M1, NO_SSHD, SSHD, SSHD_IP, Cluster, StartSSHD
 
 needs_sshd = pytest.mark.skipif(
     NO_SSHD, reason=f"{SSHD} or ssh-agent is missing (Debian's openssh-server runs this test)"
@@ -102,3 +104,31 @@ async def test_tunnel_that_cannot_be_opened_says_so(cluster: Cluster, tmp_path: 
     assert os.listdir(tmp) == []  # nothing left behind
     rc, _, err = await cluster.fleetctl("--tunnel", "bastion:http", "list-units")
     assert (rc, err) == (1, "--tunnel 'bastion:http': invalid port 'http' (expected HOST[:PORT])\n")
+
+
+@needs_sshd
+async def test_tunnel_to_an_https_endpoint_keeps_tls_end_to_end(
+    cluster: Cluster, sshd_factory: StartSSHD, tmp_path: Path
+) -> None:
+    """The tunnel forwards to the endpoint's host:port; TLS runs through it, verified under
+    the endpoint's name with fleetctl's client certificate (the TCP API requires one)."""
+    pki = make_pki(tmp_path / "pki", clients=("fleetctl",))
+    api = APIServer(cluster.registry, M1)
+    await api.start(tcp=("127.0.0.1", 0), tls=TLSFiles(str(pki.server_cert),
+                    str(pki.server_key), str(pki.ca)))  # fmt: skip
+    assert api.tcp_address is not None
+    server = await sshd_factory()
+    cluster.env["SSH_AUTH_SOCK"] = server.env["SSH_AUTH_SOCK"]
+    cert, key = pki.client("fleetctl")
+    try:
+        rc, out, err = await cluster.fleetctl(
+            "--endpoint", f"https://localhost:{api.tcp_address[1]}", "--ca-file", str(pki.ca),
+            "--cert-file", str(cert), "--key-file", str(key),
+            "--tunnel", f"{SSHD_IP}:{server.port}", "--ssh-username", getpass.getuser(),
+            "--strict-host-key-checking=false", "list-machines", "--no-legend",
+        )  # fmt: skip
+    finally:
+        await api.stop()
+    assert rc == 0, err
+    assert [line.split("\t")[1] for line in out.splitlines()] == [
+        "127.0.0.11", "127.0.0.13", "127.0.0.12"]  # sorted by machine ID  # fmt: skip
