@@ -90,6 +90,10 @@ def _get_status(port: int, ctx: ssl.SSLContext) -> tuple[int, str]:
         conn.close()
 
 
+def _journal(client: Client) -> bytes:
+    return b"".join(client.journal("hello.service"))
+
+
 def _client_ctx(ca: Path, cert: TLSFiles | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(ca))  # the client does verify B
     ctx.check_hostname = False
@@ -142,7 +146,7 @@ async def test_forwarding_presents_the_fleetds_certificate(
             client = Client(f"unix://{a.unix_path}", timeout=10)
             if served:
                 assert await asyncio.to_thread(client.status, "hello.service") == STATUS
-                journal = await asyncio.to_thread(lambda: b"".join(client.journal("hello.service")))
+                journal = await asyncio.to_thread(_journal, client)
                 assert journal == b"Dec 01 10:00:00 vm sh[1]: Hello World\n"
                 continue
             with pytest.raises(MachineUnreachable) as err:
@@ -150,7 +154,7 @@ async def test_forwarding_presents_the_fleetds_certificate(
             assert err.value.code == 502 and err.value.machines == [(B, B_IP)]
             assert err.value.message.startswith(f"cannot reach machine {B}: https://{B_IP}")
             with pytest.raises(MachineUnreachable) as err:
-                await asyncio.to_thread(lambda: list(client.journal("hello.service")))
+                await asyncio.to_thread(_journal, client)
             assert err.value.machines == [(B, B_IP)]
         finally:
             await a.stop()
