@@ -81,6 +81,10 @@ class Settings:
         ctx = click.get_current_context(silent=True)
         if ctx is not None:
             ctx.find_root().call_on_close(self.close_tunnel)
+        else:  # used outside a fleetctl command
+            import atexit
+
+            atexit.register(self.close_tunnel)
         return self._tunnel
 
     def close_tunnel(self) -> None:

@@ -70,6 +70,7 @@ def tunnel_argv(opts: Settings, local_socket: str, target: str) -> list[str]:
     extra = [
         "-N",
         "-o", "ExitOnForwardFailure=yes",
+        "-o", "ControlPath=none",  # a connection of its own, never a multiplexed one
         "-o", "PermitLocalCommand=yes",
         "-o", f"LocalCommand=echo {_READY.decode()}",
         "-L", f"{local_socket}:{target}",

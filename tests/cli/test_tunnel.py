@@ -48,7 +48,7 @@ def test_tunnel_argv() -> None:
     assert tunnel_argv(opts, "/tmp/t/api.sock", "/var/run/fleet.sock") == [
         "ssh", "-l", "core", "-p", "2222", "-A", "-o", "StrictHostKeyChecking=no",
         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-N",
-        "-o", "ExitOnForwardFailure=yes", "-o", "PermitLocalCommand=yes",
+        "-o", "ExitOnForwardFailure=yes", "-o", "ControlPath=none", "-o", "PermitLocalCommand=yes",
         "-o", "LocalCommand=echo fleetctl-tunnel-ready",
         "-L", "/tmp/t/api.sock:/var/run/fleet.sock", "bastion",
     ]  # fmt: skip
