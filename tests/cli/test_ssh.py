@@ -188,6 +188,12 @@ async def test_status_and_journal_of_a_unit_on_an_unreachable_machine_run_over_s
     # --ssh-port is used: nothing listens on port 1, ssh fails (255) and says so
     rc, out, err = await cluster.fleetctl(*remote.flags, "status", "--ssh-port", "1", "hello")
     assert rc == 255 and out == "" and "port 1" in err, err
+    # journal's flags make fleet's remote command (--debug shows the ssh command line)
+    rc, out, err = await cluster.fleetctl(*remote.flags, "--debug", "journal", "--sudo", "-f",
+                                          "--lines", "5", "--ssh-port", "1", "hello")  # fmt: skip
+    assert rc == 255 and out == "", err
+    assert "'-p', '1'," in err and "'-A'" not in err  # no agent forwarding, as fleet
+    assert f"'{SSHD_IP}', '--', 'sudo', 'journalctl', '--unit', 'hello.service', '--no-pager', '-n', '5', '-f']" in err
 
 
 @needs_sshd
