@@ -233,9 +233,9 @@ def _status_over_ssh(name: str, err: Any, ssh_port: int, *, capture: bool) -> tu
             raise Failure(f"{err.message}; its public IP is unknown, so SSH cannot reach it either")
         argv = _remote_argv(ip, ["systemctl", "status", "-l", name], ssh_port)
         settings().debug_log(f"the API cannot reach the machine ({err.message}): running {argv}")
-        sys.stdout.flush()
         if number and not capture:
-            click.echo("")
+            click.echo("")  # between the machines of a global unit
+        sys.stdout.flush()  # what fleetctl printed comes before what ssh prints
         try:
             done = subprocess.run(
                 argv, stdin=subprocess.DEVNULL,
