@@ -216,3 +216,32 @@ async def test_journal_follow_over_ssh_streams_until_ended(remote: Remote) -> No
     finally:
         proc.terminate()  # fleetctl became ssh (exec): the follow ends with it
         await asyncio.wait_for(proc.wait(), 30)
+
+
+@needs_sshd
+@needs_root
+async def test_status_of_a_global_unit_runs_on_each_of_its_machines(remote: Remote) -> None:
+    """A global unit reported by B and by C (C shares B's IP here, so both are the sshd's
+    machine): `systemctl status -l` runs on each, a blank line between, as for several units."""
+    registry, c = remote.cluster.registry, "c" * 32
+    lease_c = await registry.register_machine(MachineInfo(c, SSHD_IP, {}), 30)
+    options = [*HELLO_OPTIONS, ("X-Fleet", "Global", "true")]
+    unit = UnitFile.from_options(UnitOption(s, n, v) for s, n, v in options)
+    await registry.create_job("glob.service", unit, JobState.LAUNCHED)
+    await remote.manager.load("glob.service", unit)
+    await remote.manager.start_unit("glob.service")
+    try:
+        for mid in (B, c):
+            await registry.publish_state(
+                UnitState("glob.service", mid, unit.hash, "loaded", "active", "running"), lease_c
+            )
+        rc, out, err = await remote.cluster.fleetctl(
+            *remote.flags, "status", "--ssh-port", str(remote.server.port), "glob.service"
+        )
+        assert rc == 0, err
+        first, second = out.split("\n\n● ")
+        assert first.startswith("● glob.service - Hello World\n") and "active (running)" in first
+        assert second.startswith("glob.service - Hello World\n") and "active (running)" in second
+    finally:
+        await remote.manager.stop_unit("glob.service")
+        await lease_c.revoke()
