@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,16 @@ needs_sshd = pytest.mark.skipif(
     NO_SSHD, reason=f"{SSHD} or ssh-agent is missing (Debian's openssh-server runs this test)"
 )
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a mount namespace")
+
+
+def test_fleetctl_loads_no_tunnel_code_without_tunnel() -> None:
+    code = (
+        "import sys, fleetd.cli; from fleetd.cli import main; main(['--endpoint', 'unix:///x',"
+        " 'list-machines'])\n"
+        "loaded = [m for m in sys.modules if m in ('fleetd.cli.tunnel', 'ctypes', 'subprocess')]\n"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, capture_output=True)
 
 
 @pytest.mark.parametrize(
