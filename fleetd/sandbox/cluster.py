@@ -383,7 +383,7 @@ def _make_peer_pki(directory: Path, machines: Sequence[MachineRecord]) -> None:
     make_peer_pki(
         directory / PEER_PKI_DIR,
         {r.name: r.ip for r in machines},
-        ca_name=f"fleetd sandbox peers CA ({directory})",
+        ca_name=f"fleetd sandbox peers CA {hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
         days=30,
     )
 

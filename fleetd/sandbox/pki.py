@@ -135,7 +135,7 @@ _LEAF_KEY_USAGE = x509.KeyUsage(
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn[:64])])  # X.509's CN limit
 
 
 def _ca(cn: str, validity: dt.timedelta) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

@@ -190,3 +190,10 @@ async def test_peer_listener_needs_tls(registry: Registry, sock_dir: Path) -> No
     with pytest.raises(ValueError, match="the peer listener needs TLS"):
         await server.start(sock_dir / "b.sock", peer=("127.0.0.1", 0))
     await server.stop()
+
+
+def test_peer_pki_with_a_long_ca_name(tmp_path: Path) -> None:
+    """A sandbox in a deep directory: the CA's name is cut to X.509's 64 characters."""
+    make_peer_pki(tmp_path, {"m1": "127.0.0.11"}, ca_name="fleetd sandbox peers CA " + "d" * 80)
+    _tls(tmp_path, "m1").client_context()  # the chain loads
+    _tls(tmp_path, "m1").server_context()
