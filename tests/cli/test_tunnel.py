@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,14 +68,28 @@ def test_tunnel_argv() -> None:
     ]  # fmt: skip
 
 
+@pytest.fixture
+def short_dirs() -> Iterator[Callable[[], Path]]:
+    """Directories with short paths (a unix socket's path must fit in 108 bytes)."""
+    made: list[Path] = []
+
+    def make() -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix="ftun", dir="/tmp")))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @needs_sshd
 @needs_root
 async def test_tunnel_lists_units_of_a_cluster_reached_only_through_sshd(
-    cluster: Cluster, sshd_factory: StartSSHD, tmp_path: Path
+    cluster: Cluster, sshd_factory: StartSSHD, short_dirs: Callable[[], Path]
 ) -> None:
     # The API's socket directory is mounted on `remote` only in the sshd's mount namespace:
     # here `remote` is an empty directory, so the endpoint exists only on the other side.
-    remote = Path(tempfile.mkdtemp(prefix="frem", dir="/tmp"))  # short: a socket path
+    remote = short_dirs()
     sock_dir = Path(cluster.endpoint.removeprefix("unix://")).parent
     server = await sshd_factory(binds=[(sock_dir, remote)])
     assert (await cluster.fleetctl("start", "hello"))[0] == 0
@@ -82,7 +98,7 @@ async def test_tunnel_lists_units_of_a_cluster_reached_only_through_sshd(
     rc, out, err = await cluster.fleetctl("--endpoint", endpoint, "list-units")
     assert rc == 1 and f"{remote}/fleet.sock" in err, (out, err)  # not reachable from here
 
-    tmp = Path(tempfile.mkdtemp(prefix="ftmp", dir="/tmp"))  # where fleetctl's tunnel dir goes
+    tmp = short_dirs()  # where fleetctl makes the tunnel's private directory
     cluster.env.update(SSH_AUTH_SOCK=server.env["SSH_AUTH_SOCK"], TMPDIR=str(tmp))
     tunnel = ("--tunnel", f"{SSHD_IP}:{server.port}", "--ssh-username", getpass.getuser(),
               "--strict-host-key-checking=false")  # fmt: skip
@@ -97,8 +113,6 @@ async def test_tunnel_lists_units_of_a_cluster_reached_only_through_sshd(
     rc, out, err = await cluster.fleetctl("--endpoint", endpoint, *tunnel, "stop", "hello")
     assert (rc, out) == (0, "Unit hello.service loaded on 5ab7f3b4.../127.0.0.11\n"), err
     assert os.listdir(tmp) == []
-    os.rmdir(tmp)
-    os.rmdir(remote)
 
 
 @needs_sshd
