@@ -154,13 +154,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_socket", _str, "unix socket of the HTTP API"),
     Option("api_socket_group", _str, "group owning the API socket (mode 0660)"),
     Option("api_listen", _str, "also serve the API on this TCP host:port (needs api_tls_*)"),
-    Option("api_tls_cert", _str, "server certificate of the TCP API"),
-    Option("api_tls_key", _str, "key of the TCP API's certificate"),
-    Option("api_tls_ca", _str, "CA that signs the client certificates the TCP API accepts"),
+    Option("api_tls_cert", _str, "certificate of the TCP API and the peer listener"),
+    Option("api_tls_key", _str, "key of the api_tls_cert certificate"),
+    Option("api_tls_ca", _str, "CA of the client certificates the TCP API and peers accept"),
     Option(
         "peer_port",
         _int,
-        "TCP port on public_ip where other fleetds fetch status/journal of local units (0: off)",
+        "TCP port on public_ip where other fleetds fetch status/journal of local units, over "
+        "mutual TLS with the api_tls_* files (0: off)",
     ),
     Option("runtime_dir", _str, "where fleetd keeps its lease ID across restarts"),
     Option("fence_on_lease_loss", _bool, "stop local units when the lease cannot be renewed"),
@@ -232,6 +233,11 @@ class Config:
                 )
         if not 0 <= self.peer_port <= 65535:
             raise ConfigError("peer_port must be between 0 (off) and 65535")
+        if self.peer_port and not (self.api_tls_cert and self.api_tls_key and self.api_tls_ca):
+            raise ConfigError(
+                "peer_port needs api_tls_cert, api_tls_key and api_tls_ca: the peer listener "
+                "serves status and journal only to fleetds with a certificate signed by that CA"
+            )
         if self.token_limit < 1 or self.token_limit > 65535:
             raise ConfigError("token_limit must be between 1 and 65535")
 

@@ -14,6 +14,7 @@ import contextlib
 import grp
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -183,11 +184,13 @@ class Daemon:
             runtime_dir=runtime,
             fence_on_lease_loss=config.fence_on_lease_loss,
         )
+        tls = TLSFiles(config.api_tls_cert, config.api_tls_key, config.api_tls_ca)
         self.api = APIServer(
             self.registry,
             machine.id,
             inspector=self.systemd,
             peer_url=self._peer_url,
+            peer_ssl=_peer_client_context(tls) if config.peer_port else None,
             token_limit=config.token_limit,
             version=__version__,
         )
@@ -195,10 +198,9 @@ class Daemon:
             config.api_socket,
             socket_group=socket_group,
             tcp=_host_port(config.api_listen) if config.api_listen else None,
-            tls=TLSFiles(config.api_tls_cert, config.api_tls_key, config.api_tls_ca)
-            if config.api_listen
-            else None,
+            tls=tls if config.api_listen else None,
             peer=(machine.public_ip or "127.0.0.1", config.peer_port) if config.peer_port else None,
+            peer_tls=tls if config.peer_port else None,
         )
         tasks: dict[str, asyncio.Task[None]] = {
             "agent": asyncio.create_task(self.agent.run(), name="agent"),
@@ -255,7 +257,7 @@ class Daemon:
         machine = view.machines.get(machine_id) if view is not None else None
         if machine is None or not machine.public_ip or not self.config.peer_port:
             return None
-        return f"http://{machine.public_ip}:{self.config.peer_port}"
+        return f"https://{machine.public_ip}:{self.config.peer_port}"
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -291,6 +293,18 @@ class Daemon:
             changed=changed,
             note="etcd, machine and API settings apply at the next start",
         )
+
+
+def _peer_client_context(tls: TLSFiles) -> ssl.SSLContext:
+    """The TLS side a forwarding fleetd shows other machines' peer listeners; a file that
+    cannot be loaded stops fleetd with one line naming the three options."""
+    try:
+        return tls.client_context()
+    except (OSError, ssl.SSLError) as err:
+        raise PermanentError(
+            f"cannot load the peer listener's TLS files (api_tls_cert={tls.cert}, "
+            f"api_tls_key={tls.key}, api_tls_ca={tls.ca}): {err}"
+        ) from None
 
 
 def run(config_path: str | None, flags: Mapping[str, str]) -> int:

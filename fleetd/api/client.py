@@ -25,6 +25,7 @@ __all__ = [
     "BadTLSFile",
     "CannotConnect",
     "Client",
+    "MachineUnreachable",
     "Unreachable",
 ]
 
@@ -53,6 +54,16 @@ class CannotConnect(Unreachable):
     """Nothing serves the API at the endpoint (no socket file, connection refused, no answer
     to the connection, unknown host): no request was sent. The message says why in the OS's
     words."""
+
+
+class MachineUnreachable(APIError):
+    """The API could not reach the unit's machine (a 502 whose `reason` is
+    `machineUnreachable`): `machines` are the (ID, public IP) of every machine the request
+    concerned, for the caller to go there itself (fleetctl runs the command over SSH)."""
+
+    def __init__(self, code: int, message: str, machines: list[tuple[str, str]]) -> None:
+        super().__init__(code, message)
+        self.machines = machines
 
 
 class BadEndpoint(APIError, ValueError):
@@ -85,6 +96,27 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+class _TunnelledHTTPS(http.client.HTTPSConnection):
+    """HTTPS to `host` over a unix socket that leads there (the TLS name is still `host`)."""
+
+    def __init__(
+        self, path: str, host: str, port: int | None, timeout: float | None, ctx: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=ctx)
+        self._path = path
+        self._ctx = ctx
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+            self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, str, int | None, str]:
@@ -128,10 +160,12 @@ class Client:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        via: str | None = None,
     ) -> None:
         self.endpoint = endpoint.split(",")[0].strip()
         self.timeout = timeout
         self._scheme, self._host, self._port, self._path = _parse_endpoint(endpoint)
+        self._via = via  # a unix socket that leads to the endpoint (fleetctl --tunnel)
         self._ssl: ssl.SSLContext | None = None
         if self._scheme == "https" or ca_file or cert_file or key_file:
             # Files given are read whatever the scheme, as fleet did: a wrong path is said at once.
@@ -139,6 +173,11 @@ class Client:
 
     # --- transport -------------------------------------------------------------------------
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self._via is not None:
+            if self._scheme == "https":
+                assert self._ssl is not None
+                return _TunnelledHTTPS(self._via, self._host, self._port, timeout, self._ssl)
+            return _UnixConnection(self._via, timeout)
         if self._scheme == "unix":
             return _UnixConnection(self._path, timeout)
         if self._scheme == "https":
@@ -492,7 +531,11 @@ def _q(name: str) -> str:
 def _error(status: int, raw: bytes) -> APIError:
     try:
         err = json.loads(raw)["error"]
-        return APIError(int(err.get("code") or status), str(err.get("message") or ""))
+        code, message = int(err.get("code") or status), str(err.get("message") or "")
+        if err.get("reason") == "machineUnreachable":
+            machines = [(str(m["id"]), str(m.get("primaryIP") or "")) for m in err["machines"]]
+            return MachineUnreachable(code, message, machines)
+        return APIError(code, message)
     except (ValueError, KeyError, TypeError):
         text = raw.decode("utf-8", "replace").strip()
         return APIError(status, text or http.client.responses.get(status, "error"))

@@ -44,11 +44,12 @@ from fleetd.registry.events import ClusterView, units_touched
 if TYPE_CHECKING:
     from fleetd.api.server import Context
 
-__all__ = ["unit_machines"]
+__all__ = ["UNREACHABLE", "unit_machines"]
 
 log = structlog.get_logger(__name__)
 
 LOCAL = "/fleet/v1/x/local"  # the peer listener's routes: answered here, never forwarded again
+UNREACHABLE = "machineUnreachable"  # `reason` of a 502: the unit's machine could not be reached
 _CONNECT_TIMEOUT = 5.0
 _STATUS_TIMEOUT = 30.0
 
@@ -124,25 +125,42 @@ def _query_bool(request: web.Request, key: str) -> bool:
 # --- handlers --------------------------------------------------------------------------------
 def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDef]:
     """The public extension routes under `prefix`, or (peer=True) the peer listener's."""
-    def peer_of(machine: str) -> str:
+    def unreachable(snapshot: Snapshot, machine: str, why: str, machines: list[str]) -> Fail:
+        """502 with what a client needs to go there itself (fleetctl falls back to SSH):
+        `reason` machineUnreachable, the machine and its public IP, and every machine the
+        request concerned (docs/api.md)."""
+
+        def ip(m: str) -> str:
+            known = snapshot.machines.get(m)
+            return known.public_ip if known is not None else ""
+
+        return Fail(
+            502, f"cannot reach machine {machine}: {why}", reason=UNREACHABLE,
+            machineID=machine, machineIP=ip(machine),
+            machines=[{"id": m, "primaryIP": ip(m)} for m in machines],
+        )  # fmt: skip
+
+    def peer_of(snapshot: Snapshot, machine: str, machines: list[str]) -> str:
         url = ctx.peer_url(machine) if ctx.peer_url is not None else None
         if not url:
-            raise Fail(502, f"cannot reach machine {machine}: its fleetd address is unknown")
+            why = "its fleetd address is unknown (this fleetd forwards to no peer listener)"
+            raise unreachable(snapshot, machine, why, machines)
         return url.rstrip("/")
 
-    async def status_of(name: str, machine: str) -> str:
+    async def status_of(snapshot: Snapshot, name: str, machine: str, machines: list[str]) -> str:
         if machine == ctx.machine_id:
             return await local_status(name)
-        url = f"{peer_of(machine)}{LOCAL}/units/{quote(name, safe='@:')}/status"
+        base = peer_of(snapshot, machine, machines)
+        url = f"{base}{LOCAL}/units/{quote(name, safe='@:')}/status"
         timeout = aiohttp.ClientTimeout(total=_STATUS_TIMEOUT, sock_connect=_CONNECT_TIMEOUT)
         try:
-            async with ctx.client().get(url, timeout=timeout) as up:
+            async with ctx.client().get(url, timeout=timeout, **ctx.peer_tls()) as up:
                 text = await up.text()
                 if up.status != 200:
                     raise Fail(up.status, _upstream_message(text))
                 return text
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise Fail(502, f"cannot reach machine {machine} at {url}: {err}") from None
+            raise unreachable(snapshot, machine, f"{url}: {err}", machines) from None
 
     async def local_status(name: str) -> str:
         if ctx.inspector is None:
@@ -153,7 +171,7 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         name = request.match_info["name"]
         snapshot = await ctx.snapshot()
         machines = unit_machines(snapshot, name)
-        texts = [await status_of(name, m) for m in machines]
+        texts = [await status_of(snapshot, name, m, machines) for m in machines]
         return web.Response(text="\n".join(texts), content_type="text/plain")
 
     async def journal(request: web.Request) -> web.StreamResponse:
@@ -177,18 +195,24 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         machine = machines[0]
         if machine == ctx.machine_id:
             return await local_journal(request, name, lines, follow)
-        url = f"{peer_of(machine)}{LOCAL}/units/{quote(name, safe='@:')}/journal"
+        base = peer_of(snapshot, machine, machines)
+        url = f"{base}{LOCAL}/units/{quote(name, safe='@:')}/journal"
         params = {"lines": str(lines), "follow": "true" if follow else "false"}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT)
+        resp: web.StreamResponse | None = None
         try:
-            async with ctx.client().get(url, params=params, timeout=timeout) as up:
+            upstream = ctx.client().get(url, params=params, timeout=timeout, **ctx.peer_tls())
+            async with upstream as up:
                 if up.status != 200:
                     raise Fail(up.status, _upstream_message(await up.text()))
                 resp = await _stream_response(request, "text/plain")
                 async for chunk in up.content.iter_any():
                     await resp.write(chunk)
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise Fail(502, f"cannot reach machine {machine} at {url}: {err}") from None
+            if resp is None:  # nothing sent yet: the client may go there itself
+                raise unreachable(snapshot, machine, f"{url}: {err}", machines) from None
+            raise Fail(502, f"lost machine {machine} at {url}: {err}") from None
+        assert resp is not None
         await resp.write_eof()
         return resp
 

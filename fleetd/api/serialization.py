@@ -22,10 +22,11 @@ ETCD_DOWN = "fleet server unable to communicate with etcd"
 class Fail(Exception):
     """A request that ends with a fleet error body: `{"error":{"code":..,"message":..}}`."""
 
-    def __init__(self, code: int, message: str = "") -> None:
+    def __init__(self, code: int, message: str = "", **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.extra = extra  # more fields of the error object (e.g. `reason`, docs/api.md)
 
 
 def failure_of(err: Exception, *, what: str) -> tuple[int, str] | None:
@@ -48,8 +49,8 @@ def failure_of(err: Exception, *, what: str) -> tuple[int, str] | None:
     return None
 
 
-def error_response(code: int, message: str = "") -> web.Response:
-    body = {"error": {"code": code, "message": message}}
+def error_response(code: int, message: str = "", **extra: Any) -> web.Response:
+    body = {"error": {"code": code, "message": message, **extra}}
     return web.Response(status=code, text=json.dumps(body), content_type=JSON)
 
 

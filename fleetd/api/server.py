@@ -1,6 +1,6 @@
 """The API server: fleet's HTTP API v1 (`/fleet/v1`, alias `/v1-alpha`) and fleetd's extensions,
 on a unix socket (mode 0660, or the socket systemd hands over), optionally on TCP with mutual
-TLS, and on a peer listener other fleetds forward status/journal requests to.
+TLS, and on a peer listener (mutual TLS too) other fleetds forward status/journal requests to.
 
 Embedded in the daemon's loop with aiohttp's `AppRunner` + sites (STYLE.md). Handlers are cancelled
 when their client goes away, which is what stops a followed journal (and reaps journalctl).
@@ -62,6 +62,17 @@ class TLSFiles:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.ca)
         ctx.load_cert_chain(self.cert, self.key)
         ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """How a fleetd forwarding to another machine's peer listener connects: it presents
+        this certificate and accepts a server whose certificate the CA signed. The server's
+        name is not checked (machines are known by ID and IP, which certificates need not
+        carry): any certificate of the cluster's CA is a fleetd of the cluster."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_cert_chain(self.cert, self.key)
         return ctx
 
 
@@ -134,6 +145,7 @@ class Context:
     version: str
     metrics: Metrics = field(default_factory=Metrics)
     session: aiohttp.ClientSession | None = None
+    peer_ssl: ssl.SSLContext | None = None  # the client side of the peer listeners' mTLS
     snapshots: SharedSnapshots = field(init=False)
     _units: tuple[int, list[dict[str, Any]]] = (-1, [])
     _unit_cache: dict[str, tuple[tuple[object, ...], dict[str, Any] | None]] = field(
@@ -177,6 +189,10 @@ class Context:
             return token_from_query(request.query.getall("nextPageToken", []), self.token_limit)
         except TokenError as err:
             raise Fail(400, str(err)) from None
+
+    def peer_tls(self) -> dict[str, Any]:
+        """The TLS argument of a request to another machine's peer listener."""
+        return {"ssl": self.peer_ssl} if self.peer_ssl is not None else {}
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -247,6 +263,7 @@ class APIServer:
         *,
         inspector: Inspector | None = None,
         peer_url: Callable[[str], str | None] | None = None,
+        peer_ssl: ssl.SSLContext | None = None,
         token_limit: int = 100,
         version: str = __version__,
         max_body: int = MAX_BODY,
@@ -254,6 +271,7 @@ class APIServer:
         if not 1 <= token_limit <= 0xFFFF:
             raise ValueError("token_limit must be between 1 and 65535")
         self.ctx = Context(registry, machine_id, inspector, peer_url, token_limit, version)
+        self.ctx.peer_ssl = peer_ssl
         self.max_body = max_body
         self.unix_path: str | None = None
         self.tcp_address: tuple[str, int] | None = None
@@ -308,7 +326,7 @@ class APIServer:
                 answer = (500, "")
             elif not isinstance(err, Fail):
                 self.ctx.metrics.etcd_errors += 1
-            response = error_response(*answer)
+            response = error_response(*answer, **(err.extra if isinstance(err, Fail) else {}))
         self.ctx.metrics.requests[response.status] += 1
         return response
 
@@ -360,11 +378,15 @@ class APIServer:
         tcp: tuple[str, int] | None = None,
         tls: TLSFiles | ssl.SSLContext | None = None,
         peer: tuple[str, int] | None = None,
+        peer_tls: TLSFiles | ssl.SSLContext | None = None,
     ) -> None:
         """Listen on the activated socket (LISTEN_FDS) or `unix_path`; on `tcp` with `tls`
-        (client certificates required); and on `peer` (plain HTTP, status/journal only)."""
+        (client certificates required); and on `peer` with `peer_tls` (status/journal only,
+        to clients with a certificate of the cluster's CA)."""
         if tcp is not None and tls is None:
             raise ValueError("the TCP API listener needs TLS (certificate, key and client CA)")
+        if peer is not None and peer_tls is None:
+            raise ValueError("the peer listener needs TLS (certificate, key and client CA)")
         try:
             sock = _activated_socket()
             if sock is None and unix_path is not None:
@@ -384,9 +406,13 @@ class APIServer:
                                        access_log=None)  # fmt: skip
                 await runner.setup()
                 self._runners.append(runner)
+                pctx = (
+                    peer_tls if isinstance(peer_tls, ssl.SSLContext)
+                    else peer_tls.server_context()  # type: ignore[union-attr]
+                )  # fmt: skip
                 peer_sock = socket.create_server(peer)
                 self.peer_address = peer_sock.getsockname()[:2]
-                await web.SockSite(runner, peer_sock).start()
+                await web.SockSite(runner, peer_sock, ssl_context=pctx).start()
         except BaseException:
             await self.stop()
             raise

@@ -159,7 +159,8 @@ class _Seconds(click.ParamType):
     "--tunnel",
     default="",
     envvar=_env("tunnel"),
-    help="SSH bastion (host[:port]) that `fleetctl ssh` jumps through.",
+    help="Establish an SSH tunnel through the provided address (host[:port]) for "
+    "communication with fleet (the API is reached from there; ssh jumps through it).",
 )
 @click.option(
     "--strict-host-key-checking",

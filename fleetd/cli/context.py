@@ -66,13 +66,14 @@ class Settings:
     # Where a flag's value came from when not the command line: {"ca_file": "FLEETCTL_CA_FILE"}.
     from_env: dict[str, str] = field(default_factory=dict, repr=False)
     _client: Any = field(default=None, repr=False)
+    _tunnel: Any = field(default=None, repr=False)
 
     def origin(self, flag: str) -> str:
         """How the user gave a global flag (`ca_file`): `--ca-file` or `FLEETCTL_CA_FILE`."""
         return self.from_env.get(flag) or "--" + flag.replace("_", "-")
 
     def client(self) -> Any:
-        """The API client for --endpoint (created on first use).
+        """The API client for --endpoint (created on first use), through --tunnel if given.
 
         An endpoint or TLS file it cannot use is a Failure naming the flag (or variable) and
         the value: `Error: --ca-file /x/ca.pem: No such file or directory`.
@@ -81,13 +82,15 @@ class Settings:
             from fleetd.api.client import BadEndpoint, BadTLSFile, Client
 
             endpoint = self.endpoint.split(",")[0]  # fleet uses the first of a list
+            tunnel = self._open_tunnel() if self.tunnel else None
             try:
-                self._client = Client(
+                client = Client(
                     endpoint,
                     timeout=self.request_timeout,
                     ca_file=self.ca_file or None,
                     cert_file=self.cert_file or None,
                     key_file=self.key_file or None,
+                    via=tunnel.socket if tunnel is not None else None,
                 )
             except BadTLSFile as err:
                 flag = self.origin(err.option)
@@ -100,7 +103,29 @@ class Settings:
                     f"Error: {flag}: {err.message} "
                     "(use unix:///path, http://host:port or https://host:port)"
                 ) from None
+            if tunnel is not None:
+                tunnel.open(self, endpoint)  # the endpoint is valid: now start ssh
+            self._client = client
         return self._client
+
+    def _open_tunnel(self) -> Any:
+        from fleetd.cli.tunnel import Tunnel  # only with --tunnel: loads subprocess, ctypes
+
+        self._tunnel = Tunnel()
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.find_root().call_on_close(self.close_tunnel)
+        else:  # used outside a fleetctl command
+            import atexit
+
+            atexit.register(self.close_tunnel)
+        return self._tunnel
+
+    def close_tunnel(self) -> None:
+        """Stop the --tunnel's ssh (when the command ends, or before it execs another one)."""
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._tunnel = None
 
     def debug_log(self, message: str) -> None:
         if self.debug:

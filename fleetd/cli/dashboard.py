@@ -18,7 +18,9 @@ def dashboard(port: int, no_open: bool) -> None:
     from fleetd.dashboard.cli import run
 
     s = settings()
-    s.client()  # a bad endpoint or TLS file is said now, in one line, not later in the page
+    # made here, in the main thread: a bad endpoint or TLS file is said now, in one line, not
+    # later in the page; and a --tunnel's ssh lives as long as the command
+    s.client()
     run(s.client, endpoint=s.endpoint.split(",")[0], port=port, open_browser=not no_open)
 
 

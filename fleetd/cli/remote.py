@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -24,12 +25,13 @@ def _api_error(err: Any) -> Failure:
     type=int,
     default=22,
     show_default=True,
-    help="Accepted for fleet's sake; status goes through the API.",
+    help="Connect to remote hosts over SSH using this TCP port (when the API cannot reach "
+    "the unit's machine, `systemctl status` runs there over SSH).",
 )
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="text or json.")
 @click.argument("units", nargs=-1)
 def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
-    from fleetd.api.client import APIError, Unreachable
+    from fleetd.api.client import APIError, MachineUnreachable, Unreachable
     from fleetd.unit import mangle_name
 
     if not units:
@@ -43,6 +45,18 @@ def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
             text = client.status(arg)
         except Unreachable:
             raise
+        except MachineUnreachable as err:  # fleet's way: systemctl status there, over SSH
+            if printed and output != "json":
+                click.echo("")
+            code, text = _status_over_ssh(arg, err, ssh_port, capture=output == "json")
+            if output == "json":
+                results.append({"name": arg, "status": text})
+            printed += 1
+            if code != 0:  # as fleet: the remote command's exit status is ours; stop there
+                if output == "json":
+                    emit_json(results)
+                raise Failure("", exit_code=code) from None
+            continue
         except APIError as err:
             failures.append(err.message or str(err))
             click.echo(err.message or str(err), err=True)
@@ -75,10 +89,13 @@ def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
     type=int,
     default=22,
     show_default=True,
-    help="Accepted for fleet's sake; the journal goes through the API.",
+    help="Connect to remote hosts over SSH using this TCP port (when the API cannot reach "
+    "the unit's machine, `journalctl` runs there over SSH).",
 )
 @click.option(
-    "--sudo", is_flag=True, help="Accepted for fleet's sake (the agent reads the journal)."
+    "--sudo",
+    is_flag=True,
+    help="Execute journalctl with sudo when it runs on the unit's machine over SSH.",
 )
 @click.option(
     "-m",
@@ -91,7 +108,7 @@ def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
 def journal(
     units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sudo: bool, machine: str
 ) -> None:
-    from fleetd.api.client import APIError, Unreachable
+    from fleetd.api.client import APIError, MachineUnreachable, Unreachable
     from fleetd.unit import mangle_name
 
     if len(units) != 1:
@@ -110,6 +127,13 @@ def journal(
         pass  # Ctrl-C ends `journal -f`: a normal way out (exit 0)
     except Unreachable:
         raise
+    except MachineUnreachable as err:  # fleet's way: journalctl there, over SSH
+        command = ["journalctl", "--unit", name, "--no-pager", "-n", str(lines)]
+        if sudo:
+            command.insert(0, "sudo")
+        if follow:
+            command.append("-f")
+        _exec_over_ssh(_address_of(err), command, ssh_port)
     except APIError as err:
         if not machine and err.message.startswith(_GLOBAL_JOURNAL.format(name=name)):
             raise Failure(_GLOBAL_JOURNAL.format(name=name) + ".") from None  # fleet's words
@@ -141,8 +165,10 @@ def ssh_argv(
     known_hosts: str,
     timeout: float,
     tunnel: str,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The system ssh client's command line for `fleetctl ssh`."""
+    """The system ssh client's command line for `fleetctl ssh`, the SSH fallback of status and
+    journal, and the --tunnel (`extra`: more options, e.g. -N and a forward)."""
     argv = ["ssh", "-l", user, "-p", str(port)]
     if forward_agent:
         argv.append("-A")
@@ -154,13 +180,88 @@ def ssh_argv(
     argv += ["-o", f"ConnectTimeout={max(1, round(timeout))}"]
     if tunnel:
         argv += ["-J", tunnel]
-    if not command:
+    argv += extra
+    if not command and "-N" not in extra:
         argv.append("-t")
     argv.append(address)
     if command:
         argv.append("--")
         argv += command
     return argv
+
+
+def _address_of(err: Any) -> str:
+    """The public IP of the (first) machine the API could not reach, or a Failure."""
+    _, ip = err.machines[0] if err.machines else ("", "")
+    if not ip:
+        raise Failure(f"{err.message}; its public IP is unknown, so SSH cannot reach it either")
+    return ip
+
+
+def _remote_argv(address: str, command: list[str], ssh_port: int) -> list[str]:
+    """ssh running `command` on `address`, with the global SSH flags (as fleet: no agent
+    forwarding for status and journal; through --tunnel with -J). Each word is quoted for
+    the remote shell (unit names may hold backslashes)."""
+    import shlex
+
+    opts = settings()
+    known_hosts = os.path.expanduser(opts.known_hosts_file)
+    if opts.strict_host_key_checking:
+        os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
+    return ssh_argv(
+        address,
+        [shlex.quote(word) for word in command],
+        user=opts.ssh_username,
+        port=ssh_port,
+        forward_agent=False,
+        strict=opts.strict_host_key_checking,
+        known_hosts=known_hosts,
+        timeout=opts.ssh_timeout,
+        tunnel=opts.tunnel,
+    )
+
+
+def _status_over_ssh(name: str, err: Any, ssh_port: int, *, capture: bool) -> tuple[int, str]:
+    """`systemctl status -l NAME` on each machine of the unit, over SSH, until one fails:
+    (exit status, the text when captured for --output json)."""
+    import subprocess
+
+    _address_of(err)  # a precise error when no IP is known
+    texts: list[str] = []
+    for number, (_, ip) in enumerate(err.machines):
+        if not ip:
+            raise Failure(f"{err.message}; its public IP is unknown, so SSH cannot reach it either")
+        argv = _remote_argv(ip, ["systemctl", "status", "-l", name], ssh_port)
+        settings().debug_log(f"the API cannot reach the machine ({err.message}): running {argv}")
+        if number and not capture:
+            click.echo("")  # between the machines of a global unit
+        sys.stdout.flush()  # what fleetctl printed comes before what ssh prints
+        try:
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture else None, check=False,
+            )  # fmt: skip
+        except OSError as exc:
+            raise Failure(f"Failed building SSH client: {exc}") from None
+        if capture:
+            texts.append(done.stdout.decode("utf-8", "replace"))
+        if done.returncode != 0:
+            return done.returncode, "\n".join(texts)
+    return 0, "\n".join(texts)
+
+
+def _exec_over_ssh(address: str, command: list[str], ssh_port: int) -> None:
+    """Become ssh running `command` on `address`: its exit status is fleetctl's."""
+    argv = _remote_argv(address, command, ssh_port)
+    opts = settings()
+    opts.debug_log(f"the API cannot reach the machine: running {argv}")
+    opts.close_tunnel()  # the API is not needed any more; ssh jumps through --tunnel itself
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as err:
+        raise Failure(f"Failed building SSH client: {err}") from None
 
 
 def _machine_by_prefix(client: Any, prefix: str) -> tuple[str | None, str | None]:

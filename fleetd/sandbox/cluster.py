@@ -230,6 +230,7 @@ class Sandbox:
             )
         state.save()
         try:
+            await asyncio.to_thread(_make_peer_pki, self.dir, state.machines)
             if secure is not None:
                 await asyncio.to_thread(secure_etcd, etcd, secure)
             await asyncio.gather(*(self._boot(state, r) for r in state.machines))
@@ -301,6 +302,7 @@ class Sandbox:
             "--runtime-dir=/run/fleet",
             f"--api-socket={self.socket_of(record)}",
             f"--peer-port={state.peer_port}",
+            *_peer_tls_flags(self.dir, record.name),
             "--machine-id-file=/etc/machine-id",
         ]
 
@@ -369,6 +371,32 @@ class Sandbox:
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         })
         return machine.command(list(argv)), env
+
+
+PEER_PKI_DIR = "peer-pki"
+
+
+def _make_peer_pki(directory: Path, machines: Sequence[MachineRecord]) -> None:
+    """The peer listeners' CA and each machine's certificate (SAN its IP), in peer-pki/."""
+    from fleetd.sandbox.pki import make_peer_pki  # cryptography: only the sandbox loads it
+
+    make_peer_pki(
+        directory / PEER_PKI_DIR,
+        {r.name: r.ip for r in machines},
+        ca_name=f"fleetd sandbox peers CA {hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
+        days=30,
+    )
+
+
+def _peer_tls_flags(directory: Path, machine: str) -> list[str]:
+    """Machine `machine`'s fleetd serves its peer listener, and forwards to the others, with
+    its own certificate of the sandbox's peer CA (mutual TLS)."""
+    pki = directory / PEER_PKI_DIR
+    return [
+        f"--api-tls-cert={pki / f'{machine}.pem'}",
+        f"--api-tls-key={pki / f'{machine}-key.pem'}",
+        f"--api-tls-ca={pki / 'ca.pem'}",
+    ]
 
 
 async def _until_machine_up(registry: Registry, machine_id: str, revision: int) -> None:

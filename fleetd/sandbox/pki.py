@@ -13,8 +13,11 @@ Files: `ca.pem`, `server.pem`, `server-key.pem`, `<name>.pem`, `<name>-key.pem` 
 (made mode 0700); keys are written mode 0600 from the start (never world-readable, not even for
 a moment); the CA's key is not written: nothing signs more certificates later.
 
-`cryptography` is imported here and only here; the sandbox imports this module only for `--tls`,
-so `fleetd` and `fleetctl` never load it.
+`make_peer_pki` makes the sandbox's peer-listener CA and one certificate per machine (every
+sandbox, TLS or not: fleetds forward status/journal to each other over mutual TLS).
+
+`cryptography` is imported here and only here; only `fleetd sandbox` and the tests import this
+module, so the `fleetd` daemon and `fleetctl` never load it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["Pki", "make_pki"]
+__all__ = ["Pki", "make_peer_pki", "make_pki"]
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +90,25 @@ def make_pki(
     return Pki(ca_path, *server_paths, clients=client_paths)
 
 
+def make_peer_pki(
+    directory: Path, peers: Mapping[str, str], ca_name: str = "fleetd peers CA", days: int = 1
+) -> dict[str, tuple[Path, Path]]:
+    """A CA (`ca.pem`) and, for each peer `name: ip`, `<name>.pem`/`<name>-key.pem`: a
+    certificate that may both serve (the peer listener, SAN the IP) and act as a client (a
+    fleetd forwarding to another machine), as the api_tls_* files of fleetd's peer listener."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(DIR_MODE)
+    validity = dt.timedelta(days=days)
+    ca_key, ca = _ca(ca_name, validity)
+    _write(directory / "ca.pem", _pem(ca), CERT_MODE)
+    paths = {}
+    for name, ip in peers.items():
+        key, cert = _leaf(ca_key, ca, f"fleetd-{name}", validity, server=True, ips=(ip,))
+        paths[name] = _write_pair(directory, name, key, cert)
+    log.info("pki.peers_made", dir=str(directory), peers=dict(peers), days=days)
+    return paths
+
+
 _CA_KEY_USAGE = x509.KeyUsage(
     digital_signature=False,
     content_commitment=False,
@@ -113,7 +135,7 @@ _LEAF_KEY_USAGE = x509.KeyUsage(
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn[:64])])  # X.509's CN limit
 
 
 def _ca(cn: str, validity: dt.timedelta) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -142,6 +164,7 @@ def _leaf(
     validity: dt.timedelta,
     *,
     server: bool,
+    ips: Sequence[str] = (),
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -168,6 +191,8 @@ def _leaf(
     names: list[x509.GeneralName] = [x509.DNSName(cn)]  # RFC 5280 verifiers want a SAN
     if server:
         names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if ips:
+        names = [x509.DNSName(cn), *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]
     builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return key, builder.sign(ca_key, hashes.SHA256())
 

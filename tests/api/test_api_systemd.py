@@ -16,10 +16,11 @@ import pytest_asyncio
 from api_helpers import HELLO, engine_running, machine, publish
 
 from fleetd.api.client import APIError, Client
-from fleetd.api.server import APIServer
+from fleetd.api.server import APIServer, TLSFiles
 from fleetd.model import JobState
 from fleetd.registry import EtcdConfig, Registry
 from fleetd.sandbox.machine import Machine
+from fleetd.sandbox.pki import make_peer_pki
 from fleetd.systemd import SystemdManager
 from fleetd.systemd.journal import JournalStream
 from fleetd.unit import UnitFile, UnitOption
@@ -72,10 +73,14 @@ async def cluster(
     sock_dir = Path(tempfile.mkdtemp(prefix="fapi", dir="/tmp"))
     async with SystemdManager(sd_machine.systemd_config(units_dir=tmp_path / "units")) as mgr:
         inspector = Recording(mgr)
+        pki = tmp_path / "pki"  # the peer listener speaks mutual TLS (test_api_peer_tls.py)
+        make_peer_pki(pki, {"a": "127.0.0.1", "b": "127.0.0.1"})
+        tls = {n: TLSFiles(str(pki / f"{n}.pem"), str(pki / f"{n}-key.pem"), str(pki / "ca.pem")) for n in "ab"}
         b = APIServer(registry, B, inspector=inspector)
-        await b.start(sock_dir / "b.sock", peer=("127.0.0.1", 0))
+        await b.start(sock_dir / "b.sock", peer=("127.0.0.1", 0), peer_tls=tls["b"])
         peer_port = b.peer_address[1]
-        a = APIServer(registry, A, peer_url=lambda m: f"http://127.0.0.1:{peer_port}" if m == B else None)
+        a = APIServer(registry, A, peer_url=lambda m: f"https://127.0.0.1:{peer_port}" if m == B else None,
+                      peer_ssl=tls["a"].client_context())
         await a.start(sock_dir / "a.sock")
         leases = [await machine(registry, B, "127.0.0.2"), await machine(registry, A, "127.0.0.1")]
         try:

@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,3 +161,94 @@ async def cluster(registry: Registry, sock_dir: Path, workdir: Path) -> AsyncIte
         for lease in leases.values():
             with contextlib.suppress(Exception):
                 await lease.revoke()
+
+
+# --- a real sshd on 127.0.0.11 (M1's IP) -------------------------------------------------------
+SSHD = "/usr/sbin/sshd"
+NO_SSHD = not os.path.exists(SSHD) or shutil.which("ssh-agent") is None
+SSHD_IP = "127.0.0.11"
+
+
+async def _run(*argv: str, **kw) -> None:
+    proc = await asyncio.create_subprocess_exec(*argv, **kw)
+    assert await proc.wait() == 0, argv
+
+
+@dataclass
+class SSHServer:
+    port: int
+    env: dict[str, str]  # os.environ with SSH_AUTH_SOCK: an ssh-agent holding the user key
+    dir: Path
+
+
+StartSSHD = Callable[..., Awaitable[SSHServer]]
+
+
+@pytest.fixture
+async def sshd_factory(tmp_path: Path) -> AsyncIterator[StartSSHD]:
+    """Starts real sshds on SSHD_IP with generated keys, each with an ssh-agent holding the
+    user key. `config` adds sshd_config lines; `binds` ((source, target) directories) run the
+    sshd in a mount namespace of its own where each source is bind-mounted on its target, so
+    what is there exists only on the "remote" side. Each is stopped by PID at the end."""
+    procs: list[asyncio.subprocess.Process] = []
+    drains: list[asyncio.Task[None]] = []
+
+    async def start(config: str = "", binds: Sequence[tuple[Path, Path]] = ()) -> SSHServer:
+        d = tmp_path / f"ssh{len(procs)}"
+        d.mkdir(mode=0o700)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
+        for key in ("host", "user"):
+            await _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key))
+        shutil.copy(d / "user.pub", d / "authorized_keys")
+        with socket.socket() as probe:
+            probe.bind((SSHD_IP, 0))
+            port = probe.getsockname()[1]
+        (d / "sshd_config").write_text(
+            f"Port {port}\nListenAddress {SSHD_IP}\nHostKey {d / 'host'}\n"
+            f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
+            "StrictModes no\nUsePAM no\nPasswordAuthentication no\n" + config
+        )
+        argv = [SSHD, "-D", "-e", "-f", str(d / "sshd_config")]
+        for source, target in binds:  # unshare and sh exec: the PID stays sshd's
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
+                    str(source), str(target), *argv]  # fmt: skip
+        server = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+        procs.append(server)
+        agent = await asyncio.create_subprocess_exec("ssh-agent", "-D", "-a", str(d / "agent"),
+                                                     stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        procs.append(agent)
+        assert server.stderr is not None and agent.stdout is not None
+        while True:  # sshd says when it listens
+            line = await asyncio.wait_for(server.stderr.readline(), 30)
+            assert line, f"sshd exited: {await server.wait()}"
+            if b"Server listening" in line:
+                break
+        drains.append(asyncio.create_task(_drain(server.stderr)))  # sshd's log: never blocks
+        await asyncio.wait_for(agent.stdout.readline(), 30)  # the agent prints its socket
+        env = {**os.environ, "SSH_AUTH_SOCK": str(d / "agent")}
+        await _run("ssh-add", "-q", str(d / "user"), env=env)
+        return SSHServer(port, env, d)
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+        for task in drains:
+            task.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+@pytest.fixture
+async def sshd(sshd_factory: StartSSHD) -> tuple[int, dict[str, str]]:
+    """A real sshd on 127.0.0.11 (M1's IP) with generated keys; (port, env with an ssh-agent
+    holding the user key)."""
+    server = await sshd_factory()
+    return server.port, server.env

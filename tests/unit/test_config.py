@@ -73,6 +73,8 @@ def test_precedence_flags_over_env_over_file() -> None:
         ({"etcd_certfile": "/c.pem"}, {}, {}, "etcd_certfile and etcd_keyfile must be given together"),
         ({"etcd_username": "root"}, {}, {}, "etcd_username and etcd_password must be given together"),
         ({"api_listen": "127.0.0.1:49153"}, {}, {}, "api_listen needs api_tls_cert"),
+        ({"peer_port": "7001"}, {}, {}, "peer_port needs api_tls_cert, api_tls_key and api_tls_ca"),
+        ({"peer_port": "7001", "api_tls_cert": "/c.pem", "api_tls_key": "/k.pem"}, {}, {}, "peer_port needs api_tls_cert"),
         ({"token_limit": "0"}, {}, {}, "token_limit must be between 1 and 65535"),
     ],
 )
