@@ -210,9 +210,11 @@ def wait_for_units(
     active: bool = False,
     lines: int = 10,
     settle: float = 0.0,
+    quiet: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Wait (server push) until every unit reports `state` or can no longer reach it; print
-    fleet's line for each, and for a unit that failed why (systemd's words) and its journal.
+    fleet's line for each (but for the `quiet` units that reach it: those that were there
+    already), and for a unit that failed why (systemd's words) and its journal.
 
     Returns fleet's error lines for the units that did not get there (empty when all did).
     """
@@ -243,7 +245,7 @@ def wait_for_units(
                 if not event.get("unschedulable"):
                     click.echo(unit_state_line(event))
                     explain_failure(event, lines)
-            else:
+            elif event.get("name") not in quiet:
                 click.echo(unit_state_line(event))
             progress.done += 1
             progress.show()
@@ -264,7 +266,7 @@ def failure_line(event: dict[str, Any]) -> str:
 
 def explain_failure(event: dict[str, Any], lines: int) -> None:
     """What systemd said of a failed unit, then its last journal lines, on stderr."""
-    from fleetd.api.client import APIError
+    from fleetd.api.client import APIError, MachineUnreachable
 
     name = event["name"]
     click.echo(f"{name}: {event.get('reason') or 'failed'}", err=True)
@@ -276,6 +278,14 @@ def explain_failure(event: dict[str, Any], lines: int) -> None:
             name, lines=lines, follow=False, machine_id=machine or None
         )
         text = b"".join(chunks).decode("utf-8", "replace")
+    except MachineUnreachable as err:  # fleet's way: journalctl there, over SSH
+        from fleetd.cli.remote import journal_text_over_ssh
+
+        try:
+            text = journal_text_over_ssh(name, err, lines)
+        except Failure as why:
+            click.echo(f"{name}: journal unavailable: {why.message}", err=True)
+            return
     except APIError as err:  # say why there is no journal, and go on with the other units
         click.echo(f"{name}: journal unavailable: {err.message or err}", err=True)
         return

@@ -12,7 +12,7 @@ import click
 from fleetd.cli.context import Failure, emit_json, settings
 from fleetd.cli.output import is_global
 
-__all__ = ["COMMANDS", "ssh_argv"]
+__all__ = ["COMMANDS", "journal_text_over_ssh", "ssh_argv"]
 
 
 def _api_error(err: Any) -> Failure:
@@ -248,6 +248,26 @@ def _status_over_ssh(name: str, err: Any, ssh_port: int, *, capture: bool) -> tu
         if done.returncode != 0:
             return done.returncode, "\n".join(texts)
     return 0, "\n".join(texts)
+
+
+def journal_text_over_ssh(name: str, err: Any, lines: int, ssh_port: int = 22) -> str:
+    """The last `lines` journal lines of `name` on the machine the API could not reach, read
+    with `journalctl` over SSH (the failure report of a waiting command); a Failure saying
+    why when ssh cannot get them."""
+    import subprocess
+
+    argv = _remote_argv(
+        _address_of(err), ["journalctl", "--unit", name, "--no-pager", "-n", str(lines)], ssh_port
+    )
+    settings().debug_log(f"the API cannot reach the machine ({err.message}): running {argv}")
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except OSError as exc:
+        raise Failure(f"Failed building SSH client: {exc}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise Failure(f"ssh exited {done.returncode}" + (f": {why[-1]}" if why else ""))
+    return done.stdout.decode("utf-8", "replace")
 
 
 def _exec_over_ssh(address: str, command: list[str], ssh_port: int) -> None:

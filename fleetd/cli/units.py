@@ -244,11 +244,14 @@ def _set_target(
     *,
     also: list[str],
     known: dict[str, dict[str, Any]] | None = None,
+    already: list[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """fleet's setTargetStateOfUnits: set the desired state of every unit not already there.
 
     Returns (non-global units to wait for, global units triggered). Units in `also` (just
-    replaced) are waited for even when their desired state was already `state`.
+    replaced) are waited for even when their desired state was already `state`. Non-global
+    units already there go in `already` (when given): fleet printed nothing for them, but one
+    that failed there must not pass for fine.
     """
     from fleetd.api.client import APIError
 
@@ -269,6 +272,8 @@ def _set_target(
         if unit.get("desiredState") != state:
             changes.append(name)
         elif name not in also:
+            if already is not None and not is_global(unit):
+                already.append(name)
             continue
         (globals_ if is_global(unit) else waiting).append(name)
 
@@ -382,15 +387,20 @@ def load(
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
     again, known = _lazy_create("load", units, replace=replace, target="loaded")
+    already: list[str] = []
     waiting, globals_ = _set_target(
-        [mangle_name(u) for u in units], "loaded", also=again, known=known
+        [mangle_name(u) for u in units], "loaded", also=again, known=known, already=already
     )
     for name in globals_:
         click.echo(f"Triggered global unit {name} load")
     if timeout is False:
         triggered(waiting, "load")
         return
-    report_wait_errors(wait_for_units(waiting, "loaded", timeout=timeout, lines=lines))
+    report_wait_errors(
+        wait_for_units(
+            waiting + already, "loaded", timeout=timeout, lines=lines, quiet=frozenset(already)
+        )
+    )
 
 
 @click.command(
@@ -415,8 +425,9 @@ def start(
     _require_args(units)
     timeout = block_timeout(no_block, block_attempts)
     again, known = _lazy_create("start", units, replace=replace, target="launched")
+    already: list[str] = []
     waiting, globals_ = _set_target(
-        [mangle_name(u) for u in units], "launched", also=again, known=known
+        [mangle_name(u) for u in units], "launched", also=again, known=known, already=already
     )
     for name in globals_:
         click.echo(f"Triggered global unit {name} start")
@@ -425,7 +436,8 @@ def start(
         return
     report_wait_errors(
         wait_for_units(
-            waiting, "launched", timeout=timeout, active=True, lines=lines, settle=settle
+            waiting + already, "launched", timeout=timeout, active=True, lines=lines,
+            settle=settle, quiet=frozenset(already),
         )
     )
 

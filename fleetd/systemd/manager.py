@@ -69,6 +69,10 @@ class UnitState:
     def needs_details(self) -> bool:
         return self.active == "failed" or self.load in BAD_LOAD_STATES
 
+    @property
+    def detailed(self) -> bool:
+        return bool(self.result or self.exit or self.load_error)
+
 
 @dataclass(frozen=True)
 class SystemdConfig:
@@ -295,10 +299,17 @@ class SystemdManager:
         return states
 
     async def unit_state(self, name: str) -> UnitState:
+        """The unit's state read now (with why it fails, when it does)."""
         bus = self._require_bus()
         (rows,) = await bus.call("ListUnitsByNames", "as", [[name]])
         row = rows[0]
         state = UnitState(row[0], row[2], row[3], row[4])
+        if state.needs_details:
+            current = self._states.get(name)
+            if current is not None and current.detailed and state.same_as(current):
+                state = current
+            else:
+                state = await self._with_details(state, bus)
         if self.is_managed(name):
             self._update(state)
         return state
@@ -322,7 +333,7 @@ class SystemdManager:
         if current == state:
             return
         self._states[state.name] = state
-        if state.needs_details:
+        if state.needs_details and not state.detailed:
             self._spawn(self._complete(state))
         else:
             self._emit(state)

@@ -24,8 +24,7 @@ import pytest
 from fleetd.api.server import APIServer, TLSFiles
 from fleetd.sandbox.pki import make_pki
 from fleetd.unit import UNIT_TYPES
-from tests.cli import test_ssh
-from tests.cli.conftest import M1, Cluster
+from tests.cli.conftest import M1, NO_SSHD, Cluster
 
 HINT = "is fleetd running? set FLEETCTL_ENDPOINT or --endpoint"
 SCHEMES = "(use unix:///path, http://host:port or https://host:port)"
@@ -364,10 +363,7 @@ async def test_a_bare_strict_host_key_checking_takes_no_argument(cluster: Cluste
     assert await run("list-units", "--no-legend") == listed
 
 
-sshd = test_ssh.sshd  # the real sshd on M1's address (tests/cli/test_ssh.py)
-
-
-@pytest.mark.skipif(test_ssh.NO_SSHD, reason="sshd or ssh-agent is missing")
+@pytest.mark.skipif(NO_SSHD, reason="sshd or ssh-agent is missing")
 async def test_strict_host_key_checking_is_honoured_in_every_form(
     cluster: Cluster, sshd: Any, tmp_path: Path
 ) -> None:

@@ -245,3 +245,28 @@ async def test_status_of_a_global_unit_runs_on_each_of_its_machines(remote: Remo
     finally:
         await remote.manager.stop_unit("glob.service")
         await lease_c.revoke()
+
+
+@needs_sshd
+@needs_root
+async def test_a_failed_units_journal_is_read_over_ssh_when_the_api_cannot_reach_it(
+    remote: Remote,
+) -> None:
+    """`start` of a unit that failed on a machine the API cannot reach: the failure is told in
+    systemd's words, and its journal is asked of that machine with journalctl over SSH (port 22,
+    as fleet's status/journal default; nothing listens there in this test, so ssh says so)."""
+    registry, unit_hash = remote.cluster.registry, (await remote.cluster.registry.snapshot()).jobs[
+        "hello.service"].unit_hash  # fmt: skip
+    lease = await registry.grant_lease(30)
+    failed = UnitState("hello.service", B, unit_hash, "loaded", "failed", "failed",
+                       result="exit-code", exit="main process (code=killed, status=9/KILL)")
+    await registry.publish_state(failed, lease)
+    rc, out, err = await remote.cluster.fleetctl(*remote.flags, "--debug", "start", "hello")
+    assert rc == 1, err
+    assert out == f"Unit hello.service failed on {B[:8]}.../{SSHD_IP}\n"
+    assert ("hello.service: systemd reports ActiveState=failed SubState=failed, "
+            "Result=exit-code, main process (code=killed, status=9/KILL)\n") in err
+    assert f"'{SSHD_IP}', '--', 'journalctl', '--unit', 'hello.service', '--no-pager', '-n', " \
+           "'10']" in err  # fmt: skip
+    assert "hello.service: journal unavailable: ssh exited 255: " in err
+    await lease.revoke()

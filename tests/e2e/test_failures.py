@@ -69,6 +69,10 @@ def test_a_process_that_dies_at_once_is_a_failure_not_a_launch(fleetctl) -> None
     assert_failed(done, "false.service", "systemd reports ActiveState=failed SubState=failed, "
                   "Result=exit-code, ExecStart=/bin/false (code=exited, status=1/FAILURE)")
     assert "journal lines" not in done.stderr  # --lines 0: no journal
+    # started again while it is failed (already desired launched): fleet said nothing and
+    # exited 0; the failure is told again, exit 1
+    again = fleetctl("start", "--lines", "0", "false.service")
+    assert_failed(again, "false.service", "systemd reports ActiveState=failed")
 
 
 def test_a_unit_systemd_refuses_to_load(fleetctl) -> None:
