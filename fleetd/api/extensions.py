@@ -16,7 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from fleetd.api.serialization import Fail, read_json
+from fleetd.api.serialization import Fail, body_flag, body_timeout, read_json
 from fleetd.engine import plan_for
 from fleetd.model import JobState, ModelError
 from fleetd.reconcile.waiting import (
@@ -462,14 +462,7 @@ def _wait_request(body: object) -> tuple[list[str], JobState, bool, float | None
         raise Fail(
             400, f"invalid state {body.get('state')!r}: expected inactive, loaded or launched"
         ) from None
-    active = body.get("active", False)
-    if not isinstance(active, bool):
-        raise Fail(400, "active must be true or false")
-    timeout = body.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
-    ):
-        raise Fail(400, "timeout must be a non-negative number of seconds or null")
+    active, timeout = body_flag(body, "active"), body_timeout(body)
     settle = body.get("settle", 0)
     if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 600:
         raise Fail(400, "settle must be a number of seconds between 0 and 600")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from fleetd.api.serialization import Fail, json_response, read_json
+from fleetd.api.serialization import Fail, body_flag, body_timeout, json_response, read_json
 from fleetd.model import JobState
 from fleetd.reconcile.waiting import is_global, systemd_reason
 from fleetd.registry import JobNotFound, RestartRequested, Snapshot
@@ -96,15 +96,7 @@ def _restart_request(body: object) -> tuple[str, bool, float | None]:
     machine = body.get("machineID")
     if not isinstance(machine, str) or not machine:
         raise Fail(400, "machineID must be the ID of a machine running the unit")
-    wait = body.get("wait", False)
-    if not isinstance(wait, bool):
-        raise Fail(400, "wait must be true or false")
-    timeout = body.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
-    ):
-        raise Fail(400, "timeout must be a non-negative number of seconds or null")
-    return machine, wait, timeout
+    return machine, body_flag(body, "wait"), body_timeout(body)
 
 
 # --- handler ---------------------------------------------------------------------------------

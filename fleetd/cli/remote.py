@@ -204,16 +204,23 @@ def _remote_argv(address: str, command: list[str], ssh_port: int) -> list[str]:
     the remote shell (unit names may hold backslashes)."""
     import shlex
 
+    return _ssh_with_flags(address, [shlex.quote(word) for word in command], ssh_port, False)
+
+
+def _ssh_with_flags(
+    address: str, command: list[str], ssh_port: int, forward_agent: bool
+) -> list[str]:
+    """`ssh_argv` with the global SSH flags (user, host key checking, timeout, --tunnel)."""
     opts = settings()
     known_hosts = os.path.expanduser(opts.known_hosts_file)
     if opts.strict_host_key_checking:
         os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
     return ssh_argv(
         address,
-        [shlex.quote(word) for word in command],
+        command,
         user=opts.ssh_username,
         port=ssh_port,
-        forward_agent=False,
+        forward_agent=forward_agent,
         strict=opts.strict_host_key_checking,
         known_hosts=known_hosts,
         timeout=opts.ssh_timeout,
@@ -368,21 +375,7 @@ def ssh(args: tuple[str, ...], forward_agent: bool, machine: str, unit: str, ssh
         raise Failure("Could not determine address of machine.")
     if rest and rest[0] == "--":
         rest = rest[1:]
-    known_hosts = os.path.expanduser(opts.known_hosts_file)
-    if opts.strict_host_key_checking:
-        os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
-    tunnel = opts.tunnel
-    argv = ssh_argv(
-        address,
-        rest,
-        user=opts.ssh_username,
-        port=ssh_port,
-        forward_agent=forward_agent,
-        strict=opts.strict_host_key_checking,
-        known_hosts=known_hosts,
-        timeout=opts.ssh_timeout,
-        tunnel=tunnel,
-    )
+    argv = _ssh_with_flags(address, rest, ssh_port, forward_agent)
     opts.debug_log(f"running {argv}")
     sys.stdout.flush()
     sys.stderr.flush()
