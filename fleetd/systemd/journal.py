@@ -2,12 +2,22 @@
 
 `async with JournalStream(...) as lines: async for line in lines: ...`; leaving the block, or
 cancelling the task reading it, terminates the child and reaps it.
+
+Following never starts from the journal's tail. journalctl 252 (Debian 12) loses entries when
+`--follow --lines N` starts while the unit has no entries yet (a unit just started, a fresh
+machine): it seeks to the tail, finds nothing to step back to, and then skips the first entries
+appended after it (measured: 1 to 3 of the first 5 lines, never shown; a unit that prints once and
+then waits is never shown at all). So a follow is two runs: the unit's last lines with the cursor
+of the last one (`--show-cursor`), then `--follow --after-cursor` that cursor, or, when the unit
+had no entry yet, `--follow --no-tail` from the head (all of its entries are new then). Every
+entry written after the lines shown comes exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 import structlog
@@ -18,21 +28,44 @@ log = structlog.get_logger(__name__)
 
 Wrapper = Callable[[Sequence[str]], list[str]]
 
-
-def journal_argv(unit: str, *, lines: int | None = None, follow: bool = False) -> list[str]:
-    argv = ["journalctl", "--unit", unit, "--no-pager", "--quiet", "--output", "short"]
-    if lines is not None:
-        argv += ["--lines", str(lines)]
-    if follow:
-        argv.append("--follow")
-    return argv
-
+_CURSOR = "-- cursor: "
+_FOLLOW_LINES = 10  # journalctl --follow's own default
 
 # journald writes what it receives asynchronously: `journalctl --sync` makes it write all it has
 # received first, so the last lines of a unit that just failed (the error it printed, systemd's
 # "Failed at step EXEC") are there to read. Best effort: without the right to ask, or when
 # journald does not answer in time, the journal is read as it is.
 SYNC_TIMEOUT = 2.0
+
+
+def journal_argv(
+    unit: str | None, *, lines: int | None = None, follow: bool = False,
+    after_cursor: str | None = None, show_cursor: bool = False, no_tail: bool = False,
+) -> list[str]:
+    """journalctl's argv for `unit` (None: every entry of the journal). A bare `follow` starts
+    from the tail, which can lose entries (see the module's docstring): JournalStream follows
+    `after_cursor`, or from the head (`no_tail`)."""
+    argv = ["journalctl", "--no-pager", "--quiet", "--output", "short"]
+    if unit is not None:
+        argv[1:1] = ["--unit", unit]
+    if lines is not None:
+        argv += ["--lines", str(lines)]
+    if show_cursor:
+        argv.append("--show-cursor")
+    if after_cursor is not None:
+        argv.append(f"--after-cursor={after_cursor}")
+    if follow:
+        argv.append("--follow")
+    if no_tail:
+        argv.append("--no-tail")
+    return argv
+
+
+def split_cursor(lines: list[str]) -> tuple[list[str], str | None]:
+    """`--show-cursor` output: the entries' lines, and the cursor after them (None: no entry)."""
+    if lines and lines[-1].startswith(_CURSOR):
+        return lines[:-1], lines[-1][len(_CURSOR):].strip() or None
+    return lines, None
 
 
 class JournalStream:
@@ -48,18 +81,21 @@ class JournalStream:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.unit = unit
-        argv = journal_argv(unit, lines=lines, follow=follow)
-        self.argv = wrap(argv) if wrap else argv
-        sync = ["journalctl", "--sync"]
-        self.sync_argv = wrap(sync) if wrap else sync
+        self.lines = lines
+        self.follow = follow
+        self._wrap = wrap
         self._env = dict(env) if env is not None else None
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | None = None  # the journalctl streaming lines
+        self._backlog: deque[str] = deque()  # the last lines of a follow, shown first
         self._closed = False
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        return self._wrap(argv) if self._wrap else argv
 
     async def _sync(self) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.sync_argv, stdin=asyncio.subprocess.DEVNULL,
+                *self._argv(["journalctl", "--sync"]), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 env=self._env,
             )
@@ -75,16 +111,47 @@ class JournalStream:
         if proc.returncode:
             log.debug("systemd.journal_sync_failed", unit=self.unit, status=proc.returncode)
 
-    async def open(self) -> JournalStream:
-        await self._sync()
+    async def _spawn(self, argv: list[str]) -> asyncio.subprocess.Process:
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, env=self._env,
+            return await asyncio.create_subprocess_exec(
+                *self._argv(argv), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=self._env,
             )
         except OSError as exc:
             raise TemporaryError(f"cannot run journalctl: {exc}") from exc
-        log.debug("systemd.journal_opened", unit=self.unit, pid=self.proc.pid)
+
+    async def _output(self, argv: list[str]) -> list[str]:
+        """Run journalctl to its end: its output lines (reaped even when cancelled)."""
+        proc = await self._spawn(argv)
+        try:
+            out, _ = await proc.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
+        return out.decode("utf-8", "replace").splitlines()
+
+    async def _follow_argv(self) -> list[str]:
+        """Read the unit's last lines into the backlog; the argv following on from them."""
+        lines = _FOLLOW_LINES if self.lines is None else self.lines
+        # at least one line: its cursor is where the follow goes on (with --lines 0 too)
+        shown, cursor = split_cursor(await self._output(
+            journal_argv(self.unit, lines=max(lines, 1), show_cursor=True)
+        ))
+        if lines:
+            self._backlog.extend(shown)
+        # after the unit's last entry (a cursor of the unit's own: journalctl skips one entry
+        # after a cursor its filter does not match), or from the head when it had none yet
+        return journal_argv(self.unit, follow=True, after_cursor=cursor, no_tail=True)
+
+    async def open(self) -> JournalStream:
+        await self._sync()
+        argv = (
+            await self._follow_argv() if self.follow else journal_argv(self.unit, lines=self.lines)
+        )
+        self.proc = await self._spawn(argv)
+        log.debug("systemd.journal_opened", unit=self.unit, pid=self.proc.pid, argv=argv)
         return self
 
     async def __aenter__(self) -> JournalStream:
@@ -99,6 +166,8 @@ class JournalStream:
     async def __anext__(self) -> str:
         if self.proc is None:
             await self.open()
+        if self._backlog:
+            return self._backlog.popleft()
         assert self.proc is not None and self.proc.stdout is not None
         line = await self.proc.stdout.readline()
         if not line:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 from systemd_helpers import EVENT_DEADLINE, HELLO, process_gone, wait_state
@@ -38,6 +40,49 @@ async def test_follow_yields_lines_as_they_are_written_then_journal_returns_them
     assert 1 <= len(got) <= 5
     assert any("Hello World" in line for line in got)
     await manager.stop_unit("hello.service")
+
+
+async def lines_until(stream, last: str) -> list[str]:
+    """The messages (after `sh[pid]: `) the stream yields, up to and including `last`."""
+    got = []
+    async for line in stream:
+        got.append(line.rsplit(": ", 1)[-1])
+        if got[-1] == last:
+            return got
+    raise AssertionError(f"the stream ended before {last!r}: {got}")
+
+
+async def test_a_follow_opened_before_the_units_first_line_shows_every_line(
+    manager: SystemdManager,
+) -> None:
+    # journalctl 252's own `--follow --lines N` lost the first lines of a unit that had none yet
+    five = "[Service]\nExecStart=/bin/sh -c 'for i in 1 2 3 4 5; do echo L$i; done; exec sleep 600'\n"
+    async with manager.journal("fresh.service", lines=10, follow=True) as follow:
+        await manager.load("fresh.service", five)
+        await manager.start_unit("fresh.service")
+        got = await asyncio.wait_for(lines_until(follow, "L5"), EVENT_DEADLINE)
+    assert got == ["L1", "L2", "L3", "L4", "L5"]
+    await manager.stop_unit("fresh.service")
+
+
+async def test_a_follow_shows_the_last_lines_then_each_new_line_once(
+    manager: SystemdManager, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    unit = (
+        "[Service]\nExecStart=/bin/sh -c 'for i in 1 2 3 4 5; do echo L$i; done; "
+        f"read x < {fifo}; echo L6; exec sleep 600'\n"
+    )
+    async with manager.journal("later.service", lines=0, follow=True) as first:
+        await manager.load("later.service", unit)
+        await manager.start_unit("later.service")
+        await asyncio.wait_for(lines_until(first, "L5"), EVENT_DEADLINE)  # all 5 are written
+    async with manager.journal("later.service", lines=2, follow=True) as follow:
+        assert await asyncio.wait_for(lines_until(follow, "L5"), EVENT_DEADLINE) == ["L4", "L5"]
+        await asyncio.wait_for(asyncio.to_thread(fifo.write_text, "go\n"), EVENT_DEADLINE)
+        assert await asyncio.wait_for(lines_until(follow, "L6"), EVENT_DEADLINE) == ["L6"]
+    await manager.stop_unit("later.service")
 
 
 async def test_cancelling_a_follow_leaves_no_journalctl(manager: SystemdManager) -> None:
