@@ -29,9 +29,12 @@ HELLO = parse_unit(
 
 
 def apache(tmp: Path):
+    # The file is written by ExecStartPre, which ends before the main process is started: so
+    # `active` means the file is there (an `echo` in ExecStart may still be pending at `active`).
     return parse_unit(
         "[Unit]\nDescription=Fake Apache instance %i\n[Service]\n"
-        f"ExecStart=/bin/sh -c 'echo %i > {tmp}/apache-%i; exec sleep infinity'\n"
+        f"ExecStartPre=/bin/sh -c 'echo %i > {tmp}/apache-%i'\n"
+        "ExecStart=/bin/sleep infinity\n"
         "[X-Fleet]\nX-Conflicts=apache@*.service\n"
     )
 

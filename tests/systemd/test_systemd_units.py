@@ -93,7 +93,9 @@ async def test_template_instance_runs_with_its_instance_name(
 ) -> None:
     out = tmp_path / "apache-out"
     out.mkdir()
-    template = f"[Service]\nExecStart=/bin/sh -c 'echo %i > {out}/port; exec sleep 600'\n"
+    # ExecStartPre ends before the main process starts: at `active` the file is written (an
+    # `echo` in ExecStart could still be pending then, and a stop right after would lose it)
+    template = f"[Service]\nExecStartPre=/bin/sh -c 'echo %i > {out}/port'\nExecStart=/bin/sleep 600\n"
     changes = manager.changes()
     await manager.load("apache@.service", template)
     assert await manager.start_unit("apache@80.service") == "done"
