@@ -6,6 +6,7 @@ server from `private_etcd` / `etcd_cluster`, so they never disturb the shared on
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,16 @@ from fleetd.sandbox.etcd import EtcdCluster, EtcdServer
 # 15-minute budget); `make test-quick` leaves them out while iterating.
 _SLOW_DIRS = ("faults", "fuzz")
 _SLOW_TESTS = ("test_walkthrough", "test_fleetd_restart_shows_the_banner_then_recovers")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests press Ctrl-C (SIGINT) on the fleetctl they start, as a user at a terminal does. A
+    suite started in the background by a shell without job control (`make test &` in a script,
+    nohup, some CI runners) inherits SIGINT *ignored*, and so does every fleetctl it starts:
+    `journal -f` then never ends on Ctrl-C and those tests time out. Give the session back the
+    default disposition (a handled signal is reset to the default in children at exec)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
