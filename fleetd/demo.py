@@ -2,8 +2,9 @@
 
 Each step shows the command and what it printed. The units are the walkthrough's, made
 docker-free: hello.service is a /bin/sh loop printing Hello World, apache@.service serves HTTP
-with `python3 -m http.server %i`; plus a Global unit and a MachineMetadata unit; then a machine is
-killed and its unit comes up elsewhere. `--keep` leaves the sandbox running afterwards.
+with Python's http.server (ready once it listens); plus a Global unit and a MachineMetadata unit;
+then a machine is killed and its unit comes up elsewhere. `--keep` leaves the sandbox running
+afterwards.
 """
 
 from __future__ import annotations
@@ -27,11 +28,22 @@ Description=Hello World
 [Service]
 ExecStart=/bin/sh -c 'while true; do echo Hello World; sleep 1; done'
 """
-APACHE = """[Unit]
+# Type=notify: the server tells systemd READY=1 once it listens, so `fleetctl start` (which waits
+# for active) returns when the port answers; with `python3 -m http.server` (Type=simple) it
+# returned at the fork, and the walkthrough's GET right after could come before the bind.
+SERVE = (
+    "import http.server as h, os, socket, sys; "
+    's = h.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), h.SimpleHTTPRequestHandler); '
+    "n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+    'n.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"]); '
+    "s.serve_forever()"
+)
+APACHE = f"""[Unit]
 Description=Fake Apache instance %i
 
 [Service]
-ExecStart=/usr/bin/python3 -m http.server %i --bind 127.0.0.1
+Type=notify
+ExecStart=/usr/bin/python3 -c '{SERVE}' %i
 
 [X-Fleet]
 X-Conflicts=apache@*.service
