@@ -169,6 +169,8 @@ def walkthrough(w: Walkthrough, sandbox_dir: Path) -> None:
 
     w.say("a Global unit runs on every machine; a MachineMetadata unit on the role=db machine")
     w.run(fleetctl, "start", "global.service", "dbonly.service")
+    # as fleet's, `start` does not wait for a Global unit: wait until every machine runs it
+    asyncio.run(wait_active_on(sandbox_dir, "global.service", machines=3))
     w.run(fleetctl, "list-units")
     w.run(fleetctl, "list-unit-files")
 
@@ -198,14 +200,38 @@ def _sandbox_name(sandbox_dir: Path, machine_id: str) -> str:
     return Sandbox(sandbox_dir).find(machine_id).name
 
 
-async def wait_moved(sandbox_dir: Path, unit: str, dead: str, deadline: float = 120.0) -> str:
-    """The machine (not `dead`) where `unit` becomes active, from the registry's watch."""
-    from fleetd.registry import EtcdConfig, Registry
+def _etcd_config(sandbox_dir: Path):  # type: ignore[no-untyped-def]
+    from fleetd.registry import EtcdConfig
     from fleetd.sandbox.cluster import Sandbox
 
     state = Sandbox(sandbox_dir).state
     assert state is not None
-    config = EtcdConfig(endpoints=[f"127.0.0.1:{state.etcd_port}"])
+    return EtcdConfig(endpoints=[f"127.0.0.1:{state.etcd_port}"])
+
+
+async def wait_active_on(
+    sandbox_dir: Path, unit: str, machines: int, deadline: float = 120.0
+) -> None:
+    """Until `unit` is active on `machines` machines, from the registry's watch."""
+    from fleetd.registry import Registry
+
+    def running(snapshot) -> bool:  # type: ignore[no-untyped-def]
+        return sum(
+            name == unit and st.active == "active" for (name, _), st in snapshot.states.items()
+        ) >= machines
+
+    async def follow() -> None:
+        async with Registry(_etcd_config(sandbox_dir)) as registry:
+            await registry.wait_for(running)
+
+    await asyncio.wait_for(follow(), deadline)
+
+
+async def wait_moved(sandbox_dir: Path, unit: str, dead: str, deadline: float = 120.0) -> str:
+    """The machine (not `dead`) where `unit` becomes active, from the registry's watch."""
+    from fleetd.registry import Registry
+
+    config = _etcd_config(sandbox_dir)
 
     def running_elsewhere(snapshot) -> str | None:  # type: ignore[no-untyped-def]
         for (name, machine), st in snapshot.states.items():
