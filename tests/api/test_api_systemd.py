@@ -4,8 +4,11 @@ forwarded from the fleetd of another machine over its peer listener."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import AsyncIterator
@@ -13,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from api_helpers import HELLO, engine_running, machine, publish
+from api_helpers import HELLO, UnixHTTP, engine_running, machine, publish
 
-from fleetd.api.client import APIError, Client
+from fleetd.api.client import PREFIX, APIError, Client
 from fleetd.api.server import APIServer, TLSFiles
 from fleetd.model import JobState
 from fleetd.registry import EtcdConfig, Registry
@@ -93,9 +96,9 @@ async def cluster(
             shutil.rmtree(sock_dir, ignore_errors=True)
 
 
-async def run_on_b(registry: Registry, cluster, name: str) -> None:
+async def run_on_b(registry: Registry, cluster, name: str, unit=HELLO) -> None:  # type: ignore[no-untyped-def]
     """Submit `name` pinned to B, let the engine place it, start it as B's agent would."""
-    options = [*HELLO, {"section": "X-Fleet", "name": "MachineID", "value": B}]
+    options = [*unit, {"section": "X-Fleet", "name": "MachineID", "value": B}]
     client_a, _, inspector = cluster
     assert await asyncio.to_thread(client_a.put_unit, name, options=options, desired_state="launched") == 201
     async with engine_running(registry, A):
@@ -186,3 +189,43 @@ async def test_journal_follow_streams_and_ends_with_the_client(registry: Registr
     chunks = await asyncio.to_thread(lambda: b"".join(client_b.journal("chatty.service", lines=5)))
     assert b"Hello World" in chunks
     await inspector.manager.stop_unit("chatty.service")
+
+
+async def test_journal_follow_of_a_unit_without_lines_yet_shows_its_first_lines(
+    registry: Registry, cluster, tmp_path: Path
+) -> None:
+    """`fleetctl start x && fleetctl journal -f x`: the follow can begin before the unit's first
+    line (journalctl 252's own `--follow --lines N` then skipped the first lines for good)."""
+    client_a, _, inspector = cluster
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    script = f"read x < {fifo}; echo L1; echo L2; echo L3; exec sleep 600"
+    unit = [{"section": "Service", "name": "ExecStart", "value": f"/bin/sh -c '{script}'"}]
+    await run_on_b(registry, cluster, "quiet.service", unit)  # running, no line written yet
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    following = asyncio.Event()
+    conn = UnixHTTP(client_a.endpoint.removeprefix("unix://"), timeout=DEADLINE)
+
+    def follow() -> None:  # through A, forwarded to B
+        conn.request("GET", f"{PREFIX}/x/units/quiet.service/journal?lines=10&follow=true")
+        resp = conn.getresponse()  # its headers: journalctl follows on B
+        assert resp.status == 200
+        loop.call_soon_threadsafe(following.set)
+        with contextlib.suppress(OSError, http.client.IncompleteRead):  # ended by the shutdown
+            while chunk := resp.read1(65536):
+                for line in chunk.decode().splitlines():
+                    loop.call_soon_threadsafe(lines.put_nowait, line.rsplit(": ", 1)[-1])
+
+    reader = asyncio.create_task(asyncio.to_thread(follow))
+    try:
+        await asyncio.wait_for(following.wait(), DEADLINE)
+        await asyncio.wait_for(asyncio.to_thread(fifo.write_text, "go\n"), DEADLINE)  # now L1-3
+        seen = [await asyncio.wait_for(lines.get(), DEADLINE) for _ in range(3)]
+        assert seen == ["L1", "L2", "L3"]
+    finally:
+        if conn.sock is not None:
+            conn.sock.shutdown(socket.SHUT_RDWR)  # the client goes away: the read ends
+        await asyncio.wait_for(reader, DEADLINE)
+        conn.close()
+    await inspector.manager.stop_unit("quiet.service")
