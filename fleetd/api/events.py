@@ -17,8 +17,10 @@ client goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -41,7 +43,7 @@ from fleetd.registry.events import (
 if TYPE_CHECKING:
     from fleetd.api.server import Context
 
-__all__ = ["change_line", "on_shutdown", "routes", "snapshot_line"]
+__all__ = ["change_line", "endless", "on_shutdown", "routes", "snapshot_line"]
 
 # the open streams of each application: they end when it shuts down (not after aiohttp's grace)
 _streams: weakref.WeakKeyDictionary[web.Application, set[asyncio.Task[Any]]] = (
@@ -94,14 +96,8 @@ def change_line(
 # --- handler ---------------------------------------------------------------------------------
 def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def events(request: web.Request) -> web.StreamResponse:
-        task = asyncio.current_task()
-        streams = _streams.setdefault(request.app, set())
-        if task is not None:
-            streams.add(task)
-        try:
+        with endless(request):
             return await follow(request)
-        finally:
-            streams.discard(task)  # type: ignore[arg-type]
 
     async def follow(request: web.Request) -> web.StreamResponse:
         snapshot = await ctx.snapshot()
@@ -124,8 +120,22 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     return [web.get(f"{prefix}/x/events", events)]
 
 
+@contextlib.contextmanager
+def endless(request: web.Request) -> Iterator[None]:
+    """Within it, the handler of `request` streams until its client leaves (the event stream, a
+    followed journal): its application's shutdown cancels it (see `on_shutdown`)."""
+    task = asyncio.current_task()
+    streams = _streams.setdefault(request.app, set())
+    if task is not None:
+        streams.add(task)
+    try:
+        yield
+    finally:
+        streams.discard(task)  # type: ignore[arg-type]
+
+
 async def on_shutdown(app: web.Application) -> None:
-    """End the application's event streams (`app.on_shutdown`): a stream never ends by itself,
+    """End the application's endless streams (`app.on_shutdown`): they never end by themselves,
     and aiohttp would otherwise wait its whole shutdown timeout for it."""
     for task in list(_streams.get(app, ())):
         task.cancel()

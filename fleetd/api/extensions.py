@@ -16,6 +16,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from fleetd.api.events import endless
 from fleetd.api.serialization import Fail, body_flag, body_timeout, read_json
 from fleetd.engine import plan_for
 from fleetd.model import JobState, ModelError
@@ -175,9 +176,12 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         return web.Response(text="\n".join(texts), content_type="text/plain")
 
     async def journal(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        lines = _query_int(request, "lines", 10)
         follow = _query_bool(request, "follow")
+        with endless(request) if follow else contextlib.nullcontext():
+            return await journal_of(request, _query_int(request, "lines", 10), follow)
+
+    async def journal_of(request: web.Request, lines: int, follow: bool) -> web.StreamResponse:
+        name = request.match_info["name"]
         snapshot = await ctx.snapshot()
         machines = unit_machines(snapshot, name, verb="running")
         job = snapshot.jobs[name]
@@ -233,12 +237,11 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         return web.Response(text=text, content_type="text/plain")
 
     async def peer_journal(request: web.Request) -> web.StreamResponse:
-        return await local_journal(
-            request,
-            request.match_info["name"],
-            _query_int(request, "lines", 10),
-            _query_bool(request, "follow"),
-        )
+        follow = _query_bool(request, "follow")
+        with endless(request) if follow else contextlib.nullcontext():
+            return await local_journal(
+                request, request.match_info["name"], _query_int(request, "lines", 10), follow
+            )
 
     async def wait(request: web.Request) -> web.StreamResponse:
         names, state, active, timeout, settle = _wait_request(await read_json(request))

@@ -229,3 +229,39 @@ async def test_journal_follow_of_a_unit_without_lines_yet_shows_its_first_lines(
         await asyncio.wait_for(reader, DEADLINE)
         conn.close()
     await inspector.manager.stop_unit("quiet.service")
+
+
+async def test_stopping_the_api_ends_a_followed_journal(registry: Registry, cluster) -> None:
+    """A followed journal never ends by itself: stopping fleetd's API ends it at once (aiohttp
+    would wait its 60 s shutdown grace for it: `fleetd sandbox restart` took 10 s, SIGKILL)."""
+    _, _, inspector = cluster
+    await run_on_b(registry, cluster, "followed.service")
+    sock_dir = Path(tempfile.mkdtemp(prefix="fapi", dir="/tmp"))
+    server = APIServer(registry, B, inspector=inspector)  # another API of B's
+    await server.start(sock_dir / "c.sock")
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def follow() -> str:
+        stream = Client(f"unix://{sock_dir / 'c.sock'}", timeout=10).journal(
+            "followed.service", lines=1, follow=True
+        )
+        try:
+            for chunk in stream:
+                loop.call_soon_threadsafe(lines.put_nowait, chunk.decode())
+        except APIError as err:  # Unreachable: the server went away mid-stream
+            return err.message
+        return "ended"
+
+    opened = len(inspector.streams)
+    reader = asyncio.create_task(asyncio.to_thread(follow))
+    try:
+        assert "Hello World" in await asyncio.wait_for(lines.get(), DEADLINE)
+        await asyncio.wait_for(server.stop(), DEADLINE)  # a bound, far below aiohttp's 60 s
+        assert "lost the fleet API" in await asyncio.wait_for(reader, DEADLINE)
+        stream = inspector.streams[opened]
+        assert stream.proc is not None and stream.proc.returncode is not None  # reaped
+    finally:
+        await server.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    await inspector.manager.stop_unit("followed.service")
