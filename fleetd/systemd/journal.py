@@ -46,8 +46,6 @@ def journal_argv(
     from the tail, which can lose entries (see the module's docstring): JournalStream follows
     `after_cursor`, or from the head (`no_tail`)."""
     argv = ["journalctl", "--no-pager", "--quiet", "--output", "short"]
-    if unit is not None:
-        argv[1:1] = ["--unit", unit]
     if lines is not None:
         argv += ["--lines", str(lines)]
     if show_cursor:
@@ -58,7 +56,26 @@ def journal_argv(
         argv.append("--follow")
     if no_tail:
         argv.append("--no-tail")
+    if unit is not None:
+        argv += unit_matches(unit)
     return argv
+
+
+# The fields that tie an entry to a unit. `--unit` matches the sender's cgroup (_SYSTEMD_UNIT),
+# which journald reads from /proc when it processes the entry: the lines of a process that has
+# exited by then (the forked child's "Failed at step EXEC spawning /usr/bin/docker", written just
+# before it exits with 203) lose it and only carry the unit in UNIT= (a system manager's child)
+# or USER_UNIT= (a user manager's). So the entries of a unit are any that name it in one of them.
+_UNIT_FIELDS = ("_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT", "UNIT", "USER_UNIT", "OBJECT_SYSTEMD_UNIT",
+                "COREDUMP_UNIT")  # fmt: skip
+
+
+def unit_matches(unit: str) -> list[str]:
+    """journalctl matches for the entries of `unit`: `F1=unit + F2=unit + ...` (any of them)."""
+    matches: list[str] = []
+    for field in _UNIT_FIELDS:
+        matches += ["+", f"{field}={unit}"] if matches else [f"{field}={unit}"]
+    return matches
 
 
 def split_cursor(lines: list[str]) -> tuple[list[str], str | None]:

@@ -109,28 +109,28 @@ async def test_two_engines_one_leader_and_failover(etcd_config: EtcdConfig) -> N
     ):
         await machine(obs, M3, ttl=30)
         e1, e2 = Engine(r1, M1, lease_ttl=2), Engine(r2, M2, lease_ttl=2)
-        t1 = asyncio.create_task(e1.run())
-        async with running(e2):
+        async with running(e1) as t1, running(e2) as t2:
             await asyncio.wait_for(_first_leader(e1, e2), 10)
             assert e1.is_leader.is_set() != e2.is_leader.is_set()  # one leader, never two
             leader_info = await obs.leader()
             assert leader_info is not None
-            if leader_info.machine_id == M2:
-                # make e1 the leader first so that killing it tests failover to e2
-                await r2.resign(e2._leadership)
-                await asyncio.wait_for(e1.is_leader.wait(), 10)
-            # kill e1 the hard way: its task dies without resigning or revoking its lease
-            t1.cancel()
+            # whichever won (a resign would let either win again): kill it the hard way, its
+            # task dies without resigning or revoking its lease, and the other takes over
+            leader, task, follower, other = (
+                (e1, t1, e2, M2) if leader_info.machine_id == M1 else (e2, t2, e1, M1)
+            )
+            assert leader.is_leader.is_set()
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await t1
+                await task
             killed_at = time.monotonic()
             # pending work submitted meanwhile is done by the new leader
             await obs.create_job("pending.service", HELLO, JobState.LAUNCHED)
-            await asyncio.wait_for(e2.is_leader.wait(), 10)
+            await asyncio.wait_for(follower.is_leader.wait(), 10)
             print(f"new leader after {time.monotonic() - killed_at:.3f}s (lease ttl 2s)")
             await until(obs, lambda s: placements(s) == {"pending.service": M3})
             leader_info = await obs.leader()
-            assert leader_info is not None and leader_info.machine_id == M2
+            assert leader_info is not None and leader_info.machine_id == other
 
 
 async def _first_leader(*engines: Engine) -> None:
