@@ -491,9 +491,21 @@ class EtcdClient:
         stream = client.watch.watch(  # type: ignore[union-attr]
             key, range_end=_range_end(key, prefix), start_revision=start_revision
         )
+        # The first answer (the `created` ack) must come within a request's time, or the stream
+        # is taken as broken and the caller resumes (with backoff): once, after an etcd restart
+        # under load, a new watch got no answer at all and its watcher waited forever. Later
+        # answers come when something changes: no limit on those.
+        opening = max(self._t, 1.0)
         acks = 0
         try:
-            async for resp in stream:
+            try:
+                async with asyncio.timeout(opening):
+                    resp = await anext(stream, None)
+            except TimeoutError:
+                raise WatchInterrupted(
+                    f"no answer to the watch request within {opening:g} s"
+                ) from None
+            while resp is not None:
                 if resp.canceled:
                     if resp.compact_revision > 0:
                         raise WatchCompacted(resp.compact_revision)
@@ -502,10 +514,9 @@ class EtcdClient:
                     acks += 1
                     if acks > 1:
                         raise WatchInterrupted("watch stream was re-created after a disconnect")
-                    continue
-                if resp.compact_revision > 0:
+                elif resp.compact_revision > 0:
                     raise WatchCompacted(resp.compact_revision)
-                if resp.events:
+                elif resp.events:
                     yield WatchBatch(
                         resp.header.revision,
                         tuple(
@@ -518,6 +529,7 @@ class EtcdClient:
                             for ev in resp.events
                         ),
                     )
+                resp = await anext(stream, None)
             raise WatchInterrupted("watch stream ended")
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
