@@ -1,4 +1,4 @@
-"""`make demo`: the walkthrough of ../shared/seed on a real 3-machine sandbox, narrated.
+"""`make demo`: the seed walkthrough (examples/seed) on a real 3-machine sandbox, narrated.
 
 Each step shows the command and what it printed. The units are the walkthrough's, made
 docker-free: hello.service is a /bin/sh loop printing Hello World, apache@.service serves HTTP

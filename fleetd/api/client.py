@@ -88,14 +88,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self._path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = _unix_socket(self._path, self.timeout)
 
 
 class _TunnelledHTTPS(http.client.HTTPSConnection):
@@ -109,14 +102,24 @@ class _TunnelledHTTPS(http.client.HTTPSConnection):
         self._ctx = ctx
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _unix_socket(self._path, self.timeout)
         try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
             self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise
+
+
+def _unix_socket(path: str, timeout: float | None) -> socket.socket:
+    """A stream socket connected to the unix socket at `path` (closed again if that fails)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _parse_endpoint(endpoint: str) -> tuple[str, str, int | None, str]:

@@ -259,14 +259,15 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         async def unschedulable_now() -> None:
             """Units no machine of the cluster can take end the wait now: the planner on the
             waited units' view says so first (cheap), the whole registry confirms it."""
-            if not judge.unplaced():
+            unplaced = judge.unplaced()
+            if not unplaced:
                 return
-            suspects = judge.unplaced() & set(plan_for(judge.view.freeze(copy=False), {})
-                                              .unplaced)
+            reasons = plan_for(judge.view.freeze(copy=False), {}).unplaced
+            suspects = unplaced & set(reasons)
             if not suspects:
                 return
-            whole = snapshot if not few else await ctx.snapshot()
-            reasons = plan_for(whole, {}).unplaced
+            if few:  # the view holds the waited units only: the whole registry decides
+                reasons = plan_for(await ctx.snapshot(), {}).unplaced
             await write(judge.unschedulable({n: reasons[n] for n in suspects if n in reasons}))
 
         await write(judge.judge(names, loop.time()))

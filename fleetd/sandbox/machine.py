@@ -1,6 +1,7 @@
 """One sandbox "machine": a real `systemd --user` on a private bus, in its own mount namespace.
 
-Recipe: shared/docs/namespaced-systemd.md. Per machine:
+The recipe (docs/architecture.md, "systemd", says where it departs from the usual one). Per
+machine:
 - a root directory holding its runtime dir (`$XDG_RUNTIME_DIR`, with the bus at `run/bus`), its
   machine-id file and its persistent journal directory;
 - a cgroup `<slice>` under both the `name=systemd` and the unified hierarchy; every process of the
