@@ -278,10 +278,15 @@ class Agent:
                 self._restarted[name] = request.token
 
     async def _follow_systemd(self, changes) -> None:  # type: ignore[no-untyped-def]
+        connects = self.systemd.connect_count
         async for state in changes:
             before = self._states.get(state.name)
             self._states[state.name] = state
-            if before is None or before.active != state.active:
+            # after a reconnect the adapter sends every state again: plan again then, even if
+            # nothing changed, so the actions that failed while the bus was lost are retried
+            reconnected = self.systemd.connect_count != connects
+            connects = self.systemd.connect_count
+            if before is None or before.active != state.active or reconnected:
                 self._dirty.set()
             self._publish_dirty.set()
 

@@ -255,3 +255,30 @@ async def test_restart_request_of_a_stopped_unit_is_done_by_its_next_start(
         await registry.request_restart("other.service", mid, "t2")  # an event that plans again
         await asyncio.wait_for(_until(lambda: node.agent.plans > plans, node), 20)
         assert await node.manager.main_pid("hello.service") == pid  # and no restart followed
+
+
+async def test_units_asked_for_while_the_bus_was_lost_start_once_it_is_back(
+    registry: Registry,
+) -> None:
+    """The bus drops (its dbus-daemon killed), the units are asked to start meanwhile: after the
+    adapter reconnects, the agent plans again (the re-sent states change nothing, yet the
+    starts that failed must be retried) and every unit runs."""
+    import signal
+
+    async with cluster(registry, 1) as (node,):
+        names = [f"late{i}.service" for i in range(5)]
+        for name in names:
+            await registry.create_job(name, HELLO, JobState.LOADED)
+        await until(registry, lambda s: all(state_of(s, n) for n in names))
+        out = await node.machine.run("systemctl", "--user", "show", "-p", "MainPID", "--value",
+                                     "dbus.service")  # fmt: skip
+        dropped = asyncio.create_task(node.manager._bus.wait_disconnected())  # type: ignore[union-attr]
+        os.kill(int(out.strip()), signal.SIGKILL)
+        await asyncio.wait_for(dropped, 20)
+        for name in names:
+            await registry.set_desired(name, JobState.LAUNCHED)
+        await until(
+            registry,
+            lambda s: all(any(st.active == "active" for st in state_of(s, n)) for n in names),
+            30,
+        )
