@@ -35,15 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import write_block
 from fleetd.model import JobState
-from fleetd.registry import (
-    EtcdConfig,
-    LeaderChanged,
-    MachineDown,
-    Registry,
-    ScheduleChanged,
-    Snapshot,
-    StateChanged,
-)
+from fleetd.registry import Changed, EtcdConfig, KeyKind, Registry, Removed, Snapshot
 from fleetd.sandbox.cluster import MachineRecord, Sandbox
 from fleetd.unit import parse_unit
 
@@ -118,13 +110,13 @@ class Failover:
                 async for event in events:
                     now = time.perf_counter() - t0
                     match event:
-                        case MachineDown(machine_id=mid) if mid == victim.id:
+                        case Removed(kind=KeyKind.MACHINE, ident=mid) if mid == victim.id:
                             marks.setdefault("machine gone", now)
-                        case LeaderChanged(leader=leader) if leader is not None:
+                        case Changed(kind=KeyKind.LEADER):
                             marks.setdefault("new leader", now)
-                        case ScheduleChanged(placement=p) if p.name == name:
+                        case Changed(kind=KeyKind.SCHEDULE, ident=n) if n == name:
                             marks.setdefault("re-placed", now)
-                        case StateChanged(state=s) if (
+                        case Changed(kind=KeyKind.STATE, doc=s) if (
                             s.name == name and s.machine_id != victim.id
                             and s.active == "active" and s.sub == "running"
                         ):

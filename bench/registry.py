@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_block
 
 from fleetd.model import Job, Machine, Placement, UnitState
-from fleetd.registry import EtcdConfig, Registry, StateChanged
+from fleetd.registry import Changed, EtcdConfig, KeyKind, Registry
 from fleetd.sandbox.etcd import EtcdServer
 
 WRITES = 2000
@@ -116,7 +116,11 @@ async def bench(endpoint: str) -> dict[str, float]:
                 t0 = time.perf_counter()
                 await reg.publish_state(_state(n), lease)
                 async for event in events:
-                    if isinstance(event, StateChanged) and event.state.sub == f"sub{n}":
+                    if (
+                        isinstance(event, Changed)
+                        and event.kind is KeyKind.STATE
+                        and event.doc.sub == f"sub{n}"
+                    ):
                         break
                 reg_lat.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()

@@ -40,7 +40,7 @@ from fleetd.engine import Engine
 from fleetd.model import JobState, Machine, UnitState
 from fleetd.reconcile.engine import plan_engine
 from fleetd.reconcile.scheduler import JobSpec, MachineSpec
-from fleetd.registry import EtcdConfig, JobChanged, Registry, ScheduleChanged, StateChanged
+from fleetd.registry import Changed, EtcdConfig, KeyKind, Registry
 from fleetd.sandbox.etcd import EtcdServer
 from fleetd.unit import parse_unit
 
@@ -169,10 +169,12 @@ async def run_agents(endpoint: str) -> None:
         async def follow() -> None:
             async with registry.watch(snap.revision + 1) as events:
                 async for event in events:
-                    if isinstance(event, JobChanged):
-                        hashes[event.job.name] = event.job.unit_hash
-                    elif isinstance(event, ScheduleChanged):
-                        queue.put_nowait((event.placement.name, event.placement.machine_id))
+                    if not isinstance(event, Changed):
+                        continue
+                    if event.kind is KeyKind.JOB:
+                        hashes[event.ident] = event.doc.unit_hash
+                    elif event.kind is KeyKind.SCHEDULE:
+                        queue.put_nowait((event.ident, event.doc.machine_id))
 
         tasks = [asyncio.create_task(follow())]
         tasks += [asyncio.create_task(publisher()) for _ in range(PUBLISH_CONCURRENCY)]
@@ -251,18 +253,20 @@ async def _bench_scale(server: EtcdServer, config: EtcdConfig, agents_pid: int) 
                 engine.stdin.write(b"go\n")
                 await engine.stdin.drain()
                 async for event in events:
-                    if isinstance(event, ScheduleChanged):
+                    if not isinstance(event, Changed):
+                        continue
+                    if event.kind is KeyKind.SCHEDULE:
                         placement_events += 1
-                        placed.add(event.placement.name)
+                        placed.add(event.ident)
                         if len(placed) >= JOBS and not place_time:
                             place_time = time.perf_counter() - t0
                             engine_cpu = _cpu_seconds(engine.pid) - cpu0
                             etcd_cpu = _cpu_seconds(server.pid or 0) - etcd_cpu0
                             watcher_cpu = time.process_time() - own_cpu0
-                    elif isinstance(event, StateChanged):
+                    elif event.kind is KeyKind.STATE:
                         state_events += 1
-                        if event.state.active == "active" and event.state.sub == "running":
-                            running.add(event.state.name)
+                        if event.doc.active == "active" and event.doc.sub == "running":
+                            running.add(event.doc.name)
                             if len(running) >= JOBS:
                                 break
             converge_time = time.perf_counter() - t0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from contextlib import aclosing
 from pathlib import Path
 
 import structlog
@@ -28,25 +29,17 @@ from fleetd.reconcile.agent import (
     plan_agent,
 )
 from fleetd.registry import (
+    Changed,
+    ClusterView,
     EtcdUnavailable,
     Event,
-    JobChanged,
-    JobDeleted,
+    KeyKind,
     Lease,
-    MachineDown,
-    MachineUp,
-    MetadataChanged,
-    MetadataDeleted,
     Registry,
-    RestartDeleted,
-    RestartRequested,
+    Removed,
     Resync,
-    ScheduleChanged,
-    ScheduleDeleted,
-    UnitStored,
     effective_metadata,
 )
-from fleetd.registry.events import ClusterView
 from fleetd.registry.watch import Backoff
 from fleetd.systemd.manager import SystemdManager
 from fleetd.systemd.manager import UnitState as SystemdState
@@ -240,26 +233,18 @@ class Agent:
     # ---- following the registry and systemd
 
     async def _follow_registry(self) -> None:
-        backoff = Backoff(first=0.1, cap=2.0)
-        while True:
-            try:
-                snapshot = await self.registry.snapshot()
-            except EtcdUnavailable as err:
-                log.warning("agent.snapshot_retry", machine=self.machine.id, error=str(err))
-                await backoff.wait()
-                continue
-            first = self._view is None
-            self._view = ClusterView(snapshot)
-            if first:
-                self._seed_restarts()
-                self._publish_dirty.set()  # states are published once the tokens are known
-            self._index(None)
-            self._dirty.set()
-            async with self.registry.watch(snapshot.revision + 1) as events:
-                async for event in events:
-                    self._view.apply(event)
-                    if self._index(event):
-                        self._dirty.set()
+        view = ClusterView()
+        async with aclosing(self.registry.follow(view=view)) as updates:
+            async for update in updates:
+                if not update.events:  # the snapshot we start from
+                    first = self._view is None
+                    self._view = view
+                    if first:
+                        self._seed_restarts()
+                        self._publish_dirty.set()  # published once the tokens are known
+                relevant = [self._index(e) for e in update.events or (None,)]
+                if any(relevant):
+                    self._dirty.set()
 
     def _seed_restarts(self) -> None:
         """The restart tokens done here before this fleetd started, from the states it
@@ -374,35 +359,33 @@ class Agent:
                 self._globals = set()
                 self._unsure = set(view.jobs)
                 return True
-            case ScheduleChanged(placement=placement):
-                was = placement.name in self._mine
+            case Changed(kind=KeyKind.SCHEDULE, ident=name, doc=placement):
+                was = name in self._mine
                 if placement.machine_id == me:
-                    self._mine.add(placement.name)
+                    self._mine.add(name)
                     return True
-                self._mine.discard(placement.name)
+                self._mine.discard(name)
                 return was
-            case ScheduleDeleted(name=name):
+            case Removed(kind=KeyKind.SCHEDULE, ident=name):
                 was = name in self._mine
                 self._mine.discard(name)
                 return was
-            case JobChanged(job=job):
-                return self._classify(job.name) or job.name in self._mine
-            case JobDeleted(name=name):
+            case Changed(kind=KeyKind.JOB, ident=name):
+                return self._classify(name) or name in self._mine
+            case Removed(kind=KeyKind.JOB, ident=name):
                 was = name in self._mine or name in self._globals or name in self._unsure
                 self._globals.discard(name)
                 self._unsure.discard(name)
                 return was
-            case UnitStored():
+            case Changed(kind=KeyKind.UNIT):
                 return bool(self._unsure)  # the content a job waited for may have come
-            case MachineUp(machine=machine):
-                return machine.id == me
-            case MachineDown(machine_id=machine_id) | MetadataDeleted(machine_id=machine_id):
+            case Changed(kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id) | Removed(
+                kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id
+            ):
                 return machine_id == me
-            case MetadataChanged(metadata=metadata):
-                return metadata.machine_id == me
-            case RestartRequested(request=request):
-                return request.machine_id == me
-            case RestartDeleted(machine_id=machine_id):
+            case Changed(kind=KeyKind.RESTART, ident=(_, machine_id)) | Removed(
+                kind=KeyKind.RESTART, ident=(_, machine_id)
+            ):
                 return machine_id == me
         return False  # states, the leader, a content deleted
 

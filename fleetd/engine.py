@@ -13,33 +13,28 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from fleetd.metrics import METRICS
-from fleetd.model import Job, LeaderInfo, UnitContent
+from fleetd.model import Job, LeaderInfo, Placement, UnitContent
 from fleetd.reconcile.engine import Action, EnginePlan, Task, plan_engine
 from fleetd.reconcile.scheduler import JobSpec, MachineSpec
 from fleetd.registry import (
+    ClusterView,
     EtcdUnavailable,
     Event,
-    LeaderChanged,
+    KeyKind,
     Leadership,
     Lease,
     Registry,
-    RestartDeleted,
-    RestartRequested,
     Resync,
-    ScheduleChanged,
-    ScheduleDeleted,
     Snapshot,
-    StateChanged,
-    StateDeleted,
     effective_metadata,
 )
-from fleetd.registry.events import ClusterView
 from fleetd.registry.watch import Backoff
 
 __all__ = ["Engine", "job_specs"]
@@ -160,13 +155,12 @@ class Engine:
         self._leadership = leadership
         self.is_leader.set()
         log.info("engine.leading", machine=self.info.machine_id, lease=lease.id)
-        snapshot = await self.registry.snapshot()
-        view = _View(snapshot)
+        view, dirty, deposed = ClusterView(), asyncio.Event(), asyncio.Event()
         watchers = {
-            "watch": asyncio.create_task(self._follow(view, snapshot.revision + 1)),
-            "planner": asyncio.create_task(self._act(view)),
+            "watch": asyncio.create_task(self._follow(view, dirty, deposed)),
+            "planner": asyncio.create_task(self._act(view, dirty)),
             "lease lost": asyncio.create_task(lease.lost.wait()),
-            "another engine leads": asyncio.create_task(view.deposed.wait()),
+            "another engine leads": asyncio.create_task(deposed.wait()),
         }
         try:
             done, _ = await asyncio.wait(watchers.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -190,23 +184,26 @@ class Engine:
                 )
             log.warning("engine.stepping_down", machine=self.info.machine_id, reason=why)
 
-    async def _follow(self, view: _View, from_revision: int) -> None:
-        """Apply watch events to the view; wake the planner after each."""
-        async with self.registry.watch(from_revision) as events:
-            async for event in events:
-                view.apply(event)
-                if isinstance(event, Resync):
+    async def _follow(
+        self, view: ClusterView, dirty: asyncio.Event, deposed: asyncio.Event
+    ) -> None:
+        """Fold the registry into the view; wake the planner when what changed can move jobs."""
+        async with aclosing(self.registry.follow(view=view)) as updates:
+            async for update in updates:
+                if any(isinstance(e, Resync) for e in update.events):
                     self._specs = {}  # a new one: the planner thread may be using the old
-                if isinstance(event, LeaderChanged | Resync):
+                if any(_about_leader(e) for e in update.events):
                     if view.leader is None or view.leader.machine_id != self.info.machine_id:
-                        view.deposed.set()
+                        deposed.set()
                         return
+                if not update.events or any(_moves_jobs(e) for e in update.events):
+                    dirty.set()
 
-    async def _act(self, view: _View) -> None:
+    async def _act(self, view: ClusterView, dirty: asyncio.Event) -> None:
         """Plan the whole view whenever it changed, and apply the plan."""
         while True:
-            await view.dirty.wait()
-            view.dirty.clear()
+            await dirty.wait()
+            dirty.clear()
             # Planned in a thread on a copy, while the follower goes on applying events: a
             # burst of events costs one plan per plan's duration, not one per watch batch.
             plan = await asyncio.to_thread(plan_for, view.freeze(), self._specs)
@@ -219,11 +216,11 @@ class Engine:
                 won = await self._apply(steps)
                 for step, ok in zip(steps, won, strict=True):
                     if ok:
-                        view.wrote(step)
+                        _wrote(view, step)
             async with self._planned:
                 self._planned.notify_all()
 
-    def _note_pending(self, view: _View, plan: EnginePlan) -> None:
+    def _note_pending(self, view: ClusterView, plan: EnginePlan) -> None:
         """Remember when each job first needed a machine (for the placement latency)."""
         now = time.monotonic()
         for task in plan.tasks:
@@ -285,39 +282,26 @@ def _steps(plan: EnginePlan) -> list[_Step]:
     return steps
 
 
-class _View(ClusterView):
-    """The leader's view of the cluster and the signals between its follower and planner."""
+def _moves_jobs(event: Event) -> bool:
+    """Whether an event can change a plan: states and restart requests never move jobs (and
+    a placement event that changed nothing — the echo of this engine's own write, already
+    recorded by `_wrote` — never reaches here: the fold drops it)."""
+    return isinstance(event, Resync) or event.kind not in (KeyKind.STATE, KeyKind.RESTART)
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__(snapshot)
-        self.dirty = asyncio.Event()
-        self.dirty.set()  # plan once on taking office
-        self.deposed = asyncio.Event()
 
-    def apply(self, event: Event) -> None:
-        if isinstance(event, StateChanged | StateDeleted | RestartRequested | RestartDeleted):
-            # states and restart requests do not move jobs
-            super().apply(event)
-            return
-        if isinstance(event, ScheduleChanged | ScheduleDeleted):
-            name = event.placement.name if isinstance(event, ScheduleChanged) else event.name
-            before = self.placements.get(name)
-            super().apply(event)
-            if self.placements.get(name) == before:
-                return  # the echo of a placement this engine already recorded (`wrote`)
-        else:
-            super().apply(event)
-        self.dirty.set()
+def _about_leader(event: Event) -> bool:
+    return isinstance(event, Resync) or event.kind is KeyKind.LEADER
 
-    def wrote(self, step: _Step) -> None:
-        """Record a write this engine won before its watch event arrives, so the next plan
-        starts from it; skipped if the watch already moved the placement on (it is newer)."""
-        if self.placements.get(step.job) != step.old:
-            return
-        if step.new is None:
-            self.placements.pop(step.job, None)
-        else:
-            self.placements[step.job] = step.new
+
+def _wrote(view: ClusterView, step: _Step) -> None:
+    """Record a write this engine won before its watch event arrives, so the next plan starts
+    from it; skipped if the watch already moved the placement on (it is newer)."""
+    if view.placements.get(step.job) != step.old:
+        return
+    if step.new is None:
+        view.delete(KeyKind.SCHEDULE, step.job)
+    else:
+        view.put(KeyKind.SCHEDULE, step.job, Placement(step.job, step.new))
 
 
 async def _shield(coro) -> None:  # type: ignore[no-untyped-def]

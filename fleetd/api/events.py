@@ -28,22 +28,12 @@ from aiohttp import web
 from fleetd.api.machines import machines_of
 from fleetd.api.state import states_of
 from fleetd.api.units import unit_json, units_of
-from fleetd.registry import Snapshot
-from fleetd.registry.events import (
-    ClusterView,
-    Event,
-    MachineDown,
-    MachineUp,
-    MetadataChanged,
-    MetadataDeleted,
-    Resync,
-    units_touched,
-)
+from fleetd.registry import Snapshot, Update
 
 if TYPE_CHECKING:
     from fleetd.api.server import Context
 
-__all__ = ["change_line", "endless", "on_shutdown", "routes", "snapshot_line"]
+__all__ = ["change_lines", "endless", "on_shutdown", "routes", "snapshot_line"]
 
 # the open streams of each application: they end when it shuts down (not after aiohttp's grace)
 _streams: weakref.WeakKeyDictionary[web.Application, set[asyncio.Task[Any]]] = (
@@ -74,23 +64,22 @@ def _unit_entry(snapshot: Snapshot, name: str) -> dict[str, Any]:
     return {"name": name, "unit": unit, "states": states_of(snapshot, unit_name=name)}
 
 
-def change_line(
-    touched: list[str] | None, after: Snapshot | ClusterView, event: Event
-) -> dict[str, Any] | None:
-    """The line that tells a reader how to get to `after` from the view before `event`, whose
-    `units_touched` were `touched`; None if nothing shows."""
-    if isinstance(event, Resync):
-        return snapshot_line(after)
-    if isinstance(event, MachineUp | MachineDown | MetadataChanged | MetadataDeleted):
-        return {"type": "machines", "revision": after.revision, "machines": machines_of(after)}
-    names = touched
-    if not names:
-        return None
-    return {
-        "type": "units",
-        "revision": after.revision,
-        "units": [_unit_entry(after, name) for name in names],
-    }
+def change_lines(update: Update) -> list[dict[str, Any]]:
+    """The lines that tell a reader how to get to `update.view` from the view before it."""
+    after = update.view
+    if update.everything:
+        return [snapshot_line(after.freeze(copy=False))]
+    lines = []
+    if update.machines:
+        machines = machines_of(after)
+        lines.append({"type": "machines", "revision": after.revision, "machines": machines})
+    if update.units:
+        lines.append({
+            "type": "units",
+            "revision": after.revision,
+            "units": [_unit_entry(after, name) for name in sorted(update.units)],
+        })  # fmt: skip
+    return lines
 
 
 # --- handler ---------------------------------------------------------------------------------
@@ -107,13 +96,9 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         await resp.write(_encode(snapshot_line(snapshot)))
-        view = ClusterView(snapshot)
-        async with ctx.registry.watch(snapshot.revision + 1) as stream:
-            async for event in stream:
-                touched = units_touched(view.jobs, event)
-                view.apply(event)
-                line = change_line(touched, view, event)
-                if line is not None:
+        async with contextlib.aclosing(ctx.registry.follow(start=snapshot)) as updates:
+            async for update in updates:
+                for line in change_lines(update) if update.events else ():
                     await resp.write(_encode(line))
         return resp  # pragma: no cover - the watch ends only when the client leaves
 

@@ -31,16 +31,12 @@ from fleetd.reconcile.waiting import (
 )
 from fleetd.registry import (
     UNITS_SNAPSHOT_MAX,
-    Event,
-    JobChanged,
-    MachineDown,
-    MachineUp,
-    MetadataChanged,
-    MetadataDeleted,
-    Resync,
+    Changed,
+    ClusterView,
+    KeyKind,
     Snapshot,
+    Update,
 )
-from fleetd.registry.events import ClusterView, units_touched
 
 if TYPE_CHECKING:
     from fleetd.api.server import Context
@@ -275,18 +271,16 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         if judge.pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    async with (
-                        ctx.registry.watch(snapshot.revision + 1) as events,
-                        contextlib.aclosing(_with_deadlines(events, judge.next_deadline)) as feed,
-                    ):
-                        async for event in feed:
-                            if event is None:  # a settling unit's moment is over
+                    updates = ctx.registry.follow(start=snapshot, view=judge.view)
+                    async with contextlib.aclosing(
+                        _with_deadlines(updates, judge.next_deadline)
+                    ) as feed:
+                        async for update in feed:
+                            if update is None:  # a settling unit's moment is over
                                 await write(judge.judge(judge.due(loop.time()), loop.time()))
-                            else:
-                                touched = units_touched(judge.view.jobs, event)
-                                judge.view.apply(event)
-                                await write(judge.judge(touched, loop.time()))
-                                if _membership(event, judge.pending):
+                            elif update.events:
+                                await write(judge.judge(update.touched, loop.time()))
+                                if _membership(update, judge.pending):
                                     await unschedulable_now()
                             if not judge.pending:
                                 break
@@ -408,29 +402,28 @@ class _Judge:
         return lines
 
 
-def _membership(event: Event, pending: dict[str, None]) -> bool:
-    """Whether `event` may change where the pending units can go."""
-    match event:
-        case MachineUp() | MachineDown() | MetadataChanged() | MetadataDeleted() | Resync():
-            return True
-        case JobChanged(job=job):
-            return job.name in pending
-    return False
+def _membership(update: Update, pending: dict[str, None]) -> bool:
+    """Whether `update` may change where the pending units can go: machines came, went or
+    changed metadata, or a pending unit's job changed."""
+    return update.everything or update.machines or any(
+        isinstance(e, Changed) and e.kind is KeyKind.JOB and e.ident in pending
+        for e in update.events
+    )
 
 
 async def _with_deadlines(
-    events: AsyncIterator[Event], deadline: Callable[[], float | None]
-) -> AsyncIterator[Event | None]:
-    """The events, and None whenever `deadline()` (a loop time) passes before the next one.
+    updates: AsyncIterator[Update], deadline: Callable[[], float | None]
+) -> AsyncIterator[Update | None]:
+    """The updates, and None whenever `deadline()` (a loop time) passes before the next one.
 
     The watch is read by a task of its own so that a deadline never cancels a read half-way.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=1)
+    queue: asyncio.Queue[Update] = asyncio.Queue(maxsize=1)
 
     async def pump() -> None:
-        async for event in events:
-            await queue.put(event)
+        async for update in updates:
+            await queue.put(update)
 
     reader = asyncio.create_task(pump(), name="wait-watch")
     try:

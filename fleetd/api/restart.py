@@ -22,8 +22,7 @@ from aiohttp import web
 from fleetd.api.serialization import Fail, body_flag, body_timeout, json_response, read_json
 from fleetd.model import JobState
 from fleetd.reconcile.waiting import is_global, systemd_reason
-from fleetd.registry import JobNotFound, RestartRequested, Snapshot
-from fleetd.registry.events import ClusterView, units_touched
+from fleetd.registry import Changed, ClusterView, JobNotFound, KeyKind, Snapshot
 from fleetd.unit import UnitNameError, parse_name
 
 if TYPE_CHECKING:
@@ -132,16 +131,17 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         outcome: Outcome | None = None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                async with ctx.registry.watch(snapshot.revision + 1) as events:
-                    async for event in events:
-                        touched = units_touched(view.jobs, event)
-                        view.apply(event)
-                        if touched is not None and name not in touched:
+                updates = ctx.registry.follow(start=snapshot, view=view)
+                async with contextlib.aclosing(updates):
+                    async for update in updates:
+                        touched = update.touched
+                        if not update.events or (touched is not None and name not in touched):
                             continue
-                        if isinstance(event, RestartRequested) and (
-                            event.request.machine_id == machine
-                        ):
-                            tokens.add(event.request.token)  # a later ask replaced ours
+                        tokens |= {  # a later ask replaced ours
+                            e.doc.token for e in update.events
+                            if isinstance(e, Changed) and e.kind is KeyKind.RESTART
+                            and e.ident == (name, machine)
+                        }  # fmt: skip
                         outcome = restart_outcome(view, name, machine, tokens)
                         if outcome is not None:
                             break

@@ -42,7 +42,7 @@ from fleetd.registry.errors import (
     WatchCompacted,
     WatchInterrupted,
 )
-from fleetd.registry.events import Change
+from fleetd.registry.fold import Change
 
 __all__ = [
     "MAX_NESTED",

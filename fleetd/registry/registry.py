@@ -39,14 +39,8 @@ from fleetd.registry.errors import (
     WatchInterrupted,
 )
 from fleetd.registry.etcd import MAX_NESTED, Cmp, Delete, EtcdClient, Get, Guarded, KeyValue, Put
-from fleetd.registry.events import (
-    ClusterView,
-    LeaderChanged,
-    Resync,
-    Snapshot,
-    decode_value,
-    snapshot_from,
-)
+from fleetd.registry.fold import ClusterView, Snapshot, decode_value, snapshot_of
+from fleetd.registry.follow import Update, follow
 from fleetd.registry.keys import KeyKind, KeyLayout
 from fleetd.registry.leases import Lease
 from fleetd.registry.watch import Backoff, EventStream
@@ -457,7 +451,7 @@ class Registry:
             if doc is not None:
                 docs.append(doc)
         self._decoded = decoded
-        return snapshot_from(revision, docs)
+        return snapshot_of(revision, docs)
 
     async def units_snapshot(self, names: Sequence[str]) -> Snapshot:
         """What the API shows of a few units, at one revision, without reading the rest of the
@@ -479,21 +473,16 @@ class Registry:
             *(self._etcd.get(self.keys.unit(h), res.revision) for h in sorted(hashes))
         )
         docs += [d for _, kv in contents if kv is not None and (d := self._decode(kv)) is not None]
-        return snapshot_from(res.revision, docs)
+        return snapshot_of(res.revision, docs)
 
     async def wait_for(self, predicate: Callable[[Snapshot | ClusterView], bool]) -> Snapshot:
         """The first view of the registry satisfying `predicate`: now, then after each watch
-        event (folded into one ClusterView, O(1) per event). No deadline: the caller bounds it."""
-        snapshot = await self.snapshot()
-        if predicate(snapshot):
-            return snapshot
-        view = ClusterView(snapshot)
-        async with self.watch(snapshot.revision + 1) as events:
-            async for event in events:
-                view.apply(event)
-                if predicate(view):
-                    return view.freeze()
-        raise RuntimeError("the registry's watch ended")
+        batch that changed it. No deadline: the caller bounds it."""
+        async with aclosing(self.follow()) as updates:
+            async for update in updates:
+                if predicate(update.view):
+                    return update.view.freeze()
+        raise RuntimeError("the registry's watch ended")  # pragma: no cover
 
     async def machines_snapshot(self) -> Snapshot:
         """The machines and their dynamic metadata at one (the current) revision, without the
@@ -510,7 +499,7 @@ class Registry:
         else:
             raise RegistryConflict("listing the machines kept racing etcd compactions")
         docs = [d for d in (self._decode(kv) for kv in (*kvs, *meta)) if d is not None]
-        return snapshot_from(revision, docs)
+        return snapshot_of(revision, docs)
 
     # --- scheduling ------------------------------------------------------------------------
     async def schedule(self, name: str, machine_id: str, expected: str | None = None) -> bool:
@@ -749,28 +738,32 @@ class Registry:
 
     async def observe_leader(self) -> AsyncIterator[LeaderInfo | None]:
         """The current leader (or None), then every change of leader."""
-        revision, kvs = await self._etcd.get_prefix(self.keys.leader)
-        doc = self._decode(kvs[0]) if kvs else None
-        current = doc if isinstance(doc, LeaderInfo) else None
-        yield current
-        async with EventStream(self, revision + 1, key=self.keys.leader) as events:
-            async for event in events:
-                match event:
-                    case LeaderChanged(leader=leader):
-                        pass
-                    case Resync(snapshot=snap):
-                        leader = snap.leader
-                    case _:
-                        continue
-                if leader != current:
-                    current = leader
+
+        async def leader_only() -> Snapshot:
+            revision, kvs = await self._etcd.get_prefix(self.keys.leader)
+            return snapshot_of(revision, (d for d in map(self._decode, kvs) if d is not None))
+
+        current: LeaderInfo | bool | None = False  # nothing yielded yet
+        updates = follow(leader_only, lambda rev: self.watch(rev, key=self.keys.leader))
+        async with aclosing(updates):
+            async for update in updates:
+                if update.view.leader != current:
+                    current = update.view.leader
                     yield current
 
     # --- watching --------------------------------------------------------------------------
-    def watch(self, from_revision: int) -> EventStream:
+    def watch(self, from_revision: int, *, key: str | None = None) -> EventStream:
         """Typed events from `from_revision` on (use snapshot().revision + 1), resumed across
-        disconnects without loss or duplicates; a compaction yields Resync. Pull-based."""
-        return EventStream(self, from_revision)
+        disconnects without loss or duplicates; a compaction yields Resync. Pull-based.
+        `key`: only that key (and what it prefixes)."""
+        return EventStream(self._etcd, self.keys, self.snapshot, from_revision, key=key)
+
+    def follow(
+        self, *, start: Snapshot | None = None, view: ClusterView | None = None
+    ) -> AsyncIterator[Update]:
+        """A snapshot (or `start`), then every watch batch folded into one view: see
+        `fleetd.registry.follow`."""
+        return follow(self.snapshot, self.watch, start=start, view=view)
 
     # --- administration (tests, benchmarks, fleetctl debug) --------------------------------
     async def compact(self, revision: int | None = None) -> int:

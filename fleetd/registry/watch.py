@@ -14,18 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import structlog
 
 from fleetd.model import ModelError
 from fleetd.registry.errors import EtcdUnavailable, WatchCompacted, WatchInterrupted
-from fleetd.registry.events import Change, Event, Resync, Snapshot, decode_change
-
-if TYPE_CHECKING:
-    from fleetd.registry.registry import Registry
+from fleetd.registry.etcd import EtcdClient
+from fleetd.registry.fold import Change, Event, Resync, Snapshot, decode_change
+from fleetd.registry.keys import KeyLayout
 
 __all__ = ["Backoff", "EventStream"]
 
@@ -48,23 +47,43 @@ class Backoff:
 
 
 class EventStream:
-    """Async iterator of registry events from a revision; `async with` closes the stream."""
+    """Async iterator of registry events from a revision; `async with` closes the stream.
 
-    def __init__(self, registry: Registry, from_revision: int, *, key: str | None = None) -> None:
+    It needs the etcd adapter, the key layout (to decode) and a way to list everything again
+    (`relist`, after a compaction) — not the Registry. `batches()` gives the events of each
+    etcd response together (one transaction's events are never split), for readers that fold a
+    burst before they act."""
+
+    def __init__(
+        self,
+        etcd: EtcdClient,
+        layout: KeyLayout,
+        relist: Callable[[], Awaitable[Snapshot]],
+        from_revision: int,
+        *,
+        key: str | None = None,
+    ) -> None:
         if from_revision < 1:
             raise ValueError("a watch starts at revision 1 or later (snapshot().revision + 1)")
-        self._registry = registry
-        self._key = key or registry.keys.prefix
+        self._etcd, self._layout, self._relist_now = etcd, layout, relist
+        self._key = key or layout.prefix
         self.next_revision = from_revision  # the first revision not yet fully delivered
         self.resyncs = 0
         self.reconnects = 0
         self._gen = self._run()
+        self._pending: deque[Event] = deque()
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        return await self._gen.__anext__()
+        while not self._pending:
+            self._pending.extend(await self._gen.__anext__())
+        return self._pending.popleft()
+
+    def batches(self) -> AsyncIterator[list[Event]]:
+        """The events batch by batch (each non-empty), instead of one by one."""
+        return self._gen
 
     async def aclose(self) -> None:
         await self._gen.aclose()
@@ -80,8 +99,8 @@ class EventStream:
     ) -> None:
         await self.aclose()
 
-    async def _run(self) -> AsyncIterator[Event]:
-        etcd = self._registry.etcd
+    async def _run(self) -> AsyncIterator[list[Event]]:
+        etcd = self._etcd
         backoff = Backoff()
         while True:
             start = self.next_revision
@@ -89,8 +108,9 @@ class EventStream:
                 async with contextlib.aclosing(etcd.watch(self._key, start)) as batches:
                     async for batch in batches:
                         backoff.reset()
-                        for event in self._decode(batch.changes, start):
-                            yield event
+                        events = self._decode(batch.changes, start)
+                        if events:
+                            yield events
                         last = max(c.revision for c in batch.changes)
                         self.next_revision = max(self.next_revision, last + 1)
             except WatchInterrupted as err:
@@ -114,11 +134,11 @@ class EventStream:
                 snapshot = await self._relist(backoff)
                 self.resyncs += 1
                 self.next_revision = snapshot.revision + 1
-                yield Resync(snapshot.revision, snapshot)
+                yield [Resync(snapshot.revision, snapshot)]
 
     def _decode(self, changes: tuple[Change, ...], start: int) -> list[Event]:
         """Typed events of one batch; drops changes already delivered and corrupt values."""
-        layout = self._registry.keys
+        layout = self._layout
         events: list[Event] = []
         for change in changes:
             if change.revision < start:
@@ -140,7 +160,7 @@ class EventStream:
     async def _relist(self, backoff: Backoff) -> Snapshot:
         while True:
             try:
-                return await self._registry.snapshot()
+                return await self._relist_now()
             except (EtcdUnavailable, WatchCompacted) as err:
                 log.warning("registry.relist_retry", error=str(err))
                 await backoff.wait()

@@ -27,7 +27,7 @@ from pathlib import Path
 import structlog
 
 from fleetd.errors import PermanentError
-from fleetd.registry import EtcdConfig, MachineUp, Registry
+from fleetd.registry import Changed, EtcdConfig, KeyKind, Registry
 from fleetd.sandbox.etcd import EtcdServer, free_ports
 from fleetd.sandbox.machine import Machine, pid_alive
 from fleetd.sandbox.tls import FLEET_USER, SandboxTLS, prepare_tls, secure_etcd
@@ -404,7 +404,8 @@ async def _until_machine_up(registry: Registry, machine_id: str, revision: int) 
     live lease and writes its machine key again, so this holds for restarts too."""
     async with registry.watch(revision) as events:
         async for event in events:
-            if isinstance(event, MachineUp) and event.machine.id == machine_id:
+            if isinstance(event, Changed) and event.ident == machine_id \
+                    and event.kind is KeyKind.MACHINE:
                 return
 
 

@@ -16,8 +16,9 @@ from fleetd.api.client import APIError, Client
 from fleetd.api.restart import Outcome, restart_outcome, runs_on
 from fleetd.api.server import APIServer
 from fleetd.model import Job, JobState, Machine, UnitContent, UnitState
-from fleetd.registry import Lease, Registry, RestartRequested, Snapshot
+from fleetd.registry import KeyKind, Lease, Registry, Snapshot
 from fleetd.unit import parse_unit
+from tests.waiting import put
 
 M1, M2 = "1" * 32, "2" * 32
 GLOBAL = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\n")
@@ -191,8 +192,8 @@ async def act_as_agent(
     watching.set()
     async with registry.watch(snap.revision + 1) as events:
         async for event in events:
-            if isinstance(event, RestartRequested) and event.request.machine_id == mid:
-                token = event.request.token
+            if put(KeyKind.RESTART, ("g.service", mid))(event):
+                token = event.doc.token  # type: ignore[union-attr]
                 break
     for active, restarted in states:
         await registry.publish_state(
@@ -247,7 +248,7 @@ async def test_waited_restart_ends_when_the_machine_goes_away(
         watching.set()
         async with registry.watch(snap.revision + 1) as events:
             async for event in events:
-                if isinstance(event, RestartRequested):
+                if put(KeyKind.RESTART)(event):
                     break
         await leases[M1].revoke()  # its states go with its lease
 

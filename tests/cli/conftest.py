@@ -26,7 +26,7 @@ import pytest
 from fleetd.api.server import APIServer
 from fleetd.engine import Engine
 from fleetd.model import JobState, Machine, UnitState
-from fleetd.registry import Lease, Registry
+from fleetd.registry import ClusterView, Lease, Registry
 from tests.cli.fleet_outputs import HELLO_TEXT
 
 # fleet's machines in the captures (tests/cli/fleet_outputs), so outputs compare byte for byte.
@@ -64,13 +64,12 @@ class Inspector:
 
 async def agent_stand_in(registry: Registry, leases: dict[str, Lease]) -> None:
     """Publish the UnitState each placed unit's agent would publish (see module docstring)."""
-    snapshot = await registry.snapshot()
     published: dict[tuple[str, str], tuple[str, str]] = {}
 
-    async def sync() -> None:
+    async def sync(view: ClusterView) -> None:
         want: dict[tuple[str, str], tuple[str, str]] = {}
-        for name, machine_id in snapshot.placements.items():
-            job = snapshot.jobs.get(name)
+        for name, machine_id in view.placements.items():
+            job = view.jobs.get(name)
             if job is None or job.desired == JobState.INACTIVE:
                 continue
             active = "active" if job.desired == JobState.LAUNCHED else "inactive"
@@ -85,11 +84,9 @@ async def agent_stand_in(registry: Registry, leases: dict[str, Lease]) -> None:
             await registry.remove_state(name, mid)
             del published[(name, mid)]
 
-    await sync()
-    async with registry.watch(snapshot.revision + 1) as events:
-        async for event in events:
-            snapshot = snapshot.apply(event)
-            await sync()
+    async with contextlib.aclosing(registry.follow()) as updates:
+        async for update in updates:
+            await sync(update.view)
 
 
 @dataclass

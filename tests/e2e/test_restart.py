@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetd.registry import Event, Registry, Snapshot, StateChanged
+from fleetd.model import UnitState
+from fleetd.registry import Changed, Event, KeyKind, Registry, Snapshot
 from tests.faults.harness import SLACK, Cluster, UnitProcess, collect_until, sandbox_cluster
 from tests.waiting import until
 
@@ -72,7 +73,7 @@ async def running(cluster: Cluster, registry: Registry) -> Snapshot:
 
 async def restart_watched(
     cluster: Cluster, registry: Registry, *args: str
-) -> tuple[Snapshot, list[StateChanged], subprocess.CompletedProcess[str]]:
+) -> tuple[Snapshot, list[UnitState], subprocess.CompletedProcess[str]]:
     """Run `fleetctl restart ARGS UNIT`; the registry before it, every state of the unit
     published from then until each machine reported its restart done, and the command."""
     before = await running(cluster, registry)
@@ -85,18 +86,25 @@ async def restart_watched(
 
     def last(event: Event) -> bool:
         """The last machine's answer: every machine restarted published its final token."""
+        state = _unit_state(event)
         if (
-            isinstance(event, StateChanged)
-            and event.state.name == UNIT
-            and event.state.restarted == final.get(event.state.machine_id)
-            and event.state.active not in ("activating", "deactivating")
+            state is not None
+            and state.restarted == final.get(state.machine_id)
+            and state.active not in ("activating", "deactivating")
         ):
-            reported.add(event.state.machine_id)
+            reported.add(state.machine_id)
         return reported >= expected
 
     events = await collect_until(registry, before.revision + 1, last, SLACK + 10)
-    states = [e for e in events if isinstance(e, StateChanged) and e.state.name == UNIT]
+    states = [s for s in map(_unit_state, events) if s is not None]
     return before, states, done
+
+
+def _unit_state(event: Event) -> UnitState | None:
+    """The state of UNIT an event publishes, if it publishes one."""
+    if isinstance(event, Changed) and event.kind is KeyKind.STATE and event.doc.name == UNIT:
+        return event.doc
+    return None
 
 
 def token_of(snapshot: Snapshot, machine_id: str) -> str:
@@ -104,12 +112,12 @@ def token_of(snapshot: Snapshot, machine_id: str) -> str:
     return state.restarted if state is not None else ""
 
 
-def fold(before: Snapshot, states: list[StateChanged], ids: list[str]) -> list[dict[str, str]]:
+def fold(before: Snapshot, states: list[UnitState], ids: list[str]) -> list[dict[str, str]]:
     """Each machine's ActiveState after each published state, in order."""
     current = {m: before.states[(UNIT, m)].active for m in ids}
     seen = []
-    for event in states:
-        current[event.state.machine_id] = event.state.active
+    for state in states:
+        current[state.machine_id] = state.active
         seen.append(dict(current))
     return seen
 
@@ -131,16 +139,16 @@ async def test_rolling_restart_one_machine_at_a_time(cluster: Cluster) -> None:
         assert after[m].invocation != pids[m].invocation, m
     # never more than one machine down, over every state published meanwhile
     sequence = fold(before, states, ids)
-    downs = [e.state.active for e in states if e.state.active != "active"]
+    downs = [s.active for s in states if s.active != "active"]
     print(f"\nstates published during the rolling restart: {len(states)}, down: {downs}")
     assert downs, "no machine was ever seen down: the sequence proves nothing"
     for step in sequence:
         assert sum(active != "active" for active in step.values()) <= 1, sequence
     # machine after machine: a machine goes down only once the ones before it are back
     order = []
-    for event in states:
-        if event.state.active != "active" and event.state.machine_id not in order:
-            order.append(event.state.machine_id)
+    for state in states:
+        if state.active != "active" and state.machine_id not in order:
+            order.append(state.machine_id)
     assert order == ids[: len(order)]
 
 

@@ -24,16 +24,16 @@ from pathlib import Path
 import pytest
 
 from fleetd.registry import (
+    Changed,
     EtcdConfig,
     Event,
+    KeyKind,
     Registry,
-    ScheduleChanged,
-    ScheduleDeleted,
+    Removed,
     Snapshot,
-    StateChanged,
 )
 from fleetd.sandbox.cluster import MachineRecord, Sandbox, SandboxState
-from tests.waiting import until
+from tests.waiting import put, until
 
 BIN = Path(sys.executable).parent
 SLACK = 10.0  # seconds added to every deadline: a bound against hanging, not a speed goal
@@ -271,18 +271,15 @@ def moves_of(events: list[Event], units: set[str]) -> list[Event]:
     return [
         e
         for e in events
-        if (isinstance(e, ScheduleChanged) and e.placement.name in units)
-        or (isinstance(e, ScheduleDeleted) and e.name in units)
+        if isinstance(e, Changed | Removed) and e.kind is KeyKind.SCHEDULE and e.ident in units
     ]
 
 
 def state_is(unit: str, machine_id: str, active: str) -> Callable[[Event], bool]:
     def check(event: Event) -> bool:
         return (
-            isinstance(event, StateChanged)
-            and event.state.name == unit
-            and event.state.machine_id == machine_id
-            and event.state.active == active
+            put(KeyKind.STATE, (unit, machine_id))(event)
+            and event.doc.active == active
         )
 
     return check

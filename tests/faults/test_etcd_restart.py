@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fleetd.model import JobState
-from fleetd.registry import EtcdUnavailable, JobChanged, MachineDown
+from fleetd.registry import EtcdUnavailable, KeyKind
 from fleetd.registry.watch import Backoff
 from fleetd.sandbox.etcd import EtcdServer
 from tests.faults.harness import (
@@ -32,6 +32,7 @@ from tests.faults.harness import (
     start_units,
     state_is,
 )
+from tests.waiting import gone, put
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
 
@@ -76,7 +77,7 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
             cluster.fleetctl("m2", "submit", after)
             async for event in stream:
                 events.append(event)
-                if isinstance(event, JobChanged) and event.job.name == after:
+                if put(KeyKind.JOB, after)(event):
                     break
             down_s = await asyncio.to_thread(_restart_etcd, cluster)
             started = time.monotonic()
@@ -100,7 +101,7 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
         assert set(before.jobs) <= set(view.jobs), "a job was lost"
         assert set(view.machines) == set(before.machines), "a machine was lost"
         assert moves_of(events, set(names)) == []
-        assert not [e for e in events if isinstance(e, MachineDown)]
+        assert not [e for e in events if gone(KeyKind.MACHINE)(e)]
         for name in names:
             machine = placed_on(view, name)
             assert machine == placed_on(before, name)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetd.registry import LeaderChanged, Registry, ScheduleChanged, Snapshot
+from fleetd.registry import KeyKind, Registry, Snapshot
 from tests.faults.harness import (
     SLACK,
     Cluster,
@@ -29,7 +29,7 @@ from tests.faults.harness import (
     signal_and_wait,
     start_units,
 )
-from tests.waiting import until
+from tests.waiting import put, until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
 
@@ -149,11 +149,7 @@ async def test_leader_fleetd_killed_new_leader_and_work_submitted_meanwhile_is_d
         worker.start()
 
         def new_leader(event: object) -> bool:
-            return (
-                isinstance(event, LeaderChanged)
-                and event.leader is not None
-                and event.leader.machine_id != old.id
-            )
+            return put(KeyKind.LEADER)(event) and event.doc.machine_id != old.id  # type: ignore[attr-defined]
 
         elected = await first_event(registry, snapshot.revision + 1, new_leader, 3 + SLACK)
         elected_s = time.monotonic() - started
@@ -196,17 +192,13 @@ async def test_failing_unit_is_failed_and_not_rescheduled(cluster: Cluster) -> N
         window = 2 * AGENT_TTL
 
         def moved(event: object) -> bool:
-            return (
-                isinstance(event, ScheduleChanged)
-                and event.placement.name == unit
-                and event.placement.machine_id != where
-            )
+            return put(KeyKind.SCHEDULE, unit)(event) and event.doc.machine_id != where  # type: ignore[attr-defined]
 
         assert await first_event(registry, view.revision + 1, moved, window) is None
         placements = [
             e
             for e in await _events(registry, revision + 1, view.revision)
-            if isinstance(e, ScheduleChanged) and e.placement.name == unit
+            if put(KeyKind.SCHEDULE, unit)(e)
         ]
         assert len(placements) == 1
         cluster.fleetctl("m1", "destroy", unit)

@@ -36,13 +36,13 @@ from pathlib import Path
 import pytest
 
 from fleetd.model import JobState
-from fleetd.registry import EtcdConfig, MachineUp, Registry
+from fleetd.registry import EtcdConfig, KeyKind, Registry
 from fleetd.sandbox.etcd import EtcdServer
 from fleetd.sandbox.machine import Machine
 from fleetd.systemd.dbus import PROPS_IFACE, SYSTEMD, UNIT_IFACE, SystemdBus, UnitChanged, unit_path
 from tests.faults.harness import active_on, report
 from tests.faults.inprocess import LOOP, Transition
-from tests.waiting import until
+from tests.waiting import put, until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, machines"),
@@ -167,7 +167,7 @@ async def start_fleetd(
     machine: Machine, registry: Registry, etcd_url: str, public_ip: str, fence: bool, log: Path
 ) -> Fleetd:
     """The real `fleetd` inside `machine` (flags as `fleetd sandbox` gives them); returns once it
-    has registered (a MachineUp in etcd), fails at once if it exits first."""
+    has registered (its machine key in etcd), fails at once if it exits first."""
     snapshot = await registry.snapshot()
     joined = asyncio.ensure_future(_machine_up(registry, machine.machine_id, snapshot.revision + 1))
     with log.open("ab") as out:
@@ -204,7 +204,7 @@ async def start_fleetd(
 async def _machine_up(registry: Registry, machine_id: str, revision: int) -> None:
     async with registry.watch(revision) as events:
         async for event in events:
-            if isinstance(event, MachineUp) and event.machine.id == machine_id:
+            if put(KeyKind.MACHINE, machine_id)(event):
                 return
 
 

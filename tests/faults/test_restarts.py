@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fleetd.registry import MachineDown, Registry
+from fleetd.registry import KeyKind, Registry
 from fleetd.sandbox.machine import pid_alive
 from tests.faults.harness import (
     SLACK,
@@ -32,6 +32,7 @@ from tests.faults.harness import (
     start_units,
     state_is,
 )
+from tests.waiting import gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
 
@@ -80,7 +81,7 @@ async def _prove_nothing_moved(
     )
     probe_s = time.monotonic() - started
     assert moves_of(events, units) == []
-    assert not [e for e in events if isinstance(e, MachineDown) and e.machine_id == victim]
+    assert not [e for e in events if gone(KeyKind.MACHINE, victim)(e)]
     assert await machine_lease(registry, victim) == lease, "fleetd did not re-attach its lease"
     after = {u: cluster.unit_process(name, u) for u in sorted(units)}
     assert after == processes, "a unit was restarted"

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.registry import EtcdConfig, MachineUp, Registry
+from fleetd.registry import EtcdConfig, KeyKind, Registry
 from fleetd.sandbox.etcd import EtcdServer
 from fleetd.sandbox.machine import Machine
+from tests.waiting import put
 
 pytestmark = pytest.mark.root
 
@@ -71,7 +72,7 @@ def test_shipped_units_say_what_a_host_needs() -> None:
 async def until_machine_up(registry: Registry, machine_id: str, revision: int) -> None:
     async with registry.watch(revision) as events:
         async for event in events:
-            if isinstance(event, MachineUp) and event.machine.id == machine_id:
+            if put(KeyKind.MACHINE, machine_id)(event):
                 return
 
 

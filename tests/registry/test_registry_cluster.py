@@ -7,8 +7,9 @@ import asyncio
 from registry_helpers import next_matching, retrying, unit
 
 from fleetd.model import Machine
-from fleetd.registry import EtcdConfig, JobChanged, Registry
+from fleetd.registry import EtcdConfig, KeyKind, Registry
 from fleetd.sandbox.etcd import EtcdCluster
+from tests.waiting import put
 
 
 async def test_registry_survives_a_member_killed(etcd_cluster: EtcdCluster, key_prefix) -> None:
@@ -25,10 +26,10 @@ async def test_registry_survives_a_member_killed(etcd_cluster: EtcdCluster, key_
                 await retrying(lambda name=name: reg.create_job(name, unit()))
             assert await retrying(lambda: reg.schedule(names[0], "m1"))
             _, seen = await next_matching(
-                events, lambda e: isinstance(e, JobChanged) and e.job.name == names[-1], 30
+                events, put(KeyKind.JOB, names[-1]), 30
             )
         final = await retrying(reg.snapshot)
         assert lease.alive and "m1" in final.machines  # the keep-alive found another member
         await retrying(lease.revoke)
-    assert [e.job.name for e in seen if isinstance(e, JobChanged)] == names
+    assert [e.ident for e in seen if put(KeyKind.JOB)(e)] == names
     assert set(final.jobs) == set(names) and final.placements[names[0]] == "m1"

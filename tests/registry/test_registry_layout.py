@@ -1,43 +1,23 @@
-"""The key layout, event decoding and config checks: pure, no etcd needed."""
+"""The key layout, the metadata merge and config checks: pure, no etcd needed (decoding and
+folding: test_fold.py)."""
 
 from __future__ import annotations
 
 import pytest
-from registry_helpers import state, unit
 
 from fleetd.model import (
     DynamicMetadata,
-    Job,
-    LeaderInfo,
     Machine,
-    ModelError,
-    Placement,
-    RestartRequest,
-    UnitContent,
 )
 from fleetd.registry import (
+    ClusterView,
     EtcdConfig,
-    JobChanged,
-    JobDeleted,
     KeyLayout,
-    LeaderChanged,
-    MachineDown,
-    MachineUp,
-    MetadataChanged,
-    MetadataDeleted,
-    RestartDeleted,
-    RestartRequested,
-    ScheduleChanged,
-    Snapshot,
-    StateChanged,
-    StateDeleted,
-    UnitDeleted,
-    UnitStored,
     effective_machines,
     effective_metadata,
     merge_metadata,
 )
-from fleetd.registry.events import Change, ClusterView, decode_change
+from fleetd.registry.fold import Change, decode_change
 from fleetd.registry.keys import KeyKind
 
 L = KeyLayout()
@@ -89,80 +69,6 @@ def test_prefix_gets_a_trailing_slash_and_must_be_absolute() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "doc", "event"),
-    [
-        (L.job("a"), Job("a", "h"), JobChanged(7, Job("a", "h"))),
-        (L.unit(unit().hash), UnitContent(unit()), UnitStored(7, UnitContent(unit()))),
-        (L.schedule("a"), Placement("a", "m"), ScheduleChanged(7, Placement("a", "m"))),
-        (L.machine("m"), Machine("m"), MachineUp(7, Machine("m"))),
-        (L.machine_meta("m"), DynamicMetadata("m", {"role": "db"}),
-         MetadataChanged(7, DynamicMetadata("m", {"role": "db"}))),
-        (L.state("a", "m"), state("a", "m"), StateChanged(7, state("a", "m"))),
-        (L.leader, LeaderInfo("m"), LeaderChanged(7, LeaderInfo("m"))),
-        (L.restart("a", "m"), RestartRequest("a", "m", "t"),
-         RestartRequested(7, RestartRequest("a", "m", "t"))),
-    ],
-    ids=["job", "unit", "schedule", "machine", "machine-meta", "state", "leader", "restart"],
-)
-def test_puts_decode_to_typed_events(key: str, doc, event) -> None:
-    assert decode_change(L, Change("put", key, doc.encode(), 7)) == event
-
-
-@pytest.mark.parametrize(
-    ("key", "event"),
-    [
-        (L.job("a"), JobDeleted(3, "a")),
-        (L.unit("h"), UnitDeleted(3, "h")),
-        (L.machine("m"), MachineDown(3, "m")),
-        (L.machine_meta("m"), MetadataDeleted(3, "m")),
-        (L.state("a", "m"), StateDeleted(3, "a", "m")),
-        (L.leader, LeaderChanged(3, None)),
-        (L.restart("a", "m"), RestartDeleted(3, "a", "m")),
-    ],
-)
-def test_deletes_decode_from_the_key_alone(key: str, event) -> None:
-    assert decode_change(L, Change("delete", key, b"", 3)) == event
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        (L.job("a"), b"{nope"),  # not JSON
-        (L.job("a"), b'{"v": 2, "name": "a", "unit": "h", "desired": "loaded"}'),  # schema
-        (L.job("a"), Job("b", "h").encode()),  # the key says a, the document b
-        (L.unit("0" * 40), UnitContent(unit()).encode()),  # hash mismatch
-        (L.state("a", "m2"), state("a", "m1").encode()),  # machine mismatch
-        (L.machine_meta("m2"), DynamicMetadata("m1").encode()),  # machine mismatch
-        (L.machine_meta("m"), b'{"v": 1, "machine": "m", "metadata": {"a": 1}}'),  # not a string
-        (L.restart("a", "m2"), RestartRequest("a", "m1", "t").encode()),  # machine mismatch
-        (L.restart("b", "m"), RestartRequest("a", "m", "t").encode()),  # name mismatch
-    ],
-    ids=["not-json", "schema-version", "name-mismatch", "hash-mismatch", "machine-mismatch",
-         "meta-machine-mismatch", "meta-not-string", "restart-machine-mismatch",
-         "restart-name-mismatch"],
-)
-def test_corrupt_values_raise_model_error(key: str, value: bytes) -> None:
-    with pytest.raises(ModelError):
-        decode_change(L, Change("put", key, value, 1))
-
-
-def test_snapshot_apply_folds_events() -> None:
-    snap = Snapshot(1)
-    snap = snap.apply(JobChanged(2, Job("a", "h")))
-    snap = snap.apply(MachineUp(3, Machine("m")))
-    snap = snap.apply(StateChanged(4, state("a", "m")))
-    assert snap.revision == 4 and set(snap.jobs) == {"a"} and ("a", "m") in snap.states
-    snap = snap.apply(MachineDown(5, "m")).apply(StateDeleted(5, "a", "m"))
-    assert snap.machines == {} and snap.states == {} and snap.revision == 5
-    snap = snap.apply(RestartRequested(6, RestartRequest("a", "m", "t1")))
-    assert snap.restarts == {("a", "m"): RestartRequest("a", "m", "t1")}
-    snap = snap.apply(RestartRequested(7, RestartRequest("a", "m", "t2")))  # replaces it
-    assert snap.restarts[("a", "m")].token == "t2"
-    snap = snap.apply(RestartDeleted(8, "a", "m"))
-    assert snap.restarts == {} and snap.revision == 8
-
-
-@pytest.mark.parametrize(
     ("configured", "dynamic", "effective"),
     [
         # no dynamic metadata: the configured metadata as it is
@@ -181,10 +87,11 @@ def test_dynamic_metadata_overrides_configured(configured, dynamic, effective) -
 
 
 def test_effective_metadata_from_a_snapshot_and_a_view_alike() -> None:
-    snap = Snapshot(1).apply(MachineUp(2, Machine("m", "", {"role": "web"})))
-    snap = snap.apply(MetadataChanged(3, DynamicMetadata("m", {"role": "db"})))
-    snap = snap.apply(MetadataChanged(4, DynamicMetadata("gone", {"role": "db"})))
-    view = ClusterView(snap)
+    view = ClusterView()
+    view.put(KeyKind.MACHINE, "m", Machine("m", "", {"role": "web"}))
+    view.put(KeyKind.MACHINE_META, "m", DynamicMetadata("m", {"role": "db"}))
+    view.put(KeyKind.MACHINE_META, "gone", DynamicMetadata("gone", {"role": "db"}))
+    snap = view.freeze()
     for v in (snap, view):
         assert effective_metadata(v, "m") == {"role": "db"}
         assert effective_machines(v) == {"m": Machine("m", "", {"role": "db"})}
@@ -192,11 +99,10 @@ def test_effective_metadata_from_a_snapshot_and_a_view_alike() -> None:
         assert effective_metadata(v, "gone", {"role": "web", "az": "1"}) == {
             "role": "db", "az": "1"}  # fmt: skip
     # the dynamic document deleted: the configured metadata alone again
-    snap = snap.apply(MetadataDeleted(5, "m"))
-    view.apply(MetadataDeleted(5, "m"))
-    assert effective_metadata(snap, "m") == effective_metadata(view, "m") == {"role": "web"}
+    view.delete(KeyKind.MACHINE_META, "m")
+    assert effective_metadata(view, "m") == {"role": "web"}
     # re-registration (config metadata changed) keeps the dynamic metadata apart
-    view.apply(MachineUp(6, Machine("gone", "", {"role": "web"})))
+    view.put(KeyKind.MACHINE, "gone", Machine("gone", "", {"role": "web"}))
     assert effective_metadata(view, "gone") == {"role": "db"}
 
 

@@ -9,12 +9,11 @@ from registry_helpers import DEADLINE, next_matching, state, unit
 
 from fleetd.model import LeaderInfo, Machine
 from fleetd.registry import (
-    LeaderChanged,
-    MachineDown,
+    KeyKind,
     MachineIdInUse,
     Registry,
-    StateDeleted,
 )
+from tests.waiting import gone, put
 
 
 async def test_lease_expiry_removes_machine_and_states(registry: Registry) -> None:
@@ -26,13 +25,13 @@ async def test_lease_expiry_removes_machine_and_states(registry: Registry) -> No
     assert "m1" in snap.machines and len(snap.states) == 2
     async with registry.watch(snap.revision + 1) as events:
         await lease.release()  # the agent dies: no more keep-alives
-        down, seen = await next_matching(events, lambda e: isinstance(e, MachineDown))
-        gone = {(e.name, e.machine_id) for e in seen if isinstance(e, StateDeleted)}
-        while len(gone) < 2:
-            _, more = await next_matching(events, lambda e: isinstance(e, StateDeleted))
-            gone |= {(e.name, e.machine_id) for e in more if isinstance(e, StateDeleted)}
-    assert down.machine_id == "m1"
-    assert gone == {("a.service", "m1"), ("b.service", "m1")}
+        down, seen = await next_matching(events, gone(KeyKind.MACHINE))
+        lost = {e.ident for e in seen if gone(KeyKind.STATE)(e)}
+        while len(lost) < 2:
+            _, more = await next_matching(events, gone(KeyKind.STATE))
+            lost |= {e.ident for e in more if gone(KeyKind.STATE)(e)}
+    assert down.ident == "m1"
+    assert lost == {("a.service", "m1"), ("b.service", "m1")}
     after = await registry.snapshot()
     assert after.machines == {} and after.states == {}
     assert set(after.jobs) == {"a.service"}  # jobs are not on a lease
@@ -65,8 +64,8 @@ async def test_revoke_sends_machine_down(registry: Registry) -> None:
     snap = await registry.snapshot()
     async with registry.watch(snap.revision + 1) as events:
         await lease.revoke()
-        down, _ = await next_matching(events, lambda e: isinstance(e, MachineDown))
-    assert down.machine_id == "m1"
+        down, _ = await next_matching(events, gone(KeyKind.MACHINE))
+    assert down.ident == "m1"
 
 
 async def test_a_machine_id_held_by_another_lease_is_refused(registry: Registry) -> None:
@@ -127,11 +126,10 @@ async def test_leader_lease_expiry_hands_over(registry: Registry) -> None:
     async with registry.watch(snap.revision + 1) as events:
         waiting = asyncio.create_task(registry.campaign(b, lease_b))
         await lease_a.release()  # the leader's fleetd is killed
-        gone, _ = await next_matching(events, lambda e: isinstance(e, LeaderChanged))
-        assert gone.leader is None
+        await next_matching(events, gone(KeyKind.LEADER))
         lead_b = await asyncio.wait_for(waiting, DEADLINE)
-        new, _ = await next_matching(events, lambda e: isinstance(e, LeaderChanged))
-    assert new.leader == b and lead_b.info == b
+        new, _ = await next_matching(events, put(KeyKind.LEADER))
+    assert new.doc == b and lead_b.info == b
     await lease_b.revoke()
 
 

@@ -158,7 +158,10 @@ async def test_restart_requests_are_in_the_view_replaced_and_go_with_the_job(
     registry: Registry,
 ) -> None:
     from fleetd.model import RestartRequest
-    from fleetd.registry import RestartDeleted, RestartRequested
+    from fleetd.registry import KeyKind
+    from tests.waiting import gone, put
+
+    requested, deleted = put(KeyKind.RESTART), gone(KeyKind.RESTART)
 
     await registry.create_job("a.service", unit("a"), JobState.LAUNCHED)
     await registry.create_job("b.service", unit("b"), JobState.LAUNCHED)
@@ -184,20 +187,19 @@ async def test_restart_requests_are_in_the_view_replaced_and_go_with_the_job(
     async def follow() -> None:
         async with registry.watch(before.revision + 1) as events:
             async for event in events:
-                if isinstance(event, RestartRequested | RestartDeleted):
+                if requested(event) or deleted(event):
                     seen.append(event)
-                if sum(isinstance(e, RestartDeleted) for e in seen) == 2:
+                if sum(map(deleted, seen)) == 2:
                     return
 
     await asyncio.wait_for(follow(), 20)
-    asks = [(e.request.name, e.request.machine_id, e.request.token)
-            for e in seen if isinstance(e, RestartRequested)]  # fmt: skip
+    asks = [(e.doc.name, e.doc.machine_id, e.doc.token) for e in seen if requested(e)]
     assert asks == [
         ("a.service", "m1", "t1"), ("a.service", "m2", "t2"), ("b.service", "m1", "t3"),
         ("a.service", "m1", "t4"),
     ]
-    gone = sorted((e.name, e.machine_id) for e in seen if isinstance(e, RestartDeleted))
-    assert gone == [("a.service", "m1"), ("a.service", "m2")]
+    removed = sorted(e.ident for e in seen if deleted(e))
+    assert removed == [("a.service", "m1"), ("a.service", "m2")]
 
 
 async def test_destroy_many_deletes_restart_requests(registry: Registry) -> None:

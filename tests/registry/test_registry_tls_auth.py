@@ -62,7 +62,7 @@ async def test_registry_works_over_tls_with_auth(secure_etcd: EtcdServer, pki: P
         async with reg.watch(snap.revision + 1) as events:
             await reg.set_desired("hello.service", JobState.LAUNCHED)
             event = await events.__anext__()
-        assert event.job.desired is JobState.LAUNCHED
+        assert event.doc.desired is JobState.LAUNCHED
         lease = await reg.grant_lease(30)
         await lease.revoke()
     assert "hello.service" in secure_etcd.etcdctl("get", "--prefix", PREFIX, user="root:rootpw")

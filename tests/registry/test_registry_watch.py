@@ -8,21 +8,27 @@ from registry_helpers import next_matching, retrying, state, take, unit
 
 from fleetd.model import JobState, Machine
 from fleetd.registry import (
+    Changed,
+    ClusterView,
     EtcdConfig,
-    JobChanged,
-    JobDeleted,
-    MachineDown,
-    MachineUp,
+    Event,
+    KeyKind,
     Registry,
+    Removed,
     Resync,
-    ScheduleChanged,
-    ScheduleDeleted,
-    StateChanged,
-    StateDeleted,
-    UnitDeleted,
-    UnitStored,
 )
 from fleetd.sandbox.etcd import EtcdServer
+from tests.waiting import gone, put
+
+JOB, UNIT, SCHEDULE, MACHINE, STATE = (
+    KeyKind.JOB, KeyKind.UNIT, KeyKind.SCHEDULE, KeyKind.MACHINE, KeyKind.STATE
+)  # fmt: skip
+
+
+def shape(event: Event) -> tuple[str, KeyKind]:
+    """("put" or "delete", the key's kind) of a Changed or Removed event."""
+    assert isinstance(event, Changed | Removed), event
+    return ("put" if isinstance(event, Changed) else "delete", event.kind)
 
 
 async def test_watch_yields_typed_events_in_revision_order(registry: Registry) -> None:
@@ -38,37 +44,37 @@ async def test_watch_yields_typed_events_in_revision_order(registry: Registry) -
         await registry.destroy("a.service")
         got = await take(events, 10)
         await lease.revoke()
-        down, _ = await next_matching(events, lambda e: isinstance(e, MachineDown))
-    kinds = [type(e) for e in got]
-    assert kinds[:2] in ([UnitStored, JobChanged], [JobChanged, UnitStored])
+        down, _ = await next_matching(events, gone(MACHINE))
+    kinds = [shape(e) for e in got]
+    assert sorted(kinds[:2]) == [("put", JOB), ("put", UNIT)]
     assert kinds[2:8] == [
-        JobChanged,
-        ScheduleChanged,
-        MachineUp,
-        StateChanged,
-        StateDeleted,
-        ScheduleDeleted,
+        ("put", JOB),
+        ("put", SCHEDULE),
+        ("put", MACHINE),
+        ("put", STATE),
+        ("delete", STATE),
+        ("delete", SCHEDULE),
     ]
-    assert sorted(k.__name__ for k in kinds[8:]) == ["JobDeleted", "UnitDeleted"]
-    assert got[2].job.desired is JobState.LAUNCHED
-    assert got[4].machine.public_ip == "10.0.0.1"
+    assert sorted(kinds[8:]) == [("delete", JOB), ("delete", UNIT)]
+    assert got[2].doc.desired is JobState.LAUNCHED
+    assert got[4].doc.public_ip == "10.0.0.1"
     revisions = [e.revision for e in got]
     assert revisions == sorted(revisions) and revisions[0] > snap.revision
     assert got[-1].revision == got[-2].revision  # destroy is one txn: one revision
-    assert down.machine_id == "m1"
+    assert down.ident == "m1"
 
 
 async def test_snapshot_plus_events_equals_a_later_snapshot(registry: Registry) -> None:
     await registry.create_job("a.service", unit("a"))
-    view = await registry.snapshot()
+    view = ClusterView(await registry.snapshot())
     async with registry.watch(view.revision + 1) as events:
         await registry.create_job("b.service", unit("b"))
         await registry.schedule("b.service", "m1")
         await registry.destroy("a.service")
         await registry.create_job("sentinel.service", unit("b"))
         async for event in events:
-            view = view.apply(event)
-            if isinstance(event, JobChanged) and event.job.name == "sentinel.service":
+            view.apply(event)
+            if put(JOB, "sentinel.service")(event):
                 break
     after = await registry.snapshot()
     assert (view.jobs, view.units, view.placements) == (after.jobs, after.units, after.placements)
@@ -84,11 +90,11 @@ async def test_corrupt_value_is_logged_and_skipped(registry: Registry, capsys) -
         await registry.etcd.put(registry.keys.job("bad2.service"), b"\xff\xfe garbage")
         await registry.etcd.put(registry.keys.job("other.service"), unit_job("bad3.service"))
         await registry.create_job("next.service", unit())
-        event, seen = await next_matching(events, lambda e: isinstance(e, JobChanged))
+        event, seen = await next_matching(events, put(JOB))
     # the corrupt ones never surface; the shared content is written again with the job (so a
     # concurrent destroy sees it gained a user), in the same revision
-    assert event.job.name == "next.service"
-    assert [type(e).__name__ for e in seen] == ["UnitStored", "JobChanged"]
+    assert event.ident == "next.service"
+    assert [shape(e) for e in seen] == [("put", UNIT), ("put", JOB)]
     assert seen[0].revision == event.revision
     out = capsys.readouterr().out
     assert out.count("registry.corrupt_value") >= 4
@@ -123,8 +129,8 @@ async def test_watch_survives_kill_9_and_restart(private_etcd: EtcdServer, key_p
             try:
                 async with asyncio.timeout(60):
                     async for event in events:
-                        if isinstance(event, JobChanged):
-                            received.append(event.job.name)
+                        if put(JOB)(event):
+                            received.append(event.ident)
                         if len(received) == 20:
                             await asyncio.to_thread(private_etcd.kill)
                             await asyncio.to_thread(private_etcd.start)
@@ -132,22 +138,22 @@ async def test_watch_survives_kill_9_and_restart(private_etcd: EtcdServer, key_p
                             break
                 await task
                 await writer.create_job("sentinel.service", unit())
-                event, seen = await next_matching(events, lambda e: isinstance(e, JobChanged))
+                event, seen = await next_matching(events, put(JOB))
             finally:
                 task.cancel()
             assert events.reconnects >= 1
     assert received == names  # every one, once, in order
     # nothing doubled after: the sentinel's txn only (its shared content is written again)
-    assert event.job.name == "sentinel.service"
-    assert [(type(e).__name__, e.revision) for e in seen] == [
-        ("UnitStored", event.revision), ("JobChanged", event.revision)]  # fmt: skip
+    assert event.ident == "sentinel.service"
+    assert [(shape(e), e.revision) for e in seen] == [
+        (("put", UNIT), event.revision), (("put", JOB), event.revision)]  # fmt: skip
 
 
 async def test_compaction_while_behind_relists(private_etcd: EtcdServer, key_prefix) -> None:
     config = EtcdConfig(private_etcd.endpoints, key_prefix=key_prefix)
     async with Registry(config) as reg:
         await reg.create_job("a.service", unit("a"))
-        view = await reg.snapshot()
+        view = ClusterView(await reg.snapshot())
         # The watcher is behind: these happen before it reads anything.
         await reg.create_job("b.service", unit("b"))
         await reg.destroy("a.service")
@@ -157,15 +163,15 @@ async def test_compaction_while_behind_relists(private_etcd: EtcdServer, key_pre
         async with reg.watch(view.revision + 1) as events:
             first = await take(events, 1)
             assert isinstance(first[0], Resync)
-            view = view.apply(first[0])
+            view.apply(first[0])
             assert set(view.jobs) == {"b.service", "c.service"}  # consistent, not half-applied
             await reg.create_job("d.service", unit("d"))
-            event, seen = await next_matching(events, lambda e: isinstance(e, JobChanged))
+            event, seen = await next_matching(events, put(JOB))
             for e in seen:
-                view = view.apply(e)
+                view.apply(e)
             assert events.resyncs == 1
         after = await reg.snapshot()
-    assert event.job.name == "d.service"
+    assert event.ident == "d.service"
     assert (view.jobs, view.units, view.placements) == (after.jobs, after.units, after.placements)
 
 
@@ -175,12 +181,12 @@ async def test_compaction_during_a_disconnect_relists(
     """A live watcher loses its stream; while it is away history is compacted past it."""
     config = EtcdConfig(private_etcd.endpoints, key_prefix=key_prefix, request_timeout=2.0)
     async with Registry(config) as reg, Registry(config) as writer:
-        view = await reg.snapshot()
+        view = ClusterView(await reg.snapshot())
         async with reg.watch(view.revision + 1) as events:
             await writer.create_job("a.service", unit("a"))
             got = await take(events, 2)
             for e in got:
-                view = view.apply(e)
+                view.apply(e)
             await asyncio.to_thread(private_etcd.kill)
             await asyncio.to_thread(private_etcd.start)
             await retrying(lambda: writer.create_job("b.service", unit("b")))
@@ -188,7 +194,7 @@ async def test_compaction_during_a_disconnect_relists(
             await retrying(lambda: writer.compact())
             await retrying(lambda: writer.create_job("c.service", unit("c")))
             async for event in events:
-                view = view.apply(event)
+                view.apply(event)
                 if "c.service" in view.jobs:
                     break
         after = await reg.snapshot()
@@ -206,6 +212,5 @@ async def test_slow_consumer_reads_at_its_own_pace(registry: Registry) -> None:
         for i in range(1, 300):
             await registry.schedule("s.service", f"m{i}", expected=f"m{i - 1}")
         got = await take(events, 300)
-    assert [e.placement.machine_id for e in got] == [f"m{i}" for i in range(300)]
-    assert all(isinstance(e, ScheduleChanged) for e in got)
-    assert not any(isinstance(e, (JobDeleted, UnitDeleted)) for e in got)
+    assert [e.doc.machine_id for e in got] == [f"m{i}" for i in range(300)]
+    assert all(shape(e) == ("put", SCHEDULE) for e in got)
