@@ -11,13 +11,13 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
 from fleetd.model import JobState
-from fleetd.registry import EtcdUnavailable, KeyKind
+from fleetd.registry import EtcdUnavailable, Event, KeyKind
 from fleetd.registry.watch import Backoff
 from fleetd.sandbox.etcd import EtcdServer
 from tests.faults.harness import (
@@ -30,7 +30,6 @@ from tests.faults.harness import (
     sandbox_cluster,
     signal_and_wait,
     start_units,
-    state_is,
 )
 from tests.waiting import gone, put
 
@@ -126,9 +125,10 @@ async def _retrying(attempts: Iterator[Coroutine[Any, Any, object]]) -> None:
     raise AssertionError("etcd stayed unavailable")
 
 
-def _active_anywhere(unit: str):  # type: ignore[no-untyped-def]
-    def check(event: object) -> bool:
-        machine = getattr(getattr(event, "state", None), "machine_id", "")
-        return bool(machine) and state_is(unit, machine, "active")(event)  # type: ignore[arg-type]
+def _active_anywhere(unit: str) -> Callable[[Event], bool]:
+    def check(event: Event) -> bool:
+        return put(KeyKind.STATE)(event) and event.ident[0] == unit and (  # type: ignore[union-attr]
+            event.doc.active == "active"  # type: ignore[union-attr]
+        )
 
     return check
