@@ -3,8 +3,7 @@
 connection per call, error answers decoded into `APIError`s, pages and streamed lines.
 
 Standard library only (http.client, ssl), so fleetctl starts fast. `fleetd.api.client.Client`
-puts fleet's API on top of it; what a connection is lives here, what a unit is lives there.
-"""
+puts fleet's API on top: what a connection is lives here, what a unit is lives there."""
 
 from __future__ import annotations
 
@@ -132,18 +131,15 @@ def _parse_endpoint(endpoint: str) -> tuple[str, str, int | None, str]:
         raise BadEndpoint(0, f"invalid endpoint {first!r}: {err}") from None
     if not parts.scheme:
         raise BadEndpoint(0, "URL scheme undefined")
+    unusable = f'unable to connect to host "{parts.netloc}" with scheme "{parts.scheme}"'
     if parts.scheme == "unix":
         if parts.netloc:
-            raise BadEndpoint(
-                0, f'unable to connect to host "{parts.netloc}" with scheme "unix"'
-            )
+            raise BadEndpoint(0, unusable)
         if not parts.path:
             raise BadEndpoint(0, f"no socket path in endpoint {first!r}")
         return "unix", "", None, parts.path
     if parts.scheme not in ("http", "https"):
-        raise BadEndpoint(
-            0, f'unable to connect to host "{parts.netloc}" with scheme "{parts.scheme}"'
-        )
+        raise BadEndpoint(0, unusable)
     if not parts.hostname:
         raise BadEndpoint(0, f"no host in endpoint {first!r}")
     try:
@@ -201,13 +197,11 @@ class Transport:
             raise Unreachable(0, msg) from err
         except OSError as err:
             conn.close()
-            why = _connect_failure(
-                err, self._path, self.timeout if conn.timeout is None else conn.timeout
-            )
+            timeout = self.timeout if conn.timeout is None else conn.timeout
+            why = _connect_failure(err, self._path, timeout)
             if isinstance(err, PermissionError):
-                raise Unreachable(
-                    0, f"unable to reach the fleet API at {self.endpoint}: {why}"
-                ) from err
+                msg = f"unable to reach the fleet API at {self.endpoint}: {why}"
+                raise Unreachable(0, msg) from err
             raise CannotConnect(0, f"cannot reach the fleet API at {self.endpoint}: {why}") from err
 
     def _open(
@@ -295,9 +289,8 @@ class Transport:
     def _stream(
         self, method: str, path: str, *, endless: bool, lines: bool = True, **kw: Any
     ) -> Iterator[bytes]:
-        """A streamed answer as it comes, line by line (or chunk by chunk); its end is
-        Unreachable when the stream should never end (`endless`), else the end of the iteration.
-        """
+        """A streamed answer, line by line (or chunk by chunk) as it comes; its end is Unreachable
+        when the stream should never end (`endless`), else the end of the iteration."""
         conn, resp = self._open(method, path, stream=True, **kw)
         try:
             while True:
