@@ -2,9 +2,10 @@
 
 Kept light on purpose (it must start in well under 150 ms): it imports click and the standard
 library only; the API client and the unit model are imported inside the commands that need
-them. One module per command group: units (submit ... cat), lists (list-*), remote (status,
-journal, ssh); output holds the table layout, files the local unit files, context the shared
-flags, client and waiting.
+them. One module per command group: submit (submit, load, start: they carry out the pure plan of
+`fleetd.reconcile.submit`), units (stop, unload, destroy, restart, cat), lists (list-*), remote
+(status, journal, ssh); output holds the table layout, files the local unit files, context the
+shared flags, client and waiting.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from fleetd import __version__
-from fleetd.cli import dashboard, lists, remote, units
+from fleetd.cli import dashboard, lists, remote, submit, units
 from fleetd.cli.context import Failure, Settings, api_error_line
 
 __all__ = ["fleetctl", "main"]
@@ -235,7 +236,9 @@ def help_(ctx: click.Context, command: str | None) -> None:
         click.echo(sub.get_help(sub_ctx))
 
 
-for _command in (*units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS, *dashboard.COMMANDS):
+for _command in (
+    *submit.COMMANDS, *units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS, *dashboard.COMMANDS
+):
     fleetctl.add_command(_command)
 
 

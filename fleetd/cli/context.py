@@ -22,8 +22,12 @@ __all__ = [
     "Failure",
     "Settings",
     "api_error_line",
+    "api_failure",
+    "block_options",
     "emit_json",
+    "require_units",
     "settings",
+    "unit_options",
     "wait_for_units",
 ]
 
@@ -151,6 +155,16 @@ def api_error_line(err: Any) -> str:
     return f"Error: {err.message} (HTTP {err.code})"
 
 
+def api_failure(prefix: str, err: Exception) -> Failure:
+    """A command's failure on an API error: `prefix: the API's message`, or the one line of an
+    API nobody serves, whatever the command was doing."""
+    from fleetd.api.client import CannotConnect
+
+    if isinstance(err, CannotConnect):
+        return Failure(api_error_line(err))
+    return Failure(f"{prefix}: {getattr(err, 'message', None) or err}")
+
+
 def settings() -> Settings:
     """The Settings of the running command."""
     ctx = click.get_current_context()
@@ -160,6 +174,63 @@ def settings() -> Settings:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def require_units(args: tuple[str, ...]) -> None:
+    if not args:
+        raise Failure("No units given")
+
+
+def unit_options(unit: Any) -> list[dict[str, str]]:
+    """A UnitFile's options as the API carries them."""
+    return [{"section": o.section, "name": o.name, "value": o.value} for o in unit.options]
+
+
+def block_options(*, lines: bool = False, settle: bool = False) -> Any:
+    """The options of a command that waits for its units: --no-block and --block-attempts;
+    with `lines`, --lines (the journal of each unit that failed); with `settle`, --settle."""
+    options = [
+        click.option(
+            "--no-block",
+            is_flag=True,
+            help="Do not wait until the units have reached the requested state.",
+        ),
+        click.option(
+            "--block-attempts",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Wait until the units reach the requested state, at most N x 2 s (0: forever).",
+        ),
+    ]
+    if lines:
+        options.append(
+            click.option(
+                "--lines",
+                type=click.IntRange(min=0),
+                default=10,
+                show_default=True,
+                help="Journal lines to show of each unit that failed (0: none).",
+            )
+        )
+    if settle:
+        options.append(
+            click.option(
+                "--settle",
+                type=click.FloatRange(min=0, max=600),
+                default=DEFAULT_SETTLE,
+                show_default=True,
+                help="Seconds a newly started simple service must stay active before it counts "
+                "as launched (a process that dies at once is a failure); 0 turns it off.",
+            )
+        )
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):  # the first option listed first in --help
+            f = option(f)
+        return f
+
+    return decorate
 
 
 def block_timeout(no_block: bool, block_attempts: int) -> float | bool | None:

@@ -1,47 +1,20 @@
-"""Local unit files as fleetctl finds them: names, symlinks, templates, --replace decisions.
+"""Local unit files as fleetctl finds them: the path an argument means, symlinks, templates.
 
-Reads files, never talks to the cluster: the registry side is passed in as plain values, so
-the lookup order of fleet's `lazyCreateUnits` can be tested on temporary directories alone.
+Reads files, decides nothing: what is on disk for each argument goes to the pure planner
+(`fleetd.reconcile.submit`) as plain values, which picks fleet's sources in fleet's order. A
+file that cannot be read is a value too (`LocalFile.problem`), said only if the plan uses it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "REPLACEABLE",
-    "BadFile",
-    "LocalUnit",
-    "NotFound",
-    "find_local",
-    "local_path",
-    "read_unit_file",
-    "replace_allowed",
-    "unit_suffix_problem",
-]
+if TYPE_CHECKING:  # imported when read: `fleetctl version` loads no unit model
+    from fleetd.reconcile.submit import Argument, LocalFile
 
-# fleet's checkReplaceUnitState: the desired states a unit may be replaced in, per command.
-REPLACEABLE = {
-    "submit": frozenset({"inactive"}),
-    "load": frozenset({"inactive", "loaded"}),
-    "start": frozenset({"inactive", "loaded", "launched"}),
-}
-
-
-class NotFound(LookupError):
-    """No local file (and no template) for a unit; str() is fleet's message."""
-
-
-@dataclass(frozen=True)
-class LocalUnit:
-    """A unit file found on disk for a command-line argument."""
-
-    name: str  # the unit name the argument means (from the link's name, not its target)
-    path: str  # the file read (the argument, or the template next to it)
-    unit: Any  # fleetd.unit.UnitFile
-    from_template: bool = False
+__all__ = ["BadFile", "local_path", "read_arguments", "read_unit_file"]
 
 
 def local_path(arg: str) -> str:
@@ -76,43 +49,41 @@ def read_unit_file(path: str) -> Any:
         raise BadFile(path, str(err)) from None
 
 
-def _template_path(arg_path: str, template: str) -> str:
-    return os.path.join(os.path.dirname(arg_path), template)
+def read_arguments(args: Iterable[str]) -> list[Argument]:
+    """What is on disk for each argument (`fleetd.reconcile.submit.Argument`): the file at its
+    path, else for an instance `p@i.s` the template `p@.s` in the same directory; when neither
+    exists, where it looked. A symlink is followed for the content (the unit keeps the link's
+    name). A file named by many arguments (the template of many instances) is read once."""
+    from fleetd.reconcile.submit import Argument, LocalFile
+    from fleetd.unit import UnitNameError, mangle_name, parse_name
 
+    read: dict[tuple[str, bool], LocalFile] = {}
 
-def find_local(arg: str, *, registry_template: Any = None) -> LocalUnit:
-    """The unit file for `arg` when the unit is not in the registry yet.
+    def local_file(path: str, *, template: bool) -> LocalFile:
+        if (path, template) not in read:
+            try:
+                found = LocalFile(path, read_unit_file(path), template=template)
+            except BadFile as err:
+                found = LocalFile(path, None, str(err), template=template)
+            read[path, template] = found
+        return read[path, template]
 
-    fleet's order: the file at the argument's path (a symlink is followed for the content and
-    the unit keeps the link's name); then, for an instance `p@i.s`, the template `p@.s` from the
-    registry (`registry_template`: its UnitFile, or None), then the template file in the same
-    directory as the argument. Raises NotFound with fleet's message (and the paths looked at),
-    BadFile when a file exists but cannot be read.
-    """
-    from fleetd.unit import mangle_name, parse_name
-
-    name = mangle_name(arg)
-    path = local_path(arg)
-    if os.path.exists(path):
-        return LocalUnit(name, path, read_unit_file(path))
-    info = parse_name(name)
-    if not info.is_instance:
-        # `hello.srvice` meant `hello.srvice.service`; an instance may hold dots (`etcd@10.0.0.1`)
-        bad_suffix = unit_suffix_problem(arg)
-        if bad_suffix:
-            raise NotFound(bad_suffix)
-        raise NotFound(
-            f"unable to find Unit({name}) in Registry or on filesystem ({_looked_at(path)})"
-        )
-    if registry_template is not None:
-        return LocalUnit(name, info.template, registry_template, from_template=True)
-    tpath = _template_path(path, info.template)
-    if not os.path.exists(tpath):
-        raise NotFound(
-            f"unable to find template Unit({info.template}) in Registry or on filesystem "
-            f"({_looked_at(path)}, {_looked_at(tpath)})"
-        )
-    return LocalUnit(name, tpath, read_unit_file(tpath), from_template=True)
+    out: list[Argument] = []
+    for arg in args:
+        path = local_path(arg)
+        paths = [path]
+        try:
+            info = parse_name(mangle_name(arg))
+        except UnitNameError:
+            info = None
+        if info is not None and info.is_instance:
+            paths.append(os.path.join(os.path.dirname(path), info.template))
+        found = next((p for p in paths if os.path.exists(p)), None)
+        if found is None:
+            out.append(Argument(arg, looked_at=tuple(_looked_at(p) for p in paths)))
+        else:
+            out.append(Argument(arg, local_file(found, template=found != path)))
+    return out
 
 
 def _looked_at(path: str) -> str:
@@ -121,44 +92,3 @@ def _looked_at(path: str) -> str:
     if os.path.islink(path):
         return f"file {full} is a symbolic link to the missing {os.readlink(path)}"
     return f"looked for file {full}"
-
-
-def unit_suffix_problem(arg: str) -> str | None:
-    """What is wrong with an argument whose suffix is no unit type (`hello.srvice`), else None.
-
-    Such an argument means `hello.srvice.service` (fleet appends `.service`); when no such
-    unit exists this says what the user most likely got wrong instead of "not found".
-    """
-    from fleetd.unit import UNIT_TYPES
-
-    base = arg.rstrip("/").rsplit("/", 1)[-1]
-    dot = base.rfind(".")
-    if dot <= 0 or base[dot + 1 :] in UNIT_TYPES:
-        return None
-    valid = ", ".join(f".{t}" for t in sorted(UNIT_TYPES))
-    return f"{arg} has no valid unit suffix ({valid})"
-
-
-def local_counterpart(arg: str) -> tuple[str, Any] | None:
-    """The local file a registered unit is compared with (fleet's isLocalUnitDifferent): the
-    file at the argument's path, else the template file next to it; None when neither exists.
-    Raises BadFile when the one that exists cannot be read."""
-    from fleetd.unit import mangle_name, parse_name
-
-    path = local_path(arg)
-    candidates = [path]
-    try:
-        info = parse_name(mangle_name(arg))
-    except ValueError:
-        info = None
-    if info is not None and info.is_instance:
-        candidates.append(_template_path(path, info.template))
-    for candidate in candidates:
-        if os.path.exists(candidate):
-            return candidate, read_unit_file(candidate)
-    return None
-
-
-def replace_allowed(command: str, desired_state: str) -> bool:
-    """Whether `command --replace` may replace a unit whose desired state is `desired_state`."""
-    return desired_state in REPLACEABLE.get(command, frozenset())

@@ -153,11 +153,9 @@ def old_server(tmp_path: Path) -> Iterator[_OldServer]:
 
 
 def test_fleetctl_falls_back_to_one_request_per_unit(old_server: _OldServer) -> None:
-    from fleetd.cli.units import _put, _send
-
     client = Client(f"unix://{old_server.server_address}")
-    errors = _send(client, [_put("a.service", desired_state="launched"),
-                            _put("b.service", desired_state="launched")])  # fmt: skip
+    errors = client.put_units([{"name": "a.service", "desiredState": "launched"},
+                               {"name": "b.service", "desiredState": "launched"}])  # fmt: skip
     assert errors == [None, None]
     assert sorted(old_server.seen) == [
         ("POST", "/fleet/v1/x/units"),

@@ -1,4 +1,8 @@
-"""Local unit files as fleetctl finds them: names, symlinks, templates, --replace rules."""
+"""Local unit files as fleetctl finds them: names, symlinks, templates, on real directories.
+
+The reader only says what is on disk; the plan (`fleetd.reconcile.submit`, its own table tests
+in tests/reconcile) picks from it. Here both run on the walkthrough's layout, no cluster.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.cli.files import (
-    BadFile,
-    NotFound,
-    find_local,
-    local_counterpart,
-    local_path,
-    replace_allowed,
-)
+from fleetd.cli.files import local_path, read_arguments
+from fleetd.reconcile.submit import plan_submit
 from fleetd.unit import parse_unit
 
 SEED = Path(__file__).parents[2] / "examples" / "seed"
+APACHE = parse_unit((SEED / "apache@.service").read_text())
+
+
+def created(*args: str) -> list[tuple[str, str]]:
+    """(unit name, file read) of each unit `fleetctl submit args` would create here."""
+    arguments = {a.text: a for a in read_arguments(args)}
+    plan = plan_submit("submit", list(arguments.values()), {})
+    assert plan.refusal == ""
+    paths = {}
+    for text, arg in arguments.items():
+        assert arg.local is not None
+        paths[text] = arg.local.path
+    return [(w.name, paths[text]) for w, text in zip(plan.writes, arguments, strict=True)]
 
 
 @pytest.fixture
@@ -51,89 +62,80 @@ def test_local_path(arg: str, path: str) -> None:
 
 
 def test_symlink_gives_content_of_target_and_name_of_link(walkthrough: Path) -> None:
-    found = find_local("apache@8888.service")
-    assert found.name == "apache@8888.service"
-    assert found.unit == parse_unit((SEED / "apache@.service").read_text())
-    assert not found.from_template
+    [arg] = read_arguments(["apache@8888.service"])
+    assert arg.local is not None and not arg.local.template
+    assert arg.local.unit == APACHE
+    assert created("apache@8888.service") == [("apache@8888.service", "apache@8888.service")]
 
 
 def test_instances_through_a_glob_of_symlinks(walkthrough: Path) -> None:
-    names = [find_local(str(p)).name for p in sorted((walkthrough / "instances").iterdir())]
-    assert names == ["apache@5555.service", "apache@6666.service", "apache@7777.service"]
+    paths = [str(p) for p in sorted((walkthrough / "instances").iterdir())]
+    assert [name for name, _ in created(*paths)] == [
+        "apache@5555.service", "apache@6666.service", "apache@7777.service"
+    ]  # fmt: skip
 
 
 def test_short_name_in_a_directory(walkthrough: Path) -> None:
-    found = find_local("static/hello")
-    assert (found.name, found.path) == ("hello.service", "static/hello.service")
-
-
-def test_instance_from_registry_template_before_template_file(walkthrough: Path) -> None:
-    registry_template = parse_unit("[Service]\nExecStart=/bin/true\n")
-    found = find_local("templates/apache@80.service", registry_template=registry_template)
-    assert found.unit is registry_template and found.from_template
+    assert created("static/hello") == [("hello.service", "static/hello.service")]
 
 
 def test_instance_from_template_file_in_same_directory(walkthrough: Path) -> None:
-    found = find_local("templates/apache@80.service")
-    assert found.name == "apache@80.service"
-    assert found.path == "templates/apache@.service" and found.from_template
-
-
-@pytest.mark.parametrize(
-    ("arg", "message"),
-    [
-        # fleet's message, then the path looked at
-        ("nosuch.service", "unable to find Unit(nosuch.service) in Registry or on filesystem (looked for file {d}/nosuch.service)"),
-        ("nosuch", "unable to find Unit(nosuch.service) in Registry or on filesystem (looked for file {d}/nosuch.service)"),
-        # the template is looked for next to the argument only, not elsewhere
-        ("apache@80.service", "unable to find template Unit(apache@.service) in Registry or on filesystem (looked for file {d}/apache@80.service, looked for file {d}/apache@.service)"),
-        # a suffix that is no unit type: said instead of "not found"
-        ("hello.srvice", "hello.srvice has no valid unit suffix (.automount, .busname, .device, .mount, .path, .scope, .service, .slice, .snapshot, .socket, .swap, .target, .timer)"),
-        # an instance may hold dots: its template is looked for, as fleet does
-        ("etcd@10.0.0.1", "unable to find template Unit(etcd@.service) in Registry or on filesystem (looked for file {d}/etcd@10.0.0.1.service, looked for file {d}/etcd@.service)"),
-    ],
-)  # fmt: skip
-def test_not_found_messages(walkthrough: Path, arg: str, message: str) -> None:
-    with pytest.raises(NotFound) as err:
-        find_local(arg)
-    assert str(err.value) == message.replace("{d}", os.getcwd())
+    [arg] = read_arguments(["templates/apache@80.service"])
+    assert arg.local is not None and arg.local.template
+    assert created("templates/apache@80.service") == [
+        ("apache@80.service", "templates/apache@.service")
+    ]
 
 
 def test_an_instance_with_dots_comes_from_its_template(walkthrough: Path) -> None:
-    found = find_local("templates/apache@10.0.0.1")
-    assert (found.name, found.path) == ("apache@10.0.0.1.service", "templates/apache@.service")
+    assert created("templates/apache@10.0.0.1") == [
+        ("apache@10.0.0.1.service", "templates/apache@.service")
+    ]
 
 
-def test_unreadable_unit_file_is_an_error(walkthrough: Path) -> None:
-    (walkthrough / "bad.service").write_text("[Unit\n")
-    with pytest.raises(BadFile) as err:
-        find_local("bad.service")
-    assert str(err.value) == f"{walkthrough}/bad.service: line 1: unable to find end of section"
-
-
-def test_local_counterpart_is_file_then_template(walkthrough: Path) -> None:
-    path, _ = local_counterpart("static/hello") or ("", None)
-    assert path == "static/hello.service"
-    path, _ = local_counterpart("templates/apache@1.service") or ("", None)
-    assert path == "templates/apache@.service"
-    assert local_counterpart("nosuch.service") is None
+def test_a_template_is_read_once_for_many_instances(walkthrough: Path) -> None:
+    args = read_arguments([f"templates/apache@{i}" for i in range(3)])
+    assert args[0].local is args[1].local is args[2].local
 
 
 @pytest.mark.parametrize(
-    ("command", "desired", "allowed"),
+    ("arg", "looked_at"),
     [
-        # fleet's checkReplaceUnitState table
-        ("submit", "inactive", True),
-        ("submit", "loaded", False),
-        ("submit", "launched", False),
-        ("load", "inactive", True),
-        ("load", "loaded", True),
-        ("load", "launched", False),
-        ("start", "inactive", True),
-        ("start", "loaded", True),
-        ("start", "launched", True),
-        ("stop", "launched", False),  # only submit/load/start replace
+        ("nosuch.service", ["looked for file {d}/nosuch.service"]),
+        ("nosuch", ["looked for file {d}/nosuch.service"]),
+        # the template is looked for next to the argument only, not elsewhere
+        ("apache@80.service", ["looked for file {d}/apache@80.service", "looked for file {d}/apache@.service"]),
+        ("etcd@10.0.0.1", ["looked for file {d}/etcd@10.0.0.1.service", "looked for file {d}/etcd@.service"]),
+    ],
+)  # fmt: skip
+def test_where_it_looked_when_nothing_is_there(walkthrough: Path, arg: str, looked_at: list[str]) -> None:
+    [found] = read_arguments([arg])
+    assert found.local is None
+    assert list(found.looked_at) == [p.replace("{d}", os.getcwd()) for p in looked_at]
+
+
+def test_a_dangling_link_is_named_as_such(walkthrough: Path) -> None:
+    os.symlink("gone.service", walkthrough / "dangling.service")
+    [found] = read_arguments(["dangling.service"])
+    assert found.looked_at == (
+        f"file {walkthrough}/dangling.service is a symbolic link to the missing gone.service",
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param("[Unit\n", "line 1: unable to find end of section", id="unparsable"),
+        pytest.param(None, "Is a directory", id="a-directory"),
     ],
 )
-def test_replace_decision_table(command: str, desired: str, allowed: bool) -> None:
-    assert replace_allowed(command, desired) is allowed
+def test_an_unreadable_unit_file_is_a_value_naming_why(
+    walkthrough: Path, content: str | None, problem: str
+) -> None:
+    if content is None:
+        (walkthrough / "bad.service").mkdir()
+    else:
+        (walkthrough / "bad.service").write_text(content)
+    [found] = read_arguments(["bad.service"])
+    assert found.local is not None and found.local.unit is None
+    assert found.local.problem == f"{walkthrough}/bad.service: {problem}"
