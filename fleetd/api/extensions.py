@@ -9,15 +9,15 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import structlog
 from aiohttp import web
 
-from fleetd.api.events import endless
+from fleetd.api.context import Context, Inspector, Peers
 from fleetd.api.serialization import Fail, body_flag, body_timeout, read_json
+from fleetd.api.streams import endless, stream_response
 from fleetd.engine import plan_for
 from fleetd.model import JobState, ModelError
 from fleetd.reconcile.waiting import (
@@ -42,15 +42,11 @@ from fleetd.registry import (
 )
 from fleetd.registry.events import ClusterView, units_touched
 
-if TYPE_CHECKING:
-    from fleetd.api.server import Context
-
-__all__ = ["UNREACHABLE", "unit_machines"]
-
-log = structlog.get_logger(__name__)
+__all__ = ["LOCAL", "UNREACHABLE", "peer_routes", "routes", "unit_machines", "wait_routes"]
 
 LOCAL = "/fleet/v1/x/local"  # the peer listener's routes: answered here, never forwarded again
 UNREACHABLE = "machineUnreachable"  # `reason` of a 502: the unit's machine could not be reached
+_stream_response = stream_response  # the name the wait handler calls it by
 _CONNECT_TIMEOUT = 5.0
 _STATUS_TIMEOUT = 30.0
 
@@ -73,15 +69,6 @@ def unit_machines(snapshot: Snapshot, name: str, *, verb: str = "loaded") -> lis
 
 
 # --- streaming helpers -----------------------------------------------------------------------
-async def _stream_response(request: web.Request, content_type: str) -> web.StreamResponse:
-    resp = web.StreamResponse(status=200)
-    resp.content_type = content_type
-    resp.charset = "utf-8"
-    resp.enable_chunked_encoding()
-    await resp.prepare(request)
-    return resp
-
-
 @contextlib.asynccontextmanager
 async def _journal_of(inspector: Any, name: str, lines: int, follow: bool) -> AsyncIterator[Any]:
     stream = inspector.journal(name, lines=lines, follow=follow)
@@ -123,9 +110,35 @@ def _query_bool(request: web.Request, key: str) -> bool:
     raise Fail(400, f"invalid {key} {raw!r}: expected true or false")
 
 
+def _upstream_message(body: str) -> str:
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.strip()
+
+
+# --- this machine ----------------------------------------------------------------------------
+def _local(peers: Peers) -> Inspector:
+    if peers.inspector is None:
+        raise Fail(503, "this fleetd has no local systemd to ask")
+    return peers.inspector
+
+
+async def _local_journal(
+    peers: Peers, request: web.Request, name: str, lines: int, follow: bool
+) -> web.StreamResponse:
+    async with _journal_of(_local(peers), name, lines, follow) as stream:
+        resp = await stream_response(request, "text/plain")
+        async for item in stream:
+            await resp.write(_chunk(item))
+    await resp.write_eof()
+    return resp
+
+
 # --- handlers --------------------------------------------------------------------------------
-def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDef]:
-    """The public extension routes under `prefix`, or (peer=True) the peer listener's."""
+def routes(ctx: Context, peers: Peers, prefix: str) -> list[web.RouteDef]:
+    """The public routes under `prefix`: the unit's machine is found in the registry."""
+
     def unreachable(snapshot: Snapshot, machine: str, why: str, machines: list[str]) -> Fail:
         """502 with what a client needs to go there itself (fleetctl falls back to SSH):
         `reason` machineUnreachable, the machine and its public IP, and every machine the
@@ -142,31 +155,26 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         )  # fmt: skip
 
     def peer_of(snapshot: Snapshot, machine: str, machines: list[str]) -> str:
-        url = ctx.peer_url(machine) if ctx.peer_url is not None else None
+        url = peers.peer_url(machine) if peers.peer_url is not None else None
         if not url:
             why = "its fleetd address is unknown (this fleetd forwards to no peer listener)"
             raise unreachable(snapshot, machine, why, machines)
         return url.rstrip("/")
 
     async def status_of(snapshot: Snapshot, name: str, machine: str, machines: list[str]) -> str:
-        if machine == ctx.machine_id:
-            return await local_status(name)
+        if machine == peers.machine_id:
+            return await _local(peers).status(name)
         base = peer_of(snapshot, machine, machines)
         url = f"{base}{LOCAL}/units/{quote(name, safe='@:')}/status"
         timeout = aiohttp.ClientTimeout(total=_STATUS_TIMEOUT, sock_connect=_CONNECT_TIMEOUT)
         try:
-            async with ctx.client().get(url, timeout=timeout, **ctx.peer_tls()) as up:
+            async with peers.client().get(url, timeout=timeout, **peers.peer_tls()) as up:
                 text = await up.text()
                 if up.status != 200:
                     raise Fail(up.status, _upstream_message(text))
                 return text
         except (aiohttp.ClientError, TimeoutError) as err:
             raise unreachable(snapshot, machine, f"{url}: {err}", machines) from None
-
-    async def local_status(name: str) -> str:
-        if ctx.inspector is None:
-            raise Fail(503, "this fleetd has no local systemd to ask")
-        return await ctx.inspector.status(name)
 
     async def status(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -197,19 +205,19 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
                 raise Fail(409, f"Unit {name} does not appear to be running on {wanted}.")
             machines = [wanted]
         machine = machines[0]
-        if machine == ctx.machine_id:
-            return await local_journal(request, name, lines, follow)
+        if machine == peers.machine_id:
+            return await _local_journal(peers, request, name, lines, follow)
         base = peer_of(snapshot, machine, machines)
         url = f"{base}{LOCAL}/units/{quote(name, safe='@:')}/journal"
         params = {"lines": str(lines), "follow": "true" if follow else "false"}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT)
         resp: web.StreamResponse | None = None
         try:
-            upstream = ctx.client().get(url, params=params, timeout=timeout, **ctx.peer_tls())
+            upstream = peers.client().get(url, params=params, timeout=timeout, **peers.peer_tls())
             async with upstream as up:
                 if up.status != 200:
                     raise Fail(up.status, _upstream_message(await up.text()))
-                resp = await _stream_response(request, "text/plain")
+                resp = await stream_response(request, "text/plain")
                 async for chunk in up.content.iter_any():
                     await resp.write(chunk)
         except (aiohttp.ClientError, TimeoutError) as err:
@@ -220,29 +228,34 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         await resp.write_eof()
         return resp
 
-    async def local_journal(
-        request: web.Request, name: str, lines: int, follow: bool
-    ) -> web.StreamResponse:
-        if ctx.inspector is None:
-            raise Fail(503, "this fleetd has no local systemd to ask")
-        async with _journal_of(ctx.inspector, name, lines, follow) as stream:
-            resp = await _stream_response(request, "text/plain")
-            async for item in stream:
-                await resp.write(_chunk(item))
-        await resp.write_eof()
-        return resp
+    return [
+        web.get(f"{prefix}/x/units/{{name}}/status", status),
+        web.get(f"{prefix}/x/units/{{name}}/journal", journal),
+    ]
+
+
+def peer_routes(peers: Peers) -> list[web.RouteDef]:
+    """The peer listener's routes (`LOCAL`): this machine's systemd only, never forwarded."""
 
     async def peer_status(request: web.Request) -> web.Response:
-        text = await local_status(request.match_info["name"])
+        text = await _local(peers).status(request.match_info["name"])
         return web.Response(text=text, content_type="text/plain")
 
     async def peer_journal(request: web.Request) -> web.StreamResponse:
         follow = _query_bool(request, "follow")
         with endless(request) if follow else contextlib.nullcontext():
-            return await local_journal(
-                request, request.match_info["name"], _query_int(request, "lines", 10), follow
-            )
+            return await _local_journal(
+                peers, request, request.match_info["name"], _query_int(request, "lines", 10),
+                follow,
+            )  # fmt: skip
 
+    return [
+        web.get(f"{LOCAL}/units/{{name}}/status", peer_status),
+        web.get(f"{LOCAL}/units/{{name}}/journal", peer_journal),
+    ]
+
+
+def wait_routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def wait(request: web.Request) -> web.StreamResponse:
         names, state, active, timeout, settle = _wait_request(await read_json(request))
         # a few units: their keys only (the watch brings the rest of what they need)
@@ -319,23 +332,7 @@ def routes(ctx: Context, prefix: str, *, peer: bool = False) -> list[web.RouteDe
         await resp.write_eof()
         return resp
 
-    main = [
-        web.get(f"{prefix}/x/units/{{name}}/status", status),
-        web.get(f"{prefix}/x/units/{{name}}/journal", journal),
-        web.post(f"{prefix}/x/wait", wait),
-    ]
-    local = [
-        web.get(f"{LOCAL}/units/{{name}}/status", peer_status),
-        web.get(f"{LOCAL}/units/{{name}}/journal", peer_journal),
-    ]
-    return local if peer else main
-
-
-def _upstream_message(body: str) -> str:
-    try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return body.strip()
+    return [web.post(f"{prefix}/x/wait", wait)]
 
 
 class _Judge:

@@ -1,20 +1,21 @@
-"""`/units` and `/units/{name}` (`api/units.go`), and the pure views of units fleet shows."""
+"""`/units` and `/units/{name}` (`api/units.go`), and `x/units`, many of their requests in one."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from fleetd.api.context import Context
 from fleetd.api.pagination import paged
+from fleetd.api.schema import unit_json
 from fleetd.api.serialization import Fail, failure_of, json_response, read_json
-from fleetd.model import Job, JobState, ModelError
-from fleetd.reconcile.waiting import current_state, is_global
-from fleetd.registry import JobNotFound, Snapshot, Submitted, UnitExists
+from fleetd.model import JobState, ModelError
+from fleetd.registry import JobNotFound, Submitted, UnitExists
 from fleetd.unit import (
     UnitFile,
     UnitNameError,
@@ -24,65 +25,9 @@ from fleetd.unit import (
     parse_name,
 )
 
-if TYPE_CHECKING:
-    from fleetd.api.server import Context
-
-__all__ = ["current_state", "is_global", "unit_json", "units_of"]
+__all__ = ["BATCH_LIMIT", "routes"]
 
 log = structlog.get_logger(__name__)
-
-# --- pure views ------------------------------------------------------------------------------
-def unit_json(snapshot: Snapshot, job: Job) -> dict[str, Any] | None:
-    """A Unit as fleet's schema has it (empty fields omitted); None when its content is gone."""
-    content = snapshot.units.get(job.unit_hash)
-    if content is None:
-        return None
-    out: dict[str, Any] = {
-        "name": job.name,
-        "options": [
-            {"section": o.section, "name": o.name, "value": o.value} for o in content.unit.options
-        ],
-        "desiredState": job.desired.value,
-    }
-    current = current_state(snapshot, job)
-    if current is not None:
-        out["currentState"] = current
-    machine_id = snapshot.placements.get(job.name)
-    if machine_id is not None:
-        out["machineID"] = machine_id
-    return out
-
-
-def units_of(
-    snapshot: Snapshot,
-    cache: dict[str, tuple[tuple[object, ...], dict[str, Any] | None]] | None = None,
-) -> list[dict[str, Any]]:
-    """Every unit, sorted by name. With `cache` (kept by the caller across snapshots), a unit
-    whose inputs are the very same objects as last time is not computed again."""
-    out = []
-    for name in sorted(snapshot.jobs):
-        job = snapshot.jobs[name]
-        machine_id = snapshot.placements.get(name)
-        key = (
-            job,
-            snapshot.units.get(job.unit_hash),
-            machine_id,
-            snapshot.states.get((name, machine_id)) if machine_id is not None else None,
-        )
-        known = cache.get(name) if cache is not None else None
-        if known is not None and all(a is b for a, b in zip(known[0], key, strict=True)):
-            unit = known[1]
-        else:
-            unit = unit_json(snapshot, job)
-            if cache is not None:
-                cache[name] = (key, unit)
-        if unit is not None:
-            out.append(unit)
-    if cache is not None and len(cache) > len(snapshot.jobs):
-        for name in [n for n in cache if n not in snapshot.jobs]:
-            del cache[name]
-    return out
-
 
 # --- request body ----------------------------------------------------------------------------
 def _options(value: object) -> list[UnitOption]:
