@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from fleetd import __version__
-from fleetd.api import events, extensions, machines, restart, state, units
+from fleetd.api import events, machines, restart, state, status, units, wait
 from fleetd.api.context import Context, Inspector, Peers
 from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.streams import on_shutdown
@@ -178,14 +178,13 @@ def application(
     app.on_response_prepare.append(server_header)
     app.on_shutdown.append(on_shutdown)
     if peer:
-        app.add_routes(extensions.peer_routes(peers))
+        app.add_routes(status.peer_routes(peers))
         return app
     for prefix in PREFIXES:
         for resource in (units, state, machines):
             app.add_routes(resource.routes(ctx, prefix))
-        app.add_routes(extensions.routes(ctx, peers, prefix))
-        app.add_routes(extensions.wait_routes(ctx, prefix))
-        for resource in (events, restart):
+        app.add_routes(status.routes(ctx, peers, prefix))
+        for resource in (wait, events, restart):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes([
             web.route("*", f"{prefix}/discovery", discovery),
