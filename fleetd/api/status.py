@@ -15,35 +15,17 @@ import aiohttp
 from aiohttp import web
 
 from fleetd.api.context import Context, Inspector, Peers
-from fleetd.api.serialization import Fail
+from fleetd.api.serialization import Fail, granted
 from fleetd.api.streams import endless, stream_response
-from fleetd.model import JobState
-from fleetd.reconcile.waiting import current_state, is_global
+from fleetd.reconcile.inspection import journal_machine, status_machines
 from fleetd.registry import Snapshot
 
-__all__ = ["LOCAL", "UNREACHABLE", "peer_routes", "routes", "unit_machines"]
+__all__ = ["LOCAL", "UNREACHABLE", "peer_routes", "routes"]
 
 LOCAL = "/fleet/v1/x/local"  # the peer listener's routes: answered here, never forwarded again
 UNREACHABLE = "machineUnreachable"  # `reason` of a 502: the unit's machine could not be reached
 _CONNECT_TIMEOUT = 5.0
 _STATUS_TIMEOUT = 30.0
-
-
-# --- pure ------------------------------------------------------------------------------------
-def unit_machines(snapshot: Snapshot, name: str, *, verb: str = "loaded") -> list[str]:
-    """The machines whose systemd runs `name` (every one for a global unit), or Fail."""
-    job = snapshot.jobs.get(name)
-    if job is None:
-        raise Fail(404, f"Unit {name} does not exist.")
-    if is_global(snapshot, job):
-        machines = sorted({m for (n, m) in snapshot.states if n == name})
-    elif current_state(snapshot, job) == JobState.INACTIVE:
-        machines = []
-    else:
-        machines = [snapshot.placements[name]]
-    if not machines:
-        raise Fail(409, f"Unit {name} does not appear to be {verb}.")
-    return machines
 
 
 # --- streaming helpers -----------------------------------------------------------------------
@@ -157,7 +139,7 @@ def routes(ctx: Context, peers: Peers, prefix: str) -> list[web.RouteDef]:
     async def status(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         snapshot = await ctx.snapshot()
-        machines = unit_machines(snapshot, name)
+        machines = granted(status_machines(snapshot, name))
         texts = [await status_of(snapshot, name, m, machines) for m in machines]
         return web.Response(text="\n".join(texts), content_type="text/plain")
 
@@ -169,20 +151,8 @@ def routes(ctx: Context, peers: Peers, prefix: str) -> list[web.RouteDef]:
     async def journal_of(request: web.Request, lines: int, follow: bool) -> web.StreamResponse:
         name = request.match_info["name"]
         snapshot = await ctx.snapshot()
-        machines = unit_machines(snapshot, name, verb="running")
-        job = snapshot.jobs[name]
-        if is_global(snapshot, job):
-            wanted = request.query.get("machineID")
-            if not wanted:
-                raise Fail(
-                    400,
-                    f"Unable to retrieve journal of global unit {name}: "
-                    f"name a machine with ?machineID= (one of {', '.join(machines)}).",
-                )
-            if wanted not in machines:
-                raise Fail(409, f"Unit {name} does not appear to be running on {wanted}.")
-            machines = [wanted]
-        machine = machines[0]
+        machine = granted(journal_machine(snapshot, name, request.query.get("machineID")))
+        machines = [machine]
         if machine == peers.machine_id:
             return await _local_journal(peers, request, name, lines, follow)
         base = peer_of(snapshot, machine, machines)

@@ -12,12 +12,11 @@ from aiohttp import web
 from fleetd.api.context import Context
 from fleetd.api.pagination import paged
 from fleetd.api.schema import unit_json
-from fleetd.api.serialization import Fail, failure_of, json_response, read_json
+from fleetd.api.serialization import Fail, failure_of, granted, json_response, read_json
 from fleetd.model import JobState
 from fleetd.reconcile.unit_put import (
     Create,
     PutRequest,
-    Refuse,
     Replace,
     SetDesired,
     plan_created_meanwhile,
@@ -29,14 +28,6 @@ from fleetd.registry import JobNotFound, Submitted, UnitExists
 __all__ = ["BATCH_LIMIT", "routes"]
 
 log = structlog.get_logger(__name__)
-
-
-def _request(name: str, body: object) -> PutRequest:
-    """The request of a unit PUT, or fleet's refusal raised (before anything is read)."""
-    request = read_put(name, body)
-    if isinstance(request, Refuse):
-        raise Fail(request.code, request.message)
-    return request
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -153,14 +144,12 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
 
     async def put(body: object, name: str) -> web.Response:
         """One unit PUT: the request checked, the unit's job read, the decision applied."""
-        request = _request(name, body)
-        decision = plan_put(request, await ctx.registry.get_job(name))
+        request = granted(read_put(name, body))  # refused before etcd is read
+        decision = granted(plan_put(request, await ctx.registry.get_job(name)))
         if isinstance(decision, Create):
             if await create(name, decision):
                 return web.Response(status=decision.status)
-            decision = plan_created_meanwhile(request, await ctx.registry.get_job(name))
-        if isinstance(decision, Refuse):
-            raise Fail(decision.code, decision.message)
+            decision = granted(plan_created_meanwhile(request, await ctx.registry.get_job(name)))
         if isinstance(decision, Replace):
             await replace(name, decision)
         elif isinstance(decision, SetDesired):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fleetd.model import Job, JobState, ModelError
+from fleetd.reconcile.refuse import Refuse
 from fleetd.unit import (
     UnitFile,
     UnitNameError,
@@ -28,7 +29,6 @@ __all__ = [
     "Create",
     "PutDecision",
     "PutRequest",
-    "Refuse",
     "Replace",
     "SetDesired",
     "Unchanged",
@@ -47,14 +47,6 @@ class PutRequest:
     name: str
     options: tuple[UnitOption, ...]
     desired: JobState | None
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """fleet's error answer: nothing changes."""
-
-    code: int
-    message: str
 
 
 @dataclass(frozen=True, slots=True)

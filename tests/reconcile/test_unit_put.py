@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from fleetd.model import Job, JobState
+from fleetd.reconcile.refuse import Refuse
 from fleetd.reconcile.unit_put import (
     Create,
     PutRequest,
-    Refuse,
     Replace,
     SetDesired,
     Unchanged,
