@@ -33,6 +33,8 @@ MAX_BODY = 1 << 20  # bytes of request body accepted (413 beyond)
 
 @dataclass
 class Metrics:
+    """This fleetd's API counters for `/metrics`: answers by status, requests failed on etcd."""
+
     requests: Counter[int] = field(default_factory=Counter)
     etcd_errors: int = 0
 
