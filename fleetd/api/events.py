@@ -16,29 +16,18 @@ client goes away.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from fleetd.api.machines import machines_of
-from fleetd.api.state import states_of
-from fleetd.api.units import unit_json, units_of
+from fleetd.api.context import Context
+from fleetd.api.schema import machines_of, states_of, unit_json, units_of
+from fleetd.api.streams import endless
 from fleetd.registry import Snapshot, Update
 
-if TYPE_CHECKING:
-    from fleetd.api.server import Context
-
-__all__ = ["change_lines", "endless", "on_shutdown", "routes", "snapshot_line"]
-
-# the open streams of each application: they end when it shuts down (not after aiohttp's grace)
-_streams: weakref.WeakKeyDictionary[web.Application, set[asyncio.Task[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+__all__ = ["change_lines", "routes", "snapshot_line"]
 
 
 # --- pure ------------------------------------------------------------------------------------
@@ -103,27 +92,6 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         return resp  # pragma: no cover - the watch ends only when the client leaves
 
     return [web.get(f"{prefix}/x/events", events)]
-
-
-@contextlib.contextmanager
-def endless(request: web.Request) -> Iterator[None]:
-    """Within it, the handler of `request` streams until its client leaves (the event stream, a
-    followed journal): its application's shutdown cancels it (see `on_shutdown`)."""
-    task = asyncio.current_task()
-    streams = _streams.setdefault(request.app, set())
-    if task is not None:
-        streams.add(task)
-    try:
-        yield
-    finally:
-        streams.discard(task)  # type: ignore[arg-type]
-
-
-async def on_shutdown(app: web.Application) -> None:
-    """End the application's endless streams (`app.on_shutdown`): they never end by themselves,
-    and aiohttp would otherwise wait its whole shutdown timeout for it."""
-    for task in list(_streams.get(app, ())):
-        task.cancel()
 
 
 def _encode(line: dict[str, Any]) -> bytes:

@@ -5,39 +5,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
+from fleetd.api.context import Context
 from fleetd.api.pagination import paged
+from fleetd.api.schema import machines_of
 from fleetd.api.serialization import Fail, json_response, read_json
-from fleetd.model import Machine
-from fleetd.registry import Snapshot, effective_machines
 
-if TYPE_CHECKING:
-    from fleetd.api.server import Context
-
-__all__ = ["MetadataChange", "machine_json", "machines_of", "parse_patch"]
+__all__ = ["MetadataChange", "parse_patch", "routes"]
 
 log = structlog.get_logger(__name__)
 
 _PATH = re.compile(r"^/([^/]+)/metadata/([A-Za-z0-9_.-]+)$")
-
-
-def machine_json(machine: Machine) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": machine.id}
-    if machine.public_ip:
-        out["primaryIP"] = machine.public_ip
-    if machine.metadata:
-        out["metadata"] = dict(sorted(machine.metadata.items()))
-    return out
-
-
-def machines_of(snapshot: Snapshot) -> list[dict[str, Any]]:
-    """Every live machine, sorted by ID, with its effective metadata (config + dynamic)."""
-    machines = effective_machines(snapshot)
-    return [machine_json(machines[m]) for m in sorted(machines)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,19 +14,17 @@ import json
 import uuid
 from collections.abc import Set
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from fleetd.api.context import Context
 from fleetd.api.serialization import Fail, body_flag, body_timeout, json_response, read_json
 from fleetd.model import JobState
 from fleetd.reconcile.waiting import is_global, systemd_reason
 from fleetd.registry import Changed, ClusterView, JobNotFound, KeyKind, Snapshot
 from fleetd.unit import UnitNameError, parse_name
-
-if TYPE_CHECKING:
-    from fleetd.api.server import Context
 
 __all__ = ["Outcome", "restart_outcome", "runs_on"]
 

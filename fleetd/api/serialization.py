@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 
 from fleetd.errors import TemporaryError
+from fleetd.reconcile.refuse import Refuse
 from fleetd.registry import EtcdUnavailable, RegistryConflict, RegistryError
 
-__all__ = ["ETCD_DOWN", "Fail", "error_response", "failure_of", "json_response", "read_json"]
+__all__ = [
+    "ETCD_DOWN",
+    "Fail",
+    "error_response",
+    "failure_of",
+    "granted",
+    "json_response",
+    "read_json",
+]
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 JSON = "application/json"
 ETCD_DOWN = "fleet server unable to communicate with etcd"
 
@@ -27,6 +37,13 @@ class Fail(Exception):
         self.code = code
         self.message = message
         self.extra = extra  # more fields of the error object (e.g. `reason`, docs/api.md)
+
+
+def granted(decision: T | Refuse) -> T:
+    """A pure planner's decision (`fleetd.reconcile`), or its refusal raised as fleet's error."""
+    if isinstance(decision, Refuse):
+        raise Fail(decision.code, decision.message)
+    return decision
 
 
 def failure_of(err: Exception, *, what: str) -> tuple[int, str] | None:

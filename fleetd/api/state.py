@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from aiohttp import web
 
+from fleetd.api.context import Context
 from fleetd.api.pagination import paged
+from fleetd.api.schema import state_json, states_of
 from fleetd.api.serialization import Fail, json_response
-from fleetd.model import UnitState
-from fleetd.registry import Snapshot
 
-if TYPE_CHECKING:
-    from fleetd.api.server import Context
-
-__all__ = ["state_json", "states_of"]
-
-
-def state_json(state: UnitState) -> dict[str, Any]:
-    return {
-        "name": state.name,
-        "hash": state.hash,
-        "machineID": state.machine_id,
-        "systemdLoadState": state.load,
-        "systemdActiveState": state.active,
-        "systemdSubState": state.sub,
-    }
-
-
-def states_of(
-    snapshot: Snapshot, *, unit_name: str | None = None, machine_id: str | None = None
-) -> list[dict[str, Any]]:
-    """One state per (unit, machine), sorted by unit name then machine ID, filtered."""
-    return [
-        state_json(snapshot.states[key])
-        for key in sorted(snapshot.states)
-        if (unit_name is None or key[0] == unit_name)
-        and (machine_id is None or key[1] == machine_id)
-    ]
+__all__ = ["routes"]
 
 
 def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:

@@ -1,150 +1,33 @@
-"""`/units` and `/units/{name}` (`api/units.go`), and the pure views of units fleet shows."""
+"""`/units` and `/units/{name}` (`api/units.go`), and `x/units`, many of their requests in one."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from fleetd.api.context import Context
 from fleetd.api.pagination import paged
-from fleetd.api.serialization import Fail, failure_of, json_response, read_json
-from fleetd.model import Job, JobState, ModelError
-from fleetd.reconcile.waiting import current_state, is_global
-from fleetd.registry import JobNotFound, Snapshot, Submitted, UnitExists
-from fleetd.unit import (
-    UnitFile,
-    UnitNameError,
-    UnitOption,
-    UnitParseError,
-    UnitValidationError,
-    parse_name,
+from fleetd.api.schema import unit_json
+from fleetd.api.serialization import Fail, failure_of, granted, json_response, read_json
+from fleetd.model import JobState
+from fleetd.reconcile.unit_put import (
+    Create,
+    PutRequest,
+    Replace,
+    SetDesired,
+    plan_created_meanwhile,
+    plan_put,
+    read_put,
 )
+from fleetd.registry import JobNotFound, Submitted, UnitExists
 
-if TYPE_CHECKING:
-    from fleetd.api.server import Context
-
-__all__ = ["current_state", "is_global", "unit_json", "units_of"]
+__all__ = ["BATCH_LIMIT", "routes"]
 
 log = structlog.get_logger(__name__)
-
-# --- pure views ------------------------------------------------------------------------------
-def unit_json(snapshot: Snapshot, job: Job) -> dict[str, Any] | None:
-    """A Unit as fleet's schema has it (empty fields omitted); None when its content is gone."""
-    content = snapshot.units.get(job.unit_hash)
-    if content is None:
-        return None
-    out: dict[str, Any] = {
-        "name": job.name,
-        "options": [
-            {"section": o.section, "name": o.name, "value": o.value} for o in content.unit.options
-        ],
-        "desiredState": job.desired.value,
-    }
-    current = current_state(snapshot, job)
-    if current is not None:
-        out["currentState"] = current
-    machine_id = snapshot.placements.get(job.name)
-    if machine_id is not None:
-        out["machineID"] = machine_id
-    return out
-
-
-def units_of(
-    snapshot: Snapshot,
-    cache: dict[str, tuple[tuple[object, ...], dict[str, Any] | None]] | None = None,
-) -> list[dict[str, Any]]:
-    """Every unit, sorted by name. With `cache` (kept by the caller across snapshots), a unit
-    whose inputs are the very same objects as last time is not computed again."""
-    out = []
-    for name in sorted(snapshot.jobs):
-        job = snapshot.jobs[name]
-        machine_id = snapshot.placements.get(name)
-        key = (
-            job,
-            snapshot.units.get(job.unit_hash),
-            machine_id,
-            snapshot.states.get((name, machine_id)) if machine_id is not None else None,
-        )
-        known = cache.get(name) if cache is not None else None
-        if known is not None and all(a is b for a, b in zip(known[0], key, strict=True)):
-            unit = known[1]
-        else:
-            unit = unit_json(snapshot, job)
-            if cache is not None:
-                cache[name] = (key, unit)
-        if unit is not None:
-            out.append(unit)
-    if cache is not None and len(cache) > len(snapshot.jobs):
-        for name in [n for n in cache if n not in snapshot.jobs]:
-            del cache[name]
-    return out
-
-
-# --- request body ----------------------------------------------------------------------------
-def _options(value: object) -> list[UnitOption]:
-    if not isinstance(value, list):
-        raise Fail(400, "unable to decode body: options must be a list")
-    out = []
-    for item in value:
-        if not isinstance(item, Mapping) or not all(
-            isinstance(item.get(k), str) for k in ("section", "name", "value")
-        ):
-            raise Fail(
-                400,
-                "unable to decode body: each option must be an object with string "
-                "section, name and value",
-            )
-        out.append(UnitOption(item["section"], item["name"], item["value"]))
-    return out
-
-
-def _desired(value: object) -> JobState | None:
-    if value is None or value == "":
-        return None
-    try:
-        return JobState.parse(value)
-    except ModelError:
-        raise Fail(
-            400,
-            f"invalid desiredState {value!r}: expected inactive, loaded or launched",
-        ) from None
-
-
-def _put_request(body: object, name: str) -> tuple[list[UnitOption], JobState | None]:
-    """The options and desired state of a unit PUT, checked in fleet's order, or Fail."""
-    if not isinstance(body, dict):
-        raise Fail(400, "unable to decode body: expected a JSON object")
-    body_name = body.get("name")
-    if body_name not in (None, "") and body_name != name:
-        raise Fail(
-            400, f'name in URL "{name}" differs from unit name in request body "{body_name}"'
-        )
-    try:
-        parse_name(name)
-    except UnitNameError as err:
-        raise Fail(400, str(err)) from None
-    options = _options(body["options"]) if body.get("options") is not None else []
-    desired = _desired(body.get("desiredState"))
-    _refuse_template(name, desired)
-    return options, desired
-
-
-def _checked_unit(name: str, options: list[UnitOption]) -> UnitFile:
-    try:
-        unit = UnitFile.from_options(options)
-        unit.requirements(name).validate()
-    except (UnitParseError, UnitValidationError) as err:
-        raise Fail(400, str(err)) from None
-    return unit
-
-
-def _refuse_template(name: str, desired: JobState | None) -> None:
-    if desired not in (None, JobState.INACTIVE) and parse_name(name).is_template:
-        raise Fail(400, f'cannot activate template "{name}"')
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -227,13 +110,10 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         for method, name, body in items:
             if method != "PUT":
                 continue
-            try:
-                options, desired = _put_request(body, name)
-                if options:
-                    unit = _checked_unit(name, options)
-                    wanted.append((name, unit, desired or JobState.INACTIVE))
-            except Fail:
-                continue  # answered by `put`, with its error
+            request = read_put(name, body)
+            decision = plan_put(request, None) if isinstance(request, PutRequest) else request
+            if isinstance(decision, Create):  # the rest is answered by `put`, with its error
+                wanted.append((name, decision.unit, decision.desired))
         if not wanted:
             return set()
         created = set()
@@ -263,61 +143,48 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         return web.Response(status=204)
 
     async def put(body: object, name: str) -> web.Response:
-        options, desired = _put_request(body, name)
-        existing = await ctx.registry.get_job(name)
-        if existing is None:
-            if not options:
-                raise Fail(409, "unit does not exist and options field empty")
-            unit = _checked_unit(name, options)
-            try:
-                result = await ctx.registry.create_job(
-                    name, unit, desired or JobState.INACTIVE
-                )
-            except UnitExists as err:  # created meanwhile with other content
-                raise Fail(409, str(err)) from None
-            if result is Submitted.CREATED:
-                log.info(
-                    "api.unit_created",
-                    unit=name,
-                    hash=unit.hash,
-                    desired=(desired or JobState.INACTIVE).value,
-                )
-                return web.Response(status=201)
-            existing = await ctx.registry.get_job(name)  # created meanwhile, same content
-            if existing is None:
-                raise Fail(409, "unit was destroyed while it was being submitted")
-        elif options and (unit := _checked_unit(name, options)).hash != existing.unit_hash:
-            return await replace(name, unit, existing.unit_hash, desired)
-        if desired is None:
-            if options:  # same content again, nothing asked: nothing to do
-                return web.Response(status=204)
-            raise Fail(409, "must provide DesiredState to update existing unit")
+        """One unit PUT: the request checked, the unit's job read, the decision applied."""
+        request = granted(read_put(name, body))  # refused before etcd is read
+        decision = granted(plan_put(request, await ctx.registry.get_job(name)))
+        if isinstance(decision, Create):
+            if await create(name, decision):
+                return web.Response(status=decision.status)
+            decision = granted(plan_created_meanwhile(request, await ctx.registry.get_job(name)))
+        if isinstance(decision, Replace):
+            await replace(name, decision)
+        elif isinstance(decision, SetDesired):
+            await set_desired(name, decision.desired)
+        return web.Response(status=decision.status)
+
+    async def create(name: str, decision: Create) -> bool:
+        """Whether the unit was created; False when another writer created it meanwhile with
+        the very same content (with other content: fleet's 409)."""
+        try:
+            result = await ctx.registry.create_job(name, decision.unit, decision.desired)
+        except UnitExists as err:
+            raise Fail(409, str(err)) from None
+        if result is not Submitted.CREATED:
+            return False
+        log.info("api.unit_created", unit=name, hash=decision.unit.hash,
+                 desired=decision.desired.value)  # fmt: skip
+        return True
+
+    async def replace(name: str, decision: Replace) -> None:
+        try:
+            job = await ctx.registry.replace_job(name, decision.unit, decision.previous)
+            if decision.desired is not None and decision.desired != job.desired:
+                job = await ctx.registry.set_desired(name, decision.desired)
+        except JobNotFound:
+            raise Fail(404, "unit does not exist") from None
+        log.info("api.unit_replaced", unit=name, hash=decision.unit.hash,
+                 previous=decision.previous, desired=job.desired.value)  # fmt: skip
+
+    async def set_desired(name: str, desired: JobState) -> None:
         try:
             job = await ctx.registry.set_desired(name, desired)
         except JobNotFound:
             raise Fail(404, "unit does not exist") from None
         log.info("api.unit_desired_state", unit=name, desired=job.desired.value)
-        return web.Response(status=204)
-
-    async def replace(
-        name: str, unit: UnitFile, expected_hash: str, desired: JobState | None
-    ) -> web.Response:
-        """New options for an existing unit (fleet's --replace): the content is replaced in
-        place, the desired state kept unless the request names one. 201, as fleet answers."""
-        try:
-            job = await ctx.registry.replace_job(name, unit, expected_hash)
-            if desired is not None and desired != job.desired:
-                job = await ctx.registry.set_desired(name, desired)
-        except JobNotFound:
-            raise Fail(404, "unit does not exist") from None
-        log.info(
-            "api.unit_replaced",
-            unit=name,
-            hash=unit.hash,
-            previous=expected_hash,
-            desired=job.desired.value,
-        )
-        return web.Response(status=201)
 
     return [
         web.route("*", f"{prefix}/units", collection),

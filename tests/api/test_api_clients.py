@@ -57,7 +57,7 @@ async def test_100_concurrent_clients_lose_no_update(
     assert all(snapshot.jobs[n].desired == JobState.LAUNCHED for n in expected)
     assert snapshot.jobs["shared.service"].desired in (JobState.LOADED, JobState.LAUNCHED)
     assert len(snapshot.units) == 1  # one content, shared by every job
-    assert api.ctx.metrics.requests.keys() <= {200, 201, 204}  # not one error answered
+    assert api.metrics.requests.keys() <= {200, 201, 204}  # not one error answered
 
 
 async def test_tls_listener_requires_a_client_certificate_from_the_ca(

@@ -1,0 +1,199 @@
+"""The API's aiohttp applications: every resource's routes under fleet's prefixes (`/fleet/v1`,
+alias `/v1-alpha`), the discovery document and `/metrics`; or, for the peer listener, a unit's
+status and journal on this machine only. Errors of any handler are answered in fleet's shape
+here, once (`failure_of`), and counted for `/metrics`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from fleetd.api import events, machines, restart, state, status, units, wait
+from fleetd.api.context import Context, Peers
+from fleetd.api.serialization import Fail, error_response, failure_of, json_response
+from fleetd.api.streams import on_shutdown
+from fleetd.metrics import METRICS
+from fleetd.reconcile.waiting import current_state
+from fleetd.registry import EtcdUnavailable, Snapshot
+
+__all__ = ["MAX_BODY", "PREFIXES", "Metrics", "application"]
+
+log = structlog.get_logger(__name__)
+
+PREFIXES = ("/fleet/v1", "/v1-alpha")
+MAX_BODY = 1 << 20  # bytes of request body accepted (413 beyond)
+
+
+@dataclass
+class Metrics:
+    """This fleetd's API counters for `/metrics`: answers by status, requests failed on etcd."""
+
+    requests: Counter[int] = field(default_factory=Counter)
+    etcd_errors: int = 0
+
+
+def application(
+    ctx: Context, peers: Peers, metrics: Metrics, *, version: str, max_body: int, peer: bool
+) -> web.Application:
+    """The public API (peer=False), or the peer listener's status and journal (peer=True)."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            response = error_response(
+                413, f"request body too large: at most {max_body} bytes are accepted"
+            )
+        except web.HTTPException as exc:  # no such route / method
+            response = error_response(exc.status, exc.reason if exc.status != 404 else "")
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            raise  # the client left mid-stream: nothing to answer
+        except Exception as err:
+            answer = failure_of(err, what=request.path)
+            if answer is None:
+                log.exception("api.crashed", method=request.method, path=request.path)
+                answer = (500, "")
+            elif not isinstance(err, Fail):
+                metrics.etcd_errors += 1
+            response = error_response(*answer, **(err.extra if isinstance(err, Fail) else {}))
+        metrics.requests[response.status] += 1
+        return response
+
+    async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = f"fleetd/{version}"
+
+    async def discovery(request: web.Request) -> web.Response:
+        if request.method != "GET":
+            raise Fail(400, "only GET supported against this resource")
+        return json_response(_discovery(version))
+
+    async def not_allowed(request: web.Request) -> web.Response:
+        raise Fail(405)
+
+    async def metrics_text(request: web.Request) -> web.Response:
+        try:
+            snapshot = await ctx.snapshot()
+        except EtcdUnavailable:
+            metrics.etcd_errors += 1
+            snapshot = None
+        lines = [] if snapshot is None else _cluster_lines(snapshot)
+        lines += _counter_lines(metrics)
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    app = web.Application(client_max_size=max_body, middlewares=[middleware])
+    app.on_response_prepare.append(server_header)
+    app.on_shutdown.append(on_shutdown)
+    if peer:
+        app.add_routes(status.peer_routes(peers))
+        return app
+    for prefix in PREFIXES:
+        for resource in (units, state, machines):
+            app.add_routes(resource.routes(ctx, prefix))
+        app.add_routes(status.routes(ctx, peers, prefix))
+        for resource in (wait, events, restart):
+            app.add_routes(resource.routes(ctx, prefix))
+        app.add_routes([
+            web.route("*", f"{prefix}/discovery", discovery),
+            web.route("*", prefix, not_allowed),
+        ])  # fmt: skip
+    app.add_routes([
+        web.get("/metrics", metrics_text),
+        web.route("*", "/", not_allowed),
+    ])  # fmt: skip
+    return app
+
+
+# --- /metrics --------------------------------------------------------------------------------
+def _cluster_lines(snapshot: Snapshot) -> list[str]:
+    """The cluster's gauges: units by desired and by current state, live machines."""
+    desired = Counter(job.desired.value for job in snapshot.jobs.values())
+    current = Counter(current_state(snapshot, job) or "global"
+                      for job in snapshot.jobs.values())  # fmt: skip
+    lines = ["# HELP fleetd_units Units by desired state.", "# TYPE fleetd_units gauge"]
+    lines += [f'fleetd_units{{desired_state="{s}"}} {n}'
+              for s, n in sorted(desired.items())]  # fmt: skip
+    lines += ["# HELP fleetd_units_current Units by current state.",
+              "# TYPE fleetd_units_current gauge"]  # fmt: skip
+    lines += [f'fleetd_units_current{{current_state="{s}"}} {n}'
+              for s, n in sorted(current.items())]  # fmt: skip
+    lines += ["# HELP fleetd_machines Live machines.", "# TYPE fleetd_machines gauge",
+              f"fleetd_machines {len(snapshot.machines)}"]  # fmt: skip
+    return lines
+
+
+def _counter_lines(m: Metrics) -> list[str]:
+    """This fleetd's counters: API answers by status, the engine's and agent's, etcd errors."""
+    lines = ["# HELP fleetd_api_requests_total API requests answered, by status code.",
+             "# TYPE fleetd_api_requests_total counter"]  # fmt: skip
+    lines += [f'fleetd_api_requests_total{{code="{c}"}} {n}'
+              for c, n in sorted(m.requests.items())]  # fmt: skip
+    lines += METRICS.render()  # the engine's and the agent's own counters
+    lines += ["# HELP fleetd_api_etcd_errors_total Requests that failed on etcd.",
+              "# TYPE fleetd_api_etcd_errors_total counter",
+              f"fleetd_api_etcd_errors_total {m.etcd_errors}"]  # fmt: skip
+    return lines
+
+
+# --- /discovery ------------------------------------------------------------------------------
+def _discovery(version: str) -> dict[str, Any]:
+    """fleetd's discovery document: the resources of API v1 and the extensions, in brief."""
+    unit = {"name": "string", "options": [{"section": "string", "name": "string",
+            "value": "string"}], "desiredState": "inactive|loaded|launched",
+            "currentState": "inactive|loaded|launched", "machineID": "string"}  # fmt: skip
+    return {
+        "kind": "discovery#restDescription",
+        "id": "fleet:v1",
+        "name": "fleet",
+        "version": "v1",
+        "title": "fleet API",
+        "description": "fleetd's implementation of CoreOS fleet's HTTP API v1",
+        "fleetdVersion": version,
+        "protocol": "rest",
+        "servicePath": "fleet/v1/",
+        "schemas": {
+            "Unit": unit,
+            "UnitPage": {"units": ["Unit"], "nextPageToken": "string"},
+            "UnitState": {"name": "string", "hash": "string", "machineID": "string",
+                          "systemdLoadState": "string", "systemdActiveState": "string",
+                          "systemdSubState": "string"},
+            "UnitStatePage": {"states": ["UnitState"], "nextPageToken": "string"},
+            "Machine": {"id": "string", "primaryIP": "string", "metadata": {"key": "value"}},
+            "MachinePage": {"machines": ["Machine"], "nextPageToken": "string"},
+            "Error": {"error": {"code": "integer", "message": "string"}},
+        },
+        "resources": {
+            "Units": {"methods": {
+                "List": {"httpMethod": "GET", "path": "units", "parameters": ["nextPageToken"]},
+                "Get": {"httpMethod": "GET", "path": "units/{unitName}"},
+                "Set": {"httpMethod": "PUT", "path": "units/{unitName}", "request": "Unit"},
+                "Delete": {"httpMethod": "DELETE", "path": "units/{unitName}"},
+            }},
+            "UnitState": {"methods": {
+                "List": {"httpMethod": "GET", "path": "state",
+                         "parameters": ["nextPageToken", "unitName", "machineID"]},
+            }},
+            "Machines": {"methods": {
+                "List": {"httpMethod": "GET", "path": "machines",
+                         "parameters": ["nextPageToken"]},
+                "Patch": {"httpMethod": "PATCH", "path": "machines"},
+            }},
+            "Extensions": {"methods": {
+                "Status": {"httpMethod": "GET", "path": "x/units/{unitName}/status"},
+                "Journal": {"httpMethod": "GET", "path": "x/units/{unitName}/journal",
+                            "parameters": ["lines", "follow", "machineID"]},
+                "Wait": {"httpMethod": "POST", "path": "x/wait"},
+                "Restart": {"httpMethod": "POST", "path": "x/units/{unitName}/restart"},
+            }},
+        },
+    }
