@@ -20,7 +20,7 @@ from fleetd.systemd import SystemdManager
 from fleetd.unit import parse_unit
 from tests.waiting import until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 HELLO = parse_unit(
     "[Unit]\nDescription=Hello World\n\n[Service]\n"

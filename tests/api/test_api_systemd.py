@@ -36,10 +36,6 @@ DEADLINE = 20.0  # a bound against hanging, not an expectation of speed
 HELLO_UNIT = UnitFile.from_options(UnitOption(**o) for o in HELLO)
 
 
-if os.geteuid() != 0:
-    pytestmark.append(pytest.mark.skip(reason="needs root: namespaced systemd machines"))
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sd_machine() -> AsyncIterator[Machine]:
     async with Machine(f"tapi{os.getpid() % 100000}") as m:

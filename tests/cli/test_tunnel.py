@@ -22,7 +22,6 @@ from tests.cli.conftest import M1, NO_SSHD, SSHD, SSHD_IP, Cluster, StartSSHD
 needs_sshd = pytest.mark.skipif(
     NO_SSHD, reason=f"{SSHD} or ssh-agent is missing (Debian's openssh-server runs this test)"
 )
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a mount namespace")
 
 
 def test_fleetctl_loads_no_tunnel_code_without_tunnel() -> None:
@@ -83,7 +82,7 @@ def short_dirs() -> Iterator[Callable[[], Path]]:
 
 
 @needs_sshd
-@needs_root
+@pytest.mark.root("a mount namespace")
 async def test_tunnel_lists_units_of_a_cluster_reached_only_through_sshd(
     cluster: Cluster, sshd_factory: StartSSHD, short_dirs: Callable[[], Path]
 ) -> None:

@@ -10,7 +10,6 @@ machine's answer), never by sampling.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import Iterator
 
@@ -20,7 +19,7 @@ from fleetd.registry import Event, Registry, Snapshot, StateChanged
 from tests.faults.harness import SLACK, Cluster, UnitProcess, collect_until, sandbox_cluster
 from tests.waiting import until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 UNIT = "rolling.service"
 FAIL_FLAG = "/run/rolling-restart-must-fail"  # each machine has its own /run

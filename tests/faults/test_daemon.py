@@ -75,12 +75,11 @@ def test_bad_configuration_exits_nonzero_with_one_clear_line(
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: namespaced systemd machines")
     with sandbox_cluster(tmp_path_factory, machines=2, agent_ttl=3.0) as c:
         yield c
 
 
+@pytest.mark.root
 async def test_100_concurrent_clients_list_units_without_error(cluster: Cluster) -> None:
     names = [cluster.write_unit(f"busy-{i}.service") for i in range(5)]
     async with cluster.registry() as registry:
@@ -117,6 +116,7 @@ async def test_100_concurrent_clients_list_units_without_error(cluster: Cluster)
     )
 
 
+@pytest.mark.root
 async def test_100_concurrent_fleetctl_processes_without_error(cluster: Cluster) -> None:
     """The real fleetctl entry point, 100 processes at once over the 3 machines' sockets:
     list-units, list-unit-files and list-machines, each exiting 0 with complete output."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import pytest
@@ -24,10 +23,7 @@ from tests.faults.harness import report
 from tests.faults.inprocess import LOOP, Node, running_engine
 from tests.waiting import until
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines"),
-    pytest.mark.root,
-]
+pytestmark = pytest.mark.root
 
 TTL = 3
 DEADLINE = 30.0  # a bound against hanging, not a speed goal

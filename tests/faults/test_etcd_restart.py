@@ -8,7 +8,6 @@ PID, so `fleetd sandbox down` stops it.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Coroutine, Iterator
@@ -33,7 +32,7 @@ from tests.faults.harness import (
     state_is,
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 AGENT_TTL = 3.0
 

@@ -7,7 +7,6 @@ registry view showing the healed state, printed, and only bounded by a generous 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import threading
 import time
@@ -31,7 +30,7 @@ from tests.faults.harness import (
 )
 from tests.waiting import until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 AGENT_TTL = 3.0
 FAILOVER_DEADLINE = AGENT_TTL + SLACK

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,10 +28,7 @@ from tests.faults.harness import report
 from tests.faults.inprocess import LOOP, Node, TCPProxy, first_transition, running_engine
 from tests.waiting import until
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines"),
-    pytest.mark.root,
-]
+pytestmark = pytest.mark.root
 
 TTL = 3
 UNIT = "part.service"

@@ -33,7 +33,7 @@ from tests.faults.harness import (
     state_is,
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 AGENT_TTL = 10.0
 
