@@ -6,16 +6,18 @@ server from `private_etcd` / `etcd_cluster`, so they never disturb the shared on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from fleetd.registry import EtcdConfig, Registry
 from fleetd.sandbox.etcd import EtcdCluster, EtcdServer
+from tests.paths import short_dir
 
 # The fault matrix and the fuzzers (5-20 s each; `make test-faults` runs just them, printing
 # their FIGURE lines), the end-to-end walkthrough and the dashboard's restart are `slow`: still
@@ -134,3 +136,16 @@ async def registry(etcd_config: EtcdConfig) -> AsyncIterator[Registry]:
     """A connected Registry on the session etcd, under this test's own prefix."""
     async with Registry(etcd_config) as reg:
         yield reg
+
+
+@pytest.fixture
+def short_dirs() -> Iterator[Callable[[], Path]]:
+    """Make directories with short paths, for unix sockets (tests/paths.py); removed after."""
+    with contextlib.ExitStack() as made:
+        yield lambda: made.enter_context(short_dir())
+
+
+@pytest.fixture
+def sock_dir(short_dirs: Callable[[], Path]) -> Path:
+    """A directory for this test's unix sockets, with a path short enough for them."""
+    return short_dirs()

@@ -16,8 +16,7 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,16 +114,6 @@ def fleetctl_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETCTL_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory for the socket (a unix socket path must stay under 108 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="fctl", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

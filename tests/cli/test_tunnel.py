@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,20 +63,6 @@ def test_tunnel_argv() -> None:
         "-o", "LocalCommand=echo fleetctl-tunnel-ready",
         "-L", "/tmp/t/api.sock:/var/run/fleet.sock", "bastion",
     ]  # fmt: skip
-
-
-@pytest.fixture
-def short_dirs() -> Iterator[Callable[[], Path]]:
-    """Directories with short paths (a unix socket's path must fit in 108 bytes)."""
-    made: list[Path] = []
-
-    def make() -> Path:
-        made.append(Path(tempfile.mkdtemp(prefix="ftun", dir="/tmp")))
-        return made[-1]
-
-    yield make
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @needs_sshd

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,15 +48,6 @@ def _has_group(name: str) -> bool:
 
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="fsec", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- unit names never escape the units directory ---------------------------------------------
