@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from fleetd.api.server import APIServer
-from fleetd.engine import Engine
 from fleetd.model import JobState, Machine, UnitState
 from fleetd.registry import Lease, Registry
 from tests.cli.fleet_outputs import HELLO_TEXT
+from tests.running import engine_running, running
 
 # fleet's machines in the captures (tests/cli/fleet_outputs), so outputs compare byte for byte.
 # M1 has the lowest ID: an empty cluster's first unit lands there (least-loaded, ties by ID).
@@ -133,19 +133,10 @@ async def cluster(registry: Registry, sock_dir: Path, workdir: Path) -> AsyncIte
     }
     server = APIServer(registry, M1, inspector=Inspector())
     await server.start(sock_dir / "fleet.sock")
-    engine = Engine(registry, M1, lease_ttl=5)
-    tasks = [
-        asyncio.create_task(engine.run()),
-        asyncio.create_task(agent_stand_in(registry, leases)),
-    ]
     try:
-        yield Cluster(f"unix://{sock_dir}/fleet.sock", registry, workdir, fleetctl_env())
+        async with engine_running(registry, M1), running(agent_stand_in(registry, leases)):
+            yield Cluster(f"unix://{sock_dir}/fleet.sock", registry, workdir, fleetctl_env())
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await server.stop()
         for lease in leases.values():
             with contextlib.suppress(Exception):

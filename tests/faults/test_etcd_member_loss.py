@@ -20,7 +20,8 @@ from fleetd.registry import EtcdConfig, MachineDown, Registry
 from fleetd.registry.watch import Backoff
 from fleetd.sandbox.etcd import EtcdCluster, EtcdServer
 from tests.faults.harness import report
-from tests.faults.inprocess import LOOP, Node, running_engine
+from tests.faults.inprocess import LOOP, Node
+from tests.running import engine_running
 from tests.waiting import until
 
 pytestmark = pytest.mark.root
@@ -73,7 +74,7 @@ async def test_member_killed_machines_stay_and_a_new_unit_runs(
         try:
             for n in nodes:
                 await n.start()
-            async with running_engine(reg, nodes[0].id, TTL):
+            async with engine_running(reg, nodes[0].id, lease_ttl=TTL):
                 await reg.create_job("before.service", LOOP, JobState.LAUNCHED)
                 snap = await until(
                     reg, lambda s: _active(s, "before.service") is not None, DEADLINE

@@ -32,7 +32,8 @@ from fleetd.sandbox.etcd import EtcdServer
 from fleetd.unit import UnitNameError
 from tests.api.api_helpers import raw
 from tests.faults.harness import BIN, report
-from tests.faults.inprocess import LOOP, Node, running_engine
+from tests.faults.inprocess import LOOP, Node
+from tests.running import engine_running
 from tests.waiting import until
 
 # the other users run the system's python (stdlib only): the venv may not be readable to them
@@ -88,7 +89,7 @@ async def test_unit_names_never_escape_the_units_dir(registry: Registry, sock_di
             }
         )
         answers = []
-        async with running_engine(registry, node.id, 5):
+        async with engine_running(registry, node.id):
             for segment, expected in HOSTILE:
                 status, _, data = await asyncio.to_thread(
                     raw, server.unix_path, "PUT", f"/fleet/v1/units/{segment}", body, JSON
