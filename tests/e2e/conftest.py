@@ -1,5 +1,7 @@
 """A real sandbox per test module: etcd and three namespaced systemd machines, each running a
-real fleetd, driven with the real `fleetctl` and `fleetd` entry points as processes."""
+real fleetd, driven with the real `fleetctl` and `fleetd` entry points as processes: `sandbox`
+(the command's own output, and nothing left after `down`), or `cluster` (the fault tests'
+harness, tests/faults/harness.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.sandbox.cluster import Sandbox
+from tests.faults.harness import cluster as cluster
 
 BIN = Path(sys.executable).parent
 

@@ -199,6 +199,22 @@ def sandbox_cluster(
         )
 
 
+@pytest.fixture(scope="module")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """One sandbox for the whole test module, shared by its tests (bringing one up takes
+    seconds): the module's MACHINES machines (default 3) with its AGENT_TTL (default 3 s), so
+    the value a module's deadlines are computed from is the one the sandbox runs with.
+
+    The fault modules get it from tests/faults/conftest.py, the end-to-end ones from
+    tests/e2e/conftest.py."""
+    machines = getattr(request.module, "MACHINES", 3)
+    agent_ttl = getattr(request.module, "AGENT_TTL", 3.0)
+    with sandbox_cluster(tmp_path_factory, machines=machines, agent_ttl=agent_ttl) as c:
+        yield c
+
+
 # ---- processes
 
 

@@ -12,15 +12,15 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fleetd.api.client import Client
-from tests.faults.harness import BIN, Cluster, report, sandbox_cluster, start_units
+from tests.faults.harness import BIN, Cluster, report, start_units
 
 CLIENTS = 100
+MACHINES = 2  # the sandbox of `cluster` (tests/faults/harness.py)
 
 
 def _fleetd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,12 +71,6 @@ def test_bad_configuration_exits_nonzero_with_one_clear_line(
     errors = [line for line in done.stderr.splitlines() if names in line]
     assert len(errors) == 1, done.stderr
     assert errors[0].startswith(("fleetd: configuration error: ", "Error: ")), errors[0]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=2, agent_ttl=3.0) as c:
-        yield c
 
 
 @pytest.mark.root

@@ -26,7 +26,6 @@ from tests.faults.harness import (
     moves_of,
     placed_on,
     report,
-    sandbox_cluster,
     signal_and_wait,
     start_units,
     state_is,
@@ -34,13 +33,7 @@ from tests.faults.harness import (
 
 pytestmark = pytest.mark.root
 
-AGENT_TTL = 3.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=3, agent_ttl=AGENT_TTL) as c:
-        yield c
+AGENT_TTL = 3.0  # the sandbox of `cluster` runs with it (tests/faults/harness.py)
 
 
 def _restart_etcd(cluster: Cluster) -> float:

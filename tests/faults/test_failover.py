@@ -10,7 +10,6 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,7 +23,6 @@ from tests.faults.harness import (
     placed_on,
     report,
     running_elsewhere,
-    sandbox_cluster,
     signal_and_wait,
     start_units,
 )
@@ -32,14 +30,8 @@ from tests.waiting import until
 
 pytestmark = pytest.mark.root
 
-AGENT_TTL = 3.0
+AGENT_TTL = 3.0  # the sandbox of `cluster` runs with it (tests/faults/harness.py)
 FAILOVER_DEADLINE = AGENT_TTL + SLACK
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=3, agent_ttl=AGENT_TTL) as c:
-        yield c
 
 
 async def _unit_on(cluster: Cluster, registry: Registry, prefix: str, machine_id: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,7 +26,6 @@ from tests.faults.harness import (
     moves_of,
     placed_on,
     report,
-    sandbox_cluster,
     signal_and_wait,
     start_units,
     state_is,
@@ -35,13 +33,7 @@ from tests.faults.harness import (
 
 pytestmark = pytest.mark.root
 
-AGENT_TTL = 10.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=3, agent_ttl=AGENT_TTL) as c:
-        yield c
+AGENT_TTL = 10.0  # the sandbox of `cluster` runs with it (tests/faults/harness.py)
 
 
 async def _victim_with_units(cluster: Cluster, registry: Registry, prefix: str):  # type: ignore[no-untyped-def]
