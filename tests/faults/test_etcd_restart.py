@@ -10,14 +10,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Coroutine, Iterator
-from typing import Any
 
 import pytest
 
 from fleetd.model import JobState
-from fleetd.registry import EtcdUnavailable, JobChanged, MachineDown
-from fleetd.registry.watch import Backoff
+from fleetd.registry import JobChanged, MachineDown
 from fleetd.sandbox.etcd import EtcdServer
 from tests.faults.harness import (
     SLACK,
@@ -30,6 +27,7 @@ from tests.faults.harness import (
     start_units,
     state_is,
 )
+from tests.waiting import retrying
 
 pytestmark = pytest.mark.root
 
@@ -76,7 +74,7 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
             # error, STYLE.md §7): right after etcd is healthy again, a gRPC channel may still be
             # in its reconnect backoff, and fleetd's API then answers "unable to communicate with
             # etcd" for a moment (docs/reliability.md).
-            await _retrying(registry.set_desired(after, JobState.LAUNCHED) for _ in range(100))
+            await retrying(lambda: registry.set_desired(after, JobState.LAUNCHED))
             runs = _active_anywhere(after)
 
             async def until_it_runs() -> None:
@@ -103,18 +101,6 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
         f"etcd down {down_s:.2f}s; 0 jobs/machines lost, 0 unit restarts; a unit started "
         f"afterwards (through etcd) ran after {run_s:.2f}s",
     )
-
-
-async def _retrying(attempts: Iterator[Coroutine[Any, Any, object]]) -> None:
-    """Await the first attempt that does not meet an unavailable etcd (capped backoff)."""
-    backoff = Backoff(first=0.05, cap=0.5)
-    for attempt in attempts:
-        try:
-            await attempt
-            return
-        except EtcdUnavailable:
-            await backoff.wait()
-    raise AssertionError("etcd stayed unavailable")
 
 
 def _active_anywhere(unit: str):  # type: ignore[no-untyped-def]
