@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, sandbox_env
+from tests.faults.harness import BIN, sandbox_env
 
 pytestmark = pytest.mark.root
 

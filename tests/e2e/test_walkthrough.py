@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.demo import Walkthrough, walkthrough, write_units
-from tests.e2e.conftest import BIN, sandbox_env
+from tests.faults.harness import BIN, sandbox_env
 
 pytestmark = pytest.mark.root
 
