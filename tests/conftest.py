@@ -83,7 +83,8 @@ def pytest_terminal_summary(
     if count:
         terminalreporter.write_line(
             f"{count} {'test needs' if count == 1 else 'tests need'} root "
-            f"({'; '.join(sorted(whys))}) and were skipped: run as root, as CI does (.ci/run)",
+            f"({'; '.join(sorted(whys))}) and {'was' if count == 1 else 'were'} skipped: "
+            "run as root, as CI does (.ci/run)",
             yellow=True,
             bold=True,
         )
