@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.agent import Agent
-from fleetd.engine import Engine
 from fleetd.model import JobState
-from fleetd.model import Machine as MachineDoc
 from fleetd.registry import EtcdConfig, Registry
-from fleetd.sandbox.machine import Machine
-from fleetd.systemd import SystemdManager
 from fleetd.unit import parse_unit
+from tests.faults.inprocess import Node
+from tests.running import engine_running
 from tests.waiting import until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 HELLO = parse_unit(
     "[Unit]\nDescription=Hello World\n\n[Service]\n"
@@ -39,63 +36,25 @@ def apache(tmp: Path):
     )
 
 
-class Node:
-    """One machine: namespaced systemd + adapter + agent task (the parts of a fleetd)."""
-
-    def __init__(self, machine: Machine, registry: Registry, ip: str, metadata: dict[str, str], ttl: int):
-        self.machine, self.registry = machine, registry
-        self.doc = MachineDoc(machine.machine_id, ip, metadata)
-        self.ttl = ttl
-        self.manager: SystemdManager | None = None
-        self.agent: Agent | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self, **agent_args) -> Node:
-        self.manager = SystemdManager(self.machine.systemd_config())
-        await self.manager.start()
-        self.agent = Agent(
-            self.registry, self.manager, self.doc, ttl=self.ttl,
-            runtime_dir=self.machine.root / "fleet", **agent_args,
-        )
-        self.task = asyncio.create_task(self.agent.run())
-        await asyncio.wait_for(self.agent.registered.wait(), 20)
-        return self
-
-    async def crash(self) -> None:
-        """fleetd dies without any goodbye (as kill -9): systemd and the units live on."""
-        assert self.task and self.manager
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.manager.close()
-
-
 @contextlib.asynccontextmanager
 async def cluster(
     registry: Registry, count: int, ttl: int = 5, metadata: list[dict[str, str]] | None = None,
     **agent_args,
 ) -> AsyncIterator[list[Node]]:
-    machines = [Machine(f"ag{i}{os.getpid() % 10000}") for i in range(count)]
-    nodes: list[Node] = []
-    engine_task = None
+    """`count` machines, each with its agent (the in-process Node of the fault tests), and an
+    engine on the first one's side."""
+    nodes = [
+        Node(f"ag{i}", registry, ttl, f"127.0.0.{11 + i}", md)
+        for i, md in enumerate(metadata or [{}] * count)
+    ]
     try:
-        await asyncio.gather(*(m.start() for m in machines))
-        for i, m in enumerate(machines):
-            md = (metadata or [{}] * count)[i]
-            nodes.append(await Node(m, registry, f"127.0.0.{11 + i}", md, ttl).start(**agent_args))
-        engine_task = asyncio.create_task(Engine(registry, machines[0].machine_id, lease_ttl=ttl).run())
-        yield nodes
-    finally:
-        if engine_task:
-            engine_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await engine_task
+        await asyncio.gather(*(n.machine.start() for n in nodes))
         for n in nodes:
-            if n.task and not n.task.done():
-                await n.crash()
-        await asyncio.gather(*(m.stop() for m in machines), return_exceptions=True)
-        for m in machines:
-            m.remove()
+            await n.start(**agent_args)
+        async with engine_running(registry, nodes[0].id, lease_ttl=ttl):
+            yield nodes
+    finally:
+        await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
 
 
 def state_of(snapshot, name: str):

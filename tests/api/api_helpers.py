@@ -1,18 +1,16 @@
-"""Helpers of the API tests: raw HTTP over the unix socket, machines as leases, an engine."""
+"""Helpers of the API tests: raw HTTP over the unix socket, machines as leases, an engine
+(`engine_running`, from tests/running.py, shared with the other shell tests)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http.client
 import json
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
-from fleetd.engine import Engine
 from fleetd.model import Machine, UnitState
 from fleetd.registry import Lease, Registry
+from tests.running import engine_running as engine_running  # the API tests import it here
 
 HELLO = [
     {"section": "Unit", "name": "Description", "value": "Hello World"},
@@ -72,15 +70,3 @@ async def publish(
     the end-to-end tests)."""
     sub = {"active": "running", "inactive": "dead", "failed": "failed"}.get(active, active)
     await registry.publish_state(UnitState(name, mid, unit_hash, "loaded", active, sub), lease)
-
-
-@contextlib.asynccontextmanager
-async def engine_running(registry: Registry, mid: str) -> AsyncIterator[Engine]:
-    engine = Engine(registry, mid, lease_ttl=5)
-    task = asyncio.create_task(engine.run())
-    try:
-        yield engine
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +12,6 @@ from fleetd.api.server import APIServer
 from fleetd.registry import Registry
 
 MACHINE = "a" * 32
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory for sockets (a unix socket path must stay under 108 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="fapi", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

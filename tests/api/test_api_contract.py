@@ -223,6 +223,7 @@ async def test_body_too_large_is_413(registry: Registry, sock_dir) -> None:
         await server.stop()
 
 
+@pytest.mark.root("chown of the socket to group 0")
 async def test_unix_socket_mode_and_stale_socket(api: APIServer, registry: Registry, sock_dir) -> None:
     assert stat.S_IMODE(os.stat(api.unix_path).st_mode) == 0o660
     await api.stop()  # removes its socket; a stale socket file left behind is replaced

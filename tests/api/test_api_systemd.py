@@ -9,7 +9,6 @@ import http.client
 import os
 import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,10 +33,6 @@ pytestmark = [pytest.mark.root, pytest.mark.asyncio(loop_scope="module")]
 A, B = "a" * 32, "b" * 32  # B runs the units (it has the systemd); A forwards to B
 DEADLINE = 20.0  # a bound against hanging, not an expectation of speed
 HELLO_UNIT = UnitFile.from_options(UnitOption(**o) for o in HELLO)
-
-
-if os.geteuid() != 0:
-    pytestmark.append(pytest.mark.skip(reason="needs root: namespaced systemd machines"))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -70,10 +65,9 @@ class Recording:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def cluster(
-    sd_machine: Machine, registry: Registry, tmp_path: Path
+    sd_machine: Machine, registry: Registry, tmp_path: Path, sock_dir: Path
 ) -> AsyncIterator[tuple[Client, Client, Recording]]:
     """Two fleetd APIs: B with systemd and a peer listener, A forwarding to B."""
-    sock_dir = Path(tempfile.mkdtemp(prefix="fapi", dir="/tmp"))
     async with SystemdManager(sd_machine.systemd_config(units_dir=tmp_path / "units")) as mgr:
         inspector = Recording(mgr)
         pki = tmp_path / "pki"  # the peer listener speaks mutual TLS (test_api_peer_tls.py)
@@ -93,7 +87,6 @@ async def cluster(
             await b.stop()
             for lease in leases:
                 await lease.revoke()
-            shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 async def run_on_b(registry: Registry, cluster, name: str, unit=HELLO) -> None:  # type: ignore[no-untyped-def]
@@ -231,12 +224,13 @@ async def test_journal_follow_of_a_unit_without_lines_yet_shows_its_first_lines(
     await inspector.manager.stop_unit("quiet.service")
 
 
-async def test_stopping_the_api_ends_a_followed_journal(registry: Registry, cluster) -> None:
+async def test_stopping_the_api_ends_a_followed_journal(
+    registry: Registry, cluster, sock_dir: Path
+) -> None:
     """A followed journal never ends by itself: stopping fleetd's API ends it at once (aiohttp
     would wait its 60 s shutdown grace for it: `fleetd sandbox restart` took 10 s, SIGKILL)."""
     _, _, inspector = cluster
     await run_on_b(registry, cluster, "followed.service")
-    sock_dir = Path(tempfile.mkdtemp(prefix="fapi", dir="/tmp"))
     server = APIServer(registry, B, inspector=inspector)  # another API of B's
     await server.start(sock_dir / "c.sock")
     lines: asyncio.Queue[str] = asyncio.Queue()

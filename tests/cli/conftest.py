@@ -16,18 +16,17 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from fleetd.api.server import APIServer
-from fleetd.engine import Engine
 from fleetd.model import JobState, Machine, UnitState
 from fleetd.registry import ClusterView, Lease, Registry
 from tests.cli.fleet_outputs import HELLO_TEXT
+from tests.running import engine_running, running
 
 # fleet's machines in the captures (tests/cli/fleet_outputs), so outputs compare byte for byte.
 # M1 has the lowest ID: an empty cluster's first unit lands there (least-loaded, ties by ID).
@@ -115,16 +114,6 @@ def fleetctl_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory for the socket (a unix socket path must stay under 108 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="fctl", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """The walkthrough's files in the current directory: apache@.service from the seed, and the
     docker-free hello.service fleet 1.0 ran for the captures (same hash, same outputs)."""
@@ -141,19 +130,10 @@ async def cluster(registry: Registry, sock_dir: Path, workdir: Path) -> AsyncIte
     }
     server = APIServer(registry, M1, inspector=Inspector())
     await server.start(sock_dir / "fleet.sock")
-    engine = Engine(registry, M1, lease_ttl=5)
-    tasks = [
-        asyncio.create_task(engine.run()),
-        asyncio.create_task(agent_stand_in(registry, leases)),
-    ]
     try:
-        yield Cluster(f"unix://{sock_dir}/fleet.sock", registry, workdir, fleetctl_env())
+        async with engine_running(registry, M1), running(agent_stand_in(registry, leases)):
+            yield Cluster(f"unix://{sock_dir}/fleet.sock", registry, workdir, fleetctl_env())
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await server.stop()
         for lease in leases.values():
             with contextlib.suppress(Exception):

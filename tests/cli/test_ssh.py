@@ -37,7 +37,6 @@ from tests.cli.conftest import (
 needs_sshd = pytest.mark.skipif(
     NO_SSHD, reason=f"{SSHD} or ssh-agent is missing (Debian's openssh-server runs this test)"
 )
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
 
 
 @pytest.mark.parametrize(
@@ -165,7 +164,7 @@ async def remote(
 
 
 @needs_sshd
-@needs_root
+@pytest.mark.root
 async def test_status_and_journal_of_a_unit_on_an_unreachable_machine_run_over_ssh(
     remote: Remote,
 ) -> None:
@@ -197,7 +196,7 @@ async def test_status_and_journal_of_a_unit_on_an_unreachable_machine_run_over_s
 
 
 @needs_sshd
-@needs_root
+@pytest.mark.root
 async def test_journal_follow_over_ssh_streams_until_ended(remote: Remote) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fleetd.cli", "--endpoint", remote.cluster.endpoint,
@@ -219,7 +218,7 @@ async def test_journal_follow_over_ssh_streams_until_ended(remote: Remote) -> No
 
 
 @needs_sshd
-@needs_root
+@pytest.mark.root
 async def test_status_of_a_global_unit_runs_on_each_of_its_machines(remote: Remote) -> None:
     """A global unit reported by B and by C (C shares B's IP here, so both are the sshd's
     machine): `systemctl status -l` runs on each, a blank line between, as for several units."""
@@ -248,7 +247,7 @@ async def test_status_of_a_global_unit_runs_on_each_of_its_machines(remote: Remo
 
 
 @needs_sshd
-@needs_root
+@pytest.mark.root
 async def test_a_failed_units_journal_is_read_over_ssh_when_the_api_cannot_reach_it(
     remote: Remote,
 ) -> None:

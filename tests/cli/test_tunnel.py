@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,6 @@ from tests.cli.conftest import M1, NO_SSHD, SSHD, SSHD_IP, Cluster, StartSSHD
 needs_sshd = pytest.mark.skipif(
     NO_SSHD, reason=f"{SSHD} or ssh-agent is missing (Debian's openssh-server runs this test)"
 )
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a mount namespace")
 
 
 def test_fleetctl_loads_no_tunnel_code_without_tunnel() -> None:
@@ -68,22 +65,8 @@ def test_tunnel_argv() -> None:
     ]  # fmt: skip
 
 
-@pytest.fixture
-def short_dirs() -> Iterator[Callable[[], Path]]:
-    """Directories with short paths (a unix socket's path must fit in 108 bytes)."""
-    made: list[Path] = []
-
-    def make() -> Path:
-        made.append(Path(tempfile.mkdtemp(prefix="ftun", dir="/tmp")))
-        return made[-1]
-
-    yield make
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @needs_sshd
-@needs_root
+@pytest.mark.root("a mount namespace")
 async def test_tunnel_lists_units_of_a_cluster_reached_only_through_sshd(
     cluster: Cluster, sshd_factory: StartSSHD, short_dirs: Callable[[], Path]
 ) -> None:

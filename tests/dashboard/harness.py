@@ -3,18 +3,15 @@ process."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from fleetd.demo import write_units
-
-BIN = Path(sys.executable).parent
+from tests.faults.harness import BIN, sandbox_env, sandbox_up
 
 
 @dataclass
@@ -67,26 +64,8 @@ def sandbox(directory: Path, units: Path) -> Iterator[Cluster]:
     """A 3-machine sandbox in `directory`, torn down on exit; the walkthrough's units in `units`."""
     units.mkdir(parents=True, exist_ok=True)
     write_units(units)
-    up = subprocess.run(
-        [str(BIN / "fleetd"), "sandbox", "up", "--dir", str(directory), "--machines", "3",
-         "--agent-ttl", "3s"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    try:
-        assert up.returncode == 0, up.stderr
-        export = next(
-            line for line in up.stdout.splitlines() if line.startswith("export FLEETCTL_ENDPOINT=")
-        )
-        env = dict(
-            os.environ,
-            PATH=f"{BIN}:{os.environ['PATH']}",
-            FLEETCTL_ENDPOINT=export.split("=", 1)[1],
-        )
-        env.pop("DISPLAY", None)
+    with sandbox_up(directory) as up_out:
+        env = sandbox_env(up_out)
+        env.pop("DISPLAY", None)  # headless: nothing these tests start may reach a desktop
         env.pop("WAYLAND_DISPLAY", None)
         yield Cluster(directory, units, env)
-    finally:
-        subprocess.run(
-            [str(BIN / "fleetd"), "sandbox", "down", "--dir", str(directory)],
-            timeout=120, check=False,
-        )  # fmt: skip

@@ -20,7 +20,7 @@ from tests.dashboard.harness import BIN, Cluster, DashboardProcess
 from tests.dashboard.webdriver import Browser, available
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines"),
+    pytest.mark.root,
     pytest.mark.skipif(
         not available(),
         reason="chromium and chromedriver are not installed (Debian packages chromium and "

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import shutil
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,15 +22,13 @@ DEADLINE = 20.0  # seconds: a bound against hanging, never an expectation of spe
 
 
 @pytest.fixture
-async def api(registry: Registry) -> AsyncIterator[APIServer]:
-    directory = Path(tempfile.mkdtemp(prefix="fdash", dir="/tmp"))
+async def api(registry: Registry, sock_dir: Path) -> AsyncIterator[APIServer]:
     server = APIServer(registry, "a" * 32)
-    await server.start(directory / "fleet.sock")
+    await server.start(sock_dir / "fleet.sock")
     try:
         yield server
     finally:
         await server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 class Follower:

@@ -3,16 +3,15 @@ machine can take, through the real `fleetctl` against a real sandbox (real syste
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, sandbox_env
+from tests.faults.harness import BIN, sandbox_env
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 SEED = Path(__file__).parents[2] / "examples" / "seed"
 UNIT_LINE = re.compile(r"^Unit (\S+) failed on [0-9a-f]{8}\.\.\./127\.0\.0\.1[1-3]$", re.M)

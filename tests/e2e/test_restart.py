@@ -10,18 +10,16 @@ machine's answer), never by sampling.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from fleetd.model import UnitState
 from fleetd.registry import Changed, Event, KeyKind, Registry, Snapshot
-from tests.faults.harness import SLACK, Cluster, UnitProcess, collect_until, sandbox_cluster
+from tests.faults.harness import SLACK, Cluster, UnitProcess, collect_until
 from tests.waiting import until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 UNIT = "rolling.service"
 FAIL_FLAG = "/run/rolling-restart-must-fail"  # each machine has its own /run
@@ -42,11 +40,12 @@ Global=true
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=3, agent_ttl=3.0) as c:
-        c.write_unit(UNIT, ROLLING)
-        c.fleetctl("m1", "start", UNIT)
-        yield c
+def cluster(cluster: Cluster) -> Cluster:
+    """The module's sandbox (tests/faults/harness.py: 3 machines, agent_ttl 3 s), running UNIT
+    on every machine."""
+    cluster.write_unit(UNIT, ROLLING)
+    cluster.fleetctl("m1", "start", UNIT)
+    return cluster
 
 
 def machine_ids(cluster: Cluster) -> list[str]:

@@ -7,7 +7,6 @@ hashes are normalised, TAB layout is kept.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -16,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from fleetd.demo import Walkthrough, walkthrough, write_units
-from tests.e2e.conftest import BIN, sandbox_env
+from tests.faults.harness import BIN, sandbox_env
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
 
 def normalise(text: str) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,6 +11,7 @@ from fleetd.engine import Engine
 from fleetd.model import JobState, Machine
 from fleetd.registry import EtcdConfig, Registry
 from fleetd.unit import parse_unit
+from tests.running import cancelled, engine_running, running
 from tests.waiting import until
 
 M1, M2, M3 = "1" * 32, "2" * 32, "3" * 32
@@ -23,17 +22,6 @@ APACHE = parse_unit(
     "[Unit]\nDescription=Fake Apache instance %i\n[Service]\nExecStart=/usr/bin/python3 -m http.server %i\n"
     "[X-Fleet]\nX-Conflicts=apache@*.service\n"
 )
-
-
-@contextlib.asynccontextmanager
-async def running(engine: Engine) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(engine.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def machine(registry: Registry, mid: str, ttl: int = 5, **metadata: str):
@@ -52,7 +40,7 @@ async def test_places_seed_units_and_explains_the_fourth_apache(registry: Regist
     for i in range(1, 5):
         await registry.create_job(f"apache@{i}.service", APACHE, JobState.LAUNCHED)
     engine = Engine(registry, M1, lease_ttl=5)
-    async with running(engine):
+    async with running(engine.run()):
         snap = await until(registry, lambda s: len(s.placements) == 3)
         assert sorted(placements(snap).values()) == [M1, M2, M3]
         await until(registry, lambda s: True)
@@ -67,7 +55,7 @@ async def test_places_seed_units_and_explains_the_fourth_apache(registry: Regist
 async def test_inactive_unschedules_and_destroy_clears(registry: Registry) -> None:
     await machine(registry, M1)
     await registry.create_job("hello.service", HELLO, JobState.LOADED)
-    async with running(Engine(registry, M1, lease_ttl=5)):
+    async with engine_running(registry, M1):
         await until(registry, lambda s: placements(s) == {"hello.service": M1})
         await registry.set_desired("hello.service", JobState.INACTIVE)
         await until(registry, lambda s: not s.placements)
@@ -83,7 +71,7 @@ async def test_machine_lease_expiry_moves_its_units(registry: Registry) -> None:
     await machine(registry, M2, ttl=30)
     await machine(registry, M3, ttl=30)
     await registry.create_job("a.service", HELLO, JobState.LAUNCHED)
-    async with running(Engine(registry, M2, lease_ttl=5)):
+    async with engine_running(registry, M2):
         snap = await until(registry, lambda s: "a.service" in s.placements)
         if snap.placements["a.service"] != M1:
             # put it on the machine that will die, as a user's MachineID would
@@ -109,7 +97,7 @@ async def test_two_engines_one_leader_and_failover(etcd_config: EtcdConfig) -> N
     ):
         await machine(obs, M3, ttl=30)
         e1, e2 = Engine(r1, M1, lease_ttl=2), Engine(r2, M2, lease_ttl=2)
-        async with running(e1) as t1, running(e2) as t2:
+        async with running(e1.run()) as t1, running(e2.run()) as t2:
             await asyncio.wait_for(_first_leader(e1, e2), 10)
             assert e1.is_leader.is_set() != e2.is_leader.is_set()  # one leader, never two
             leader_info = await obs.leader()
@@ -120,9 +108,7 @@ async def test_two_engines_one_leader_and_failover(etcd_config: EtcdConfig) -> N
                 (e1, t1, e2, M2) if leader_info.machine_id == M1 else (e2, t2, e1, M1)
             )
             assert leader.is_leader.is_set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancelled(task)
             killed_at = time.monotonic()
             # pending work submitted meanwhile is done by the new leader
             await obs.create_job("pending.service", HELLO, JobState.LAUNCHED)
@@ -173,7 +159,7 @@ async def test_many_jobs_placed_in_few_plans(registry: Registry, count: int) -> 
 
     before = latencies()
     engine = Engine(registry, M1, lease_ttl=5)
-    async with running(engine):
+    async with running(engine.run()):
         await asyncio.wait_for(engine.is_leader.wait(), 10)
         await asyncio.gather(
             *(registry.create_job(f"u{i}.service", HELLO, JobState.LAUNCHED) for i in range(count))
@@ -195,12 +181,12 @@ async def test_restarted_engine_resumes_its_leadership(registry: Registry, tmp_p
     instead of waiting for its own old lease to expire (no scheduling pause)."""
     lease_file = tmp_path / "engine-lease"
     first = Engine(registry, M1, lease_ttl=30, lease_file=lease_file)
-    async with running(first):
+    async with running(first.run()):
         await asyncio.wait_for(first.is_leader.wait(), 10)
         lease_id = int(lease_file.read_text(), 16)
     # killed: cancelled above without resigning, its lease (30 s) still holds the leader key
     second = Engine(registry, M1, lease_ttl=30, lease_file=lease_file)
-    async with running(second):
+    async with running(second.run()):
         await asyncio.wait_for(second.is_leader.wait(), 10)  # far less than the 30 s TTL
         assert int(lease_file.read_text(), 16) == lease_id
         await registry.create_job("after.service", HELLO, JobState.LAUNCHED)

@@ -165,11 +165,10 @@ class Cluster:
 
 
 @contextmanager
-def sandbox_cluster(
-    tmp_path_factory: pytest.TempPathFactory, *, machines: int = 3, agent_ttl: float = 3.0
-) -> Iterator[Cluster]:
-    """`fleetd sandbox up`, and `fleetd sandbox down` afterwards whatever happened."""
-    directory = tmp_path_factory.mktemp("faults")
+def sandbox_up(directory: Path, *, machines: int = 3, agent_ttl: float = 3.0) -> Iterator[str]:
+    """`fleetd sandbox up` in `directory`, and `fleetd sandbox down` afterwards whatever
+    happened; the value is what `up` printed (the environment it tells its user to export).
+    The fault, end-to-end and dashboard tests all bring their sandboxes up through here."""
     try:
         up = subprocess.run(
             [
@@ -189,7 +188,7 @@ def sandbox_cluster(
             check=False,
         )
         assert up.returncode == 0, up.stderr
-        yield Cluster(directory, agent_ttl)
+        yield up.stdout
     finally:
         subprocess.run(
             [BIN / "fleetd", "sandbox", "down", "--dir", str(directory)],
@@ -197,6 +196,34 @@ def sandbox_cluster(
             timeout=COMMAND_TIMEOUT,
             check=False,
         )
+
+
+def sandbox_env(up_out: str) -> dict[str, str]:
+    """The environment `fleetd sandbox up` tells its user to export, with this venv's fleetctl
+    first on PATH."""
+    export = next(
+        line for line in up_out.splitlines() if line.startswith("export FLEETCTL_ENDPOINT=")
+    )
+    return dict(
+        os.environ, PATH=f"{BIN}:{os.environ['PATH']}", FLEETCTL_ENDPOINT=export.split("=", 1)[1]
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """One sandbox for the whole test module, shared by its tests (bringing one up takes
+    seconds): the module's MACHINES machines (default 3) with its AGENT_TTL (default 3 s), so
+    the value a module's deadlines are computed from is the one the sandbox runs with.
+
+    The fault modules get it from tests/faults/conftest.py, the end-to-end ones from
+    tests/e2e/conftest.py."""
+    machines = getattr(request.module, "MACHINES", 3)
+    agent_ttl = getattr(request.module, "AGENT_TTL", 3.0)
+    directory = tmp_path_factory.mktemp("faults")
+    with sandbox_up(directory, machines=machines, agent_ttl=agent_ttl):
+        yield Cluster(directory, agent_ttl)
 
 
 # ---- processes

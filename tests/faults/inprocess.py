@@ -3,7 +3,8 @@
 Each Node is the agent half of a fleetd (a real namespaced `systemd --user` machine, the real
 SystemdManager and Agent) with a Registry of its own, so one machine can reach etcd through a
 TCPProxy the test controls (a partition) while the others reach it directly. The engine runs in
-the test's loop too. Everything is waited for with events and deadlines; nothing sleeps.
+the test's loop too (tests/running.py). Everything is waited for with events and deadlines;
+nothing sleeps. The agent shell tests (tests/agent) use the same Node.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fleetd.agent import Agent
-from fleetd.engine import Engine
 from fleetd.model import Machine as MachineDoc
 from fleetd.registry import Registry
 from fleetd.sandbox.machine import Machine
 from fleetd.systemd import SystemdManager
 from fleetd.systemd.dbus import UNIT_IFACE
 from fleetd.unit import parse_unit
+from tests.running import cancelled
 
 LOOP = parse_unit(
     "[Unit]\nDescription=fault loop\n\n[Service]\nExecStart=/bin/sh -c 'while true; do sleep 1; done'\n"
@@ -30,13 +30,21 @@ LOOP = parse_unit(
 
 
 class Node:
-    """One machine: namespaced systemd, its adapter and an agent on `registry`."""
+    """One machine: namespaced systemd, its adapter and an agent on `registry` (the parts of a
+    fleetd). start() starts the machine too, unless it runs already."""
 
-    def __init__(self, name: str, registry: Registry, ttl: int, ip: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        registry: Registry,
+        ttl: int,
+        ip: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self.machine = Machine(f"{name}{os.getpid() % 10000}")
         self.registry = registry
         self.ttl = ttl
-        self.doc = MachineDoc(self.machine.machine_id, ip, {})
+        self.doc = MachineDoc(self.machine.machine_id, ip, metadata or {})
         self.manager: SystemdManager | None = None
         self.agent: Agent | None = None
         self.task: asyncio.Task[None] | None = None
@@ -62,13 +70,18 @@ class Node:
         await asyncio.wait_for(self.agent.registered.wait(), 30)
         return self
 
-    async def stop(self) -> None:
+    async def crash(self) -> None:
+        """fleetd dies without any goodbye (as kill -9): systemd and the units live on, and
+        start() brings a new fleetd up on the same machine."""
         if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancelled(self.task)
         if self.manager is not None:
             await self.manager.close()
+            self.manager = None  # closed once: stop() after crash() closes nothing twice
+
+    async def stop(self) -> None:
+        """fleetd dies, then the machine is stopped and its root removed."""
+        await self.crash()
         with contextlib.suppress(Exception):
             await self.machine.stop()
         self.machine.remove()
@@ -96,18 +109,6 @@ async def first_transition(node: Node, unit: str, states: tuple[str, ...], chang
         if st.name == unit and st.active in states:
             return Transition(time.monotonic(), time.time(), st.active)
     raise AssertionError("systemd change stream ended")
-
-
-@contextlib.asynccontextmanager
-async def running_engine(registry: Registry, machine_id: str, ttl: int) -> AsyncIterator[Engine]:
-    engine = Engine(registry, machine_id, lease_ttl=ttl)
-    task = asyncio.create_task(engine.run())
-    try:
-        yield engine
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class TCPProxy:

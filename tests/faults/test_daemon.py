@@ -12,15 +12,15 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fleetd.api.client import Client
-from tests.faults.harness import BIN, Cluster, report, sandbox_cluster, start_units
+from tests.faults.harness import BIN, Cluster, report, start_units
 
 CLIENTS = 100
+MACHINES = 2  # the sandbox of `cluster` (tests/faults/harness.py)
 
 
 def _fleetd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,14 +73,7 @@ def test_bad_configuration_exits_nonzero_with_one_clear_line(
     assert errors[0].startswith(("fleetd: configuration error: ", "Error: ")), errors[0]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: namespaced systemd machines")
-    with sandbox_cluster(tmp_path_factory, machines=2, agent_ttl=3.0) as c:
-        yield c
-
-
+@pytest.mark.root
 async def test_100_concurrent_clients_list_units_without_error(cluster: Cluster) -> None:
     names = [cluster.write_unit(f"busy-{i}.service") for i in range(5)]
     async with cluster.registry() as registry:
@@ -117,6 +110,7 @@ async def test_100_concurrent_clients_list_units_without_error(cluster: Cluster)
     )
 
 
+@pytest.mark.root
 async def test_100_concurrent_fleetctl_processes_without_error(cluster: Cluster) -> None:
     """The real fleetctl entry point, 100 processes at once over the 3 machines' sockets:
     list-units, list-unit-files and list-machines, each exiting 0 with complete output."""

@@ -10,41 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import pytest
 
-from fleetd.errors import TemporaryError
 from fleetd.model import JobState
 from fleetd.registry import EtcdConfig, KeyKind, Registry
-from fleetd.registry.watch import Backoff
 from fleetd.sandbox.etcd import EtcdCluster, EtcdServer
 from tests.faults.harness import report
-from tests.faults.inprocess import LOOP, Node, running_engine
-from tests.waiting import gone, until
+from tests.faults.inprocess import LOOP, Node
+from tests.running import engine_running
+from tests.waiting import gone, retrying, until
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines"),
-    pytest.mark.root,
-]
+pytestmark = pytest.mark.root
 
 TTL = 3
 DEADLINE = 30.0  # a bound against hanging, not a speed goal
-
-
-async def retrying(make, deadline: float = DEADLINE):  # type: ignore[no-untyped-def]
-    """A write retried with backoff while etcd elects a new leader (what any client must do)."""
-
-    async def attempt():  # type: ignore[no-untyped-def]
-        backoff = Backoff(first=0.05, cap=0.5)
-        while True:
-            try:
-                return await make()
-            except TemporaryError:
-                await backoff.wait()
-
-    return await asyncio.wait_for(attempt(), deadline)
 
 
 def _raft_leader(cluster: EtcdCluster) -> EtcdServer:
@@ -77,7 +58,7 @@ async def test_member_killed_machines_stay_and_a_new_unit_runs(
         try:
             for n in nodes:
                 await n.start()
-            async with running_engine(reg, nodes[0].id, TTL):
+            async with engine_running(reg, nodes[0].id, lease_ttl=TTL):
                 await reg.create_job("before.service", LOOP, JobState.LAUNCHED)
                 snap = await until(
                     reg, lambda s: _active(s, "before.service") is not None, DEADLINE
@@ -96,12 +77,16 @@ async def test_member_killed_machines_stay_and_a_new_unit_runs(
                 try:
                     killed = time.monotonic()
                     await asyncio.to_thread(victim.kill)
-                    await retrying(lambda: reg.create_job("after.service", LOOP, JobState.LAUNCHED))
+                    # written while etcd elects a new raft leader: retried, as any client must
+                    await retrying(
+                        lambda: reg.create_job("after.service", LOOP, JobState.LAUNCHED), DEADLINE
+                    )
                     written = time.monotonic()
                     snap = await retrying(
                         lambda: until(
                             reg, lambda s: _active(s, "after.service") is not None, DEADLINE
-                        )
+                        ),
+                        DEADLINE,
                     )
                     ran = time.monotonic()
                 finally:

@@ -8,17 +8,14 @@ PID, so `fleetd sandbox down` stops it.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from fleetd.model import JobState
-from fleetd.registry import EtcdUnavailable, Event, KeyKind
-from fleetd.registry.watch import Backoff
+from fleetd.registry import Event, KeyKind
 from fleetd.sandbox.etcd import EtcdServer
 from tests.faults.harness import (
     SLACK,
@@ -27,21 +24,14 @@ from tests.faults.harness import (
     moves_of,
     placed_on,
     report,
-    sandbox_cluster,
     signal_and_wait,
     start_units,
 )
-from tests.waiting import gone, put
+from tests.waiting import gone, put, retrying
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
-AGENT_TTL = 3.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=3, agent_ttl=AGENT_TTL) as c:
-        yield c
+AGENT_TTL = 3.0  # the sandbox of `cluster` runs with it (tests/faults/harness.py)
 
 
 def _restart_etcd(cluster: Cluster) -> float:
@@ -84,7 +74,7 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
             # error, STYLE.md §7): right after etcd is healthy again, a gRPC channel may still be
             # in its reconnect backoff, and fleetd's API then answers "unable to communicate with
             # etcd" for a moment (docs/reliability.md).
-            await _retrying(registry.set_desired(after, JobState.LAUNCHED) for _ in range(100))
+            await retrying(lambda: registry.set_desired(after, JobState.LAUNCHED))
             runs = _active_anywhere(after)
 
             async def until_it_runs() -> None:
@@ -111,18 +101,6 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
         f"etcd down {down_s:.2f}s; 0 jobs/machines lost, 0 unit restarts; a unit started "
         f"afterwards (through etcd) ran after {run_s:.2f}s",
     )
-
-
-async def _retrying(attempts: Iterator[Coroutine[Any, Any, object]]) -> None:
-    """Await the first attempt that does not meet an unavailable etcd (capped backoff)."""
-    backoff = Backoff(first=0.05, cap=0.5)
-    for attempt in attempts:
-        try:
-            await attempt
-            return
-        except EtcdUnavailable:
-            await backoff.wait()
-    raise AssertionError("etcd stayed unavailable")
 
 
 def _active_anywhere(unit: str) -> Callable[[Event], bool]:

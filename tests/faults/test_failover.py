@@ -7,11 +7,9 @@ registry view showing the healed state, printed, and only bounded by a generous 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,22 +23,15 @@ from tests.faults.harness import (
     placed_on,
     report,
     running_elsewhere,
-    sandbox_cluster,
     signal_and_wait,
     start_units,
 )
 from tests.waiting import put, until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
-AGENT_TTL = 3.0
+AGENT_TTL = 3.0  # the sandbox of `cluster` runs with it (tests/faults/harness.py)
 FAILOVER_DEADLINE = AGENT_TTL + SLACK
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=3, agent_ttl=AGENT_TTL) as c:
-        yield c
 
 
 async def _unit_on(cluster: Cluster, registry: Registry, prefix: str, machine_id: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import secrets
 import shutil
@@ -45,8 +44,7 @@ from tests.faults.inprocess import LOOP, Transition
 from tests.waiting import put, until
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, machines"),
-    pytest.mark.root,
+    pytest.mark.root("network namespaces, namespaced systemd machines"),
     pytest.mark.timeout(300),
 ]
 

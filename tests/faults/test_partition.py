@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,13 +25,11 @@ from fleetd.model import JobState
 from fleetd.registry import EtcdConfig, Registry
 from fleetd.sandbox.etcd import EtcdServer
 from tests.faults.harness import report
-from tests.faults.inprocess import LOOP, Node, TCPProxy, first_transition, running_engine
+from tests.faults.inprocess import LOOP, Node, TCPProxy, first_transition
+from tests.running import engine_running
 from tests.waiting import until
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines"),
-    pytest.mark.root,
-]
+pytestmark = pytest.mark.root
 
 TTL = 3
 UNIT = "part.service"
@@ -58,7 +55,7 @@ async def partitionable(etcd: EtcdServer, key_prefix: str, fence: bool) -> Async
         a, b = Node("pa", proxied, TTL, "127.0.0.21"), Node("pb", direct, TTL, "127.0.0.22")
         try:
             await a.start(fence_on_lease_loss=fence)
-            async with running_engine(direct, b.id, TTL):
+            async with engine_running(direct, b.id, lease_ttl=TTL):
                 await direct.create_job(UNIT, LOOP, JobState.LAUNCHED)
                 await until(direct, lambda s: _active_on(s, a.id), DEADLINE)
                 await b.start(fence_on_lease_loss=fence)

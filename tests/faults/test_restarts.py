@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -21,32 +21,41 @@ from fleetd.sandbox.machine import pid_alive
 from tests.faults.harness import (
     SLACK,
     Cluster,
+    UnitProcess,
     collect_until,
     local_units,
     machine_lease,
     moves_of,
     placed_on,
     report,
-    sandbox_cluster,
     signal_and_wait,
     start_units,
     state_is,
 )
 from tests.waiting import gone
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines")
+pytestmark = pytest.mark.root
 
-AGENT_TTL = 10.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with sandbox_cluster(tmp_path_factory, machines=3, agent_ttl=AGENT_TTL) as c:
-        yield c
+AGENT_TTL = 10.0  # the sandbox of `cluster` runs with it (tests/faults/harness.py)
 
 
-async def _victim_with_units(cluster: Cluster, registry: Registry, prefix: str):  # type: ignore[no-untyped-def]
-    """Start two units: the machine of the first one, its name, its units and their processes."""
+@dataclass(frozen=True)
+class Victim:
+    """The machine whose fleetd a test stops or restarts, and what must come through unchanged."""
+
+    id: str
+    name: str
+    units: set[str]
+    processes: dict[str, UnitProcess]  # each unit's systemd invocation before the fault
+    lease: int
+    revision: int  # the registry's, before the fault
+
+    def processes_now(self, cluster: Cluster) -> dict[str, UnitProcess]:
+        return {u: cluster.unit_process(self.name, u) for u in sorted(self.units)}
+
+
+async def _victim_with_units(cluster: Cluster, registry: Registry, prefix: str) -> Victim:
+    """Start two units; the machine of the first one is the victim."""
     names = [cluster.write_unit(f"{prefix}-{i}.service") for i in (1, 2)]
     snapshot = await start_units(cluster, registry, names)
     victim = placed_on(snapshot, names[0])
@@ -55,37 +64,30 @@ async def _victim_with_units(cluster: Cluster, registry: Registry, prefix: str):
     units = local_units(snapshot, victim)
     processes = {u: cluster.unit_process(name, u) for u in sorted(units)}
     assert all(p.active == "active" and p.main_pid for p in processes.values()), processes
-    return victim, name, units, processes
+    lease = await machine_lease(registry, victim)
+    return Victim(victim, name, units, processes, lease, (await registry.snapshot()).revision)
 
 
 async def _prove_nothing_moved(
-    cluster: Cluster,
-    registry: Registry,
-    from_revision: int,
-    victim: str,
-    name: str,
-    units: set[str],
-    processes: dict,
-    lease: int,
-    probe: str,
+    cluster: Cluster, registry: Registry, victim: Victim, probe: str
 ) -> float:
     """Start a unit pinned to the victim through its fresh API: once it runs there, the restarted
     agent has planned the whole view at least once. Up to that point no placement of the
     victim's units changed, the machine never went down, its lease is the one from before, and
     systemd still runs the very same invocations. Returns the probe's start-to-active time."""
-    cluster.write_unit(probe, x_fleet=f"MachineID={victim}")
+    cluster.write_unit(probe, x_fleet=f"MachineID={victim.id}")
     started = time.monotonic()
-    cluster.fleetctl(name, "start", "--no-block", probe)
+    cluster.fleetctl(victim.name, "start", "--no-block", probe)
     events = await collect_until(
-        registry, from_revision, state_is(probe, victim, "active"), AGENT_TTL + SLACK
+        registry, victim.revision + 1, state_is(probe, victim.id, "active"), AGENT_TTL + SLACK
     )
     probe_s = time.monotonic() - started
-    assert moves_of(events, units) == []
-    assert not [e for e in events if gone(KeyKind.MACHINE, victim)(e)]
-    assert await machine_lease(registry, victim) == lease, "fleetd did not re-attach its lease"
-    after = {u: cluster.unit_process(name, u) for u in sorted(units)}
-    assert after == processes, "a unit was restarted"
-    cluster.fleetctl(name, "destroy", probe)
+    assert moves_of(events, victim.units) == []
+    assert not [e for e in events if gone(KeyKind.MACHINE, victim.id)(e)]
+    lease = await machine_lease(registry, victim.id)
+    assert lease == victim.lease, "fleetd did not re-attach its lease"
+    assert victim.processes_now(cluster) == victim.processes, "a unit was restarted"
+    cluster.fleetctl(victim.name, "destroy", probe)
     return probe_s
 
 
@@ -93,56 +95,31 @@ async def test_kill9_fleetd_units_keep_running_and_restart_restarts_nothing(
     cluster: Cluster,
 ) -> None:
     async with cluster.registry() as registry:
-        victim, name, units, processes = await _victim_with_units(cluster, registry, "kill9")
-        lease = await machine_lease(registry, victim)
-        revision = (await registry.snapshot()).revision
+        victim = await _victim_with_units(cluster, registry, "kill9")
 
         down_at = time.monotonic()
-        signal_and_wait(cluster.machine(name).fleetd_pid, signal.SIGKILL)
+        signal_and_wait(cluster.machine(victim.name).fleetd_pid, signal.SIGKILL)
         # fleetd is gone; systemd owns the units and keeps them as they were
-        while_down = {u: cluster.unit_process(name, u) for u in sorted(units)}
-        assert while_down == processes
+        assert victim.processes_now(cluster) == victim.processes
 
-        cluster.sandbox_command("restart", name)  # starts the dead machine's fleetd again
+        cluster.sandbox_command("restart", victim.name)  # starts the dead machine's fleetd again
         down_s = time.monotonic() - down_at
-        probe_s = await _prove_nothing_moved(
-            cluster,
-            registry,
-            revision + 1,
-            victim,
-            name,
-            units,
-            processes,
-            lease,
-            "kill9-probe.service",
-        )
+        probe_s = await _prove_nothing_moved(cluster, registry, victim, "kill9-probe.service")
     report(
         "kill -9 fleetd, start again",
-        f"fleetd down {down_s:.2f}s (kill -> restarted fleetd registered), {len(units)} units "
-        f"kept their MainPID/InvocationID, 0 placement changes; pinned probe active after "
-        f"{probe_s:.2f}s",
+        f"fleetd down {down_s:.2f}s (kill -> restarted fleetd registered), "
+        f"{len(victim.units)} units kept their MainPID/InvocationID, 0 placement changes; "
+        f"pinned probe active after {probe_s:.2f}s",
     )
 
 
 async def test_sandbox_restart_within_ttl_restarts_and_moves_nothing(cluster: Cluster) -> None:
     async with cluster.registry() as registry:
-        victim, name, units, processes = await _victim_with_units(cluster, registry, "restart")
-        lease = await machine_lease(registry, victim)
-        revision = (await registry.snapshot()).revision
+        victim = await _victim_with_units(cluster, registry, "restart")
         started = time.monotonic()
-        cluster.sandbox_command("restart", name)  # SIGTERM, wait for exit, start, wait to join
+        cluster.sandbox_command("restart", victim.name)  # SIGTERM, wait for exit, start, join
         restart_s = time.monotonic() - started
-        probe_s = await _prove_nothing_moved(
-            cluster,
-            registry,
-            revision + 1,
-            victim,
-            name,
-            units,
-            processes,
-            lease,
-            "restart-probe.service",
-        )
+        probe_s = await _prove_nothing_moved(cluster, registry, victim, "restart-probe.service")
     report(
         "fleetd sandbox restart",
         f"restart took {restart_s:.2f}s, 0 unit restarts, 0 placement changes; pinned probe "
@@ -152,29 +129,20 @@ async def test_sandbox_restart_within_ttl_restarts_and_moves_nothing(cluster: Cl
 
 async def test_sigterm_stops_fleetd_and_keeps_units(cluster: Cluster) -> None:
     async with cluster.registry() as registry:
-        victim, name, units, processes = await _victim_with_units(cluster, registry, "sigterm")
-        lease = await machine_lease(registry, victim)
-        revision = (await registry.snapshot()).revision
-        exit_s = signal_and_wait(cluster.machine(name).fleetd_pid, signal.SIGTERM)
-        log = cluster.log_of(name)
+        victim = await _victim_with_units(cluster, registry, "sigterm")
+        exit_s = signal_and_wait(cluster.machine(victim.name).fleetd_pid, signal.SIGTERM)
+        log = cluster.log_of(victim.name)
         tail = log[log.rindex('"fleetd.stopping"') :]
         assert '"fleetd.stopped"' in tail
         assert '"agent.stop"' not in tail and '"systemd.unit_stopped"' not in tail
         # DESIGN: a graceful stop keeps the units (fleet 1.0 stopped every one of them)
-        assert {u: cluster.unit_process(name, u) for u in sorted(units)} == processes
-        cluster.sandbox_command("restart", name)
-        await _prove_nothing_moved(
-            cluster,
-            registry,
-            revision + 1,
-            victim,
-            name,
-            units,
-            processes,
-            lease,
-            "sigterm-probe.service",
-        )
-    report("SIGTERM fleetd", f"exited {exit_s:.2f}s after SIGTERM; {len(units)} units kept running")
+        assert victim.processes_now(cluster) == victim.processes
+        cluster.sandbox_command("restart", victim.name)
+        await _prove_nothing_moved(cluster, registry, victim, "sigterm-probe.service")
+    report(
+        "SIGTERM fleetd",
+        f"exited {exit_s:.2f}s after SIGTERM; {len(victim.units)} units kept running",
+    )
 
 
 def test_sighup_reloads_configuration_and_api_keeps_answering(cluster: Cluster) -> None:

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,10 +32,10 @@ from fleetd.sandbox.etcd import EtcdServer
 from fleetd.unit import UnitNameError
 from tests.api.api_helpers import raw
 from tests.faults.harness import BIN, report
-from tests.faults.inprocess import LOOP, Node, running_engine
+from tests.faults.inprocess import LOOP, Node
+from tests.running import engine_running
 from tests.waiting import until
 
-ROOT = os.geteuid() == 0
 # the other users run the system's python (stdlib only): the venv may not be readable to them
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
@@ -50,15 +49,6 @@ def _has_group(name: str) -> bool:
 
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="fsec", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- unit names never escape the units directory ---------------------------------------------
@@ -78,7 +68,6 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.skipif(not ROOT, reason="needs root: a namespaced systemd machine")
 @pytest.mark.root
 async def test_unit_names_never_escape_the_units_dir(registry: Registry, sock_dir: Path) -> None:
     node = Node("sec", registry, 5, "127.0.0.41")
@@ -100,7 +89,7 @@ async def test_unit_names_never_escape_the_units_dir(registry: Registry, sock_di
             }
         )
         answers = []
-        async with running_engine(registry, node.id, 5):
+        async with engine_running(registry, node.id):
             for segment, expected in HOSTILE:
                 status, _, data = await asyncio.to_thread(
                     raw, server.unix_path, "PUT", f"/fleet/v1/units/{segment}", body, JSON
@@ -287,12 +276,10 @@ def _connect_as(user: str, group: str, path: str) -> subprocess.CompletedProcess
 
 
 @pytest.mark.skipif(
-    not ROOT
-    or shutil.which("setpriv") is None
-    or not (_has_group("daemon") and _has_group("nogroup")),
-    reason="needs root, setpriv and the daemon and nogroup groups",
+    shutil.which("setpriv") is None or not (_has_group("daemon") and _has_group("nogroup")),
+    reason="needs setpriv and the daemon and nogroup groups",
 )
-@pytest.mark.root
+@pytest.mark.root("a socket of another group, clients run as other users")
 @pytest.mark.parametrize("group", ["daemon", "1"], ids=["by-name", "by-gid"])
 async def test_socket_0660_with_group_admits_only_that_group(
     registry: Registry, sock_dir: Path, group: str

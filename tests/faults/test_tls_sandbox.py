@@ -32,10 +32,7 @@ from fleetd.sandbox.cluster import Sandbox
 from fleetd.sandbox.etcd import etcdctl_binary
 from tests.faults.harness import BIN, COMMAND_TIMEOUT, Cluster, report
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaced systemd machines"),
-    pytest.mark.root,
-]
+pytestmark = pytest.mark.root
 
 AGENT_TTL = 3.0
 UNIT = "hello.service"

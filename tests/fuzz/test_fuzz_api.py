@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import threading
 import uuid
 from collections import Counter
@@ -31,6 +29,7 @@ from fleetd.api.server import APIServer
 from fleetd.registry import EtcdConfig, Registry, Snapshot
 from fleetd.sandbox.etcd import EtcdServer
 from tests.faults.harness import report
+from tests.paths import short_dir
 
 from .test_fuzz_inputs import unit_names
 
@@ -85,13 +84,13 @@ class ServedAPI:
 
 @pytest.fixture(scope="module")
 def served(etcd: EtcdServer) -> Iterator[ServedAPI]:
-    sock_dir = Path(tempfile.mkdtemp(prefix="ffuzz", dir="/tmp"))
-    api = ServedAPI(etcd, sock_dir)
-    try:
-        yield api.start()
-    finally:
-        api.stop()
-        shutil.rmtree(sock_dir, ignore_errors=True)
+    # module-scoped, so not the per-test sock_dir fixture
+    with short_dir() as sock_dir:
+        api = ServedAPI(etcd, sock_dir)
+        try:
+            yield api.start()
+        finally:
+            api.stop()
 
 
 def request(

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
-from fleetd.errors import TemporaryError
 from fleetd.model import UnitState
 from fleetd.registry import Event, EventStream
-from fleetd.registry.watch import Backoff
 from fleetd.unit import UnitFile, parse_unit
-
-T = TypeVar("T")
+from tests.waiting import retrying as retrying  # the registry tests import it here
 
 DEADLINE = 10.0  # seconds; a generous bound, never an expectation of speed
 
@@ -53,20 +49,3 @@ def unit(text: str = "sleep infinity") -> UnitFile:
 
 def state(name: str, machine: str, active: str = "active") -> UnitState:
     return UnitState(name, machine, unit().hash, "loaded", active, "running")
-
-
-async def retrying(make: Callable[[], Awaitable[T]], deadline: float = DEADLINE) -> T:
-    """Run an operation, retrying while etcd is (temporarily) unavailable, with a deadline.
-
-    This retries a failed write with backoff, as any client must; it does not poll state.
-    """
-
-    async def attempt() -> T:
-        backoff = Backoff(first=0.05, cap=0.5)
-        while True:
-            try:
-                return await make()
-            except TemporaryError:
-                await backoff.wait()
-
-    return await asyncio.wait_for(attempt(), deadline)

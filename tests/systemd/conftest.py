@@ -13,17 +13,6 @@ from fleetd.sandbox.machine import Machine
 from fleetd.systemd import SystemdManager
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
-        return
-    skip = pytest.mark.skip(
-        reason="needs root: namespaced systemd --user machines (mount namespaces, cgroups)"
-    )
-    for item in items:
-        if "tests/systemd/" in str(item.path) and "root" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def machine(request: pytest.FixtureRequest) -> AsyncIterator[Machine]:
     """One machine for the whole module (starting one costs ~0.2 s, but tests share it)."""
