@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetd.model import short_id
+
 HELLO = """[Unit]
 Description=Hello World
 
@@ -184,7 +186,7 @@ def walkthrough(w: Walkthrough, sandbox_dir: Path) -> None:
     w.run("fleetd", "sandbox", "kill", "--dir", str(sandbox_dir), where)
     moved = asyncio.run(wait_moved(sandbox_dir, "hello.service", where))
     elapsed = time.monotonic() - started
-    w.show(f"hello.service active on {moved[:8]}... {elapsed:.1f}s after its machine died")
+    w.show(f"hello.service active on {short_id(moved)}... {elapsed:.1f}s after its machine died")
     if f"/{_sandbox_name(sandbox_dir, where)}/" in w.env["FLEETCTL_ENDPOINT"]:
         survivor = _sandbox_name(sandbox_dir, moved)
         w.env["FLEETCTL_ENDPOINT"] = f"unix://{sandbox_dir}/{survivor}/fleet.sock"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
-from fleetd.unit import UnitFile, UnitOption, UnitParseError
+from fleetd.unit import UnitFile, UnitOption, UnitParseError, short_id
 
 SCHEMA_VERSION = 1
 
@@ -31,6 +31,7 @@ __all__ = [
     "RestartRequest",
     "UnitContent",
     "UnitState",
+    "short_id",
 ]
 
 
@@ -191,7 +192,7 @@ class Machine(_Document):
 
     @property
     def short_id(self) -> str:
-        return self.id[:8]
+        return short_id(self.id)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "MAX_LINE_BYTES",
     "MAX_NAME_LENGTH",
+    "SHORT_ID_LENGTH",
     "Requirements",
     "UnitFile",
     "UnitName",
@@ -27,8 +28,12 @@ __all__ = [
     "mangle_name",
     "parse_name",
     "parse_unit",
+    "short_id",
     "validate_name",
 ]
+
+# A machine's short ID is the first this many characters of its ID (see short_id).
+SHORT_ID_LENGTH = 8
 
 # systemd's LINE_MAX as fleet enforces it: a line of this many bytes or more is refused.
 MAX_LINE_BYTES = 2048
@@ -548,7 +553,7 @@ class Requirements:
         if not self.machine_id:
             return True
         return machine_id == self.machine_id or (
-            len(self.machine_id) == 8 and machine_id[:8] == self.machine_id
+            len(self.machine_id) == SHORT_ID_LENGTH and short_id(machine_id) == self.machine_id
         )
 
     def conflicts_with(self, other_name: str) -> bool:
@@ -556,6 +561,13 @@ class Requirements:
 
     def replaces_unit(self, other_name: str) -> bool:
         return any(glob_match(pattern, other_name) for pattern in self.replaces)
+
+
+def short_id(machine_id: str) -> str:
+    """A machine ID's short form (`5ab7f3b4`): what fleetctl and fleetd's messages show, and
+    what `MachineID=` accepts besides the full ID. Defined here, next to the MachineID rule,
+    since this module is the lowest layer; `fleetd.model` re-exports it for everyone else."""
+    return machine_id[:SHORT_ID_LENGTH]
 
 
 def _fields(values: Iterable[str]) -> list[str]:

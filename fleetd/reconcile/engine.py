@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from fleetd.model import short_id
 from fleetd.reconcile.scheduler import (
     ClusterState,
     JobSpec,
@@ -170,7 +171,7 @@ def _explain(rejections: list[Rejection], have_machines: bool) -> str:
         return Reason.NO_MACHINE.value
     by_text: dict[str, list[str]] = {}
     for rejection in rejections:
-        by_text.setdefault(rejection.text, []).append(rejection.machine_id[:8])
+        by_text.setdefault(rejection.text, []).append(short_id(rejection.machine_id))
     parts = []
     for text, machines in sorted(by_text.items()):
         shown = [m for m in machines if m]

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 
-from fleetd.model import JobState
-from fleetd.unit import Requirements
+from fleetd.model import JobState, short_id
+from fleetd.unit import SHORT_ID_LENGTH, Requirements
 
 __all__ = ["ClusterState", "JobSpec", "MachineSpec", "Rejection", "place", "reject_reason"]
 
@@ -37,7 +37,7 @@ class MachineSpec:
 
     @property
     def short_id(self) -> str:
-        return self.id[:8]
+        return short_id(self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ class ClusterState:
         self._by_short: dict[str, list[str]] = {}
         self._by_metadata: dict[object, list[str]] = {}
         for mid in sorted(self.machines):
-            self._by_short.setdefault(mid[:8], []).append(mid)
+            self._by_short.setdefault(short_id(mid), []).append(mid)
         for job in jobs.values():
             if job.requirements.is_global and job.desired is not JobState.INACTIVE:
                 for mid in self._matching(job.requirements):
@@ -165,7 +165,7 @@ class ClusterState:
         rank = self._rank_key
         if req.machine_id:
             ids = [req.machine_id] if req.machine_id in self.machines else []
-            if len(req.machine_id) == 8:
+            if len(req.machine_id) == SHORT_ID_LENGTH:
                 ids += self._by_short.get(req.machine_id, [])
             yield from sorted(set(ids), key=rank)
         elif req.machine_of:

@@ -27,6 +27,7 @@ from pathlib import Path
 import structlog
 
 from fleetd.errors import PermanentError
+from fleetd.model import short_id
 from fleetd.registry import Changed, EtcdConfig, KeyKind, Registry
 from fleetd.sandbox.etcd import EtcdServer, free_ports
 from fleetd.sandbox.machine import Machine, pid_alive
@@ -61,7 +62,7 @@ class MachineRecord:
 
     @property
     def legend(self) -> str:
-        return f"{self.id[:8]}.../{self.ip}"
+        return f"{short_id(self.id)}.../{self.ip}"
 
 
 @dataclass
