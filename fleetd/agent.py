@@ -435,13 +435,14 @@ class Agent:
             METRICS.inc("fleetd_agent_tasks_total", kind=task.kind.name.lower())
             log.info(
                 f"agent.{task.kind.name.lower()}",
-                unit=task.unit or None,
+                unit=task.unit,
                 machine=self.machine.id,
                 reason=task.reason.value,
                 **({"token": task.token} if task.token else {}),
             )
         await asyncio.gather(*(self._stop(t.unit) for t in by_kind.get(Kind.STOP, [])))
         await asyncio.gather(*(self._unload(t.unit) for t in by_kind.get(Kind.UNLINK, [])))
+        # a WRITE is the file and its link; the adapter reloads once for all links and unlinks
         written = [t.unit for t in by_kind.get(Kind.WRITE, []) if self._write(t)]
         if written:
             await self._guard("link", self.systemd.link(written), written)

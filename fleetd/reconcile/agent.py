@@ -2,7 +2,10 @@
 
 Pure: the shell reads desired state from etcd and actual state from the units directory and
 systemd, calls `plan_agent`, and applies the tasks in the order given (fleet's order: stop what
-must stop, remove what must go, write and link, reload once, then start, then restart).
+must stop, remove what must go, write what is new or changed, then start, then restart). Every
+task is one thing the shell does: a WRITE writes the unit's file and links it, an UNLINK
+unlinks it, and the systemd adapter reloads once for all the links and unlinks of a plan, so
+no task asks for the reload.
 
 Restarts are level-based: a unit carries the token of the restart last requested on this
 machine (`DesiredUnit.restart`) and the token this machine last did (`ActualUnit.restarted`);
@@ -69,19 +72,16 @@ class Kind(IntEnum):
     """Task kinds, in the order they are applied."""
 
     STOP = 1
-    UNLINK = 2
-    WRITE = 3
-    LINK = 4
-    RELOAD = 5
-    START = 6
-    RESTART = 7
+    UNLINK = 2  # unlink the unit's file (and forget its published state)
+    WRITE = 3  # write the unit's file and link it
+    START = 4
+    RESTART = 5
 
 
 class Why(StrEnum):
     NOT_PLACED_HERE = "unit is no longer placed on this machine"
     CONTENT_CHANGED = "unit content changed (hash differs from the file on disk)"
     NEWLY_PLACED = "unit was placed on this machine"
-    FILES_CHANGED = "unit files were written or removed"
     DESIRED_LAUNCHED = "desired state is launched"
     DESIRED_LOADED = "desired state is loaded, unit was started"
     RESTART_REQUESTED = "a restart was requested (its token is not the last one done here)"
@@ -90,7 +90,7 @@ class Why(StrEnum):
 @dataclass(frozen=True, slots=True)
 class AgentTask:
     kind: Kind
-    unit: str  # "" for RELOAD
+    unit: str
     reason: Why
     hash: str = ""  # the content to write, for WRITE
     token: str = ""  # the restart request a START or RESTART does (done once it succeeded)
@@ -154,7 +154,6 @@ def plan_agent(
             tasks.append(AgentTask(Kind.UNLINK, name, Why.NOT_PLACED_HERE))
         elif have is None:
             tasks.append(AgentTask(Kind.WRITE, name, Why.NEWLY_PLACED, want.hash))
-            tasks.append(AgentTask(Kind.LINK, name, Why.NEWLY_PLACED))
             if want.launched:
                 tasks.append(AgentTask(Kind.START, name, Why.NEWLY_PLACED, token=want.restart))
         elif have.hash != want.hash:
@@ -175,7 +174,5 @@ def plan_agent(
             # also a unit that ran and failed or exited: stopping it resets it, so the next
             # start runs it again and a failure from before is not taken for a new one
             tasks.append(AgentTask(Kind.STOP, name, Why.DESIRED_LOADED))
-    if any(t.kind in (Kind.WRITE, Kind.UNLINK) for t in tasks):
-        tasks.append(AgentTask(Kind.RELOAD, "", Why.FILES_CHANGED))
     tasks.sort(key=lambda t: (t.kind, t.unit))
     return tasks

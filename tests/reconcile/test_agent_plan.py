@@ -36,14 +36,12 @@ def kinds(tasks) -> list[tuple[Kind, str]]:
     ("desired", "actual", "expected"),
     [
         pytest.param({}, {}, [], id="nothing"),
-        # newly placed and launched: write, link, reload once, start
+        # newly placed and launched: write (the file and its link), start
         pytest.param(
             {"hello.service": DesiredUnit("hello.service", H1, True)},
             {},
             [
                 (Kind.WRITE, "hello.service"),
-                (Kind.LINK, "hello.service"),
-                (Kind.RELOAD, ""),
                 (Kind.START, "hello.service"),
             ],
             id="new-launched",
@@ -52,7 +50,7 @@ def kinds(tasks) -> list[tuple[Kind, str]]:
         pytest.param(
             {"hello.service": DesiredUnit("hello.service", H1, False)},
             {},
-            [(Kind.WRITE, "hello.service"), (Kind.LINK, "hello.service"), (Kind.RELOAD, "")],
+            [(Kind.WRITE, "hello.service")],
             id="new-loaded",
         ),
         # already right: nothing
@@ -104,17 +102,17 @@ def kinds(tasks) -> list[tuple[Kind, str]]:
             [(Kind.STOP, "job.service")],
             id="exited-stopped-when-loaded",
         ),
-        # no longer placed here: stop if running, then unlink, reload
+        # no longer placed here: stop if running, then unlink
         pytest.param(
             {},
             {"hello.service": ActualUnit("hello.service", H1, "active", True)},
-            [(Kind.STOP, "hello.service"), (Kind.UNLINK, "hello.service"), (Kind.RELOAD, "")],
+            [(Kind.STOP, "hello.service"), (Kind.UNLINK, "hello.service")],
             id="removed-running",
         ),
         pytest.param(
             {},
             {"hello.service": ActualUnit("hello.service", H1, "inactive")},
-            [(Kind.UNLINK, "hello.service"), (Kind.RELOAD, "")],
+            [(Kind.UNLINK, "hello.service")],
             id="removed-loaded",
         ),
         # content changed while launched: replace the file and restart
@@ -124,7 +122,6 @@ def kinds(tasks) -> list[tuple[Kind, str]]:
             [
                 (Kind.STOP, "hello.service"),
                 (Kind.WRITE, "hello.service"),
-                (Kind.RELOAD, ""),
                 (Kind.START, "hello.service"),
             ],
             id="changed-launched-restarts",
@@ -133,10 +130,10 @@ def kinds(tasks) -> list[tuple[Kind, str]]:
         pytest.param(
             {"hello.service": DesiredUnit("hello.service", H2, False)},
             {"hello.service": ActualUnit("hello.service", H1, "inactive")},
-            [(Kind.WRITE, "hello.service"), (Kind.RELOAD, "")],
+            [(Kind.WRITE, "hello.service")],
             id="changed-loaded-no-restart",
         ),
-        # many units: one reload, fixed order (stops, unlinks, writes, links, reload, starts)
+        # many units, in a fixed order: stops, unlinks, writes, starts
         pytest.param(
             {f"u{i}.service": DesiredUnit(f"u{i}.service", H1, True) for i in range(2)}
             | {"keep.service": DesiredUnit("keep.service", H1, True)},
@@ -149,18 +146,21 @@ def kinds(tasks) -> list[tuple[Kind, str]]:
                 (Kind.UNLINK, "old.service"),
                 (Kind.WRITE, "u0.service"),
                 (Kind.WRITE, "u1.service"),
-                (Kind.LINK, "u0.service"),
-                (Kind.LINK, "u1.service"),
-                (Kind.RELOAD, ""),
                 (Kind.START, "u0.service"),
                 (Kind.START, "u1.service"),
             ],
-            id="batch-one-reload",
+            id="batch-fixed-order",
         ),
     ],
 )
 def test_plan_table(desired, actual, expected) -> None:
     assert kinds(plan_agent(desired, actual)) == expected
+
+
+def test_every_task_kind_is_one_action_of_the_shell() -> None:
+    # no task that nothing runs: a WRITE is the file and its link, and the systemd adapter
+    # reloads once for all the links and unlinks of a plan
+    assert [k.name for k in Kind] == ["STOP", "UNLINK", "WRITE", "START", "RESTART"]
 
 
 def test_tasks_carry_reasons_and_hash() -> None:
@@ -218,14 +218,14 @@ T1, T2 = "token-1", "token-2"
         pytest.param(
             DesiredUnit("hello.service", H1, True, T1),
             None,
-            [(Kind.WRITE, ""), (Kind.LINK, ""), (Kind.RELOAD, ""), (Kind.START, T1)],
+            [(Kind.WRITE, ""), (Kind.START, T1)],
             id="new-unit-start-does-it",
         ),
         # the content changed: stop, write, start (which does the request), no restart
         pytest.param(
             DesiredUnit("hello.service", H2, True, T1),
             ActualUnit("hello.service", H1, "active", True),
-            [(Kind.STOP, ""), (Kind.WRITE, ""), (Kind.RELOAD, ""), (Kind.START, T1)],
+            [(Kind.STOP, ""), (Kind.WRITE, ""), (Kind.START, T1)],
             id="content-changed",
         ),
         # desired loaded (stopped): a pending request waits until the unit is started
@@ -405,7 +405,7 @@ actual_st = st.dictionaries(
 def test_plan_converges(desired, actual) -> None:
     tasks = plan_agent(desired, actual)
     assert [t.kind for t in tasks] == sorted(t.kind for t in tasks)  # fixed order
-    assert sum(t.kind is Kind.RELOAD for t in tasks) <= 1
+    assert all(t.unit for t in tasks)  # every task is about one unit
     after = apply(tasks, actual, desired)
     assert set(after) == set(desired)
     for name, want in desired.items():
