@@ -28,6 +28,7 @@ from fleetd.reconcile.agent import (
     desired_units,
     plan_agent,
 )
+from fleetd.reconcile.states import adopted_as_started
 from fleetd.registry import (
     Changed,
     ClusterView,
@@ -48,11 +49,6 @@ from fleetd.unit import Requirements, UnitNameError, UnitParseError, parse_unit,
 __all__ = ["Agent"]
 
 log = structlog.get_logger(__name__)
-
-# States in which a unit counts as started by us (adopted after a restart: never started again).
-_STARTED_STATES = frozenset({"active", "activating", "reloading", "failed", "deactivating"})
-
-
 
 
 class Agent:
@@ -286,7 +282,7 @@ class Agent:
             except UnitParseError:
                 self._hashes[name] = ""  # unreadable: it will be replaced or removed
         for name, state in self.systemd.adopted.items():
-            if state.active in _STARTED_STATES:
+            if adopted_as_started(state.active):
                 self._started.add(name)
         if self._hashes:
             log.info("agent.adopted", machine=self.machine.id, units=sorted(self._hashes))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 from fleetd.model import JobState
+from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.unit import Requirements
 
 __all__ = [
@@ -32,10 +33,6 @@ __all__ = [
     "desired_units",
     "plan_agent",
 ]
-
-# systemd ActiveStates in which a unit runs or is on its way to running.
-RUNNING_STATES = frozenset({"active", "activating", "reloading"})
-
 
 @dataclass(frozen=True, slots=True)
 class AgentJob:

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from fleetd.model import BAD_LOAD_STATES, Job, JobState, Machine, UnitContent, UnitState
+from fleetd.reconcile.states import LAUNCHED_STATES
 
 __all__ = [
-    "LAUNCHED_ACTIVE",
     "current_state",
     "failure",
     "is_global",
@@ -25,9 +25,6 @@ __all__ = [
     "systemd_reason",
     "unschedulable",
 ]
-
-# systemd ActiveStates in which fleet calls a placed unit "launched"
-LAUNCHED_ACTIVE = frozenset({"active", "activating", "reloading", "failed"})
 
 # Service types whose start job is done as soon as the main process is forked or executed: a
 # process that dies at once still looked "active" for a moment, so a wait watches it settle.
@@ -60,7 +57,7 @@ def current_state(view: View, job: Job) -> str | None:
     state = view.states.get((job.name, machine_id))
     if state is None:
         return JobState.INACTIVE.value
-    if state.active in LAUNCHED_ACTIVE:
+    if state.active in LAUNCHED_STATES:
         return JobState.LAUNCHED.value
     return JobState.LOADED.value
 
