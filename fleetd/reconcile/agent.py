@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 from fleetd.model import JobState
+from fleetd.reconcile.globals import globals_on, runs_globally
 from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.unit import Requirements
 
@@ -102,8 +103,8 @@ def desired_units(
 ) -> dict[str, DesiredUnit]:
     """Units this machine should hold: those placed here, plus the Global units it qualifies for.
 
-    A Global unit runs where its MachineMetadata matches and no Conflicts rule (its own or a
-    neighbour's) objects; between two conflicting Global units the first by name wins.
+    Where a Global unit runs is `globals_on`'s rule, asked with the units placed here: they
+    keep this machine when a Global unit conflicts with them (the engine moves them away).
     `restarts` gives the token of the restart requested on this machine, by unit name.
     """
     restarts = restarts or {}
@@ -111,30 +112,22 @@ def desired_units(
     for name, machine in placements.items():
         job = jobs.get(name)
         if machine == machine_id and job is not None and job.desired is not JobState.INACTIVE:
-            desired[name] = DesiredUnit(
-                name, job.hash, job.desired is JobState.LAUNCHED, restarts.get(name, "")
-            )
-    for name in sorted(n for n, j in jobs.items() if j.requirements.is_global):
-        job = jobs[name]
-        req = job.requirements
-        if job.desired is JobState.INACTIVE:
-            continue
-        if not req.metadata_matches(metadata):
-            continue
-        if any(
-            req.conflicts_with(other) or _requirements(jobs, other).conflicts_with(name)
-            for other in desired
-        ):
-            continue
-        desired[name] = DesiredUnit(
-            name, job.hash, job.desired is JobState.LAUNCHED, restarts.get(name, "")
-        )
+            desired[name] = _desired(job, restarts)
+    candidates = {
+        name: job.requirements
+        for name, job in jobs.items()
+        if runs_globally(job.desired, job.requirements)
+    }
+    placed = {name: jobs[name].requirements for name in desired}
+    for name in globals_on(metadata, candidates, placed):
+        desired[name] = _desired(jobs[name], restarts)
     return desired
 
 
-def _requirements(jobs: Mapping[str, AgentJob], name: str) -> Requirements:
-    job = jobs.get(name)
-    return job.requirements if job is not None else Requirements()
+def _desired(job: AgentJob, restarts: Mapping[str, str]) -> DesiredUnit:
+    return DesiredUnit(
+        job.name, job.hash, job.desired is JobState.LAUNCHED, restarts.get(job.name, "")
+    )
 
 
 def plan_agent(

@@ -12,6 +12,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 
 from fleetd.model import JobState, short_id
+from fleetd.reconcile.globals import globals_on, runs_globally
 from fleetd.unit import SHORT_ID_LENGTH, Requirements
 
 __all__ = ["ClusterState", "JobSpec", "MachineSpec", "Rejection", "place", "reject_reason"]
@@ -89,7 +90,7 @@ class ClusterState:
         self.jobs = jobs
         self.placements: dict[str, str] = {}
         self.units_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
-        # Global jobs each machine runs (agents run them wherever requirements allow).
+        # Global jobs each machine runs (where every agent runs them: `globals_on`).
         self.globals_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
         # Neighbours that carry Conflicts or Replaces rules: the only ones whose rules can
         # reject a newcomer, usually few.
@@ -99,18 +100,34 @@ class ClusterState:
         self._by_metadata: dict[object, list[str]] = {}
         for mid in sorted(self.machines):
             self._by_short.setdefault(short_id(mid), []).append(mid)
-        for job in jobs.values():
-            if job.requirements.is_global and job.desired is not JobState.INACTIVE:
-                for mid in self._matching(job.requirements):
-                    self.globals_on[mid].add(job.name)
-                    self._load[mid] += 1
-                    if _has_rules(job.requirements):
-                        self._ruled_on[mid].add(job.name)
+        self._place_globals(jobs)
         for name, mid in placements.items():
             if mid in self.machines:
                 self._add(name, mid)
         self._heap: list[tuple[int, str]] = [(load, mid) for mid, load in self._load.items()]
         heapq.heapify(self._heap)
+
+    def _place_globals(self, jobs: Mapping[str, JobSpec]) -> None:
+        """Where the Global units run, as every agent decides it (`globals_on`): the same on
+        machines with the same metadata, so it is worked out once per distinct metadata."""
+        candidates = {
+            job.name: job.requirements
+            for job in jobs.values()
+            if runs_globally(job.desired, job.requirements)
+        }
+        if not candidates:
+            return
+        by_metadata: dict[frozenset[tuple[str, str]], list[str]] = {}
+        for mid, machine in self.machines.items():
+            key = frozenset(machine.metadata.items())
+            names = by_metadata.get(key)
+            if names is None:
+                names = by_metadata[key] = globals_on(machine.metadata, candidates)
+            for name in names:
+                self.globals_on[mid].add(name)
+                self._load[mid] += 1
+                if _has_rules(candidates[name]):
+                    self._ruled_on[mid].add(name)
 
     # ---- mutation (the planner's working copy)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from fleetd.model import BAD_LOAD_STATES, Job, JobState, Machine, UnitContent, UnitState
+from fleetd.reconcile.globals import is_global
 from fleetd.reconcile.states import LAUNCHED_STATES
 
 __all__ = [
@@ -39,11 +40,6 @@ class View(Protocol):
     placements: Mapping[str, str]
     states: Mapping[tuple[str, str], UnitState]
     machines: Mapping[str, Machine]
-
-
-def is_global(view: View, job: Job) -> bool:
-    content = view.units.get(job.unit_hash)
-    return content is not None and content.unit.requirements(job.name).is_global
 
 
 def current_state(view: View, job: Job) -> str | None:
