@@ -19,32 +19,16 @@ import structlog
 
 from fleetd.errors import FleetdError
 from fleetd.metrics import METRICS
-from fleetd.model import Job, Machine, UnitState
-from fleetd.reconcile.agent import (
-    ActualUnit,
-    AgentJob,
-    AgentTask,
-    Kind,
-    desired_units,
-    plan_agent,
-)
+from fleetd.model import Machine, UnitState
+from fleetd.reconcile.agent import ActualUnit, AgentTask, DesiredUnit, Kind, plan_agent
+from fleetd.reconcile.publish import restarts_done_before, state_document, states_to_publish
+from fleetd.reconcile.relevance import LocalJobs
 from fleetd.reconcile.states import adopted_as_started
-from fleetd.registry import (
-    Changed,
-    ClusterView,
-    EtcdUnavailable,
-    Event,
-    KeyKind,
-    Lease,
-    Registry,
-    Removed,
-    Resync,
-    effective_metadata,
-)
+from fleetd.registry import ClusterView, EtcdUnavailable, Lease, Registry
 from fleetd.registry.watch import Backoff
 from fleetd.systemd.manager import SystemdManager
 from fleetd.systemd.manager import UnitState as SystemdState
-from fleetd.unit import Requirements, UnitNameError, UnitParseError, parse_unit, validate_name
+from fleetd.unit import UnitParseError, parse_unit
 
 __all__ = ["Agent"]
 
@@ -84,12 +68,7 @@ class Agent:
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
         self._published: dict[str, UnitState] = {}
         self._jobs: dict[str, str] = {}  # result of the last start job run here, per unit
-        self._requirements: dict[tuple[str, str], Requirements] = {}
-        # jobs placed here, jobs whose unit is Global, jobs not yet classified (see _index)
-        self._mine: set[str] = set()
-        self._globals: set[str] = set()
-        self._unsure: set[str] = set()
-        self._refused: set[str] = set()  # job names that can not be unit files: never held here
+        self._local = LocalJobs(machine.id)  # the jobs placed here and the Global ones
         self._applied = asyncio.Condition()
         self._acting = asyncio.Lock()  # one plan applied at a time; leave/fence wait for it
         self._leaving = False
@@ -235,28 +214,16 @@ class Agent:
                 if not update.events:  # the snapshot we start from
                     first = self._view is None
                     self._view = view
-                    if first:
-                        self._seed_restarts()
+                    if first:  # the restart tokens done here before this fleetd started
+                        self._restarted.update(
+                            restarts_done_before(view, self.machine.id, self._hashes, self._started)
+                        )
                         self._publish_dirty.set()  # published once the tokens are known
-                relevant = [self._index(e) for e in update.events or (None,)]
+                # every event is indexed (no short cut): the index must see them all
+                relevant = [self._local.note(view, e) for e in update.events or (None,)]
+                self._report_refusals()
                 if any(relevant):
                     self._dirty.set()
-
-    def _seed_restarts(self) -> None:
-        """The restart tokens done here before this fleetd started, from the states it
-        published (still there when its lease was re-attached). A unit adopted running with no
-        published state (the lease expired meanwhile, so every waiter was told the state went
-        away) takes the pending request as done: it is not restarted long after the ask."""
-        view = self._view
-        assert view is not None
-        me = self.machine.id
-        for name in self._hashes:
-            published = view.states.get((name, me))
-            request = view.restarts.get((name, me))
-            if published is not None:
-                self._restarted[name] = published.restarted
-            elif name in self._started and request is not None:
-                self._restarted[name] = request.token
 
     async def _follow_systemd(self, changes) -> None:  # type: ignore[no-untyped-def]
         connects = self.systemd.connect_count
@@ -289,114 +256,20 @@ class Agent:
 
     # ---- planning and applying
 
-    def _desired(self):  # type: ignore[no-untyped-def]
+    def _desired(self) -> dict[str, DesiredUnit]:
         """What this machine should hold, from the jobs placed here and the Global ones only
         (indexed as events arrive): a plan costs what this machine holds, not the cluster."""
-        view = self._view
-        assert view is not None
-        for name in list(self._unsure):
-            self._classify(name)
-        jobs: dict[str, AgentJob] = {}
-        for name in self._mine | self._globals:
-            job = view.jobs.get(name)
-            req = self._requirements_of(name, job) if job is not None else None
-            if job is not None and req is not None:
-                jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
-        metadata = effective_metadata(view, self.machine.id, self.machine.metadata)
-        placed = dict.fromkeys(self._mine, self.machine.id)
-        restarts = {
-            name: request.token
-            for name in jobs
-            if (request := view.restarts.get((name, self.machine.id))) is not None
-        }
-        return desired_units(self.machine.id, metadata, jobs, placed, restarts)
+        assert self._view is not None
+        desired = self._local.desired(self._view, self.machine.metadata)
+        self._report_refusals()
+        return desired
 
-    def _requirements_of(self, name: str, job: Job) -> Requirements | None:
-        """The job's requirements; None for a refused name or a content not (yet) known."""
-        key = (job.unit_hash, name)
-        req = self._requirements.get(key)
-        if req is None:
-            if name in self._refused or not self._valid_name(name):
-                return None
-            content = self._view.units.get(job.unit_hash) if self._view is not None else None
-            if content is None:
-                return None
-            req = self._requirements[key] = content.unit.requirements(name)
-        return req
-
-    def _classify(self, name: str) -> bool:
-        """Sort a job into Global or not (`_unsure` while its content is unknown); returns
-        whether it matters here: Global now or before, or still unsure."""
-        view = self._view
-        assert view is not None
-        was = name in self._globals
-        job = view.jobs.get(name)
-        req = self._requirements_of(name, job) if job is not None else None
-        if job is not None and req is None and name not in self._refused:
-            self._unsure.add(name)  # its content has not arrived yet: ask again later
-            return True
-        self._unsure.discard(name)
-        if req is not None and req.is_global:
-            self._globals.add(name)
-            return True
-        self._globals.discard(name)
-        return was
-
-    def _index(self, event: Event | None) -> bool:
-        """Keep the names placed here and the Global jobs current; returns whether `event` may
-        change what this machine should hold (an event about other machines' units does not,
-        so a bulk submit elsewhere costs this agent no plans)."""
-        view = self._view
-        assert view is not None
-        me = self.machine.id
-        match event:
-            case None | Resync():
-                self._mine = {n for n, m in view.placements.items() if m == me}
-                self._globals = set()
-                self._unsure = set(view.jobs)
-                return True
-            case Changed(kind=KeyKind.SCHEDULE, ident=name, doc=placement):
-                was = name in self._mine
-                if placement.machine_id == me:
-                    self._mine.add(name)
-                    return True
-                self._mine.discard(name)
-                return was
-            case Removed(kind=KeyKind.SCHEDULE, ident=name):
-                was = name in self._mine
-                self._mine.discard(name)
-                return was
-            case Changed(kind=KeyKind.JOB, ident=name):
-                return self._classify(name) or name in self._mine
-            case Removed(kind=KeyKind.JOB, ident=name):
-                was = name in self._mine or name in self._globals or name in self._unsure
-                self._globals.discard(name)
-                self._unsure.discard(name)
-                return was
-            case Changed(kind=KeyKind.UNIT):
-                return bool(self._unsure)  # the content a job waited for may have come
-            case Changed(kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id) | Removed(
-                kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id
-            ):
-                return machine_id == me
-            case Changed(kind=KeyKind.RESTART, ident=(_, machine_id)) | Removed(
-                kind=KeyKind.RESTART, ident=(_, machine_id)
-            ):
-                return machine_id == me
-        return False  # states, the leader, a content deleted
-
-    def _valid_name(self, name: str) -> bool:
-        """A job written to etcd by something else than the API may have a name that is no file
-        name (``../x.service``): it is refused once, with a warning, instead of ending the agent."""
-        try:
-            validate_name(name)
-        except UnitNameError as err:
-            self._refused.add(name)
-            log.warning(
-                "agent.unit_name_refused", unit=name, machine=self.machine.id, error=str(err)
-            )
-            return False
-        return True
+    def _report_refusals(self) -> None:
+        """A job written to etcd by something else than the API may have a name that is no
+        file name (``../x.service``): it is refused once, with a warning, instead of ending
+        the agent."""
+        for name, error in self._local.take_refusals():
+            log.warning("agent.unit_name_refused", unit=name, machine=self.machine.id, error=error)
 
     def _actual(self) -> dict[str, ActualUnit]:
         return {
@@ -529,28 +402,23 @@ class Agent:
             self._publish_dirty.clear()
             if self.lease is None or not self.registered.is_set() or self._view is None:
                 continue  # (no view yet: the restart tokens done here are not known yet)
-            await asyncio.gather(*(self._publish_one(n) for n in self._changed_states()))
+            documents = {name: self._document(name) for name in self._hashes}
+            changed = states_to_publish(documents, self._published)
+            await asyncio.gather(*(self._publish_one(state) for state in changed))
 
     def _document(self, name: str) -> UnitState | None:
-        """The state to publish for `name`: what systemd says, with why it is not running."""
-        state = self._states.get(name)
-        if state is None:
-            return None
-        return UnitState(
-            name, self.machine.id, self._hashes[name], state.load, state.active, state.sub,
-            state.result, state.exit, state.load_error, self._jobs.get(name, ""),
+        return state_document(
+            self.machine.id,
+            name,
+            self._hashes[name],
+            self._states.get(name),
+            self._jobs.get(name, ""),
             self._restarted.get(name, ""),
         )
 
-    def _changed_states(self) -> list[str]:
-        return sorted(
-            name for name in self._hashes
-            if (doc := self._document(name)) is not None and self._published.get(name) != doc
-        )
-
-    async def _publish_one(self, name: str) -> None:
-        state, lease = self._document(name), self.lease
-        assert lease is not None and state is not None
+    async def _publish_one(self, state: UnitState) -> None:
+        lease, name = self.lease, state.name
+        assert lease is not None
         try:
             await self.registry.publish_state(state, lease)
         except EtcdUnavailable as err:

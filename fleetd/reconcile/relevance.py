@@ -1,0 +1,153 @@
+"""Which registry events concern an agent: the jobs of its machine it looks at. Pure: the shell
+follows the registry and asks here.
+
+An agent looks only at the jobs placed on its machine and at the Global ones, so a plan costs
+what the machine holds, not the size of the cluster, and an event about other machines' units
+costs it no plan at all (a bulk submit elsewhere). `LocalJobs` keeps those names current as
+events arrive. A job whose content has not arrived yet may be Global: it stays "unsure", and
+matters here, until its content says.
+
+Every method takes the view *after* the event was folded into it: the follower folds a whole
+watch batch before it hands the events over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fleetd.model import Job
+from fleetd.reconcile.agent import AgentJob, DesiredUnit, desired_units
+from fleetd.registry.fold import Changed, ClusterView, Event, Removed, Resync
+from fleetd.registry.keys import KeyKind
+from fleetd.registry.metadata import effective_metadata
+from fleetd.unit import Requirements, UnitNameError, validate_name
+
+__all__ = ["LocalJobs"]
+
+
+class LocalJobs:
+    """The jobs that concern one machine: placed on it, Global, or not known yet to be either
+    (`unsure`: their content has not arrived), with their requirements read once per content."""
+
+    def __init__(self, machine_id: str) -> None:
+        self.machine_id = machine_id
+        self.placed: set[str] = set()  # jobs placed on this machine
+        self.globals: set[str] = set()  # jobs whose unit is Global
+        self.unsure: set[str] = set()  # jobs whose content is not known yet
+        # Job names that can be no file name (``../x.service``, written to etcd by something
+        # else than the API): never held here, and reported once (`take_refusals`).
+        self.refused: dict[str, str] = {}
+        self._unreported: list[str] = []
+        self._requirements: dict[tuple[str, str], Requirements] = {}
+
+    def note(self, view: ClusterView, event: Event | None) -> bool:
+        """Keep the index current with `event` (None: the first snapshot); returns whether it
+        may change what this machine should hold."""
+        me = self.machine_id
+        match event:
+            case None | Resync():
+                self.placed = {n for n, m in view.placements.items() if m == me}
+                self.globals = set()
+                self.unsure = set(view.jobs)
+                return True
+            case Changed(kind=KeyKind.SCHEDULE, ident=name, doc=placement):
+                was = name in self.placed
+                if placement.machine_id == me:
+                    self.placed.add(name)
+                    return True
+                self.placed.discard(name)
+                return was
+            case Removed(kind=KeyKind.SCHEDULE, ident=name):
+                was = name in self.placed
+                self.placed.discard(name)
+                return was
+            case Changed(kind=KeyKind.JOB, ident=name):
+                return self.classify(view, name) or name in self.placed
+            case Removed(kind=KeyKind.JOB, ident=name):
+                was = name in self.placed or name in self.globals or name in self.unsure
+                self.globals.discard(name)
+                self.unsure.discard(name)
+                return was
+            case Changed(kind=KeyKind.UNIT):
+                return bool(self.unsure)  # the content a job waited for may have come
+            case Changed(kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id) | Removed(
+                kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id
+            ):
+                return machine_id == me  # this machine's metadata: which Global units run here
+            case Changed(kind=KeyKind.RESTART, ident=(_, machine_id)) | Removed(
+                kind=KeyKind.RESTART, ident=(_, machine_id)
+            ):
+                return machine_id == me
+        return False  # states, the leader, a content deleted (its jobs' requirements are kept)
+
+    def classify(self, view: ClusterView, name: str) -> bool:
+        """Sort a job into Global or not (`unsure` while its content is unknown); returns
+        whether it matters here: Global now or before, or still unsure."""
+        was = name in self.globals
+        job = view.jobs.get(name)
+        req = self.requirements(view, name, job) if job is not None else None
+        if job is not None and req is None and name not in self.refused:
+            self.unsure.add(name)  # its content has not arrived yet: ask again later
+            return True
+        self.unsure.discard(name)
+        if req is not None and req.is_global:
+            self.globals.add(name)
+            return True
+        self.globals.discard(name)
+        return was
+
+    def requirements(self, view: ClusterView, name: str, job: Job) -> Requirements | None:
+        """The job's requirements; None for a refused name or a content not (yet) known."""
+        key = (job.unit_hash, name)
+        req = self._requirements.get(key)
+        if req is None:
+            if name in self.refused or not self._valid_name(name):
+                return None
+            content = view.units.get(job.unit_hash)
+            if content is None:
+                return None
+            req = self._requirements[key] = content.unit.requirements(name)
+        return req
+
+    def jobs(self, view: ClusterView) -> dict[str, AgentJob]:
+        """The jobs placed here and the Global ones, as the agent's planner takes them; the
+        unsure ones are sorted first (their content may have come meanwhile)."""
+        for name in list(self.unsure):
+            self.classify(view, name)
+        jobs: dict[str, AgentJob] = {}
+        for name in self.placed | self.globals:
+            job = view.jobs.get(name)
+            req = self.requirements(view, name, job) if job is not None else None
+            if job is not None and req is not None:
+                jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
+        return jobs
+
+    def desired(
+        self, view: ClusterView, configured_metadata: Mapping[str, str]
+    ) -> dict[str, DesiredUnit]:
+        """What this machine should hold (`desired_units` of the jobs that concern it), with
+        its metadata as the cluster sees it and the restarts requested here."""
+        me = self.machine_id
+        jobs = self.jobs(view)
+        restarts = {
+            name: request.token
+            for name in jobs
+            if (request := view.restarts.get((name, me))) is not None
+        }
+        metadata = effective_metadata(view, me, configured_metadata)
+        return desired_units(me, metadata, jobs, dict.fromkeys(self.placed, me), restarts)
+
+    def take_refusals(self) -> list[tuple[str, str]]:
+        """The names refused since the last call, with why (the shell warns once of each)."""
+        out = [(name, self.refused[name]) for name in self._unreported]
+        self._unreported.clear()
+        return out
+
+    def _valid_name(self, name: str) -> bool:
+        try:
+            validate_name(name)
+        except UnitNameError as err:
+            self.refused[name] = str(err)
+            self._unreported.append(name)
+            return False
+        return True
