@@ -14,70 +14,38 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from fleetd.metrics import METRICS
-from fleetd.model import Job, LeaderInfo, Placement, UnitContent
-from fleetd.reconcile.engine import Action, EnginePlan, Task, plan_engine
-from fleetd.reconcile.scheduler import JobSpec, MachineSpec
+from fleetd.model import Job, LeaderInfo
+from fleetd.reconcile.engine import (
+    Action,
+    EnginePlan,
+    Step,
+    job_specs,
+    plan_for,
+    record_won,
+    steps,
+)
+from fleetd.reconcile.relevance import deposed, replans
+from fleetd.reconcile.scheduler import JobSpec
 from fleetd.registry import (
     ClusterView,
     EtcdUnavailable,
-    Event,
-    KeyKind,
     Leadership,
     Lease,
     Registry,
     Resync,
-    Snapshot,
-    effective_metadata,
 )
 from fleetd.registry.watch import Backoff
 
-__all__ = ["Engine", "job_specs"]
+# job_specs and plan_for live in the pure fleetd.reconcile.engine; re-exported because the API
+# (fleetd/api/extensions.py) still imports plan_for from here.
+__all__ = ["Engine", "job_specs", "plan_for"]
 
 log = structlog.get_logger(__name__)
-
-
-def job_specs(
-    jobs: Mapping[str, Job],
-    units: Mapping[str, UnitContent],
-    cache: dict[str, tuple[Job, JobSpec]] | None = None,
-) -> dict[str, JobSpec]:
-    """The planner's view of the jobs: requirements read from each job's unit content.
-
-    A job whose content is missing (a corrupt or racing write) is left out: it cannot be
-    scheduled without knowing its requirements. `cache` keeps each job's spec while the job
-    is the same object (a plan over 10,000 jobs was mostly making their specs again).
-    """
-    cache = {} if cache is None else cache
-    specs: dict[str, JobSpec] = {}
-    for name, job in jobs.items():
-        known = cache.get(name)
-        if known is not None and known[0] is job:
-            specs[name] = known[1]
-            continue
-        content = units.get(job.unit_hash)
-        if content is None:
-            continue
-        specs[name] = JobSpec(name, job.desired, content.unit.requirements(name))
-        cache[name] = (job, specs[name])
-    if len(cache) > len(specs):
-        for name in [n for n in cache if n not in specs]:
-            del cache[name]
-    return specs
-
-
-def plan_for(snapshot: Snapshot, cache: dict[str, tuple[Job, JobSpec]]) -> EnginePlan:
-    """Run the pure planner on a snapshot of the registry."""
-    return plan_engine(
-        job_specs(snapshot.jobs, snapshot.units, cache),
-        (MachineSpec(m, effective_metadata(snapshot, m)) for m in snapshot.machines),
-        snapshot.placements,
-    )
 
 
 class Engine:
@@ -155,12 +123,12 @@ class Engine:
         self._leadership = leadership
         self.is_leader.set()
         log.info("engine.leading", machine=self.info.machine_id, lease=lease.id)
-        view, dirty, deposed = ClusterView(), asyncio.Event(), asyncio.Event()
+        view, dirty, stepped_down = ClusterView(), asyncio.Event(), asyncio.Event()
         watchers = {
-            "watch": asyncio.create_task(self._follow(view, dirty, deposed)),
+            "watch": asyncio.create_task(self._follow(view, dirty, stepped_down)),
             "planner": asyncio.create_task(self._act(view, dirty)),
             "lease lost": asyncio.create_task(lease.lost.wait()),
-            "another engine leads": asyncio.create_task(deposed.wait()),
+            "another engine leads": asyncio.create_task(stepped_down.wait()),
         }
         try:
             done, _ = await asyncio.wait(watchers.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -185,18 +153,17 @@ class Engine:
             log.warning("engine.stepping_down", machine=self.info.machine_id, reason=why)
 
     async def _follow(
-        self, view: ClusterView, dirty: asyncio.Event, deposed: asyncio.Event
+        self, view: ClusterView, dirty: asyncio.Event, stepped_down: asyncio.Event
     ) -> None:
         """Fold the registry into the view; wake the planner when what changed can move jobs."""
         async with aclosing(self.registry.follow(view=view)) as updates:
             async for update in updates:
                 if any(isinstance(e, Resync) for e in update.events):
                     self._specs = {}  # a new one: the planner thread may be using the old
-                if any(_about_leader(e) for e in update.events):
-                    if view.leader is None or view.leader.machine_id != self.info.machine_id:
-                        deposed.set()
-                        return
-                if not update.events or any(_moves_jobs(e) for e in update.events):
+                if deposed(view, update.events, self.info.machine_id):
+                    stepped_down.set()
+                    return
+                if replans(update.events):
                     dirty.set()
 
     async def _act(self, view: ClusterView, dirty: asyncio.Event) -> None:
@@ -212,11 +179,11 @@ class Engine:
             self._note_pending(view, plan)
             self._report_unplaced(plan.unplaced)
             if plan.tasks:
-                steps = _steps(plan)
-                won = await self._apply(steps)
-                for step, ok in zip(steps, won, strict=True):
+                writes = steps(plan)
+                won = await self._apply(writes)
+                for step, ok in zip(writes, won, strict=True):
                     if ok:
-                        _wrote(view, step)
+                        record_won(view, step)
             async with self._planned:
                 self._planned.notify_all()
 
@@ -237,13 +204,13 @@ class Engine:
                 log.info("engine.unit_unplaced", unit=name, reason=why)
         self.unplaced = unplaced
 
-    async def _apply(self, steps: list[_Step]) -> list[bool]:
+    async def _apply(self, writes: list[Step]) -> list[bool]:
         """The plan's guarded writes — place, move (compare-and-swap old → new) or unplace a
         job — many per etcd round trip, each winning or losing on its own."""
-        won = await self.registry.place([(step.job, step.old, step.new) for step in steps])
+        won = await self.registry.place([(step.job, step.old, step.new) for step in writes])
         now = time.monotonic()
-        for step, ok in zip(steps, won, strict=True):
-            action = "unschedule" if step.new is None else "schedule"
+        for step, ok in zip(writes, won, strict=True):
+            action = step.action.value
             METRICS.inc(
                 "fleetd_engine_writes_total", action=action, outcome="won" if ok else "lost"
             )
@@ -258,50 +225,6 @@ class Engine:
                 reason=step.reason,
             )
         return won
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    job: str
-    old: str | None
-    new: str | None
-    reason: str
-
-
-def _steps(plan: EnginePlan) -> list[_Step]:
-    """The plan as one write per job: a job that moves is moved in a single transaction."""
-    by_job: dict[str, list[Task]] = {}
-    for task in plan.tasks:
-        by_job.setdefault(task.job, []).append(task)
-    steps = []
-    for job, tasks in by_job.items():
-        old = next((t.machine_id for t in tasks if t.action is Action.UNSCHEDULE), None)
-        new = next((t.machine_id for t in tasks if t.action is Action.SCHEDULE), None)
-        reason = "; ".join(t.reason.value + (f" ({t.detail})" if t.detail else "") for t in tasks)
-        steps.append(_Step(job, old, new, reason))
-    return steps
-
-
-def _moves_jobs(event: Event) -> bool:
-    """Whether an event can change a plan: states and restart requests never move jobs (and
-    a placement event that changed nothing — the echo of this engine's own write, already
-    recorded by `_wrote` — never reaches here: the fold drops it)."""
-    return isinstance(event, Resync) or event.kind not in (KeyKind.STATE, KeyKind.RESTART)
-
-
-def _about_leader(event: Event) -> bool:
-    return isinstance(event, Resync) or event.kind is KeyKind.LEADER
-
-
-def _wrote(view: ClusterView, step: _Step) -> None:
-    """Record a write this engine won before its watch event arrives, so the next plan starts
-    from it; skipped if the watch already moved the placement on (it is newer)."""
-    if view.placements.get(step.job) != step.old:
-        return
-    if step.new is None:
-        view.delete(KeyKind.SCHEDULE, step.job)
-    else:
-        view.put(KeyKind.SCHEDULE, step.job, Placement(step.job, step.new))
 
 
 async def _shield(coro) -> None:  # type: ignore[no-untyped-def]

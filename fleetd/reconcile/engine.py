@@ -3,6 +3,11 @@
 Pure and deterministic: same input, same plan. The plan is the difference between the current
 placements and a fixpoint in which every placed job satisfies its rules, every job that can be
 placed is, and nothing moves without a reason (no rebalancing of healthy units, as in fleet).
+
+Around the planner, what the shell needs decided and nothing else: the planner's view of the
+registry (`job_specs`, `plan_for`), the plan as one guarded write per job (`steps`: a job that
+moves is one compare-and-swap, not an unschedule and a schedule), and a won write recorded in
+the view before its watch event comes back (`record_won`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from fleetd.model import short_id
+from fleetd.model import Job, Placement, UnitContent, short_id
 from fleetd.reconcile.scheduler import (
     ClusterState,
     JobSpec,
@@ -20,8 +25,22 @@ from fleetd.reconcile.scheduler import (
     place,
     reject_reason,
 )
+from fleetd.registry.fold import ClusterView, Snapshot
+from fleetd.registry.keys import KeyKind
+from fleetd.registry.metadata import effective_metadata
 
-__all__ = ["Action", "EnginePlan", "Reason", "Task", "plan_engine"]
+__all__ = [
+    "Action",
+    "EnginePlan",
+    "Reason",
+    "Step",
+    "Task",
+    "job_specs",
+    "plan_engine",
+    "plan_for",
+    "record_won",
+    "steps",
+]
 
 # A pass places, then re-checks what placing changed (Replaces moves a unit, a MachineOf
 # follower waits for its target). Each round settles at least one more job; the bound only
@@ -181,3 +200,85 @@ def _explain(rejections: list[Rejection], have_machines: bool) -> str:
         more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
         parts.append(f"{text} ({', '.join(shown[:3])}{more})")
     return "; ".join(parts)
+
+
+# ---- around the planner: its input from the registry, its output as writes
+
+
+def job_specs(
+    jobs: Mapping[str, Job],
+    units: Mapping[str, UnitContent],
+    cache: dict[str, tuple[Job, JobSpec]] | None = None,
+) -> dict[str, JobSpec]:
+    """The planner's view of the jobs: requirements read from each job's unit content.
+
+    A job whose content is missing (a corrupt or racing write) is left out: it cannot be
+    scheduled without knowing its requirements. `cache` keeps each job's spec while the job
+    is the same object (a plan over 10,000 jobs was mostly making their specs again); specs of
+    jobs gone, or left out, are dropped from it.
+    """
+    cache = {} if cache is None else cache
+    specs: dict[str, JobSpec] = {}
+    for name, job in jobs.items():
+        known = cache.get(name)
+        if known is not None and known[0] is job:
+            specs[name] = known[1]
+            continue
+        content = units.get(job.unit_hash)
+        if content is None:
+            continue
+        specs[name] = JobSpec(name, job.desired, content.unit.requirements(name))
+        cache[name] = (job, specs[name])
+    if len(cache) > len(specs):
+        for name in [n for n in cache if n not in specs]:
+            del cache[name]
+    return specs
+
+
+def plan_for(snapshot: Snapshot, cache: dict[str, tuple[Job, JobSpec]]) -> EnginePlan:
+    """The plan of a snapshot of the registry (machines with their effective metadata)."""
+    return plan_engine(
+        job_specs(snapshot.jobs, snapshot.units, cache),
+        (MachineSpec(m, effective_metadata(snapshot, m)) for m in snapshot.machines),
+        snapshot.placements,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One guarded write: `job` goes from machine `old` to `new` (None: not placed)."""
+
+    job: str
+    old: str | None
+    new: str | None
+    reason: str
+
+    @property
+    def action(self) -> Action:
+        return Action.UNSCHEDULE if self.new is None else Action.SCHEDULE
+
+
+def steps(plan: EnginePlan) -> list[Step]:
+    """The plan as one write per job: a job that moves is moved in a single transaction, so it
+    is never left unplaced (or placed twice) when one half of the move loses."""
+    by_job: dict[str, list[Task]] = {}
+    for task in plan.tasks:
+        by_job.setdefault(task.job, []).append(task)
+    out = []
+    for job, tasks in by_job.items():
+        old = next((t.machine_id for t in tasks if t.action is Action.UNSCHEDULE), None)
+        new = next((t.machine_id for t in tasks if t.action is Action.SCHEDULE), None)
+        reason = "; ".join(t.reason.value + (f" ({t.detail})" if t.detail else "") for t in tasks)
+        out.append(Step(job, old, new, reason))
+    return out
+
+
+def record_won(view: ClusterView, step: Step) -> None:
+    """Record a write the engine won before its watch event arrives, so the next plan starts
+    from it; skipped if the watch already moved the placement on (it is newer)."""
+    if view.placements.get(step.job) != step.old:
+        return
+    if step.new is None:
+        view.delete(KeyKind.SCHEDULE, step.job)
+    else:
+        view.put(KeyKind.SCHEDULE, step.job, Placement(step.job, step.new))

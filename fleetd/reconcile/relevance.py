@@ -1,5 +1,5 @@
-"""Which registry events concern an agent: the jobs of its machine it looks at. Pure: the shell
-follows the registry and asks here.
+"""Which registry events concern whom: the jobs one machine's agent looks at, and the events
+that can change the engine's plan. Pure: the shells follow the registry and ask here.
 
 An agent looks only at the jobs placed on its machine and at the Global ones, so a plan costs
 what the machine holds, not the size of the cluster, and an event about other machines' units
@@ -13,7 +13,7 @@ watch batch before it hands the events over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from fleetd.model import Job
 from fleetd.reconcile.agent import AgentJob, DesiredUnit, desired_units
@@ -22,7 +22,7 @@ from fleetd.registry.keys import KeyKind
 from fleetd.registry.metadata import effective_metadata
 from fleetd.unit import Requirements, UnitNameError, validate_name
 
-__all__ = ["LocalJobs"]
+__all__ = ["LocalJobs", "about_leader", "deposed", "moves_jobs", "replans"]
 
 
 class LocalJobs:
@@ -151,3 +151,32 @@ class LocalJobs:
             self._unreported.append(name)
             return False
         return True
+
+
+# ---- the engine: which events can change a plan
+
+
+def moves_jobs(event: Event) -> bool:
+    """Whether an event can change the engine's plan: states and restart requests never move
+    jobs (and a placement event that changed nothing — the echo of the engine's own write,
+    already recorded by `record_won` — never comes: the fold drops it)."""
+    return isinstance(event, Resync) or event.kind not in (KeyKind.STATE, KeyKind.RESTART)
+
+
+def about_leader(event: Event) -> bool:
+    """Whether an event may have changed who leads the engines."""
+    return isinstance(event, Resync) or event.kind is KeyKind.LEADER
+
+
+def replans(events: Sequence[Event]) -> bool:
+    """Whether a batch calls for a new plan: the first snapshot (no events), or an event that
+    can move jobs."""
+    return not events or any(moves_jobs(e) for e in events)
+
+
+def deposed(view: ClusterView, events: Sequence[Event], machine_id: str) -> bool:
+    """Whether a batch tells the engine of `machine_id` it no longer leads: the leader key is
+    gone or names another engine."""
+    if not any(about_leader(e) for e in events):
+        return False
+    return view.leader is None or view.leader.machine_id != machine_id
