@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from fleetd.errors import FleetdError
+from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
 from fleetd.model import Machine, UnitState
 from fleetd.reconcile.agent import ActualUnit, AgentTask, DesiredUnit, Kind, plan_agent
@@ -25,7 +26,7 @@ from fleetd.reconcile.publish import restarts_done_before, state_document, state
 from fleetd.reconcile.relevance import LocalJobs
 from fleetd.reconcile.states import adopted_as_started
 from fleetd.registry import ClusterView, EtcdUnavailable, Lease, Registry
-from fleetd.registry.watch import Backoff
+from fleetd.registry.watch import Backoff, retry_unavailable
 from fleetd.systemd.manager import SystemdManager
 from fleetd.systemd.manager import UnitState as SystemdState
 from fleetd.unit import UnitParseError, parse_unit
@@ -53,6 +54,7 @@ class Agent:
         self.machine = machine
         self.ttl = ttl
         self.runtime_dir = Path(runtime_dir) if runtime_dir else None
+        self._lease_file = LeaseFile(self.runtime_dir / "lease" if self.runtime_dir else None)
         self.fence_on_lease_loss = fence_on_lease_loss
         self.lease: Lease | None = None
         self.registered = asyncio.Event()
@@ -101,7 +103,7 @@ class Agent:
         if self.lease is not None:
             with contextlib.suppress(EtcdUnavailable):
                 await self.lease.revoke()
-        self._forget_lease_id()
+        self._lease_file.forget()
         log.info("agent.left", machine=self.machine.id, units=len(self._hashes))
 
     async def wait_applied(self) -> None:
@@ -111,39 +113,16 @@ class Agent:
 
     # ---- membership
 
-    def _lease_file(self) -> Path | None:
-        return self.runtime_dir / "lease" if self.runtime_dir else None
-
-    def _saved_lease_id(self) -> int | None:
-        path = self._lease_file()
-        try:
-            return int(path.read_text().strip(), 16) if path else None
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _save_lease_id(self, lease: Lease) -> None:
-        path = self._lease_file()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"{lease.id:x}\n")
-
-    def _forget_lease_id(self) -> None:
-        path = self._lease_file()
-        if path is not None:
-            path.unlink(missing_ok=True)
-
     async def _register(self) -> None:
-        backoff = Backoff(first=0.1, cap=max(0.2, self.ttl / 3))
-        while True:
-            try:
-                self.lease = await self.registry.register_machine(
-                    self.machine, self.ttl, self._saved_lease_id()
-                )
-                break
-            except EtcdUnavailable as err:
-                log.warning("agent.register_retry", machine=self.machine.id, error=str(err))
-                await backoff.wait()
-        self._save_lease_id(self.lease)
+        self.lease = await retry_unavailable(
+            lambda: self.registry.register_machine(
+                self.machine, self.ttl, self._lease_file.load()
+            ),
+            "agent.register_retry",
+            backoff=Backoff(first=0.1, cap=max(0.2, self.ttl / 3)),
+            machine=self.machine.id,
+        )
+        self._lease_file.save(self.lease.id)
         self._published.clear()  # a new lease carries no states: publish them all again
         self._publish_dirty.set()
         self.registered.set()

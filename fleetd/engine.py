@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
 from fleetd.model import Job, LeaderInfo
 from fleetd.reconcile.engine import (
@@ -39,7 +40,7 @@ from fleetd.registry import (
     Registry,
     Resync,
 )
-from fleetd.registry.watch import Backoff
+from fleetd.registry.watch import Backoff, retry_unavailable
 
 # job_specs and plan_for live in the pure fleetd.reconcile.engine; re-exported because the API
 # (fleetd/api/extensions.py) still imports plan_for from here.
@@ -65,7 +66,7 @@ class Engine:
         self.lease_ttl = lease_ttl
         # Where the leader's lease ID is kept: a fleetd restarted within the TTL re-attaches to
         # it and resumes the leadership at once instead of waiting for its own old lease to end.
-        self.lease_file = lease_file
+        self.lease_file = LeaseFile(lease_file)
         self.is_leader = asyncio.Event()
         self.plans = 0  # plans computed while leader (tests and metrics)
         self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
@@ -75,18 +76,14 @@ class Engine:
 
     async def run(self) -> None:
         """Lead whenever elected, until cancelled."""
-        backoff = Backoff(first=0.1, cap=self.lease_ttl / 2)
         while True:
-            try:
-                lease = await self.registry.grant_lease(self.lease_ttl, self._saved_lease_id())
-            except EtcdUnavailable as err:
-                log.warning(
-                    "engine.lease_unavailable", machine=self.info.machine_id, error=str(err)
-                )
-                await backoff.wait()
-                continue
-            backoff.reset()
-            self._save_lease_id(lease.id)
+            lease = await retry_unavailable(
+                lambda: self.registry.grant_lease(self.lease_ttl, self.lease_file.load()),
+                "engine.lease_unavailable",
+                backoff=Backoff(first=0.1, cap=self.lease_ttl / 2),
+                machine=self.info.machine_id,
+            )
+            self.lease_file.save(lease.id)
             try:
                 leadership = await self.registry.campaign(self.info, lease)
                 await self._lead(leadership, lease)
@@ -95,17 +92,6 @@ class Engine:
             finally:
                 self.is_leader.clear()
                 await _shield(lease.release())
-
-    def _saved_lease_id(self) -> int | None:
-        try:
-            return int(self.lease_file.read_text().strip(), 16) if self.lease_file else None
-        except (OSError, ValueError):
-            return None
-
-    def _save_lease_id(self, lease_id: int) -> None:
-        if self.lease_file is not None:
-            with contextlib.suppress(OSError):
-                self.lease_file.write_text(f"{lease_id:x}\n")
 
     async def wait_planned(self, predicate: Callable[[Engine], bool]) -> None:
         """Wait until, after some plan was applied, `predicate(self)` holds."""

@@ -14,15 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-import structlog
-
-from fleetd.registry.errors import EtcdUnavailable
 from fleetd.registry.fold import ClusterView, Event, Resync, Snapshot, touched
-from fleetd.registry.watch import Backoff, EventStream
+from fleetd.registry.watch import EventStream, retry_unavailable
 
 __all__ = ["Update", "follow"]
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +56,7 @@ async def follow(
     unreachable), then `watch(revision + 1)`. `view`: fold into this view (a subclass, or one
     the caller already holds) instead of a new one. Ends only when the consumer stops."""
     if start is None:
-        start = await _first_snapshot(snapshot)
+        start = await retry_unavailable(snapshot, "registry.snapshot_retry")
     if view is None:
         view = ClusterView(start)
     else:
@@ -87,11 +82,3 @@ async def follow(
                 yield Update(view, tuple(changed), frozenset(units), machines, everything)
 
 
-async def _first_snapshot(snapshot: Callable[[], Awaitable[Snapshot]]) -> Snapshot:
-    backoff = Backoff(first=0.1, cap=2.0)
-    while True:
-        try:
-            return await snapshot()
-        except EtcdUnavailable as err:
-            log.warning("registry.snapshot_retry", error=str(err))
-            await backoff.wait()

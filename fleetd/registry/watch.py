@@ -17,6 +17,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
+from typing import TypeVar
 
 import structlog
 
@@ -26,7 +27,7 @@ from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import Change, Event, Resync, Snapshot, decode_change
 from fleetd.registry.keys import KeyLayout
 
-__all__ = ["Backoff", "EventStream"]
+__all__ = ["Backoff", "EventStream", "retry_unavailable"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,28 @@ class Backoff:
     async def wait(self) -> None:
         await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))  # jitter
         self.delay = min(self.delay * 2, self.cap)
+
+
+T = TypeVar("T")
+
+
+async def retry_unavailable(
+    make: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    backoff: Backoff | None = None,
+    **log_fields: object,
+) -> T:
+    """`await make()` until etcd answers. Unavailability is temporary: each `EtcdUnavailable`
+    is logged as the warning event `what` (with `log_fields` and the error) and retried after
+    `backoff` (default: 0.1 s doubling up to 2 s); any other error is the caller's."""
+    backoff = backoff if backoff is not None else Backoff(first=0.1, cap=2.0)
+    while True:
+        try:
+            return await make()
+        except EtcdUnavailable as err:
+            log.warning(what, error=str(err), **log_fields)
+            await backoff.wait()
 
 
 class EventStream:
