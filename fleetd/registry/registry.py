@@ -28,6 +28,7 @@ from fleetd.model import (
     UnitContent,
     UnitState,
 )
+from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.config import EtcdConfig
 from fleetd.registry.errors import (
     EtcdUnavailable,
@@ -50,7 +51,6 @@ __all__ = ["Leadership", "Registry", "Submitted"]
 
 log = structlog.get_logger(__name__)
 
-_CAS_ATTEMPTS = 8  # optimistic retries before RegistryConflict
 _DESTROY_CONCURRENCY = 32  # destroys of one destroy_many in flight at once
 UNITS_SNAPSHOT_MAX = 40  # names per units_snapshot (3 reads each, etcd's 128 ops per txn)
 _CREATE_CHUNK = 50  # jobs per create_many txn (with their contents: under etcd's 128 ops)
@@ -135,7 +135,8 @@ class Registry:
         content = UnitContent(unit)
         job = Job(name, content.hash, desired)
         job_key, unit_key = self.keys.job(name), self.keys.unit(content.hash)
-        for _ in range(_CAS_ATTEMPTS):
+
+        async def attempt() -> Submitted | Lost:
             res = await self._etcd.txn(
                 [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", "==", 0)],
                 [Put(unit_key, content.encode()), Put(job_key, job.encode())],
@@ -156,10 +157,13 @@ class Registry:
                 if not res.succeeded:
                     if res.gets[0]:
                         return self._resubmitted(name, res.gets[0][0], content.hash)
-                    continue  # the content was destroyed meanwhile: store it again
+                    return LOST  # the content was destroyed meanwhile: store it again
             log.info("registry.job_created", unit=name, hash=content.hash, desired=str(desired))
             return Submitted.CREATED
-        raise RegistryConflict(f"creating unit {name} kept conflicting with concurrent writers")
+
+        return await until_won(
+            attempt, f"creating unit {name} kept conflicting with concurrent writers"
+        )
 
     async def create_many(
         self, jobs: Sequence[tuple[str, UnitFile, JobState]]
@@ -228,7 +232,8 @@ class Registry:
     async def set_desired(self, name: str, state: JobState) -> Job:
         """Change what the user wants of a unit (load/start/stop/unload)."""
         key = self.keys.job(name)
-        for _ in range(_CAS_ATTEMPTS):
+
+        async def attempt() -> Job | Lost:
             _, kv = await self._etcd.get(key)
             job = self._decode(kv) if kv else None
             if kv is None or not isinstance(job, Job):
@@ -239,10 +244,12 @@ class Registry:
             res = await self._etcd.txn(
                 [Cmp(key, "mod", "==", kv.mod_revision)], [Put(key, new.encode())]
             )
-            if res.succeeded:
-                log.info("registry.job_desired", unit=name, desired=str(state))
-                return new
-        raise RegistryConflict(f"setting the state of unit {name} kept conflicting")
+            if not res.succeeded:
+                return LOST
+            log.info("registry.job_desired", unit=name, desired=str(state))
+            return new
+
+        return await until_won(attempt, f"setting the state of unit {name} kept conflicting")
 
     async def replace_job(self, name: str, unit: UnitFile, expected_hash: str) -> Job:
         """Replace a job's content in place (fleet's --replace), keeping its desired state.
@@ -255,7 +262,8 @@ class Registry:
         """
         content = UnitContent(unit)
         job_key, new_key = self.keys.job(name), self.keys.unit(content.hash)
-        for _ in range(_CAS_ATTEMPTS):
+
+        async def attempt() -> Job | Lost:
             _, kv = await self._etcd.get(job_key)
             job = self._decode(kv) if kv else None
             if kv is None or not isinstance(job, Job):
@@ -278,18 +286,22 @@ class Registry:
                 guards.append(old_unused)
                 ops.append(Delete(self.keys.unit(job.unit_hash)))
             res = await self._etcd.txn(guards, ops)
-            if res.succeeded:
-                log.info(
-                    "registry.job_replaced",
-                    unit=name,
-                    hash=content.hash,
-                    previous=job.unit_hash,
-                    desired=str(job.desired),
-                )
-                if old_unused is None:
-                    await self._collect_unit(job.unit_hash)
-                return new
-        raise RegistryConflict(f"replacing unit {name} kept conflicting with concurrent writers")
+            if not res.succeeded:
+                return LOST
+            log.info(
+                "registry.job_replaced",
+                unit=name,
+                hash=content.hash,
+                previous=job.unit_hash,
+                desired=str(job.desired),
+            )
+            if old_unused is None:
+                await self._collect_unit(job.unit_hash)
+            return new
+
+        return await until_won(
+            attempt, f"replacing unit {name} kept conflicting with concurrent writers"
+        )
 
     async def destroy(self, name: str) -> None:
         """Remove a job, its placement, its states, and its content when no other job uses it.
@@ -303,7 +315,8 @@ class Registry:
         at once leave nothing behind). Missing job: JobNotFound.
         """
         job_key = self.keys.job(name)
-        for _ in range(_CAS_ATTEMPTS):
+
+        async def attempt() -> Lost | None:
             _, mine = await self._etcd.get(job_key)
             if mine is None:
                 raise JobNotFound(name)
@@ -317,12 +330,14 @@ class Registry:
                     guards.append(unused)
                     ops.append(Delete(self.keys.unit(job.unit_hash)))
             res = await self._etcd.txn(guards, ops)
-            if res.succeeded:
-                log.info("registry.job_destroyed", unit=name, unit_deleted=unused is not None)
-                if isinstance(job, Job) and unused is None:
-                    await self._collect_unit(job.unit_hash)
-                return
-        raise RegistryConflict(f"destroying unit {name} kept conflicting with concurrent writers")
+            if not res.succeeded:
+                return LOST
+            log.info("registry.job_destroyed", unit=name, unit_deleted=unused is not None)
+            if isinstance(job, Job) and unused is None:
+                await self._collect_unit(job.unit_hash)
+            return None
+
+        await until_won(attempt, f"destroying unit {name} kept conflicting with concurrent writers")
 
     async def destroy_many(self, names: Sequence[str]) -> list[Exception | None]:
         """`destroy` of many jobs, reading the registry once instead of once per job.
@@ -429,16 +444,18 @@ class Registry:
     async def snapshot(self, revision: int = 0) -> Snapshot:
         """Jobs, units, placements, states, machines and leader, all at one revision: the
         current one, or `revision` (WatchCompacted when etcd no longer has it)."""
-        for _ in range(_CAS_ATTEMPTS):
+
+        async def listing() -> tuple[int, list[KeyValue]] | Lost:
             try:
-                revision, kvs = await self._etcd.get_prefix(self.keys.prefix, revision)
-                break
+                return await self._etcd.get_prefix(self.keys.prefix, revision)
             except WatchCompacted:
                 if revision:
                     raise
-                continue  # a later page's revision was compacted meanwhile: read again
-        else:
-            raise RegistryConflict("listing the registry kept racing etcd compactions")
+                return LOST  # a later page's revision was compacted meanwhile: read again
+
+        revision, kvs = await until_won(
+            listing, "listing the registry kept racing etcd compactions"
+        )
         before, decoded = self._decoded, {}
         docs = []
         for kv in kvs:
@@ -487,17 +504,20 @@ class Registry:
     async def machines_snapshot(self) -> Snapshot:
         """The machines and their dynamic metadata at one (the current) revision, without the
         rest of the registry: a Snapshot whose jobs, units, placements and states are empty."""
-        for _ in range(_CAS_ATTEMPTS):
+
+        async def listing() -> tuple[int, list[KeyValue], list[KeyValue]] | Lost:
             try:
                 revision, kvs = await self._etcd.get_prefix(self.keys.of_kind(KeyKind.MACHINE))
                 _, meta = await self._etcd.get_prefix(
                     self.keys.of_kind(KeyKind.MACHINE_META), revision
                 )
-                break
             except WatchCompacted:
-                continue  # compacted between the two reads: read both again
-        else:
-            raise RegistryConflict("listing the machines kept racing etcd compactions")
+                return LOST  # compacted between the two reads: read both again
+            return revision, kvs, meta
+
+        revision, kvs, meta = await until_won(
+            listing, "listing the machines kept racing etcd compactions"
+        )
         docs = [d for d in (self._decode(kv) for kv in (*kvs, *meta)) if d is not None]
         return snapshot_of(revision, docs)
 
@@ -612,7 +632,8 @@ class Registry:
         one txn, guarded on each document being unchanged since it was read.
         """
         keys = {mid: self.keys.machine_meta(mid) for mid in sorted(changes)}
-        for _ in range(_CAS_ATTEMPTS):
+
+        async def attempt() -> Lost | None:
             res = await self._etcd.txn([], [Get(key) for key in keys.values()])
             guards: list[Cmp] = []
             ops: list[Put | Delete | Get] = []
@@ -627,11 +648,15 @@ class Registry:
                     guards.append(Cmp(key, "version", "==", 0))
                 ops.append(Put(key, DynamicMetadata(mid, {**current, **changes[mid]}).encode()))
             res = await self._etcd.txn(guards, ops)
-            if res.succeeded:
-                for mid in keys:
-                    log.info("registry.machine_metadata_set", machine=mid, changes=changes[mid])
-                return
-        raise RegistryConflict("setting machine metadata kept conflicting with concurrent writers")
+            if not res.succeeded:
+                return LOST
+            for mid in keys:
+                log.info("registry.machine_metadata_set", machine=mid, changes=changes[mid])
+            return None
+
+        await until_won(
+            attempt, "setting machine metadata kept conflicting with concurrent writers"
+        )
 
     async def _take_over_expired(self, key: str, current: KeyValue) -> KeyValue | None:
         """A key held by a lease etcd already reports expired (its keys are deleted a moment
