@@ -1,0 +1,366 @@
+"""The jobs room: submitting, changing and destroying jobs, and collecting unit contents.
+
+A job (`job/<name>`) names a unit content (`unit/<sha1>`) shared by every job with the same
+content. Every change here is one txn guarded by what it read (docs/architecture.md,
+"Transactions"), and keeps one invariant: every txn that makes a job use a content writes that
+content's key again, so a content is deleted only guarded on its key being unchanged since no
+other job was seen using it (`_unused_content`) — a new user in between breaks the guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from enum import StrEnum
+
+import structlog
+
+from fleetd.model import Job, JobState, UnitContent
+from fleetd.registry.cas import LOST, Lost, until_won
+from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
+from fleetd.registry.etcd import Cmp, Delete, Get, Guarded, KeyValue, Put
+from fleetd.registry.keys import KeyKind
+from fleetd.registry.room import Room
+from fleetd.unit import UnitFile, validate_name
+
+__all__ = ["Jobs", "Submitted"]
+
+log = structlog.get_logger(__name__)
+
+_DESTROY_CONCURRENCY = 32  # destroys of one destroy_many in flight at once
+_CREATE_CHUNK = 50  # jobs per create_many txn (with their contents: under etcd's 128 ops)
+
+
+class Submitted(StrEnum):
+    """What create_job did."""
+
+    CREATED = "created"
+    UNCHANGED = "unchanged"  # the same name with identical content already existed: a no-op
+
+
+class Jobs(Room):
+    """Jobs and their unit contents."""
+
+    async def create_job(
+        self, name: str, unit: UnitFile, desired: JobState = JobState.INACTIVE
+    ) -> Submitted:
+        """Submit a unit: store its content (once per hash) and its job, atomically.
+
+        The same name with identical content again is a no-op (Submitted.UNCHANGED); with
+        different content it is refused (UnitExists): fleet never changes a submitted file. A
+        name that is no unit name raises UnitNameError (fleet's messages) and stores nothing.
+        """
+        validate_name(name)  # UnitNameError: never a key (or, on a machine, a path) of it
+        content = UnitContent(unit)
+        job = Job(name, content.hash, desired)
+        job_key, unit_key = self.keys.job(name), self.keys.unit(content.hash)
+
+        async def attempt() -> Submitted | Lost:
+            res = await self.etcd.txn(
+                [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", "==", 0)],
+                [Put(unit_key, content.encode()), Put(job_key, job.encode())],
+                [Get(job_key), Get(unit_key)],
+            )
+            if not res.succeeded:
+                existing_job = res.gets[0]
+                if existing_job:
+                    return self._resubmitted(name, existing_job[0], content.hash)
+                # The content is already stored (another job shares it): add the job, guarded
+                # on the content still being there, and write the content again (same bytes)
+                # so its mod revision tells a concurrent destroy that it gained a user.
+                res = await self.etcd.txn(
+                    [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", ">", 0)],
+                    [Put(unit_key, content.encode()), Put(job_key, job.encode())],
+                    [Get(job_key)],
+                )
+                if not res.succeeded:
+                    if res.gets[0]:
+                        return self._resubmitted(name, res.gets[0][0], content.hash)
+                    return LOST  # the content was destroyed meanwhile: store it again
+            log.info("registry.job_created", unit=name, hash=content.hash, desired=str(desired))
+            return Submitted.CREATED
+
+        return await until_won(
+            attempt, f"creating unit {name} kept conflicting with concurrent writers"
+        )
+
+    async def create_many(
+        self, jobs: Sequence[tuple[str, UnitFile, JobState]]
+    ) -> list[Submitted | UnitExists | RegistryConflict | EtcdUnavailable]:
+        """`create_job` of many jobs in few round trips: per chunk, one txn writes each distinct
+        content (again: its mod revision tells a concurrent destroy it has users) and then each
+        job as a nested txn guarded on the job being absent; a content none of the chunk's new
+        jobs uses is collected again unless older jobs use it. Returns, in order, what
+        `create_job` would return or raise for each (the error as a value)."""
+        for name, _, _ in jobs:
+            validate_name(name)  # UnitNameError before anything is written
+        out: list[Submitted | UnitExists | RegistryConflict | EtcdUnavailable] = []
+        for start in range(0, len(jobs), _CREATE_CHUNK):
+            chunk = jobs[start : start + _CREATE_CHUNK]
+            contents = {u.hash: UnitContent(u) for _, u, _ in chunk}
+            first = [Put(self.keys.unit(h), c.encode()) for h, c in contents.items()]
+            writes = []
+            for name, unit, desired in chunk:
+                key = self.keys.job(name)
+                put = Put(key, Job(name, unit.hash, desired).encode())
+                writes.append(Guarded((Cmp(key, "version", "==", 0),), (put,), (Get(key),)))
+            try:
+                results = await self.etcd.txns(writes, first)
+            except EtcdUnavailable as err:
+                out += [err] * len(chunk)
+                continue
+            used = {u.hash for (_, u, _), r in zip(chunk, results, strict=True) if r.succeeded}
+            for unit_hash in contents.keys() - used:  # written for jobs that all existed
+                with contextlib.suppress(EtcdUnavailable):
+                    await self._collect_unit(unit_hash)  # unless older jobs use it
+            for (name, unit, desired), res in zip(chunk, results, strict=True):
+                if res.succeeded:
+                    log.info(
+                        "registry.job_created", unit=name, hash=unit.hash, desired=str(desired)
+                    )
+                    out.append(Submitted.CREATED)
+                    continue
+                try:
+                    existing = res.gets[0][0] if res.gets and res.gets[0] else None
+                    if existing is None:  # destroyed between the guard and the read: retry
+                        out.append(await self.create_job(name, unit, desired))
+                    else:
+                        out.append(self._resubmitted(name, existing, unit.hash))
+                except (UnitExists, RegistryConflict, EtcdUnavailable) as err:
+                    out.append(err)
+        return out
+
+    def _resubmitted(self, name: str, existing: KeyValue, unit_hash: str) -> Submitted:
+        job = self.decode(existing)
+        if isinstance(job, Job) and job.unit_hash == unit_hash:
+            log.info("registry.job_unchanged", unit=name, hash=unit_hash)
+            return Submitted.UNCHANGED
+        log.info("registry.job_exists", unit=name, hash=unit_hash)
+        raise UnitExists(name)
+
+    async def get_job(self, name: str) -> Job | None:
+        return await self.read(self.keys.job(name), Job)
+
+    async def get_unit(self, unit_hash: str) -> UnitContent | None:
+        return await self.read(self.keys.unit(unit_hash), UnitContent)
+
+    async def _job_at(self, key: str, name: str) -> tuple[KeyValue, Job]:
+        """The job at `key` with its key-value (for the mod revision to guard on); JobNotFound
+        when it is absent or corrupt (nothing to change in place)."""
+        _, kv = await self.etcd.get(key)
+        job = self.decode(kv) if kv else None
+        if kv is None or not isinstance(job, Job):
+            raise JobNotFound(name)
+        return kv, job
+
+    async def set_desired(self, name: str, state: JobState) -> Job:
+        """Change what the user wants of a unit (load/start/stop/unload)."""
+        key = self.keys.job(name)
+
+        async def attempt() -> Job | Lost:
+            kv, job = await self._job_at(key, name)
+            if job.desired == state:
+                return job
+            new = Job(job.name, job.unit_hash, state)
+            res = await self.etcd.txn(
+                [Cmp(key, "mod", "==", kv.mod_revision)], [Put(key, new.encode())]
+            )
+            if not res.succeeded:
+                return LOST
+            log.info("registry.job_desired", unit=name, desired=str(state))
+            return new
+
+        return await until_won(attempt, f"setting the state of unit {name} kept conflicting")
+
+    async def replace_job(self, name: str, unit: UnitFile, expected_hash: str) -> Job:
+        """Replace a job's content in place (fleet's --replace), keeping its desired state.
+
+        One txn guarded on the job being unchanged since it was read (so still on
+        `expected_hash`): writes the new content and the job with the new hash, and deletes the
+        old content when no other job uses it. Agents then see the hash change and replace the
+        unit file (restarting it only if it was launched). Already on the new content: a no-op.
+        Missing job: JobNotFound; on another content than `expected_hash`: RegistryConflict.
+        """
+        content = UnitContent(unit)
+        job_key, new_key = self.keys.job(name), self.keys.unit(content.hash)
+
+        async def attempt() -> Job | Lost:
+            kv, job = await self._job_at(job_key, name)
+            if job.unit_hash == content.hash:
+                return job
+            if job.unit_hash != expected_hash:
+                raise RegistryConflict(
+                    f"unit {name} changed meanwhile (its content is now {job.unit_hash[:7]}, "
+                    f"not {expected_hash[:7]}): read it again"
+                )
+            new = Job(name, content.hash, job.desired)
+            writes = [Put(new_key, content.encode()), Put(job_key, new.encode())]
+            old_deleted = await self._commit_job_change(kv, job.unit_hash, writes)
+            if old_deleted is LOST:
+                return LOST
+            log.info(
+                "registry.job_replaced",
+                unit=name,
+                hash=content.hash,
+                previous=job.unit_hash,
+                desired=str(job.desired),
+            )
+            if not old_deleted:
+                await self._collect_unit(job.unit_hash)
+            return new
+
+        return await until_won(
+            attempt, f"replacing unit {name} kept conflicting with concurrent writers"
+        )
+
+    async def destroy(self, name: str) -> None:
+        """Remove a job, its placement, its states, and its content when no other job uses it.
+
+        One txn guarded on the job's own key being unchanged since it was read, so concurrent
+        writers of other jobs never make it retry. The content is deleted only guarded on its
+        own key being unchanged too: every write that makes a job use a content writes that
+        content's key again (create_job, replace_job), so a job that started using it after it
+        was found unused fails the guard. When other users were seen, the job goes alone and
+        the content is collected afterwards if they are gone by then (two last users destroyed
+        at once leave nothing behind). Missing job: JobNotFound.
+        """
+        job_key = self.keys.job(name)
+
+        async def attempt() -> Lost | None:
+            _, mine = await self.etcd.get(job_key)
+            if mine is None:
+                raise JobNotFound(name)
+            job = self.decode(mine)
+            unit_hash = job.unit_hash if isinstance(job, Job) else None  # corrupt: none known
+            deleted = await self._commit_job_change(mine, unit_hash, self._job_deletes(name))
+            if deleted is LOST:
+                return LOST
+            log.info("registry.job_destroyed", unit=name, unit_deleted=deleted)
+            if unit_hash is not None and not deleted:
+                await self._collect_unit(unit_hash)
+            return None
+
+        await until_won(attempt, f"destroying unit {name} kept conflicting with concurrent writers")
+
+    async def destroy_many(self, names: Sequence[str]) -> list[Exception | None]:
+        """`destroy` of many jobs, reading the registry once instead of once per job.
+
+        Contents and then jobs are listed (in that order, as `_unused_content` reads them);
+        each job goes in its own txn guarded on its key being unchanged since the listing; a
+        content none of the remaining jobs uses goes afterwards, guarded on its own key being
+        unchanged since it was read (a job that started using it meanwhile rewrote it). A job
+        that changed or appeared since the listing is destroyed alone (`destroy`). Returns, in
+        order, None or the error of each (JobNotFound, RegistryConflict, EtcdUnavailable)."""
+        if not names:
+            return []
+        _, contents = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.UNIT))
+        _, listed = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.JOB))
+        content_rev = {kv.key: kv.mod_revision for kv in contents}
+        jobs: dict[str, tuple[KeyValue, Job]] = {}
+        users: dict[str, set[str]] = {}
+        for kv in listed:
+            job = self.decode(kv)
+            if isinstance(job, Job):
+                jobs[job.name] = (kv, job)
+                users.setdefault(job.unit_hash, set()).add(job.name)
+
+        limit = asyncio.Semaphore(_DESTROY_CONCURRENCY)
+
+        async def one(name: str) -> Exception | None:
+            async with limit:
+                return await destroy_one(name)
+
+        async def destroy_one(name: str) -> Exception | None:
+            try:
+                found = jobs.get(name)
+                if found is None:
+                    await self.destroy(name)  # created since the listing, or JobNotFound
+                    return None
+                kv, job = found
+                res = await self.etcd.txn(
+                    [Cmp(kv.key, "mod", "==", kv.mod_revision)], self._job_deletes(name)
+                )
+                if not res.succeeded:
+                    await self.destroy(name)  # changed since the listing
+                    return None
+                users[job.unit_hash].discard(name)
+                log.info("registry.job_destroyed", unit=name, unit_deleted=False)
+            except (JobNotFound, RegistryConflict, EtcdUnavailable) as err:
+                return err
+            return None
+
+        results = list(await asyncio.gather(*(one(name) for name in names)))
+        for unit_hash in {jobs[n][1].unit_hash for n in names if n in jobs}:
+            key = self.keys.unit(unit_hash)
+            if users.get(unit_hash) or key not in content_rev:
+                continue
+            try:
+                res = await self.etcd.txn([Cmp(key, "mod", "==", content_rev[key])], [Delete(key)])
+            except EtcdUnavailable as err:  # the jobs are gone; the content stays until reused
+                log.warning("registry.unit_not_collected", hash=unit_hash, error=str(err))
+                continue
+            if res.succeeded:
+                log.info("registry.unit_collected", hash=unit_hash)
+        return results
+
+    def _job_deletes(self, name: str) -> list[Delete]:
+        """What destroying a job deletes besides its content: the job, placement, states,
+        restart requests."""
+        return [
+            Delete(self.keys.job(name)),
+            Delete(self.keys.schedule(name)),
+            Delete(self.keys.states_of(name), prefix=True),
+            Delete(self.keys.restarts_of(name), prefix=True),
+        ]
+
+    async def _commit_job_change(
+        self, job: KeyValue, unit_hash: str | None, ops: Sequence[Put | Delete]
+    ) -> bool | Lost:
+        """Commit `ops`, a change of the job read as `job`, guarded on that job being unchanged
+        since; and with them delete the job's content `unit_hash` when no other job uses it,
+        guarded on its key being unchanged too (`_unused_content`). LOST when a guard failed,
+        else whether the content was deleted (if not, the caller collects it afterwards: its
+        other users may be gone by then)."""
+        guards = [Cmp(job.key, "mod", "==", job.mod_revision)]
+        writes: list[Put | Delete | Get] = list(ops)
+        unused = None
+        if unit_hash is not None:
+            unused = await self._unused_content(job.key, unit_hash)
+            if unused is not None:
+                guards.append(unused)
+                writes.append(Delete(self.keys.unit(unit_hash)))
+        res = await self.etcd.txn(guards, writes)
+        if not res.succeeded:
+            return LOST
+        return unused is not None
+
+    async def _unused_content(self, job_key: str, unit_hash: str) -> Cmp | None:
+        """The guard under which the content `unit_hash` may be deleted along with a change of
+        the job at `job_key` (its only user), or None when other jobs use it or it is gone.
+
+        The content key is read before the jobs: a job that starts using the content after
+        that read rewrites the content key, which breaks the returned guard.
+        """
+        unit_key = self.keys.unit(unit_hash)
+        _, unit_kv = await self.etcd.get(unit_key)
+        if unit_kv is None:
+            return None
+        _, jobs = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.JOB))
+        for kv in jobs:
+            if kv.key == job_key:
+                continue
+            other = self.decode(kv)
+            if isinstance(other, Job) and other.unit_hash == unit_hash:
+                return None
+        return Cmp(unit_key, "mod", "==", unit_kv.mod_revision)
+
+    async def _collect_unit(self, unit_hash: str) -> None:
+        """Delete a content no job uses any more (after its last users went concurrently).
+        Best effort: losing to a writer that gave it a new user is the right outcome."""
+        guard = await self._unused_content("", unit_hash)
+        if guard is None:
+            return
+        res = await self.etcd.txn([guard], [Delete(self.keys.unit(unit_hash))])
+        if res.succeeded:
+            log.info("registry.unit_collected", hash=unit_hash)

@@ -1,0 +1,131 @@
+"""The reads room: the registry at one revision, and following it from there.
+
+`snapshot()` lists the whole prefix at one revision; `units_snapshot` and `machines_snapshot`
+read a few units or the machines alone, for the API. Long readers then `watch` from the
+snapshot's revision + 1 (an `EventStream`, which relists through `snapshot` after a
+compaction) or, most of them, `follow` (`fleetd.registry.follow`: snapshot, watch and fold into
+one view, written once). Decoding is most of a large snapshot's cost, so the documents of the
+last snapshot are kept by key and mod revision: a key unchanged since is not decoded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+
+from fleetd.model import Job
+from fleetd.registry.cas import LOST, Lost, until_won
+from fleetd.registry.errors import WatchCompacted
+from fleetd.registry.etcd import Delete, EtcdClient, Get, KeyValue, Put
+from fleetd.registry.fold import ClusterView, Snapshot, snapshot_of
+from fleetd.registry.follow import Update, follow
+from fleetd.registry.keys import KeyKind, KeyLayout
+from fleetd.registry.room import Room
+from fleetd.registry.watch import EventStream
+
+__all__ = ["UNITS_SNAPSHOT_MAX", "Reads"]
+
+UNITS_SNAPSHOT_MAX = 40  # names per units_snapshot (3 reads each, etcd's 128 ops per txn)
+
+
+class Reads(Room):
+    """Snapshots of the registry, and watching or following it from one."""
+
+    def __init__(self, etcd: EtcdClient, keys: KeyLayout) -> None:
+        super().__init__(etcd, keys)
+        # the last snapshot's documents by key, with their mod revision (see above)
+        self._decoded: dict[str, tuple[int, object | None]] = {}
+
+    async def snapshot(self, revision: int = 0) -> Snapshot:
+        """Jobs, units, placements, states, machines and leader, all at one revision: the
+        current one, or `revision` (WatchCompacted when etcd no longer has it)."""
+
+        async def listing() -> tuple[int, list[KeyValue]] | Lost:
+            try:
+                return await self.etcd.get_prefix(self.keys.prefix, revision)
+            except WatchCompacted:
+                if revision:
+                    raise
+                return LOST  # a later page's revision was compacted meanwhile: read again
+
+        revision, kvs = await until_won(
+            listing, "listing the registry kept racing etcd compactions"
+        )
+        before, decoded = self._decoded, {}
+        docs = []
+        for kv in kvs:
+            known = before.get(kv.key)
+            if known is not None and known[0] == kv.mod_revision:
+                doc = known[1]
+            else:
+                doc = self.decode(kv)
+            decoded[kv.key] = (kv.mod_revision, doc)
+            if doc is not None:
+                docs.append(doc)
+        self._decoded = decoded
+        return snapshot_of(revision, docs)
+
+    async def units_snapshot(self, names: Sequence[str]) -> Snapshot:
+        """What the API shows of a few units, at one revision, without reading the rest of the
+        registry: their jobs, contents, placements and states, and the machines. At most
+        UNITS_SNAPSHOT_MAX names (one transaction of reads)."""
+        if not 1 <= len(names) <= UNITS_SNAPSHOT_MAX:
+            raise ValueError(f"units_snapshot takes 1 to {UNITS_SNAPSHOT_MAX} names")
+        reads: list[Put | Delete | Get] = [Get(self.keys.of_kind(KeyKind.MACHINE), prefix=True)]
+        for name in names:
+            reads += [
+                Get(self.keys.job(name)),
+                Get(self.keys.schedule(name)),
+                Get(self.keys.states_of(name), prefix=True),
+            ]
+        res = await self.etcd.txn([], reads)
+        docs = [d for kvs in res.gets for d in (self.decode(kv) for kv in kvs) if d is not None]
+        hashes = {d.unit_hash for d in docs if isinstance(d, Job)}
+        contents = await asyncio.gather(
+            *(self.etcd.get(self.keys.unit(h), res.revision) for h in sorted(hashes))
+        )
+        docs += [d for _, kv in contents if kv is not None and (d := self.decode(kv)) is not None]
+        return snapshot_of(res.revision, docs)
+
+    async def machines_snapshot(self) -> Snapshot:
+        """The machines and their dynamic metadata at one (the current) revision, without the
+        rest of the registry: a Snapshot whose jobs, units, placements and states are empty."""
+
+        async def listing() -> tuple[int, list[KeyValue], list[KeyValue]] | Lost:
+            try:
+                revision, kvs = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.MACHINE))
+                _, meta = await self.etcd.get_prefix(
+                    self.keys.of_kind(KeyKind.MACHINE_META), revision
+                )
+            except WatchCompacted:
+                return LOST  # compacted between the two reads: read both again
+            return revision, kvs, meta
+
+        revision, kvs, meta = await until_won(
+            listing, "listing the machines kept racing etcd compactions"
+        )
+        docs = [d for d in (self.decode(kv) for kv in (*kvs, *meta)) if d is not None]
+        return snapshot_of(revision, docs)
+
+    def watch(self, from_revision: int, *, key: str | None = None) -> EventStream:
+        """Typed events from `from_revision` on (use snapshot().revision + 1), resumed across
+        disconnects without loss or duplicates; a compaction yields Resync. Pull-based.
+        `key`: only that key (and what it prefixes)."""
+        return EventStream(self.etcd, self.keys, self.snapshot, from_revision, key=key)
+
+    def follow(
+        self, *, start: Snapshot | None = None, view: ClusterView | None = None
+    ) -> AsyncIterator[Update]:
+        """A snapshot (or `start`), then every watch batch folded into one view: see
+        `fleetd.registry.follow`."""
+        return follow(self.snapshot, self.watch, start=start, view=view)
+
+    async def wait_for(self, predicate: Callable[[Snapshot | ClusterView], bool]) -> Snapshot:
+        """The first view of the registry satisfying `predicate`: now, then after each watch
+        batch that changed it. No deadline: the caller bounds it."""
+        async with aclosing(self.follow()) as updates:
+            async for update in updates:
+                if predicate(update.view):
+                    return update.view.freeze()
+        raise RuntimeError("the registry's watch ended")  # pragma: no cover
