@@ -9,13 +9,16 @@ still pending is pending (`pending_reason`). fleet's notion of a unit's current 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fleetd.model import BAD_LOAD_STATES, Job, JobState, Machine, UnitContent, UnitState
+from fleetd.registry.fold import Event
 
 __all__ = [
     "LAUNCHED_ACTIVE",
+    "Step",
+    "View",
     "current_state",
     "failure",
     "is_global",
@@ -42,6 +45,27 @@ class View(Protocol):
     placements: Mapping[str, str]
     states: Mapping[tuple[str, str], UnitState]
     machines: Mapping[str, Machine]
+
+
+class Step(Protocol):
+    """One step of following the registry, as `fleetd.registry.Update` brings it: the view
+    after the step, the events that changed it, and which units they may concern. The planners
+    of the API's waits judge steps; the follower itself (I/O) stays in the handlers."""
+
+    @property
+    def view(self) -> View: ...
+
+    @property
+    def events(self) -> Sequence[Event]: ...
+
+    @property
+    def machines(self) -> bool: ...  # a machine came, went or changed metadata
+
+    @property
+    def everything(self) -> bool: ...  # the view was replaced (the start, a resync)
+
+    @property
+    def touched(self) -> frozenset[str] | None: ...  # the units concerned; None: any
 
 
 def is_global(view: View, job: Job) -> bool:
