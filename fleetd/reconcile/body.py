@@ -9,7 +9,7 @@ from typing import Any
 
 from fleetd.reconcile.refuse import Refuse
 
-__all__ = ["flag", "timeout"]
+__all__ = ["flag", "timeout", "wait_fields"]
 
 
 def flag(body: Mapping[str, Any], key: str) -> bool | Refuse:
@@ -30,3 +30,14 @@ def timeout(body: Mapping[str, Any]) -> float | Refuse | None:
     ):
         return Refuse(400, "timeout must be a non-negative number of seconds or null")
     return value
+
+
+def wait_fields(body: Mapping[str, Any], key: str) -> tuple[bool, float | None] | Refuse:
+    """The flag `key` and the `timeout` of a request that may wait, the flag checked first."""
+    value = flag(body, key)
+    if isinstance(value, Refuse):
+        return value
+    seconds = timeout(body)
+    if isinstance(seconds, Refuse):
+        return seconds
+    return value, seconds

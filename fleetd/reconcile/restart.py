@@ -26,10 +26,6 @@ from fleetd.unit import UnitNameError, parse_name
 __all__ = ["Outcome", "Restart", "RestartAsk", "plan_restart", "read_restart",
            "restart_outcome", "runs_on"]  # fmt: skip
 
-# ActiveStates on the way to a definite answer: between a restart's stop and its start, or
-# between two automatic restarts (Restart=): wait on.
-_TRANSIENT = frozenset({"activating", "deactivating", "reloading"})
-
 
 @dataclass(frozen=True, slots=True)
 class RestartAsk:
@@ -62,17 +58,14 @@ def read_restart(name: str, body: object) -> RestartAsk | Refuse:
     machine = body.get("machineID")
     if not isinstance(machine, str) or not machine:
         return Refuse(400, "machineID must be the ID of a machine running the unit")
-    wait = fields.flag(body, "wait")
-    if isinstance(wait, Refuse):
-        return wait
-    timeout = fields.timeout(body)
-    if isinstance(timeout, Refuse):
-        return timeout
+    waited = fields.wait_fields(body, "wait")
+    if isinstance(waited, Refuse):
+        return waited
     try:
         parse_name(name)
     except UnitNameError as err:
         return Refuse(400, str(err))
-    return RestartAsk(name, machine, wait, timeout)
+    return RestartAsk(name, machine, *waited)
 
 
 def runs_on(view: View, name: str) -> set[str] | None:
@@ -102,6 +95,11 @@ def plan_restart(view: View, ask: RestartAsk, token: str) -> Restart | Refuse:
 
 
 # --- how it ends -----------------------------------------------------------------------------
+# ActiveStates on the way to a definite answer: between a restart's stop and its start, or
+# between two automatic restarts (Restart=): wait on.
+_TRANSIENT = frozenset({"activating", "deactivating", "reloading"})
+
+
 def restart_outcome(view: View, name: str, machine_id: str, tokens: Set[str]) -> Outcome | None:
     """The end of a restart of `name` on `machine_id` asked with one of `tokens` (the request's,
     and those of later requests that replaced it: their restart came after it too), or None

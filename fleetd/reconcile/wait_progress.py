@@ -64,12 +64,10 @@ def read_wait(body: object) -> WaitAsk | Refuse:
         return Refuse(
             400, f"invalid state {body.get('state')!r}: expected inactive, loaded or launched"
         )
-    active = fields.flag(body, "active")
-    if isinstance(active, Refuse):
-        return active
-    timeout = fields.timeout(body)
-    if isinstance(timeout, Refuse):
-        return timeout
+    waited = fields.wait_fields(body, "active")
+    if isinstance(waited, Refuse):
+        return waited
+    active, timeout = waited
     settle = body.get("settle", 0)
     if (
         isinstance(settle, bool)

@@ -19,8 +19,8 @@ from fleetd.model import (
 from fleetd.registry import Changed, ClusterView, KeyKind, Removed, Update
 from fleetd.unit import parse_unit
 
-M1, M2 = "1" * 32, "2" * 32
 HELLO = parse_unit("[Service]\nExecStart=/bin/sh -c 'while true; do echo Hello; sleep 1; done'\n")
+M1, M2 = "1" * 32, "2" * 32
 OPTIONS = [{"section": "Service", "name": "ExecStart",
             "value": "/bin/sh -c 'while true; do echo Hello; sleep 1; done'"}]  # fmt: skip
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.reconcile.body import flag, timeout
+from fleetd.reconcile.body import flag, timeout, wait_fields
 from fleetd.reconcile.refuse import Refuse
 
 NOT_A_FLAG = Refuse(400, "wait must be true or false")
@@ -42,3 +42,19 @@ def test_a_flag_is_true_or_false(body: dict[str, object], expected: object) -> N
 )
 def test_a_timeout_is_seconds_or_null(body: dict[str, object], expected: object) -> None:
     assert timeout(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param({}, (False, None), id="neither"),
+        pytest.param({"wait": True, "timeout": 3}, (True, 3), id="both"),
+        # both wrong: the flag is named, as the request reads it first
+        pytest.param({"wait": "no", "timeout": -1}, NOT_A_FLAG, id="flag-first"),
+        pytest.param({"wait": False, "timeout": -1}, NOT_A_TIMEOUT, id="timeout"),
+    ],
+)
+def test_a_request_that_may_wait_gives_its_flag_and_timeout(
+    body: dict[str, object], expected: object
+) -> None:
+    assert wait_fields(body, "wait") == expected
