@@ -94,21 +94,3 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise Fail(400, f"unable to decode body: {err}") from None
-
-
-def body_flag(body: dict[str, Any], key: str) -> bool:
-    """A request body's optional true/false field (default false), or 400 naming it."""
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise Fail(400, f"{key} must be true or false")
-    return value
-
-
-def body_timeout(body: dict[str, Any]) -> float | None:
-    """A request body's optional `timeout` (seconds, null: none), or 400."""
-    timeout = body.get("timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
-    ):
-        raise Fail(400, "timeout must be a non-negative number of seconds or null")
-    return timeout

@@ -1,4 +1,5 @@
-"""`/state` and `/state/{name}` (`api/state.go`): what systemd reports of each unit, per machine."""
+"""`/state` and `/state/{name}` (`api/state.go`): what systemd reports of each unit, per machine
+(which one state of a unit `/state/{name}` shows: `fleetd/reconcile/inspection.py`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from aiohttp import web
 from fleetd.api.context import Context
 from fleetd.api.pagination import paged
 from fleetd.api.schema import state_json, states_of
-from fleetd.api.serialization import Fail, json_response
+from fleetd.api.serialization import Fail, granted, json_response
+from fleetd.reconcile.inspection import shown_state
 
 __all__ = ["routes"]
 
@@ -30,13 +32,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             raise Fail(405, "only GET supported against this resource")
         name = request.match_info["name"]
         snapshot = await ctx.registry.units_snapshot([name])  # this unit's keys only
-        machine_id = snapshot.placements.get(name)
-        if machine_id is not None and (name, machine_id) in snapshot.states:
-            return json_response(state_json(snapshot.states[(name, machine_id)]))
-        states = states_of(snapshot, unit_name=name)
-        if not states:
-            raise Fail(404, "unit state does not exist")
-        return json_response(states[0])
+        return json_response(state_json(granted(shown_state(snapshot, name))))
 
     return [
         web.route("*", f"{prefix}/state", collection),

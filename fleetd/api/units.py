@@ -14,9 +14,9 @@ from fleetd.api.pagination import paged
 from fleetd.api.schema import unit_json
 from fleetd.api.serialization import Fail, failure_of, granted, json_response, read_json
 from fleetd.model import JobState
+from fleetd.reconcile.unit_batch import BatchItem, creates, read_batch
 from fleetd.reconcile.unit_put import (
     Create,
-    PutRequest,
     Replace,
     SetDesired,
     plan_created_meanwhile,
@@ -25,7 +25,7 @@ from fleetd.reconcile.unit_put import (
 )
 from fleetd.registry import JobNotFound, Submitted, UnitExists
 
-__all__ = ["BATCH_LIMIT", "routes"]
+__all__ = ["routes"]
 
 log = structlog.get_logger(__name__)
 
@@ -73,14 +73,15 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def batch(request: web.Request) -> web.Response:
         """`POST x/units`: many unit requests in one (docs/api.md). Each is answered as its
         own PUT or DELETE would be, in order; they run concurrently, a few at a time."""
-        items = _batch_request(await read_json(request))
+        items = granted(read_batch(await read_json(request)))
         # the deletes together: the registry is read once for all of them, not once each
-        deletes = [name for method, name, _ in items if method == "DELETE"]
+        deletes = [item.name for item in items if item.method == "DELETE"]
         destroyed = dict(zip(deletes, await ctx.registry.destroy_many(deletes), strict=True))
         # new units together: a few transactions for all (those that exist go the usual way)
         created = await create_new(items)
 
-        async def one(method: str, name: str, body: object) -> dict[str, Any]:
+        async def one(item: BatchItem) -> dict[str, Any]:
+            method, name = item.method, item.name
             async with batch_writes:
                 try:
                     if method == "DELETE":
@@ -89,7 +90,7 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
                         response = web.Response(status=201)
                     else:
                         async with lock_of(name):
-                            response = await put(body, name)
+                            response = await put(item.body, name)
                 except Exception as err:
                     answer = failure_of(err, what=f"{request.path} {method} {name}")
                     if answer is None:
@@ -99,21 +100,14 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
                             "error": {"code": code, "message": message}}  # fmt: skip
             return {"name": name, "status": response.status}
 
-        results = await asyncio.gather(*(one(*item) for item in items))
+        results = await asyncio.gather(*(one(item) for item in items))
         return json_response({"responses": results})
 
-    async def create_new(items: list[tuple[str, str, object]]) -> set[str]:
+    async def create_new(items: list[BatchItem]) -> set[str]:
         """Create, as one PUT of each would, the units of a batch's PUTs that bring valid
         options (`Registry.create_many`); returns the names created. The rest (invalid, or
         already there) are left to `put`, which answers them as it would alone."""
-        wanted = []
-        for method, name, body in items:
-            if method != "PUT":
-                continue
-            request = read_put(name, body)
-            decision = plan_put(request, None) if isinstance(request, PutRequest) else request
-            if isinstance(decision, Create):  # the rest is answered by `put`, with its error
-                wanted.append((name, decision.unit, decision.desired))
+        wanted = [(name, c.unit, c.desired) for name, c in creates(items).items()]
         if not wanted:
             return set()
         created = set()
@@ -194,26 +188,3 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
 
 
 _BATCH_CONCURRENCY = 32  # unit requests of all batches in flight at once, per fleetd
-BATCH_LIMIT = 1000  # requests in one batch
-
-
-def _batch_request(body: object) -> list[tuple[str, str, object]]:
-    """(method, unit name, PUT body) of each request of a batch, or 400."""
-    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
-        raise Fail(400, 'unable to decode body: expected {"requests": [...]}')
-    requests = body["requests"]
-    if not 1 <= len(requests) <= BATCH_LIMIT:
-        raise Fail(400, f"a batch holds 1 to {BATCH_LIMIT} requests, not {len(requests)}")
-    items: list[tuple[str, str, object]] = []
-    for i, req in enumerate(requests):
-        if not isinstance(req, dict) or req.get("method") not in ("PUT", "DELETE"):
-            raise Fail(400, f'request {i}: expected {{"method": "PUT" or "DELETE", ...}}')
-        name = req.get("name")
-        if not isinstance(name, str) or not name:
-            raise Fail(400, f"request {i}: name must be a non-empty string")
-        if req["method"] == "PUT" and not isinstance(req.get("body"), dict):
-            raise Fail(400, f"request {i}: a PUT needs a body object (a Unit)")
-        items.append((req["method"], name, req.get("body")))
-    if len({name for _, name, _ in items}) != len(items):
-        raise Fail(400, "a batch names each unit once")
-    return items

@@ -1,9 +1,11 @@
 """`POST /fleet/v1/x/wait` (docs/api.md): stream the units reaching a state as the registry's
 watch reports it, what blocking fleetctl commands wait on.
 
-What a unit's line is — reached, failed in systemd's words, still pending and why — is decided by
-the pure `fleetd/reconcile/waiting.py`; `_Judge` keeps which units are still waited for and when
-a settling service has been active long enough; the handler only follows the watch.
+What a wait asks, which units it still waits for and each line it writes — reached, failed in
+systemd's words, unschedulable, still pending and why — are decided by the pure
+`fleetd/reconcile/wait_progress.py` (on `fleetd/reconcile/waiting.py`); the handler follows the
+watch, sleeps until a settling unit's deadline, asks the engine's planner about units without
+a machine, and writes.
 """
 
 from __future__ import annotations
@@ -11,46 +13,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
 from fleetd.api.context import Context
-from fleetd.api.serialization import Fail, body_flag, body_timeout, read_json
+from fleetd.api.serialization import granted, read_json
 
 # the wait handler keeps the name it had in extensions.py: its body moved here unchanged
 from fleetd.api.streams import stream_response as _stream_response
 from fleetd.engine import plan_for
-from fleetd.model import JobState, ModelError
-from fleetd.reconcile.waiting import (
-    current_state,
-    failure,
-    is_global,
-    pending_reason,
-    reached,
-    settles,
-    unschedulable,
-)
-from fleetd.registry import (
-    UNITS_SNAPSHOT_MAX,
-    Changed,
-    ClusterView,
-    KeyKind,
-    Update,
-)
+from fleetd.reconcile.wait_progress import WaitProgress, read_wait
+from fleetd.registry import UNITS_SNAPSHOT_MAX, ClusterView, Update
 
 __all__ = ["routes"]
 
 
 def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def wait(request: web.Request) -> web.StreamResponse:
-        names, state, active, timeout, settle = _wait_request(await read_json(request))
+        ask = granted(read_wait(await read_json(request)))
         # a few units: their keys only (the watch brings the rest of what they need)
-        few = len(names) <= UNITS_SNAPSHOT_MAX
-        snapshot = await (ctx.registry.units_snapshot(names) if few else ctx.snapshot())
+        few = len(ask.units) <= UNITS_SNAPSHOT_MAX
+        snapshot = await (ctx.registry.units_snapshot(ask.units) if few else ctx.snapshot())
         resp = await _stream_response(request, "application/x-ndjson")
-        judge = _Judge(ClusterView(snapshot), names, state, active, settle)
+        view = ClusterView(snapshot)  # kept current by the follower
+        progress = WaitProgress(view, ask)
         loop = asyncio.get_running_loop()
 
         async def write(lines: list[dict[str, Any]]) -> None:
@@ -60,38 +48,38 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         async def unschedulable_now() -> None:
             """Units no machine of the cluster can take end the wait now: the planner on the
             waited units' view says so first (cheap), the whole registry confirms it."""
-            unplaced = judge.unplaced()
+            unplaced = progress.unplaced()
             if not unplaced:
                 return
-            reasons = plan_for(judge.view.freeze(copy=False), {}).unplaced
+            reasons = plan_for(view.freeze(copy=False), {}).unplaced
             suspects = unplaced & set(reasons)
             if not suspects:
                 return
             if few:  # the view holds the waited units only: the whole registry decides
                 reasons = plan_for(await ctx.snapshot(), {}).unplaced
-            await write(judge.unschedulable({n: reasons[n] for n in suspects if n in reasons}))
+            await write(progress.unschedulable({n: reasons[n] for n in suspects if n in reasons}))
 
-        await write(judge.judge(names, loop.time()))
+        await write(progress.judge(ask.units, loop.time()))
         await unschedulable_now()
-        if judge.pending:
+        if progress.pending:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    updates = ctx.registry.follow(start=snapshot, view=judge.view)
+                async with asyncio.timeout(ask.timeout):
+                    updates = ctx.registry.follow(start=snapshot, view=view)
                     async with contextlib.aclosing(
-                        _with_deadlines(updates, judge.next_deadline)
+                        _with_deadlines(updates, progress.next_deadline)
                     ) as feed:
                         async for update in feed:
                             if update is None:  # a settling unit's moment is over
-                                await write(judge.judge(judge.due(loop.time()), loop.time()))
+                                await write(progress.judge(progress.due(loop.time()), loop.time()))
                             elif update.events:
-                                await write(judge.judge(update.touched, loop.time()))
-                                if _membership(update, judge.pending):
+                                await write(progress.judge(update.touched, loop.time()))
+                                if progress.placement_may_change(update):
                                     await unschedulable_now()
-                            if not judge.pending:
+                            if not progress.pending:
                                 break
-        snapshot = judge.view.freeze(copy=False)
         plan: dict[str, str] | None = None
-        whole = await ctx.snapshot() if judge.pending and few else snapshot  # the planner's view
+        # the planner's view: the whole registry when the wait's view holds its units only
+        whole = await ctx.snapshot() if progress.pending and few else view.freeze(copy=False)
 
         def unplaced() -> dict[str, str]:
             nonlocal plan
@@ -99,105 +87,12 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
                 plan = dict(plan_for(whole, {}).unplaced)
             return plan
 
-        final = {
-            "done": True,
-            "pending": [
-                {
-                    "name": name,
-                    "currentState": (
-                        current_state(snapshot, snapshot.jobs[name])
-                        if name in snapshot.jobs
-                        else None
-                    ),
-                    "reason": pending_reason(snapshot, name, unplaced),
-                }
-                for name in judge.pending
-            ],
-        }
+        final = progress.final(unplaced)
         await resp.write(json.dumps(final).encode() + b"\n")
         await resp.write_eof()
         return resp
 
     return [web.post(f"{prefix}/x/wait", wait)]
-
-
-class _Judge:
-    """The units a wait still waits for, judged against the view after every change."""
-
-    def __init__(
-        self, view: ClusterView, names: list[str], state: JobState, active: bool, settle: float
-    ) -> None:
-        self.view, self.state, self.active, self.settle = view, state, active, settle
-        self.pending: dict[str, None] = dict.fromkeys(names)
-        self.settling: dict[str, float] = {}  # unit -> when it has been active long enough
-        # active before the wait began: nothing is starting, there is nothing to settle
-        self.was_active = {n for n in names if reached(view, n, state, active) is not None}
-
-    def judge(self, candidates: Iterable[str] | None, now: float) -> list[dict[str, Any]]:
-        """The lines of the pending units among `candidates` (None: all) that reached the
-        state (and stayed active `settle` seconds, for a service that may die at once) or can
-        no longer reach it."""
-        lines = []
-        for name in list(self.pending) if candidates is None else candidates:
-            if name not in self.pending:
-                continue
-            line = failure(self.view, name, self.state)
-            if line is None:
-                line = reached(self.view, name, self.state, self.active)
-                if line is None:
-                    self.settling.pop(name, None)  # not (or no longer) there
-                    continue
-                if self._must_settle(name, line):
-                    if now < self.settling.setdefault(name, now + self.settle):
-                        continue
-            self.settling.pop(name, None)
-            del self.pending[name]
-            lines.append(line)
-        return lines
-
-    def _must_settle(self, name: str, line: dict[str, Any]) -> bool:
-        return (
-            self.active
-            and self.settle > 0
-            and not line.get("global")
-            and name not in self.was_active
-            and settles(self.view, name)
-        )
-
-    def next_deadline(self) -> float | None:
-        return min(self.settling.values(), default=None)
-
-    def due(self, now: float) -> list[str]:
-        return sorted(n for n, t in self.settling.items() if t <= now)
-
-    def unplaced(self) -> set[str]:
-        """Pending units that want a machine and have none."""
-        if self.state is JobState.INACTIVE:
-            return set()
-        return {
-            n for n in self.pending
-            if (job := self.view.jobs.get(n)) is not None
-            and job.desired is not JobState.INACTIVE
-            and n not in self.view.placements
-            and not is_global(self.view, job)
-        }
-
-    def unschedulable(self, reasons: dict[str, str]) -> list[dict[str, Any]]:
-        lines = []
-        for name in sorted(reasons):
-            if name in self.pending and name not in self.view.placements:
-                del self.pending[name]
-                lines.append(unschedulable(self.view, name, reasons[name]))
-        return lines
-
-
-def _membership(update: Update, pending: dict[str, None]) -> bool:
-    """Whether `update` may change where the pending units can go: machines came, went or
-    changed metadata, or a pending unit's job changed."""
-    return update.everything or update.machines or any(
-        isinstance(e, Changed) and e.kind is KeyKind.JOB and e.ident in pending
-        for e in update.events
-    )
 
 
 async def _with_deadlines(
@@ -234,22 +129,3 @@ async def _with_deadlines(
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-
-
-def _wait_request(body: object) -> tuple[list[str], JobState, bool, float | None, float]:
-    if not isinstance(body, dict):
-        raise Fail(400, "unable to decode body: expected a JSON object")
-    names = body.get("units")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise Fail(400, "units must be a non-empty list of unit names")
-    try:
-        state = JobState.parse(body.get("state"))
-    except ModelError:
-        raise Fail(
-            400, f"invalid state {body.get('state')!r}: expected inactive, loaded or launched"
-        ) from None
-    active, timeout = body_flag(body, "active"), body_timeout(body)
-    settle = body.get("settle", 0)
-    if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 600:
-        raise Fail(400, "settle must be a number of seconds between 0 and 600")
-    return list(dict.fromkeys(names)), state, active, timeout, float(settle)

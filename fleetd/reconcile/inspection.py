@@ -1,5 +1,5 @@
 """Which machine answers for a unit's `systemctl status` and journal (`x/units/{name}/status`,
-`/journal`), or fleet's refusal, decided without I/O.
+`/journal`) and whose state `/state/{name}` shows, or fleet's refusal, decided without I/O.
 
 Only a machine whose systemd has the unit can say anything of it: the placed machine of a unit
 fleet calls loaded or launched, every machine that published a state of a global unit. A
@@ -9,11 +9,11 @@ the words fleetctl used for the same cases ("Unit x does not appear to be runnin
 
 from __future__ import annotations
 
-from fleetd.model import JobState
+from fleetd.model import JobState, UnitState
 from fleetd.reconcile.refuse import Refuse
 from fleetd.reconcile.waiting import View, current_state, is_global
 
-__all__ = ["journal_machine", "status_machines"]
+__all__ = ["journal_machine", "shown_state", "status_machines"]
 
 
 def status_machines(view: View, name: str) -> list[str] | Refuse:
@@ -38,6 +38,19 @@ def journal_machine(view: View, name: str, wanted: str | None) -> str | Refuse:
     if wanted not in machines:
         return Refuse(409, f"Unit {name} does not appear to be running on {wanted}.")
     return wanted
+
+
+def shown_state(view: View, name: str) -> UnitState | Refuse:
+    """The one state `GET /state/{name}` shows of `name`: its placed machine's, which is what
+    systemd does with the unit now; else (a global unit, or one its machine has not reported
+    yet) the first machine's by ID, so the answer is the same each time."""
+    machine_id = view.placements.get(name)
+    if machine_id is not None and (name, machine_id) in view.states:
+        return view.states[(name, machine_id)]
+    reported = sorted(m for (n, m) in view.states if n == name)
+    if not reported:
+        return Refuse(404, "unit state does not exist")
+    return view.states[(name, reported[0])]
 
 
 def _machines(view: View, name: str, verb: str) -> list[str] | Refuse:

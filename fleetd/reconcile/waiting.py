@@ -9,14 +9,17 @@ still pending is pending (`pending_reason`). fleet's notion of a unit's current 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fleetd.model import BAD_LOAD_STATES, Job, JobState, Machine, UnitContent, UnitState
 from fleetd.reconcile.globals import is_global
 from fleetd.reconcile.states import LAUNCHED_STATES
+from fleetd.registry.fold import Event
 
 __all__ = [
+    "Step",
+    "View",
     "current_state",
     "failure",
     "is_global",
@@ -40,6 +43,27 @@ class View(Protocol):
     placements: Mapping[str, str]
     states: Mapping[tuple[str, str], UnitState]
     machines: Mapping[str, Machine]
+
+
+class Step(Protocol):
+    """One step of following the registry, as `fleetd.registry.Update` brings it: the view
+    after the step, the events that changed it, and which units they may concern. The planners
+    of the API's waits judge steps; the follower itself (I/O) stays in the handlers."""
+
+    @property
+    def view(self) -> View: ...
+
+    @property
+    def events(self) -> Sequence[Event]: ...
+
+    @property
+    def machines(self) -> bool: ...  # a machine came, went or changed metadata
+
+    @property
+    def everything(self) -> bool: ...  # the view was replaced (the start, a resync)
+
+    @property
+    def touched(self) -> frozenset[str] | None: ...  # the units concerned; None: any
 
 
 def current_state(view: View, job: Job) -> str | None:

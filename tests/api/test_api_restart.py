@@ -1,7 +1,8 @@
 """`POST /fleet/v1/x/units/{name}/restart` over a real unix socket, against a real etcd.
 
 UnitStates are published through the registry where the machine's agent would (the agent's
-restart itself is covered by tests/agent and the end-to-end test tests/e2e/test_restart.py).
+restart itself is covered by tests/agent and the end-to-end test tests/e2e/test_restart.py;
+what is refused and how a restart ends, by the planner's tests/reconcile/test_restart.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ import pytest
 from api_helpers import machine, raw
 
 from fleetd.api.client import APIError, Client
-from fleetd.api.restart import Outcome, restart_outcome, runs_on
 from fleetd.api.server import APIServer
-from fleetd.model import Job, JobState, Machine, UnitContent, UnitState
-from fleetd.registry import KeyKind, Lease, Registry, Snapshot
+from fleetd.model import JobState, UnitState
+from fleetd.registry import KeyKind, Lease, Registry
 from fleetd.unit import parse_unit
 from tests.waiting import put
 
 M1, M2 = "1" * 32, "2" * 32
 GLOBAL = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\n")
-PLAIN = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n")
 PATH = "/fleet/v1/x/units/g.service/restart"
 JSON_TYPE = {"Content-Type": "application/json"}
 
@@ -30,76 +29,6 @@ JSON_TYPE = {"Content-Type": "application/json"}
 def state(name: str, mid: str, active: str = "active", restarted: str = "", load: str = "loaded"):
     sub = {"active": "running", "inactive": "dead", "failed": "failed"}.get(active, active)
     return UnitState(name, mid, GLOBAL.hash, load, active, sub, restarted=restarted)
-
-
-# --- pure: which machines run a unit, and how a restart ended -------------------------------
-def view(job: Job | None, *states: UnitState, placement: str | None = None) -> Snapshot:
-    jobs = {job.name: job} if job else {}
-    units = {GLOBAL.hash: UnitContent(GLOBAL), PLAIN.hash: UnitContent(PLAIN)}
-    return Snapshot(
-        1,
-        jobs=jobs,
-        units=units,
-        placements={job.name: placement} if job and placement else {},
-        states={(s.name, s.machine_id): s for s in states},
-        machines={M1: Machine(M1, "10.0.0.1"), M2: Machine(M2, "10.0.0.2")},
-    )
-
-
-G = Job("g.service", GLOBAL.hash, JobState.LAUNCHED)
-P = Job("p.service", PLAIN.hash, JobState.LAUNCHED)
-
-
-@pytest.mark.parametrize(
-    ("snapshot", "name", "expected"),
-    [
-        # a global unit runs where machines report it
-        (view(G, state("g.service", M1), state("g.service", M2, "failed")), "g.service", {M1, M2}),
-        # a non-global unit: only on its placed machine (a stale state elsewhere does not count)
-        (view(P, state("p.service", M1), state("p.service", M2), placement=M2), "p.service",
-         {M2}),
-        # desired loaded: it runs nowhere as far as a restart goes
-        (view(Job("g.service", GLOBAL.hash, JobState.LOADED), state("g.service", M1)),
-         "g.service", set()),
-        (view(None), "g.service", None),  # no such unit
-    ],
-    ids=["global", "placed", "not-launched", "unknown"],
-)
-def test_runs_on(snapshot, name, expected) -> None:
-    assert runs_on(snapshot, name) == expected
-
-
-@pytest.mark.parametrize(
-    ("snapshot", "expected"),
-    [
-        # the agent did our token and the unit is active: restarted
-        (view(G, state("g.service", M1, "active", "t1")), Outcome(True)),
-        # not done yet
-        (view(G, state("g.service", M1, "active", "t0")), None),
-        # done, between its stop and its start, or between automatic restarts: wait on
-        (view(G, state("g.service", M1, "activating", "t1")), None),
-        (view(G, state("g.service", M1, "deactivating", "t1")), None),
-        # done and failed, or not running: a definite answer, in systemd's words
-        (view(G, state("g.service", M1, "failed", "t1")),
-         Outcome(False, "systemd reports ActiveState=failed SubState=failed")),
-        (view(G, state("g.service", M1, "inactive", "t1")),
-         Outcome(False, "systemd reports loaded/inactive/dead")),
-        (view(G, state("g.service", M1, "inactive", "t1", load="not-found")),
-         Outcome(False, "systemd cannot load it: LoadState=not-found")),
-        # a later request that replaced ours was done: its restart came after ours was asked
-        (view(G, state("g.service", M1, "active", "t2")), Outcome(True)),
-        # the machine's state is gone (unloaded, or its lease expired)
-        (view(G), Outcome(False, f"machine {M1} no longer reports the unit")),
-        (view(None), Outcome(False, "the unit was destroyed")),
-        # stopped meanwhile: the agent will not do it
-        (view(Job("g.service", GLOBAL.hash, JobState.LOADED), state("g.service", M1)),
-         Outcome(False, "its desired state is now loaded")),
-    ],
-    ids=["restarted", "pending", "activating", "deactivating", "failed", "inactive",
-         "not-found", "replaced-request-done", "state-gone", "destroyed", "stopped"],
-)
-def test_restart_outcome(snapshot, expected) -> None:
-    assert restart_outcome(snapshot, "g.service", M1, {"t1", "t2"}) == expected
 
 
 # --- over HTTP -------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Which machine answers for a unit's status and journal, or fleetctl's words for why none."""
+"""Which machine answers for a unit's status and journal, and whose state `/state/{name}`
+shows, or fleetctl's words for why none."""
 
 from __future__ import annotations
 
 import pytest
 
 from fleetd.model import Job, JobState, UnitContent, UnitState
-from fleetd.reconcile.inspection import journal_machine, status_machines
+from fleetd.reconcile.inspection import journal_machine, shown_state, status_machines
 from fleetd.reconcile.refuse import Refuse
 from fleetd.registry import Snapshot
 from fleetd.unit import parse_unit
@@ -125,3 +126,35 @@ def test_a_global_unit_no_machine_reports_has_no_journal() -> None:
     assert journal_machine(view(GLOBAL), "u.service", M1) == Refuse(
         409, "Unit u.service does not appear to be running."
     )
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "machine"),
+    [
+        # its machine's state, even when a stale one of a lower machine ID is still there
+        pytest.param(view(placed=M2, reporting=(M1, M2, M3)), M2, id="placed"),
+        # placed, its machine not reporting yet: the state of the lowest machine ID that does
+        pytest.param(view(placed=M2, reporting=(M3, M1)), M1, id="placed-not-reported"),
+        pytest.param(view(reporting=(M3,)), M3, id="unplaced-one-state"),
+        # a global unit: every machine's state is as good, the first by ID is shown
+        pytest.param(view(GLOBAL, reporting=(M3, M2)), M2, id="global"),
+    ],
+)
+def test_the_state_shown_is_the_placed_machines_else_the_first(
+    snapshot: Snapshot, machine: str
+) -> None:
+    shown = shown_state(snapshot, "u.service")
+    assert isinstance(shown, UnitState) and shown.machine_id == machine
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [
+        pytest.param(view(placed=M1), id="placed-no-state"),
+        pytest.param(view(GLOBAL), id="global-no-state"),
+    ],
+)
+def test_a_unit_no_machine_reports_has_no_state(snapshot: Snapshot) -> None:
+    # fleet's words: the unit itself may well exist
+    assert shown_state(snapshot, "u.service") == Refuse(404, "unit state does not exist")
+    assert shown_state(snapshot, "nope.service") == Refuse(404, "unit state does not exist")
