@@ -13,10 +13,9 @@ import pytest
 
 from fleetd.cli.files import local_path, read_arguments
 from fleetd.reconcile.submit import plan_submit
-from fleetd.unit import parse_unit
+from tests.seed import seed_text, seed_unit
 
-SEED = Path(__file__).parents[2] / "examples" / "seed"
-APACHE = parse_unit((SEED / "apache@.service").read_text())
+APACHE = seed_unit("apache@.service")
 
 
 def created(*args: str) -> list[tuple[str, str]]:
@@ -36,8 +35,8 @@ def walkthrough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The walkthrough's layout: templates/, instances/ (symlinks), static/, a link at the top."""
     for d in ("templates", "instances", "static"):
         (tmp_path / d).mkdir()
-    (tmp_path / "templates" / "apache@.service").write_text((SEED / "apache@.service").read_text())
-    (tmp_path / "static" / "hello.service").write_text((SEED / "hello.service").read_text())
+    (tmp_path / "templates" / "apache@.service").write_text(seed_text("apache@.service"))
+    (tmp_path / "static" / "hello.service").write_text(seed_text("hello.service"))
     for port in (5555, 6666, 7777):
         os.symlink(
             "../templates/apache@.service", tmp_path / "instances" / f"apache@{port}.service"

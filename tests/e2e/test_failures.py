@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.faults.harness import BIN, sandbox_env
+from tests.seed import seed_text
 
 pytestmark = pytest.mark.root
 
-SEED = Path(__file__).parents[2] / "examples" / "seed"
 UNIT_LINE = re.compile(r"^Unit (\S+) failed on [0-9a-f]{8}\.\.\./127\.0\.0\.1[1-3]$", re.M)
 
 
@@ -46,7 +45,7 @@ def assert_failed(done: subprocess.CompletedProcess, name: str, reason: str) -> 
 
 
 def test_seed_hello_without_docker_fails_with_the_reason_and_its_journal(fleetctl) -> None:
-    hello = (SEED / "hello.service").read_text()
+    hello = seed_text("hello.service")
     done = fleetctl("start", "hello.service", files={"hello.service": hello})
     assert_failed(done, "hello.service", "systemd reports ActiveState=failed SubState=failed, "
                   "Result=exit-code, ExecStartPre=/usr/bin/docker pull busybox (code=exited, "

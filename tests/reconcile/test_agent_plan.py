@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,10 +19,10 @@ from fleetd.reconcile.agent import (
     plan_agent,
 )
 from fleetd.unit import parse_unit
+from tests.seed import seed_unit
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
-HELLO = parse_unit((SEED / "hello.service").read_text())
-APACHE = parse_unit((SEED / "apache@.service").read_text())
+HELLO = seed_unit("hello.service")
+APACHE = seed_unit("apache@.service")
 H1, H2 = "a" * 40, "b" * 40
 ME, OTHER = "1" * 32, "2" * 32
 

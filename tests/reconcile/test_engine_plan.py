@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,9 +10,9 @@ from fleetd.model import JobState
 from fleetd.reconcile.engine import Action, Reason, plan_engine
 from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec, reject_reason
 from fleetd.unit import parse_unit
+from tests.seed import seed_unit
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
-APACHE = parse_unit((SEED / "apache@.service").read_text())
+APACHE = seed_unit("apache@.service")
 
 M1, M2, M3 = "1" * 32, "2" * 32, "3" * 32
 MACHINES = [

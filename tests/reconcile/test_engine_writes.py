@@ -3,8 +3,6 @@ the same object), its plan as one guarded write per job, and won writes recorded
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 
@@ -24,9 +22,9 @@ from fleetd.reconcile.engine import (
 from fleetd.registry import Changed, ClusterView, KeyKind, Snapshot
 from fleetd.unit import parse_unit
 from tests.reconcile.test_engine_plan import clusters, result
+from tests.seed import seed_unit
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
-HELLO = parse_unit((SEED / "hello.service").read_text())
+HELLO = seed_unit("hello.service")
 DB = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=role=db\n")
 M1, M2, M3 = "1" * 32, "2" * 32, "3" * 32
 UNITS = {HELLO.hash: UnitContent(HELLO), DB.hash: UnitContent(DB)}

@@ -3,8 +3,6 @@ Global, or unsure while their content is unknown), and what the machine should h
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,9 +21,9 @@ from fleetd.model import (
 from fleetd.reconcile.relevance import LocalJobs
 from fleetd.registry import Changed, ClusterView, KeyKind, Removed, Resync, Snapshot
 from fleetd.unit import parse_unit
+from tests.seed import seed_unit
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
-HELLO = parse_unit((SEED / "hello.service").read_text())
+HELLO = seed_unit("hello.service")
 GLOBAL = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\n")
 WEB_GLOBAL = parse_unit(
     "[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n"

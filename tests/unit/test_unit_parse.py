@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetd.unit import MAX_LINE_BYTES, UnitFile, UnitOption, UnitParseError, parse_unit
+from tests.seed import seed_text
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
-HELLO = (SEED / "hello.service").read_text()
-APACHE = (SEED / "apache@.service").read_text()
+HELLO = seed_text("hello.service")
+APACHE = seed_text("apache@.service")
 
 # fleet's own examples/hello.service, whose hash fleet's documentation shows as e55c0ae.
 FLEET_EXAMPLE_HELLO = """[Unit]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from fleetd.unit import Requirements, UnitValidationError, glob_match, parse_unit
+from tests.seed import seed_unit
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
-APACHE = parse_unit((SEED / "apache@.service").read_text())
-HELLO = parse_unit((SEED / "hello.service").read_text())
+APACHE = seed_unit("apache@.service")
+HELLO = seed_unit("hello.service")
 
 
 def req(xfleet: str, name: str = "u.service") -> Requirements:
