@@ -24,6 +24,7 @@ __all__ = [
     "api_error_line",
     "api_failure",
     "block_options",
+    "echo_lines",
     "emit_json",
     "require_units",
     "settings",
@@ -381,6 +382,7 @@ def report_wait_errors(errors: list[str]) -> None:
         raise Failure("\n".join(lines))
 
 
-def triggered(names: Iterable[str], verb: str) -> None:
-    for name in names:
-        click.echo(f"Triggered unit {name} {verb}")
+def echo_lines(lines: Iterable[Any]) -> None:
+    """Print a plan's lines (`fleetd.reconcile.submit.Line`): each on stdout, or on stderr."""
+    for line in lines:
+        click.echo(line.text, err=line.stderr)
