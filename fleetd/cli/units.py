@@ -8,7 +8,7 @@ this module lists the registered units, carries the plan out and waits, in fleet
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -31,24 +31,28 @@ from fleetd.cli.output import is_global, unit_file_of
 if TYPE_CHECKING:  # imported when a command runs: `fleetctl version` loads no unit model
     from fleetd.reconcile.lifecycle import Listed
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "listed_unit"]
+
+
+def listed_unit(unit: dict[str, Any]) -> Listed:
+    """What the planners of `fleetd.reconcile.lifecycle` and `.remote` read of an API unit."""
+    from fleetd.reconcile.lifecycle import Listed
+
+    return Listed(
+        unit["name"],
+        desired=unit.get("desiredState") or "",
+        current=unit.get("currentState") or "",
+        is_global=is_global(unit),
+        machine=unit.get("machineID") or "",
+    )
 
 
 def _find_units(args: tuple[str, ...]) -> list[Listed]:
     """The registered units the arguments name (unknown names are skipped, as in fleet)."""
-    from fleetd.reconcile.lifecycle import Listed, named_units
+    from fleetd.reconcile.lifecycle import named_units
 
     registered = {u["name"]: u for u in settings().client().units()}
-    return [
-        Listed(
-            unit["name"],
-            desired=unit.get("desiredState") or "",
-            current=unit.get("currentState") or "",
-            is_global=is_global(unit),
-            machine=unit.get("machineID") or "",
-        )
-        for unit in named_units(args, registered)
-    ]
+    return [listed_unit(unit) for unit in named_units(args, registered)]
 
 
 def _stop_or_unload(verb: str, args: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
