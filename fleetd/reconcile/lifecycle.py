@@ -4,8 +4,8 @@ fleet's runStopUnit, runUnloadUnit, runDestroyUnit and (with fleetd's rolling re
 Global units) runRestartUnit as pure functions: the CLI lists the registered units, hands the
 ones the arguments name to a planner, then carries the plan out — sets desired states,
 destroys, asks machines to restart, waits — and prints its lines. So which unit is skipped,
-refused, waited for and for what, and every message of fleet's these commands print, can be
-tested on plain values (tests/reconcile/test_lifecycle.py).
+refused, waited for and for what, and every line these commands print in fleet's words, can
+be tested on plain values (tests/reconcile/test_lifecycle.py).
 """
 
 from __future__ import annotations
