@@ -9,6 +9,8 @@ unit on real machines in tests/e2e/test_restart.py).
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleetd.reconcile.lifecycle import (
     NOT_FOUND,
@@ -385,3 +387,50 @@ def test_the_same_input_gives_the_same_plans() -> None:
     assert plan_restart(units) == plan_restart(list(units))
     assert plan_target("stop", units, block=False) == plan_target("stop", list(units), block=False)
     assert plan_rolling_restart("g", [M2, M1]) == plan_rolling_restart("g", (M1, M2))
+
+
+# --- properties over any registry ------------------------------------------------------------
+
+STATES = st.sampled_from(["", "inactive", "loaded", "launched"])
+LISTED = st.builds(
+    Listed,
+    name=st.sampled_from([f"u{i}.service" for i in range(6)]),
+    desired=st.sampled_from(["inactive", "loaded", "launched"]),
+    current=STATES,
+    is_global=st.booleans(),
+)
+UNIQUE = st.lists(LISTED, max_size=6, unique_by=lambda u: u.name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["stop", "unload"]), UNIQUE, st.booleans())
+def test_stop_and_unload_set_only_what_is_not_there_and_wait_only_for_what_they_set(
+    verb: str, units: list[Listed], block: bool
+) -> None:
+    p = plan_target(verb, units, block=block)
+    by_name = {u.name: u for u in units}
+    if p.refusal or not units:
+        assert (p.set, p.units, p.done) == ((), (), ())  # nothing sent, nothing said after
+        return
+    for change in p.set:
+        unit = by_name[change.name]
+        assert unit.is_global or unit.current != p.state
+        assert (change.triggered is not None) is unit.is_global
+    assert set(p.units) == {s.name for s in p.set if not by_name[s.name].is_global}
+    assert [s.name for s in p.set] == [u.name for u in units if u.name in {s.name for s in p.set}]
+    assert p.wait is block and len(p.triggered) == (0 if block else len(p.units))
+
+
+@settings(max_examples=300, deadline=None)
+@given(UNIQUE, st.booleans())
+def test_restart_gives_every_unit_one_turn_in_order_ending_launched(
+    units: list[Listed], block: bool
+) -> None:
+    p = plan_restart(units, block=block)
+    assert [r.name for r in p.units] == [u.name for u in units]
+    for restart in p.units:
+        # exactly one of: steps, rolling, a problem
+        assert sum((bool(restart.steps), restart.rolling, bool(restart.problem))) == 1
+        if restart.steps:  # a non-global unit is always left launched, each step said or waited
+            assert restart.steps[-1] == Step("launched", True, restart.steps[-1].triggered)
+            assert all((s.triggered is None) is block for s in restart.steps)

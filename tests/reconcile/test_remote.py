@@ -5,6 +5,8 @@ against a real sshd: tests/cli/test_ssh.py."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleetd.reconcile.lifecycle import Listed
 from fleetd.reconcile.remote import (
@@ -197,3 +199,29 @@ GLOBAL_REFUSED = (
 )  # fmt: skip
 def test_what_journal_says_when_refused(message: str, machine: str, said: str) -> None:
     assert journal_refusal("g.service", message, machine=machine) == said
+
+
+IDS = st.sampled_from([A1, A2, B1, "c" * 32])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(IDS, st.sampled_from(["", "10.0.0.1", "10.0.0.2"]), max_size=4),
+    st.sampled_from(["", "a", "a1", "b", "c", "hello"]),
+    st.sampled_from(["machine", "unit", "either"]),
+    st.none() | st.builds(Listed, st.just("hello.service"), machine=IDS | st.just(""),
+                          is_global=st.booleans()),
+)  # fmt: skip
+def test_ssh_goes_to_the_one_machine_named_or_refuses(
+    machines: dict[str, str], name: str, by: str, found: Listed | None
+) -> None:
+    query = SshQuery(machine=None if by == "unit" else name, unit=None if by == "machine" else name)
+    target = plan_ssh(query, machines, found)
+    assert bool(target.address) != bool(target.refusal)  # one or the other, never both
+    if target.address:
+        # the IP of the only machine with that prefix, or that of the unit's machine
+        prefixed = [ip for m, ip in machines.items() if m.startswith(name)]
+        candidates = prefixed if by != "unit" and len(prefixed) == 1 else []
+        if by != "machine" and found is not None and not found.is_global:
+            candidates.append(machines.get(found.machine))
+        assert target.address in candidates
