@@ -3,9 +3,10 @@
 Kept light on purpose (it must start in well under 150 ms): it imports click and the standard
 library only; the API client and the unit model are imported inside the commands that need
 them. One module per command group: submit (submit, load, start: they carry out the pure plan of
-`fleetd.reconcile.submit`), units (stop, unload, destroy, restart, cat), lists (list-*), remote
-(status, journal, ssh); output holds the table layout, files the local unit files, context the
-shared flags, client and waiting.
+`fleetd.reconcile.submit`), units (stop, unload, destroy, restart, cat: the plans of
+`fleetd.reconcile.lifecycle`), lists (list-*), remote (status, journal, ssh: where they go is
+`fleetd.reconcile.remote`'s choice); output holds the table layout, files the local unit files,
+context the shared flags, client and waiting.
 """
 
 from __future__ import annotations

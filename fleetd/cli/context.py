@@ -24,6 +24,7 @@ __all__ = [
     "api_error_line",
     "api_failure",
     "block_options",
+    "echo_lines",
     "emit_json",
     "require_units",
     "settings",
@@ -330,7 +331,9 @@ def wait_for_units(
 
 def failure_line(event: dict[str, Any]) -> str:
     """`unit bad.service failed on 5ab7f3b4: systemd reports ...` (fleet's error form)."""
-    where = f" on {event['machineID'][:8]}" if event.get("machineID") else ""
+    from fleetd.unit import short_id
+
+    where = f" on {short_id(event['machineID'])}" if event.get("machineID") else ""
     verb = "" if event.get("unschedulable") else f" failed{where}:"
     return f"unit {event['name']}{verb} {event.get('reason') or ''}".rstrip()
 
@@ -338,6 +341,7 @@ def failure_line(event: dict[str, Any]) -> str:
 def explain_failure(event: dict[str, Any], lines: int) -> None:
     """What systemd said of a failed unit, then its last journal lines, on stderr."""
     from fleetd.api.client import APIError, MachineUnreachable
+    from fleetd.unit import short_id
 
     name = event["name"]
     click.echo(f"{name}: {event.get('reason') or 'failed'}", err=True)
@@ -360,7 +364,8 @@ def explain_failure(event: dict[str, Any], lines: int) -> None:
     except APIError as err:  # say why there is no journal, and go on with the other units
         click.echo(f"{name}: journal unavailable: {err.message or err}", err=True)
         return
-    click.echo(f"{name}: last {lines} journal lines on {machine[:8] or 'its machine'}:", err=True)
+    where = short_id(machine) or "its machine"
+    click.echo(f"{name}: last {lines} journal lines on {where}:", err=True)
     click.echo(text, err=True, nl=not text.endswith("\n"))
 
 
@@ -381,6 +386,7 @@ def report_wait_errors(errors: list[str]) -> None:
         raise Failure("\n".join(lines))
 
 
-def triggered(names: Iterable[str], verb: str) -> None:
-    for name in names:
-        click.echo(f"Triggered unit {name} {verb}")
+def echo_lines(lines: Iterable[Any]) -> None:
+    """Print a plan's lines (`fleetd.reconcile.submit.Line`): each on stdout, or on stderr."""
+    for line in lines:
+        click.echo(line.text, err=line.stderr)

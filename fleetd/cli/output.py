@@ -65,7 +65,9 @@ def tabwrite(rows: Sequence[Sequence[str]]) -> str:
 
 def machine_id_legend(machine_id: str, *, full: bool) -> str:
     """`5ab7f3b4...`, or the whole ID with --full."""
-    return machine_id if full else f"{machine_id[:8]}..."
+    from fleetd.unit import short_id  # here, so `fleetctl version` loads no unit model
+
+    return machine_id if full else f"{short_id(machine_id)}..."
 
 
 def machine_full_legend(machine_id: str, ip: str, *, full: bool) -> str:

@@ -10,13 +10,8 @@ from typing import Any
 import click
 
 from fleetd.cli.context import Failure, emit_json, settings
-from fleetd.cli.output import is_global
 
 __all__ = ["COMMANDS", "journal_text_over_ssh", "ssh_argv"]
-
-
-def _api_error(err: Any) -> Failure:
-    return Failure(getattr(err, "message", "") or str(err))
 
 
 @click.command(help="Output the status of one or more units in the cluster")
@@ -109,6 +104,7 @@ def journal(
     units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sudo: bool, machine: str
 ) -> None:
     from fleetd.api.client import APIError, MachineUnreachable, Unreachable
+    from fleetd.reconcile.remote import journal_command, journal_machine_id, journal_refusal
     from fleetd.unit import mangle_name
 
     if len(units) != 1:
@@ -118,7 +114,10 @@ def journal(
     stream: Any = None
     client = settings().client()
     try:
-        machine_id = _machine_id(client, machine) if machine else None
+        machine_id = None
+        if machine:
+            ids = [m.get("id") or "" for m in client.machines()]
+            machine_id = journal_machine_id(ids, machine)
         stream = client.journal(name, lines=lines, follow=follow, machine_id=machine_id)
         for chunk in stream:
             out.write(chunk)
@@ -128,30 +127,14 @@ def journal(
     except Unreachable:
         raise
     except MachineUnreachable as err:  # fleet's way: journalctl there, over SSH
-        command = ["journalctl", "--unit", name, "--no-pager", "-n", str(lines)]
-        if sudo:
-            command.insert(0, "sudo")
-        if follow:
-            command.append("-f")
+        command = journal_command(name, lines, sudo=sudo, follow=follow)
         _exec_over_ssh(_address_of(err), command, ssh_port)
     except APIError as err:
-        if not machine and err.message.startswith(_GLOBAL_JOURNAL.format(name=name)):
-            raise Failure(_GLOBAL_JOURNAL.format(name=name) + ".") from None  # fleet's words
-        raise _api_error(err) from None
+        raise Failure(journal_refusal(name, err.message or str(err), machine=machine)) from None
     finally:
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-
-
-_GLOBAL_JOURNAL = "Unable to retrieve journal of global unit {name}"
-
-
-def _machine_id(client: Any, prefix: str) -> str:
-    """The full ID of the one machine whose ID starts with `prefix` (as `ssh -m`); else the
-    argument as given, for the server to judge."""
-    matches = [m["id"] for m in client.machines() if (m.get("id") or "").startswith(prefix)]
-    return matches[0] if len(matches) == 1 else prefix
 
 
 def ssh_argv(
@@ -192,10 +175,12 @@ def ssh_argv(
 
 def _address_of(err: Any) -> str:
     """The public IP of the (first) machine the API could not reach, or a Failure."""
-    _, ip = err.machines[0] if err.machines else ("", "")
-    if not ip:
-        raise Failure(f"{err.message}; its public IP is unknown, so SSH cannot reach it either")
-    return ip
+    from fleetd.reconcile.remote import plan_ssh_fallback
+
+    fallback = plan_ssh_fallback(err.message, err.machines)
+    if not fallback.addresses:
+        raise Failure(fallback.problem)
+    return fallback.addresses[0]
 
 
 def _remote_argv(address: str, command: list[str], ssh_port: int) -> list[str]:
@@ -233,12 +218,12 @@ def _status_over_ssh(name: str, err: Any, ssh_port: int, *, capture: bool) -> tu
     (exit status, the text when captured for --output json)."""
     import subprocess
 
-    _address_of(err)  # a precise error when no IP is known
+    from fleetd.reconcile.remote import plan_ssh_fallback, status_command
+
+    fallback = plan_ssh_fallback(err.message, err.machines)
     texts: list[str] = []
-    for number, (_, ip) in enumerate(err.machines):
-        if not ip:
-            raise Failure(f"{err.message}; its public IP is unknown, so SSH cannot reach it either")
-        argv = _remote_argv(ip, ["systemctl", "status", "-l", name], ssh_port)
+    for number, ip in enumerate(fallback.addresses):
+        argv = _remote_argv(ip, status_command(name), ssh_port)
         settings().debug_log(f"the API cannot reach the machine ({err.message}): running {argv}")
         if number and not capture:
             click.echo("")  # between the machines of a global unit
@@ -254,6 +239,8 @@ def _status_over_ssh(name: str, err: Any, ssh_port: int, *, capture: bool) -> tu
             texts.append(done.stdout.decode("utf-8", "replace"))
         if done.returncode != 0:
             return done.returncode, "\n".join(texts)
+    if fallback.problem:  # a machine whose IP is unknown: SSH cannot reach it either
+        raise Failure(fallback.problem)
     return 0, "\n".join(texts)
 
 
@@ -263,9 +250,9 @@ def journal_text_over_ssh(name: str, err: Any, lines: int, ssh_port: int = 22) -
     why when ssh cannot get them."""
     import subprocess
 
-    argv = _remote_argv(
-        _address_of(err), ["journalctl", "--unit", name, "--no-pager", "-n", str(lines)], ssh_port
-    )
+    from fleetd.reconcile.remote import journal_command
+
+    argv = _remote_argv(_address_of(err), journal_command(name, lines), ssh_port)
     settings().debug_log(f"the API cannot reach the machine ({err.message}): running {argv}")
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
@@ -291,31 +278,6 @@ def _exec_over_ssh(address: str, command: list[str], ssh_port: int) -> None:
         raise Failure(f"Failed building SSH client: {err}") from None
 
 
-def _machine_by_prefix(client: Any, prefix: str) -> tuple[str | None, str | None]:
-    """(address, error) of the machine whose ID starts with `prefix`."""
-    matches = [m for m in client.machines() if (m.get("id") or "").startswith(prefix)]
-    if not matches:
-        return None, "machine does not exist"
-    if len(matches) > 1:
-        return None, "found more than one machine"
-    return matches[0].get("primaryIP") or "", None
-
-
-def _machine_of_unit(client: Any, arg: str) -> tuple[str | None, str | None]:
-    from fleetd.unit import mangle_name
-
-    unit = client.unit(mangle_name(arg))
-    if unit is None:
-        return None, "unit does not exist"
-    if is_global(unit):
-        return None, "global units unsupported"
-    machine = unit.get("machineID") or ""
-    if not machine:
-        return None, f"unit {unit['name']} is not scheduled to a machine"
-    ips = {m["id"]: m.get("primaryIP") or "" for m in client.machines()}
-    return ips.get(machine) or None, None if ips.get(machine) else "machine of unit not found"
-
-
 @click.command(
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
     help="Open interactive shell on a machine in the cluster",
@@ -338,44 +300,21 @@ def _machine_of_unit(client: Any, arg: str) -> tuple[str | None, str | None]:
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ssh(args: tuple[str, ...], forward_agent: bool, machine: str, unit: str, ssh_port: int) -> None:
+    from fleetd.cli.units import listed_unit
+    from fleetd.reconcile.remote import plan_ssh, ssh_query
+    from fleetd.unit import mangle_name
+
     opts = settings()
     client = opts.client()
-    rest = list(args)
-    if machine and unit:
-        raise Failure("Both machine and unit flags provided, please specify only one.")
-    if machine:
-        address, error = _machine_by_prefix(client, machine)
-    elif unit:
-        address, error = _machine_of_unit(client, unit)
-    elif not rest:
-        address, error = None, "one machine or unit must be provided"
-    else:
-        lookup = rest.pop(0)
-        m_addr, m_err = _machine_by_prefix(client, lookup)
-        u_addr, _ = _machine_of_unit(client, lookup)
-        if m_addr is not None and u_addr is not None:
-            address, error = (
-                None,
-                (
-                    f"ambiguous argument, both machine and unit found for `{lookup}`.\n"
-                    "Please use flag `-m` or `-u` to refine the search"
-                ),
-            )
-        elif m_addr is not None:
-            address, error = m_addr, None
-        elif u_addr is not None:
-            address, error = u_addr, None
-        elif m_err == "found more than one machine":
-            address, error = None, m_err
-        else:
-            address, error = None, "could not find matching unit or machine"
-    if error:
-        raise Failure(f"Unable to proceed: {error}")
-    if not address:
-        raise Failure("Could not determine address of machine.")
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    argv = _ssh_with_flags(address, rest, ssh_port, forward_agent)
+    query = ssh_query(args, machine=machine, unit=unit)
+    if query.refusal:
+        raise Failure(query.refusal)
+    machines = {m.get("id") or "": m.get("primaryIP") or "" for m in client.machines()}
+    found = client.unit(mangle_name(query.unit)) if query.unit is not None else None
+    target = plan_ssh(query, machines, None if found is None else listed_unit(found))
+    if target.refusal:
+        raise Failure(target.refusal)
+    argv = _ssh_with_flags(target.address, list(query.command), ssh_port, forward_agent)
     opts.debug_log(f"running {argv}")
     sys.stdout.flush()
     sys.stderr.flush()

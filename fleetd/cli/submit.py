@@ -16,6 +16,7 @@ from fleetd.cli.context import (
     api_failure,
     block_options,
     block_timeout,
+    echo_lines,
     report_wait_errors,
     require_units,
     settings,
@@ -24,7 +25,7 @@ from fleetd.cli.context import (
 )
 
 if TYPE_CHECKING:  # imported when a command runs: `fleetctl version` loads no unit model
-    from fleetd.reconcile.submit import Line, SubmitPlan
+    from fleetd.reconcile.submit import SubmitPlan
 
 __all__ = ["COMMANDS"]
 
@@ -75,7 +76,7 @@ def _submit(
 
 def _carry_out(plan: SubmitPlan) -> None:
     """The plan's requests and lines, up to the wait: the first request that fails ends it."""
-    _echo(plan.notes)
+    echo_lines(plan.notes)
     if plan.refusal:
         raise Failure(plan.refusal)
     client = settings().client()
@@ -83,12 +84,12 @@ def _carry_out(plan: SubmitPlan) -> None:
     for write, err in zip(plan.writes, client.put_units(writes), strict=True):
         if err is not None:
             raise api_failure(f"Error creating units: failed creating unit {write.name}", err)
-    _echo(plan.written)
+    echo_lines(plan.written)
     states = [{"name": name, "desiredState": plan.state} for name in plan.set]
     for name, err in zip(plan.set, client.put_units(states), strict=True):
         if err is not None:
             raise api_failure(f"Error setting target state of unit {name}", err)
-    _echo(plan.triggered)
+    echo_lines(plan.triggered)
 
 
 def _unit_body(name: str, unit: Any, desired: str) -> dict[str, Any]:
@@ -97,11 +98,6 @@ def _unit_body(name: str, unit: Any, desired: str) -> dict[str, Any]:
     if desired:
         body["desiredState"] = desired
     return body
-
-
-def _echo(lines: tuple[Line, ...]) -> None:
-    for line in lines:
-        click.echo(line.text, err=line.stderr)
 
 
 @click.command(help="Upload one or more units to the cluster without starting them")

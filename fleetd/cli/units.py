@@ -1,9 +1,14 @@
 """Unit lifecycle commands after submit/load/start (`fleetd.cli.submit`): stop, unload,
-destroy, restart, and cat."""
+destroy, restart, and cat.
+
+What each does to which unit — skipped, refused, set, destroyed, restarted machine by
+machine, waited for — and what it says is decided by the pure `fleetd.reconcile.lifecycle`;
+this module lists the registered units, carries the plan out and waits, in fleet's order.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,173 +17,146 @@ from fleetd.cli.context import (
     api_failure,
     block_options,
     block_timeout,
+    echo_lines,
     emit_json,
     explain_failure,
     report_wait_errors,
     require_units,
     settings,
-    triggered,
     unit_options,
     wait_for_units,
 )
 from fleetd.cli.output import is_global, unit_file_of
 
-__all__ = ["COMMANDS"]
+if TYPE_CHECKING:  # imported when a command runs: `fleetctl version` loads no unit model
+    from fleetd.reconcile.lifecycle import Listed
+
+__all__ = ["COMMANDS", "listed_unit"]
 
 
-def _find_units(args: tuple[str, ...]) -> list[dict[str, Any]]:
+def listed_unit(unit: dict[str, Any]) -> Listed:
+    """What the planners of `fleetd.reconcile.lifecycle` and `.remote` read of an API unit."""
+    from fleetd.reconcile.lifecycle import Listed
+
+    return Listed(
+        unit["name"],
+        desired=unit.get("desiredState") or "",
+        current=unit.get("currentState") or "",
+        is_global=is_global(unit),
+        machine=unit.get("machineID") or "",
+    )
+
+
+def _find_units(args: tuple[str, ...]) -> list[Listed]:
     """The registered units the arguments name (unknown names are skipped, as in fleet)."""
-    from fleetd.unit import mangle_name
+    from fleetd.reconcile.lifecycle import named_units
 
-    by_name = {u["name"]: u for u in settings().client().units()}
-    wanted = dict.fromkeys(mangle_name(a) for a in args)
-    return [by_name[n] for n in wanted if n in by_name]
+    registered = {u["name"]: u for u in settings().client().units()}
+    return [listed_unit(unit) for unit in named_units(args, registered)]
 
 
-def _stop_or_unload(
-    args: tuple[str, ...], *, verb: str, state: str, done: str, no_block: bool, block_attempts: int
-) -> None:
+def _stop_or_unload(verb: str, args: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
+    from fleetd.reconcile.lifecycle import plan_target
+
     require_units(args)
-    units = _find_units(args)
-    if not units:  # nothing to stop or unload: the end state holds (exit 0, as fleet; destroy too)
-        click.echo("Units not found in registry", err=True)
+    timeout = block_timeout(no_block, block_attempts)
+    plan = plan_target(verb, _find_units(args), block=timeout is not False)
+    echo_lines(plan.notes)
+    if plan.refusal:
+        raise Failure(plan.refusal)
+    if not plan.done:  # nothing to stop or unload: the end state holds (exit 0, as fleet)
         return
     client = settings().client()
-    changes: list[dict[str, Any]] = []
-    for unit in units:
-        name, current = unit["name"], unit.get("currentState")
-        if not is_global(unit):
-            if verb == "stop" and current == "inactive":
-                raise Failure(f"Unable to stop unit {name} in state inactive")
-            if current == state:
-                continue  # already there
-        changes.append(unit)
-    errors = client.put_units([{"name": u["name"], "desiredState": state} for u in changes])
-    waiting: list[str] = []
-    for unit, err in zip(changes, errors, strict=True):
-        name = unit["name"]
+    errors = client.put_units([{"name": s.name, "desiredState": plan.state} for s in plan.set])
+    for change, err in zip(plan.set, errors, strict=True):
         if err is not None:
-            raise api_failure(f"Error setting target state of unit {name}", err)
-        if is_global(unit):
-            click.echo(f"Triggered global unit {name} {verb}")
-        else:
-            waiting.append(name)
-    timeout = block_timeout(no_block, block_attempts)
-    if timeout is False:
-        triggered(waiting, verb)
-    else:
-        errors = wait_for_units(waiting, state, timeout=timeout)
+            raise api_failure(f"Error setting target state of unit {change.name}", err)
+        if change.triggered is not None:
+            echo_lines((change.triggered,))
+    echo_lines(plan.triggered)
+    if plan.wait:
+        errors = wait_for_units(plan.units, plan.state, timeout=timeout)
         if errors:
-            raise Failure(
-                "\n".join(f"Error waiting for units: {e}" for e in errors)
-                + f"\nFailed to {verb} units [{' '.join(waiting)}]. err: {errors[0]}"
-            )
-    click.echo(f"Successfully {done} units [{' '.join(waiting)}].", err=True)
+            raise Failure(plan.failure(errors))
+    echo_lines(plan.done)
 
 
 @click.command(help="Instruct systemd to stop one or more units in the cluster.")
 @block_options()
 @click.argument("units", nargs=-1)
 def stop(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
-    _stop_or_unload(
-        units,
-        verb="stop",
-        state="loaded",
-        done="stopped",
-        no_block=no_block,
-        block_attempts=block_attempts,
-    )
+    _stop_or_unload("stop", units, no_block, block_attempts)
 
 
 @click.command(help="Unschedule one or more units in the cluster.")
 @block_options()
 @click.argument("units", nargs=-1)
 def unload(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
-    _stop_or_unload(
-        units,
-        verb="unload",
-        state="inactive",
-        done="unloaded",
-        no_block=no_block,
-        block_attempts=block_attempts,
-    )
+    _stop_or_unload("unload", units, no_block, block_attempts)
 
 
 @click.command(help="Destroy one or more units in the cluster")
 @block_options()
 @click.argument("units", nargs=-1)
 def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
-    # Deleting is synchronous in the registry: when destroy_unit returns, the unit is gone, so
-    # there is nothing to wait for; --no-block/--block-attempts are accepted for fleet's sake.
+    from fleetd.reconcile.lifecycle import plan_destroy
 
     require_units(units)
-    found = _find_units(units)
-    if not found:
-        click.echo("Units not found in registry", err=True)
+    plan = plan_destroy(_find_units(units))
+    echo_lines(plan.notes)
+    if not plan.destroy:
         return  # nothing left to destroy: the requested end state holds (exit 0, as fleet)
-    client = settings().client()
-    answers = client.destroy_units([u["name"] for u in found])
-    errors = [None if a is None else f"Error destroying units: {a.message or a}" for a in answers]
-    failed = [e for e in errors if e is not None]
-    for unit, error in zip(found, errors, strict=True):
-        if error is None:
-            click.echo(f"Destroyed {unit['name']}")
-    if failed:
-        raise Failure("\n".join(failed))
+    answers = settings().client().destroy_units(list(plan.destroy))
+    said, failure = plan.report([None if a is None else a.message or str(a) for a in answers])
+    echo_lines(said)
+    if failure:
+        raise Failure(failure)
 
 
 def _restart_global(name: str, timeout: float | bool | None, lines: int) -> str | None:
-    """Restart a Global unit on every machine that reports it, one machine at a time: each
-    waited for until the unit is active again there, before the next one is asked; the first
-    failure ends it (the machines after it are left alone). With --no-block (`timeout` False),
-    every machine is asked at once and nothing is waited for. Returns a problem, or None."""
+    """Carry out the rolling restart of the Global unit `name` (`plan_rolling_restart`): each
+    machine asked in turn and, unless --no-block (`timeout` False), waited for; the first
+    failure is explained (systemd's words, the journal) and ends the command. Returns the
+    problem to report with the other units', or None."""
     from fleetd.api.client import APIError
     from fleetd.cli.output import machine_full_legend
+    from fleetd.reconcile.lifecycle import plan_rolling_restart
 
     client = settings().client()
     try:
-        machines = sorted({s["machineID"] for s in client.states(unit_name=name)})
+        reporting = [s["machineID"] for s in client.states(unit_name=name)]
     except APIError as err:
         raise api_failure(f"Error retrieving the states of unit {name}", err) from None
-    if not machines:
-        return f"Unable to restart global unit {name}: no machine runs it"
-    if timeout is False:
-        failed = []
-        for machine in machines:
+    rolling = plan_rolling_restart(name, reporting, block=timeout is not False)
+    if rolling.problem:
+        return rolling.problem
+    if not rolling.wait:
+        refused: dict[str, str] = {}
+        for machine in rolling.machines:
             try:
                 client.restart(name, machine)
             except APIError as err:
-                failed.append(f"Error restarting unit {name} on {machine}: {err.message or err}")
-        click.echo(f"Triggered global unit {name} restart")
-        if failed:
-            raise Failure("\n".join(failed))
+                refused[machine] = err.message or str(err)
+        echo_lines(rolling.triggered)
+        if refused:
+            raise Failure(rolling.unasked(refused))
         return None
     try:
         ips = {m["id"]: m.get("primaryIP") or "" for m in client.machines()}
     except APIError as err:
         raise api_failure("Error retrieving the machines", err) from None
-
-    def legend(machine: str) -> str:
-        return machine_full_legend(machine, ips.get(machine, ""), full=False)
-
-    for i, machine in enumerate(machines):
+    legends = {m: machine_full_legend(m, ips.get(m, ""), full=False) for m in rolling.machines}
+    for machine in rolling.machines:
         try:
             answer = client.restart(name, machine, wait=True, timeout=timeout)
         except APIError as err:
             answer = {"restarted": False, "reason": err.message or str(err)}
         if answer.get("restarted"):
-            click.echo(f"Unit {name} restarted on {legend(machine)}")
+            echo_lines((rolling.restarted(legends[machine]),))
             continue
-        explain_failure({"name": name, "reason": answer.get("reason"), "machineID": machine},
-                        lines)  # fmt: skip
-        errors = [f"Error restarting unit {name} on {legend(machine)}: {answer.get('reason')}"]
-        rest = machines[i + 1 :]
-        if rest:
-            errors.append(
-                f"Unit {name} was not restarted on {' '.join(legend(m) for m in rest)} "
-                "(stopped at the first failure)"
-            )
-        raise Failure("\n".join(errors))
+        reason = answer.get("reason")
+        explain_failure({"name": name, "reason": reason, "machineID": machine}, lines)
+        raise Failure(rolling.stopped_at(machine, str(reason), legends))
     return None
 
 
@@ -189,45 +167,31 @@ def restart(
     units: tuple[str, ...], no_block: bool, block_attempts: int, lines: int, settle: float
 ) -> None:
     from fleetd.api.client import APIError
+    from fleetd.reconcile.lifecycle import plan_restart
 
     require_units(units)
-    found = _find_units(units)
-    if not found:
-        raise Failure("Units not found in registry")
-    client = settings().client()
     timeout = block_timeout(no_block, block_attempts)
+    plan = plan_restart(_find_units(units), block=timeout is not False)
+    if plan.refusal:
+        raise Failure(plan.refusal)
+    client = settings().client()
     problems: list[str] = []
-    for unit in found:
-        name = unit["name"]
-        steps = ["loaded", "launched"]
-        if is_global(unit):
-            if unit.get("desiredState") != "launched":
-                problems.append(
-                    f"Unable to restart unit {name} in state {unit.get('desiredState')}"
-                )
-                continue
-            problem = _restart_global(name, timeout, lines)
-            if problem is not None:
-                problems.append(problem)
-            continue
-        current = unit.get("currentState")
-        if current == "inactive":
-            problems.append(f"Unable to restart unit {name} in state inactive")
-            continue
-        if current == "loaded":
-            steps = ["launched"]
-        for state in steps:  # one unit at a time: a rolling restart
+    for unit in plan.units:  # one unit at a time: a rolling restart
+        problem = _restart_global(unit.name, timeout, lines) if unit.rolling else unit.problem
+        if problem:
+            problems.append(problem)
+        for step in unit.steps:
             try:
-                client.put_unit(name, desired_state=state)
+                client.put_unit(unit.name, desired_state=step.state)
             except APIError as err:
-                raise api_failure(f"Error setting target state for unit {name}", err) from None
-            if timeout is False:
-                triggered([name], "restart")
+                raise api_failure(f"Error setting target state for unit {unit.name}", err) from None
+            if step.triggered is not None:  # --no-block
+                echo_lines((step.triggered,))
                 continue
             errors = wait_for_units(
-                [name], state, timeout=timeout, active=state == "launched", lines=lines,
-                settle=settle if state == "launched" else 0.0,
-            )
+                [unit.name], step.state, timeout=timeout, active=step.active, lines=lines,
+                settle=settle if step.active else 0.0,
+            )  # fmt: skip
             report_wait_errors(errors)
     if problems:
         raise Failure("\n".join(problems))
