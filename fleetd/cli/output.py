@@ -16,6 +16,7 @@ __all__ = [
     "FIELDS_UNIT_FILES",
     "FieldError",
     "is_global",
+    "listed_unit",
     "machine_full_legend",
     "machine_id_legend",
     "metadata_text",
@@ -209,3 +210,16 @@ def json_rows(
 ) -> list[dict[str, str]]:
     """The same cells as the table, keyed by field name (for --output json)."""
     return [{c: columns[c](row, full, ips) for c in cols} for row in rows]
+
+
+def listed_unit(unit: Row) -> Any:
+    """What the planners of `fleetd.reconcile.lifecycle` and `.remote` read of an API unit."""
+    from fleetd.reconcile.lifecycle import Listed
+
+    return Listed(
+        unit["name"],
+        desired=unit.get("desiredState") or "",
+        current=unit.get("currentState") or "",
+        is_global=is_global(unit),
+        machine=unit.get("machineID") or "",
+    )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from fleetd.cli.context import Failure, emit_json, settings
+from fleetd.cli.ssh import ssh_argv
 
 __all__ = ["COMMANDS", "journal_text_over_ssh", "ssh_argv"]
 
@@ -135,42 +135,6 @@ def journal(
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-
-
-def ssh_argv(
-    address: str,
-    command: list[str],
-    *,
-    user: str,
-    port: int,
-    forward_agent: bool,
-    strict: bool,
-    known_hosts: str,
-    timeout: float,
-    tunnel: str,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The system ssh client's command line for `fleetctl ssh`, the SSH fallback of status and
-    journal, and the --tunnel (`extra`: more options, e.g. -N and a forward)."""
-    argv = ["ssh", "-l", user, "-p", str(port)]
-    if forward_agent:
-        argv.append("-A")
-    if strict:
-        # OpenSSH's "ask" is fleet's behaviour: prompt for an unknown host, refuse a changed key.
-        argv += ["-o", "StrictHostKeyChecking=ask", "-o", f"UserKnownHostsFile={known_hosts}"]
-    else:
-        argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-    argv += ["-o", f"ConnectTimeout={max(1, round(timeout))}"]
-    if tunnel:
-        argv += ["-J", tunnel]
-    argv += extra
-    if not command and "-N" not in extra:
-        argv.append("-t")
-    argv.append(address)
-    if command:
-        argv.append("--")
-        argv += command
-    return argv
 
 
 def _address_of(err: Any) -> str:
@@ -300,7 +264,7 @@ def _exec_over_ssh(address: str, command: list[str], ssh_port: int) -> None:
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def ssh(args: tuple[str, ...], forward_agent: bool, machine: str, unit: str, ssh_port: int) -> None:
-    from fleetd.cli.units import listed_unit
+    from fleetd.cli.output import listed_unit
     from fleetd.reconcile.remote import plan_ssh, ssh_query
     from fleetd.unit import mangle_name
 

@@ -17,12 +17,11 @@ from fleetd.cli.context import (
     block_options,
     block_timeout,
     echo_lines,
-    report_wait_errors,
     require_units,
     settings,
     unit_options,
-    wait_for_units,
 )
+from fleetd.cli.waiting import report_wait_errors, wait_for_units
 
 if TYPE_CHECKING:  # imported when a command runs: `fleetctl version` loads no unit model
     from fleetd.reconcile.submit import SubmitPlan

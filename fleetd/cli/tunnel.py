@@ -19,16 +19,30 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from fleetd.cli.context import Failure, Settings
-from fleetd.cli.remote import ssh_argv
+from fleetd.cli.failure import Failure
+from fleetd.cli.ssh import ssh_argv
 
-__all__ = ["Tunnel", "remote_target", "split_host_port", "tunnel_argv"]
+__all__ = ["Tunnel", "TunnelSettings", "remote_target", "split_host_port", "tunnel_argv"]
 
 _READY = b"fleetctl-tunnel-ready"
 _PR_SET_PDEATHSIG = 1
 _SUN_PATH_MAX = 100  # a unix socket's path must fit in 108 bytes
+
+
+class TunnelSettings(Protocol):
+    """The global flags the tunnel reads (fleetd.cli.context.Settings has them; not imported
+    here, since the context opens the tunnel)."""
+
+    tunnel: str
+    ssh_username: str
+    strict_host_key_checking: bool
+    known_hosts_file: str
+    ssh_timeout: float
+
+    def debug_log(self, message: str) -> None: ...
 
 
 def split_host_port(address: str, default_port: int = 22) -> tuple[str, int]:
@@ -63,7 +77,7 @@ def remote_target(endpoint: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def tunnel_argv(opts: Settings, local_socket: str, target: str) -> list[str]:
+def tunnel_argv(opts: TunnelSettings, local_socket: str, target: str) -> list[str]:
     """The ssh command line of the tunnel: no session (-N), one local forward, agent
     forwarding as fleet's tunnel had, the global SSH flags."""
     host, port = split_host_port(opts.tunnel)
@@ -104,7 +118,7 @@ class Tunnel:
         self.socket = os.path.join(self.directory, "api.sock")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def open(self, opts: Settings, endpoint: str) -> None:
+    def open(self, opts: TunnelSettings, endpoint: str) -> None:
         """Start ssh and return once the local socket listens (or fail with ssh's status)."""
         argv = tunnel_argv(opts, self.socket, remote_target(endpoint))
         opts.debug_log(f"running {argv}")

@@ -8,7 +8,7 @@ this module lists the registered units, carries the plan out and waits, in fleet
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,32 +19,17 @@ from fleetd.cli.context import (
     block_timeout,
     echo_lines,
     emit_json,
-    explain_failure,
-    report_wait_errors,
     require_units,
     settings,
     unit_options,
-    wait_for_units,
 )
-from fleetd.cli.output import is_global, unit_file_of
+from fleetd.cli.output import listed_unit, unit_file_of
+from fleetd.cli.waiting import explain_failure, report_wait_errors, wait_for_units
 
 if TYPE_CHECKING:  # imported when a command runs: `fleetctl version` loads no unit model
     from fleetd.reconcile.lifecycle import Listed
 
-__all__ = ["COMMANDS", "listed_unit"]
-
-
-def listed_unit(unit: dict[str, Any]) -> Listed:
-    """What the planners of `fleetd.reconcile.lifecycle` and `.remote` read of an API unit."""
-    from fleetd.reconcile.lifecycle import Listed
-
-    return Listed(
-        unit["name"],
-        desired=unit.get("desiredState") or "",
-        current=unit.get("currentState") or "",
-        is_global=is_global(unit),
-        machine=unit.get("machineID") or "",
-    )
+__all__ = ["COMMANDS"]
 
 
 def _find_units(args: tuple[str, ...]) -> list[Listed]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.cli.context import unit_state_line
 from fleetd.cli.output import (
     FIELDS_MACHINES,
     FIELDS_UNIT_FILES,
@@ -16,6 +15,7 @@ from fleetd.cli.output import (
     table,
     tabwrite,
 )
+from fleetd.cli.waiting import unit_state_line
 from tests.cli.fleet_outputs import (
     HELLO_OPTIONS,
     IPS,
