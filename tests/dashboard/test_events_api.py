@@ -14,7 +14,7 @@ import pytest
 
 from fleetd.api.client import Client, Unreachable
 from fleetd.api.server import APIServer
-from fleetd.dashboard.server import Hub
+from fleetd.dashboard.hub import Hub
 from fleetd.registry import Registry
 from tests.api.api_helpers import HELLO, machine, publish
 
