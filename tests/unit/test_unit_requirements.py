@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.unit import Requirements, UnitValidationError, glob_match, parse_unit
+from fleetd.unit import parse_unit
+from fleetd.unit_requirements import Requirements, UnitValidationError, glob_match
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 APACHE = parse_unit((SEED / "apache@.service").read_text())
