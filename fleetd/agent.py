@@ -27,8 +27,8 @@ from fleetd.reconcile.relevance import LocalJobs
 from fleetd.reconcile.states import adopted_as_started
 from fleetd.registry import ClusterView, EtcdUnavailable, Lease, Registry
 from fleetd.registry.watch import Backoff, retry_unavailable
-from fleetd.systemd.manager import SystemdManager
-from fleetd.systemd.manager import UnitState as SystemdState
+from fleetd.systemd import SystemdManager
+from fleetd.systemd import UnitState as SystemdState
 from fleetd.unit import UnitParseError, parse_unit
 
 __all__ = ["Agent"]
