@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from contextlib import aclosing
 from pathlib import Path
 
@@ -21,14 +20,14 @@ from fleetd.errors import FleetdError
 from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
 from fleetd.model import Machine, UnitState
-from fleetd.reconcile.agent import ActualUnit, AgentTask, DesiredUnit, Kind, plan_agent
+from fleetd.reconcile.agent import AgentTask, DesiredUnit, Kind, actual_units, plan_agent
 from fleetd.reconcile.publish import restarts_done_before, state_document, states_to_publish
 from fleetd.reconcile.relevance import LocalJobs
 from fleetd.reconcile.states import adopted_as_started
 from fleetd.registry import ClusterView, EtcdUnavailable, Lease, Registry
 from fleetd.registry.watch import Backoff, retry_unavailable
-from fleetd.systemd.manager import SystemdManager
-from fleetd.systemd.manager import UnitState as SystemdState
+from fleetd.systemd import SystemdManager
+from fleetd.systemd import UnitState as SystemdState
 from fleetd.unit import UnitParseError, parse_unit
 
 __all__ = ["Agent"]
@@ -140,13 +139,11 @@ class Agent:
         while True:
             lease = self.lease
             assert lease is not None
-            lost = asyncio.ensure_future(lease.lost.wait())
-            try:
-                if self.fence_on_lease_loss:
-                    await self._fence_unless_renewed(lease, lost)
-                await lost
-            finally:
-                lost.cancel()
+            if self.fence_on_lease_loss and await lease.unrenewed_for(
+                self.ttl - min(1.0, self.ttl / 5)  # the margin to stop them before it expires
+            ):
+                await self._fence()
+            await lease.lost.wait()
             log.warning("agent.lease_lost", machine=self.machine.id, lease=lease.id)
             self.registered.clear()
             await lease.release()
@@ -155,21 +152,6 @@ class Agent:
                 self.fenced = False
                 log.info("agent.unfenced", machine=self.machine.id)
             self._dirty.set()
-
-    async def _fence_unless_renewed(self, lease: Lease, lost: asyncio.Future[bool]) -> None:
-        margin = min(1.0, self.ttl / 5)
-        last_renewal = time.monotonic()
-        while not lost.done():
-            deadline = last_renewal + self.ttl - margin
-            renewals = lease.renewals
-            try:
-                await asyncio.wait_for(
-                    lease.wait_renewals(renewals + 1), deadline - time.monotonic()
-                )
-            except TimeoutError:
-                await self._fence()
-                return
-            last_renewal = time.monotonic()
 
     async def _fence(self) -> None:
         self.fenced = True
@@ -250,18 +232,6 @@ class Agent:
         for name, error in self._local.take_refusals():
             log.warning("agent.unit_name_refused", unit=name, machine=self.machine.id, error=error)
 
-    def _actual(self) -> dict[str, ActualUnit]:
-        return {
-            name: ActualUnit(
-                name,
-                unit_hash,
-                self._states[name].active if name in self._states else "inactive",
-                name in self._started,
-                self._restarted.get(name, ""),
-            )
-            for name, unit_hash in self._hashes.items()
-        }
-
     async def _reconcile(self) -> None:
         while True:
             await self._dirty.wait()
@@ -269,7 +239,8 @@ class Agent:
             if self._view is None or self.fenced or self._leaving or not self.registered.is_set():
                 continue
             async with self._acting:
-                tasks = plan_agent(self._desired(), self._actual())
+                actual = actual_units(self._hashes, self._states, self._started, self._restarted)
+                tasks = plan_agent(self._desired(), actual)
                 self.plans += 1
                 if tasks:
                     await self._apply(tasks)

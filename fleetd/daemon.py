@@ -31,8 +31,7 @@ from fleetd.engine import Engine
 from fleetd.errors import PermanentError
 from fleetd.model import Machine
 from fleetd.registry import EtcdConfig, Registry
-from fleetd.systemd import SystemdManager
-from fleetd.systemd.manager import SystemdConfig
+from fleetd.systemd import SystemdConfig, SystemdManager
 
 __all__ = ["Daemon", "StartupError", "machine_id_of", "public_ip_of", "run"]
 

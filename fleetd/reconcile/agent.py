@@ -15,12 +15,13 @@ pending request (the unit gets a new process after the request was made either w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
 from fleetd.model import JobState
 from fleetd.reconcile.globals import globals_on, runs_globally
+from fleetd.reconcile.publish import SystemdWord
 from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.unit import Requirements
 
@@ -31,6 +32,7 @@ __all__ = [
     "DesiredUnit",
     "Kind",
     "Why",
+    "actual_units",
     "desired_units",
     "plan_agent",
 ]
@@ -128,6 +130,27 @@ def _desired(job: AgentJob, restarts: Mapping[str, str]) -> DesiredUnit:
     return DesiredUnit(
         job.name, job.hash, job.desired is JobState.LAUNCHED, restarts.get(job.name, "")
     )
+
+
+def actual_units(
+    files: Mapping[str, str],
+    said: Mapping[str, SystemdWord],
+    started: Collection[str],
+    restarted: Mapping[str, str],
+) -> dict[str, ActualUnit]:
+    """The fleet units on this machine: one per file in the units dir (`files`: name → hash of
+    its content), with what systemd said of it last (`said`; never a word: inactive), whether
+    the agent started it and the last restart token done here."""
+    return {
+        name: ActualUnit(
+            name,
+            unit_hash,
+            said[name].active if name in said else "inactive",
+            name in started,
+            restarted.get(name, ""),
+        )
+        for name, unit_hash in files.items()
+    }
 
 
 def plan_agent(

@@ -16,10 +16,11 @@ import structlog
 
 from fleetd.model import LeaderInfo
 from fleetd.registry.errors import EtcdUnavailable, WatchCompacted, WatchInterrupted
-from fleetd.registry.etcd import Cmp, Delete, EtcdClient, Get, Put
+from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import Snapshot, snapshot_of
 from fleetd.registry.follow import follow
 from fleetd.registry.keys import KeyLayout
+from fleetd.registry.kv import Cmp, Delete, Get, Put
 from fleetd.registry.leases import Lease
 from fleetd.registry.reads import Reads
 from fleetd.registry.room import Room

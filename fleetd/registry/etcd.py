@@ -1,9 +1,13 @@
 """The etcd client adapter: the only module that imports etcd3aio or grpc.
 
 It offers the registry a small, library-neutral surface — ranges at a revision, transactions
-built from `Cmp`/`Put`/`Delete`/`Get`, leases, and watch streams of `Change` batches — and
-translates every library exception into the registry's typed errors (STYLE.md §7). Swapping the
-client library means rewriting this module only.
+built from `Cmp`/`Put`/`Delete`/`Get` (`registry/kv.py`), leases, and watch streams of `Change`
+batches — and translates every library exception into the registry's typed errors (STYLE.md
+§7). Swapping the client library means rewriting this module only.
+
+It is longer than our other modules on purpose: keeping the whole library behind one file is
+the point (an import-linter contract names it), so its connection, TLS and auth, requests,
+leases and watch quirks all live here rather than leak into files that would import it too.
 
 Watch resumption is the registry's job, not the library's: etcd3aio re-creates a broken watch
 stream by itself from `header.revision + 1`, which can skip events still pending for a watcher
@@ -15,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import grpc
 import grpc.aio
@@ -43,96 +46,27 @@ from fleetd.registry.errors import (
     WatchInterrupted,
 )
 from fleetd.registry.fold import Change
+from fleetd.registry.kv import (
+    MAX_NESTED,
+    Cmp,
+    Delete,
+    Get,
+    Guarded,
+    KeyValue,
+    Op,
+    Put,
+    TxnResult,
+    WatchBatch,
+)
 
-__all__ = [
-    "MAX_NESTED",
-    "Cmp",
-    "Delete",
-    "EtcdClient",
-    "Get",
-    "Guarded",
-    "KeyValue",
-    "Put",
-    "TxnResult",
-    "WatchBatch",
-]
+__all__ = ["EtcdClient"]
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
 _PAGE = 1000  # keys per range page when listing a prefix
-MAX_NESTED = 100  # nested transactions in one `txns` (etcd refuses over 128 ops per branch)
 _TLS_HINTS = ("ssl", "handshake", "certificate", "tls")
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-
-@dataclass(frozen=True, slots=True)
-class Cmp:
-    """A txn guard: `target` of `key` (or of every key under it when `prefix`) `op` `operand`.
-
-    target: "version" (0 = absent), "create" (create revision), "mod" (mod revision), "value".
-    """
-
-    key: str
-    target: Literal["version", "create", "mod", "value"]
-    op: Literal["==", "!=", "<", ">"]
-    operand: int | bytes
-    prefix: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    key: str
-    value: bytes
-    lease: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: str
-    prefix: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Get:
-    key: str
-    prefix: bool = False
-
-
-Op = Put | Delete | Get
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    succeeded: bool
-    revision: int
-    gets: tuple[tuple[KeyValue, ...], ...]  # one tuple per Get op of the branch that ran
-
-
-@dataclass(frozen=True, slots=True)
-class Guarded:
-    """One guarded write of `EtcdClient.txns`: `success` runs if every guard holds, else
-    `failure` (reads only, to learn why)."""
-
-    compare: tuple[Cmp, ...]
-    success: tuple[Put | Delete, ...]
-    failure: tuple[Get, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class WatchBatch:
-    revision: int  # the store revision the server reported with this batch
-    changes: tuple[Change, ...]
 
 
 def _kv(raw: object) -> KeyValue:

@@ -19,8 +19,8 @@ import structlog
 from fleetd.model import Job, JobState, UnitContent
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
-from fleetd.registry.etcd import Cmp, Delete, Get, Guarded, KeyValue, Put
 from fleetd.registry.keys import KeyKind
+from fleetd.registry.kv import Cmp, Delete, Get, Guarded, KeyValue, Put
 from fleetd.registry.room import Room
 from fleetd.unit import UnitFile, validate_name
 

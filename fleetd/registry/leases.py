@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from types import TracebackType
 
 import structlog
@@ -76,6 +77,23 @@ class Lease:
         """Wait until the keep-alive has renewed the lease `count` times in all."""
         async with self._renewed:
             await self._renewed.wait_for(lambda: self.renewals >= count or self.lost.is_set())
+
+    async def unrenewed_for(self, seconds: float) -> bool:
+        """Wait until the lease has gone `seconds` without a renewal, then True: the agent
+        fences its units then, as the lease may expire before it is renewed. A deadline timer
+        restarted by each renewal, not a poll. False at once when the lease is already lost (it
+        is checked again after each renewal only: losing it notifies no waiter of renewals)."""
+        last_renewal = time.monotonic()
+        while not self.lost.is_set():
+            renewals = self.renewals
+            try:
+                await asyncio.wait_for(
+                    self.wait_renewals(renewals + 1), last_renewal + seconds - time.monotonic()
+                )
+            except TimeoutError:
+                return True
+            last_renewal = time.monotonic()
+        return False
 
     async def release(self) -> None:
         """Stop renewing without revoking: the keys stay until the TTL runs out."""

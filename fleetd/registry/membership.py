@@ -16,7 +16,7 @@ import structlog
 from fleetd.model import DynamicMetadata, Machine, RestartRequest, UnitState
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import JobNotFound, MachineIdInUse
-from fleetd.registry.etcd import Cmp, Delete, Get, KeyValue, Put
+from fleetd.registry.kv import Cmp, Delete, Get, KeyValue, Put
 from fleetd.registry.leases import Lease
 from fleetd.registry.room import Room
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import structlog
 
 from fleetd.model import Placement
-from fleetd.registry.etcd import MAX_NESTED, Cmp, Delete, Guarded, Put
+from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Guarded, Put
 from fleetd.registry.room import Room
 
 __all__ = ["Placements"]

@@ -17,10 +17,11 @@ from contextlib import aclosing
 from fleetd.model import Job
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import WatchCompacted
-from fleetd.registry.etcd import Delete, EtcdClient, Get, KeyValue, Put
+from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import ClusterView, Snapshot, snapshot_of
 from fleetd.registry.follow import Update, follow
 from fleetd.registry.keys import KeyKind, KeyLayout
+from fleetd.registry.kv import Delete, Get, KeyValue, Put
 from fleetd.registry.room import Room
 from fleetd.registry.watch import EventStream
 

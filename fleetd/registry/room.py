@@ -15,9 +15,10 @@ from typing import TypeVar
 import structlog
 
 from fleetd.model import ModelError
-from fleetd.registry.etcd import EtcdClient, KeyValue
+from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import decode_value
 from fleetd.registry.keys import KeyLayout
+from fleetd.registry.kv import KeyValue
 
 __all__ = ["Room"]
 

@@ -6,13 +6,8 @@ Public API: `SystemdManager(SystemdConfig(...))`, `UnitState`, `UnitChanges`, `J
 
 from fleetd.systemd.dbus import BusUnavailable, SystemdError
 from fleetd.systemd.journal import JournalStream
-from fleetd.systemd.manager import (
-    LOAD_FAILED,
-    SystemdConfig,
-    SystemdManager,
-    UnitChanges,
-    UnitState,
-)
+from fleetd.systemd.manager import LOAD_FAILED, SystemdConfig, SystemdManager
+from fleetd.systemd.states import UnitChanges, UnitState
 from fleetd.systemd.status import unit_status
 from fleetd.systemd.unitdir import BadUnitName, UnitDir
 

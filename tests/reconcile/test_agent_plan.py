@@ -15,9 +15,11 @@ from fleetd.reconcile.agent import (
     DesiredUnit,
     Kind,
     Why,
+    actual_units,
     desired_units,
     plan_agent,
 )
+from fleetd.systemd import UnitState as SystemdState
 from fleetd.unit import parse_unit
 from tests.seed import seed_unit
 
@@ -258,6 +260,26 @@ def test_desired_units_carry_the_requested_token() -> None:
     )
     assert got["g.service"].restart == T1
     assert got["hello.service"].restart == ""
+
+
+@pytest.mark.parametrize(
+    ("said", "started", "restarted", "expected"),
+    [
+        # systemd's word on a unit the agent started, with the last restart done here
+        pytest.param({"hello.service": SystemdState("hello.service", "loaded", "failed", "failed")},
+                     {"hello.service"}, {"hello.service": T1},
+                     ActualUnit("hello.service", H1, "failed", True, T1), id="said-started-restarted"),
+        # a file systemd has said nothing of yet (just written, or the bus was lost): inactive
+        pytest.param({}, set(), {}, ActualUnit("hello.service", H1, "inactive", False, ""),
+                     id="no-word-yet"),
+    ],
+)  # fmt: skip
+def test_actual_units(said, started, restarted, expected) -> None:
+    # one unit per file in the units dir; what systemd says of units without a file is not ours
+    said = {**said, "other.service": SystemdState("other.service", "loaded", "active", "running")}
+    assert actual_units({"hello.service": H1}, said, started, restarted) == {
+        "hello.service": expected
+    }
 
 
 def job(name: str, unit=HELLO, desired=JobState.LAUNCHED) -> AgentJob:

@@ -46,6 +46,24 @@ async def test_keep_alive_outlives_the_ttl(registry: Registry) -> None:
     assert "m1" not in (await registry.snapshot()).machines
 
 
+async def test_unrenewed_for_fires_only_when_renewals_stop(registry: Registry) -> None:
+    # the agent's fencing timer: renewals every TTL/3 keep restarting it
+    lease = await registry.register_machine(Machine("m1"), ttl=1)
+    quiet = asyncio.create_task(lease.unrenewed_for(0.8))
+    await asyncio.wait_for(lease.wait_renewals(lease.renewals + 3), DEADLINE)
+    assert not quiet.done()
+    await lease.release()  # etcd unreachable, as the agent sees it: no more renewals
+    assert await asyncio.wait_for(quiet, DEADLINE) is True
+    assert lease.alive  # fired before the lease is gone: the units stop before they move
+
+
+async def test_unrenewed_for_a_lost_lease_is_false_at_once(registry: Registry) -> None:
+    # a lease already lost is no reason to fence: the agent registers again instead
+    lease = await registry.register_machine(Machine("m1"), ttl=30)
+    await lease.revoke()
+    assert await asyncio.wait_for(lease.unrenewed_for(25), DEADLINE) is False
+
+
 async def test_reattach_to_a_live_lease(registry: Registry) -> None:
     first = await registry.register_machine(Machine("m1", "10.0.0.1"), ttl=30)
     assert not first.reattached

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetd.unit import UnitNameError, mangle_name, parse_name, validate_name
+from fleetd.unit_names import UnitNameError, mangle_name, parse_name, validate_name
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.unit import Requirements, UnitValidationError, glob_match, parse_unit
+from fleetd.unit import parse_unit
+from fleetd.unit_requirements import Requirements, UnitValidationError, glob_match
 from tests.seed import seed_unit
 
 APACHE = seed_unit("apache@.service")
