@@ -37,6 +37,10 @@ class KeyKind(StrEnum):
     LEADER = "engine"
 
 
+# How many segments follow the kind, where not one: per-machine records of a unit.
+_PARTS = {KeyKind.STATE: 2, KeyKind.RESTART: 2}
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     """What a key under the prefix names: its kind and its identifying parts."""
@@ -104,7 +108,7 @@ class KeyLayout:
         except ValueError:
             return None
         rest = tuple(parts[1:])
-        expected = 2 if kind in (KeyKind.STATE, KeyKind.RESTART) else 1
+        expected = _PARTS.get(kind, 1)
         if len(rest) != expected or not all(rest):
             return None
         if kind is KeyKind.LEADER and rest != ("leader",):
