@@ -11,18 +11,23 @@ import click
 from fleetd.cli.context import Failure, emit_json, settings
 from fleetd.cli.ssh import ssh_argv
 
-__all__ = ["COMMANDS", "journal_text_over_ssh", "ssh_argv"]
+__all__ = ["COMMANDS", "journal_text_over_ssh"]
+
+
+def _ssh_port(what: str) -> Any:
+    """The --ssh-port option of a command whose fallback runs `what` on the machine over SSH."""
+    return click.option(
+        "--ssh-port",
+        type=int,
+        default=22,
+        show_default=True,
+        help="Connect to remote hosts over SSH using this TCP port (when the API cannot reach "
+        f"the unit's machine, {what} runs there over SSH).",
+    )
 
 
 @click.command(help="Output the status of one or more units in the cluster")
-@click.option(
-    "--ssh-port",
-    type=int,
-    default=22,
-    show_default=True,
-    help="Connect to remote hosts over SSH using this TCP port (when the API cannot reach "
-    "the unit's machine, `systemctl status` runs there over SSH).",
-)
+@_ssh_port("`systemctl status`")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="text or json.")
 @click.argument("units", nargs=-1)
 def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
@@ -79,14 +84,7 @@ def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
     is_flag=True,
     help="Continuously stream new entries as they are added to the journal",
 )
-@click.option(
-    "--ssh-port",
-    type=int,
-    default=22,
-    show_default=True,
-    help="Connect to remote hosts over SSH using this TCP port (when the API cannot reach "
-    "the unit's machine, `journalctl` runs there over SSH).",
-)
+@_ssh_port("`journalctl`")
 @click.option(
     "--sudo",
     is_flag=True,

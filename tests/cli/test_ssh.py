@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.api.server import APIServer
-from fleetd.cli.remote import ssh_argv
+from fleetd.cli.ssh import ssh_argv
 from fleetd.model import JobState, UnitState
 from fleetd.model import Machine as MachineInfo
 from fleetd.registry import Registry
