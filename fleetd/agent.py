@@ -4,7 +4,14 @@ It registers the machine under a lease (kept in the runtime dir, so a restarted 
 to its still-live lease and nothing fails over), follows the registry's watch and systemd's
 pushed state changes, plans with the pure `plan_agent`, applies the tasks through the systemd
 adapter, and publishes each unit's state when it really changes (a burst of D-Bus signals is one
-put). Nothing polls: watch events, D-Bus signals and the lease drive everything.
+put). Nothing polls: watch events, D-Bus signals and the lease drive everything; a systemd
+action that failed is retried by a plan after a growing delay.
+
+Longer than 400 lines, on purpose: membership, following, applying and publishing share one
+record of this machine (the files written, the units started, systemd's states, the restart
+tokens done, what was published) that each of them reads and changes under the same lock; the
+decisions are already pure (`fleetd/reconcile/`: relevance, plan_agent, publish), and splitting
+the shell would only pass that record around.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from fleetd.unit import UnitParseError, parse_unit
 __all__ = ["Agent"]
 
 log = structlog.get_logger(__name__)
+
+_RETRY_FIRST, _RETRY_CAP = 1.0, 60.0  # seconds: plans after failed systemd actions
 
 
 class Agent:
@@ -73,6 +82,9 @@ class Agent:
         self._applied = asyncio.Condition()
         self._acting = asyncio.Lock()  # one plan applied at a time; leave/fence wait for it
         self._leaving = False
+        self._failed = False  # a systemd action of the plan being applied failed
+        self._retry = _RETRY_FIRST  # seconds until a plan after a failed action
+        self._retrying: asyncio.TimerHandle | None = None
 
     # ---- life cycle
 
@@ -243,7 +255,9 @@ class Agent:
                 tasks = plan_agent(self._desired(), actual)
                 self.plans += 1
                 if tasks:
+                    self._failed = False
                     await self._apply(tasks)
+                    self._retry_if_failed()
             async with self._applied:
                 self._applied.notify_all()
 
@@ -263,9 +277,9 @@ class Agent:
         await asyncio.gather(*(self._unload(t.unit) for t in by_kind.get(Kind.UNLINK, [])))
         # a WRITE is the file and its link; the adapter reloads once for all links and unlinks
         written = [t.unit for t in by_kind.get(Kind.WRITE, []) if self._write(t)]
-        if written:
-            await self._guard("link", self.systemd.link(written), written)
-        await asyncio.gather(*(self._start(t.unit, t.token) for t in by_kind.get(Kind.START, [])))
+        unknown = set() if not written or await self._link(written) else set(written)
+        starts = [t for t in by_kind.get(Kind.START, []) if t.unit not in unknown]
+        await asyncio.gather(*(self._start(t.unit, t.token) for t in starts))
         restarts = by_kind.get(Kind.RESTART, [])
         await asyncio.gather(*(self._restart(t.unit, t.token) for t in restarts))
         self._publish_dirty.set()
@@ -281,6 +295,16 @@ class Agent:
         self._started.discard(task.unit)
         self._jobs.pop(task.unit, None)
         return True
+
+    async def _link(self, names: list[str]) -> bool:
+        """Link the files just written (one reload for all). When that fails systemd does not
+        know them: they are forgotten, so the next plan writes and links them again, and none is
+        started now (its start would fail as not-found and pass for the unit's own failure)."""
+        if await self._guard("link", self.systemd.link(names), names, done=True):
+            return True
+        for name in names:
+            self._hashes.pop(name, None)
+        return False
 
     async def _start(self, name: str, token: str = "") -> None:
         result = await self._guard("start", self.systemd.start_unit(name), [name])
@@ -319,7 +343,8 @@ class Agent:
 
     async def _unload(self, name: str) -> None:
         await self._reset_failed(name)  # systemd would remember the failure of a unit reloaded
-        await self._guard("unload", self.systemd.unload(name), [name])
+        if not await self._guard("unload", self.systemd.unload(name), [name], done=True):
+            return  # still linked here: the next plan unloads it again
         self._hashes.pop(name, None)
         self._jobs.pop(name, None)
         self._started.discard(name)
@@ -329,12 +354,15 @@ class Agent:
             with contextlib.suppress(EtcdUnavailable):
                 await self.registry.remove_state(name, self.machine.id)
 
-    async def _guard(self, what: str, coro, units: list[str]):  # type: ignore[no-untyped-def]
-        """Run one systemd action; a failure is logged and healed by a later plan (the adapter
-        reconnects and re-emits states, which wakes the planner)."""
+    async def _guard(self, what: str, coro, units: list[str], *, done=None):  # type: ignore[no-untyped-def]
+        """Run one systemd action: its result (`done` if given), or None when it failed. A
+        failure is logged and healed by a later plan: at once when the adapter reconnects
+        (it re-emits states), else after a delay (see `_retry_if_failed`)."""
         try:
-            return await coro
+            result = await coro
+            return result if done is None else done
         except (FleetdError, OSError) as err:
+            self._failed = True
             log.warning(
                 "agent.action_failed",
                 action=what,
@@ -343,6 +371,21 @@ class Agent:
                 error=str(err),
             )
             return None
+
+    def _retry_if_failed(self) -> None:
+        """After a plan whose systemd actions all worked, the delay starts afresh; after one
+        that had a failure, plan again in 1 s, doubling up to a minute while failures go on
+        (each is logged) — a retry timer after a failed action, not a poll of state."""
+        if not self._failed:
+            self._retry = _RETRY_FIRST
+            return
+        if self._retrying is None:
+            delay, self._retry = self._retry, min(self._retry * 2, _RETRY_CAP)
+            self._retrying = asyncio.get_running_loop().call_later(delay, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retrying = None
+        self._dirty.set()
 
     # ---- publishing states
 

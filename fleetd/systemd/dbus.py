@@ -58,6 +58,14 @@ class SystemdError(PermanentError):
         return self.name in LOAD_ERRORS
 
 
+# dbus-fast (as dbus-next before it: altdesktop/python-dbus-next#153) drops the connection when
+# a send finds the socket's buffer full (EAGAIN) instead of waiting for it to drain; 1,000
+# Start/StopUnit calls sent at once filled it (`make bench`). At most this many calls are in
+# flight: a few tens of kilobytes queued at worst, far below a unix socket's buffer, and still
+# enough to keep systemd, which answers one call at a time, always busy.
+MAX_CALLS_IN_FLIGHT = 64
+
+
 class BusUnavailable(TemporaryError):
     """The bus cannot be reached or the connection dropped."""
 
@@ -109,6 +117,7 @@ class SystemdBus:
     def __init__(self, bus: MessageBus, address: str | None) -> None:
         self._bus = bus
         self.address = address
+        self._in_flight = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
         self._handlers: list[Callable[[Signal], None]] = []
         bus.add_message_handler(self._on_message)
 
@@ -162,7 +171,8 @@ class SystemdBus:
             signature=signature, body=body or [],
         )
         try:
-            reply = await self._bus.call(msg)
+            async with self._in_flight:
+                reply = await self._bus.call(msg)
         except (OSError, EOFError, ConnectionError) as exc:
             raise BusUnavailable(f"{member}: {exc}") from exc
         except Exception as exc:  # dbus-fast signals a dropped connection with its own errors

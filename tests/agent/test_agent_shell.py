@@ -241,3 +241,30 @@ async def test_units_asked_for_while_the_bus_was_lost_start_once_it_is_back(
             lambda s: all(any(st.active == "active" for st in state_of(s, n)) for n in names),
             30,
         )
+
+
+async def test_units_written_while_the_bus_was_lost_are_linked_once_it_is_back(
+    registry: Registry,
+) -> None:
+    """New units arrive while the bus is down (its socket stopped, so nothing re-activates it):
+    their files are written but cannot be linked. The agent forgets them rather than starting
+    units systemd does not know (which would fail as not-found and stay so); once the bus is
+    back and the adapter reconnected, it writes, links and starts them."""
+    async with cluster(registry, 1) as (node,):
+        dropped = asyncio.create_task(node.manager._bus.wait_disconnected())  # type: ignore[union-attr]
+        # systemctl reaches systemd over its private socket, not over the bus it stops
+        await node.machine.run("systemctl", "--user", "stop", "dbus.socket", "dbus.service")
+        await asyncio.wait_for(dropped, 20)
+        names = [f"new{i}.service" for i in range(5)]
+        for name in names:
+            await registry.create_job(name, HELLO, JobState.LAUNCHED)
+        # every file written, and its link tried (and failed: no bus) in the same plan
+        written = lambda: set(names) <= set(node.manager.units.names())  # noqa: E731
+        await asyncio.wait_for(_until(written, node), 20)
+        await node.machine.run("systemctl", "--user", "start", "dbus.socket")
+        view = await until(
+            registry,
+            lambda s: all(any(st.active == "active" for st in state_of(s, n)) for n in names),
+            30,
+        )
+    assert all(st.load == "loaded" for n in names for st in state_of(view, n))
