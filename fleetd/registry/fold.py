@@ -216,6 +216,16 @@ class ClusterView(_Fields):
         self.revision = snapshot.revision
         for kind in KINDS:
             setattr(self, kind.field, dict(getattr(snapshot, kind.field)))
+        # the jobs using each content, kept with `jobs`: which units a content's event concerns
+        # is asked for every event a follower folds, and a scan of every job made a bulk
+        # submit quadratic
+        self._users: dict[str, set[str]] = {}
+        for name, job in self.jobs.items():
+            self._users.setdefault(job.unit_hash, set()).add(name)
+
+    def users(self, unit_hash: str) -> frozenset[str]:
+        """The jobs whose content is `unit_hash`."""
+        return frozenset(self._users.get(unit_hash, ()))
 
     def put(self, kind: KeyKind, ident: Ident, doc: Any) -> bool:
         """Record `doc` at `ident`; returns whether the view changed."""
@@ -226,12 +236,27 @@ class ClusterView(_Fields):
         if old is value or old == value:
             return False
         table[ident] = value
+        if kind is KeyKind.JOB:
+            self._forget_user(ident, old)
+            self._users.setdefault(value.unit_hash, set()).add(ident)
         return True
 
     def delete(self, kind: KeyKind, ident: Ident) -> bool:
         """Forget what is at `ident`; returns whether there was anything."""
         table: dict[Ident, Any] = getattr(self, BY_KEY[kind].field)
-        return table.pop(ident, _ABSENT) is not _ABSENT
+        old = table.pop(ident, _ABSENT)
+        if kind is KeyKind.JOB:
+            self._forget_user(ident, old)
+        return old is not _ABSENT
+
+    def _forget_user(self, name: Ident, job: Any) -> None:
+        if job is _ABSENT:
+            return
+        users = self._users.get(job.unit_hash)
+        if users is not None:
+            users.discard(name)  # type: ignore[arg-type]
+            if not users:
+                del self._users[job.unit_hash]
 
     def put_doc(self, doc: Any) -> bool:
         """Record a decoded document at the identity it names itself."""
@@ -283,6 +308,8 @@ def touched(view: _Fields, event: Event) -> frozenset[str] | None:
         case Resync():
             return None
         case Changed(kind=KeyKind.UNIT, ident=ident) | Removed(kind=KeyKind.UNIT, ident=ident):
+            if isinstance(view, ClusterView):
+                return view.users(ident)  # type: ignore[arg-type]
             return frozenset(n for n, j in view.jobs.items() if j.unit_hash == ident)
         case Changed(kind=kind, ident=ident) | Removed(kind=kind, ident=ident):
             row = BY_KEY[kind]

@@ -250,8 +250,8 @@ def test_touched_names_the_units_an_event_concerns(event, units) -> None:
 _names = st.sampled_from(["a", "b", "c"])
 _machines = st.sampled_from(["m1", "m2"])
 _events = st.one_of(
-    st.builds(lambda n, d: Changed(0, KeyKind.JOB, n, Job(n, "h", d)), _names,
-              st.sampled_from(list(JobState))),
+    st.builds(lambda n, h, d: Changed(0, KeyKind.JOB, n, Job(n, h, d)), _names,
+              st.sampled_from(["h1", "h2"]), st.sampled_from(list(JobState))),
     st.builds(lambda n: Removed(0, KeyKind.JOB, n), _names),
     st.builds(lambda n, m: Changed(0, KeyKind.SCHEDULE, n, Placement(n, m)), _names, _machines),
     st.builds(lambda n: Removed(0, KeyKind.SCHEDULE, n), _names),
@@ -278,6 +278,11 @@ def test_folding_events_equals_listing_the_end_state(events) -> None:
             assert changed == (key in live)
             live.pop(key, None)
     assert view.freeze() == snapshot_of(len(events), live.values())
+    for unit_hash in ("h1", "h2"):  # the index of each content's jobs is what a scan finds
+        users = {n for n, j in view.jobs.items() if j.unit_hash == unit_hash}
+        assert view.users(unit_hash) == users
+        assert touched(view, Removed(0, KeyKind.UNIT, unit_hash)) == users
+        assert touched(view.freeze(), Removed(0, KeyKind.UNIT, unit_hash)) == users
 
 
 def _kind(doc: object) -> KeyKind:
