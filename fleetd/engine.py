@@ -25,7 +25,6 @@ from fleetd.reconcile.engine import (
     Action,
     EnginePlan,
     Step,
-    job_specs,
     plan_for,
     record_won,
     steps,
@@ -42,9 +41,7 @@ from fleetd.registry import (
 )
 from fleetd.registry.watch import Backoff, retry_unavailable
 
-# job_specs and plan_for live in the pure fleetd.reconcile.engine; re-exported because the API
-# (fleetd/api/extensions.py) still imports plan_for from here.
-__all__ = ["Engine", "job_specs", "plan_for"]
+__all__ = ["Engine"]
 
 log = structlog.get_logger(__name__)
 

@@ -23,7 +23,7 @@ from fleetd.api.serialization import granted, read_json
 
 # the wait handler keeps the name it had in extensions.py: its body moved here unchanged
 from fleetd.api.streams import stream_response as _stream_response
-from fleetd.engine import plan_for
+from fleetd.reconcile.engine import plan_for
 from fleetd.reconcile.wait_progress import WaitProgress, read_wait
 from fleetd.registry import UNITS_SNAPSHOT_MAX, ClusterView, Update
 

@@ -10,8 +10,9 @@ the words fleetctl used for the same cases ("Unit x does not appear to be runnin
 from __future__ import annotations
 
 from fleetd.model import JobState, UnitState
+from fleetd.reconcile.globals import is_global
 from fleetd.reconcile.refuse import Refuse
-from fleetd.reconcile.waiting import View, current_state, is_global
+from fleetd.reconcile.waiting import View, current_state
 
 __all__ = ["journal_machine", "shown_state", "status_machines"]
 

@@ -17,8 +17,10 @@ from typing import Any
 
 from fleetd.model import JobState
 from fleetd.reconcile import body as fields
+from fleetd.reconcile.globals import is_global
 from fleetd.reconcile.refuse import Refuse
-from fleetd.reconcile.waiting import Step, View, is_global, systemd_reason
+from fleetd.reconcile.states import TRANSIENT_STATES
+from fleetd.reconcile.waiting import Step, View, systemd_reason
 from fleetd.registry.fold import Changed
 from fleetd.registry.keys import KeyKind
 from fleetd.unit import UnitNameError, parse_name
@@ -95,11 +97,6 @@ def plan_restart(view: View, ask: RestartAsk, token: str) -> Restart | Refuse:
 
 
 # --- how it ends -----------------------------------------------------------------------------
-# ActiveStates on the way to a definite answer: between a restart's stop and its start, or
-# between two automatic restarts (Restart=): wait on.
-_TRANSIENT = frozenset({"activating", "deactivating", "reloading"})
-
-
 def restart_outcome(view: View, name: str, machine_id: str, tokens: Set[str]) -> Outcome | None:
     """The end of a restart of `name` on `machine_id` asked with one of `tokens` (the request's,
     and those of later requests that replaced it: their restart came after it too), or None
@@ -117,7 +114,7 @@ def restart_outcome(view: View, name: str, machine_id: str, tokens: Set[str]) ->
         return None
     if state.load == "loaded" and state.active == "active":
         return Outcome(True)
-    if state.load == "loaded" and state.active in _TRANSIENT:
+    if state.load == "loaded" and state.active in TRANSIENT_STATES:
         return None
     why = systemd_reason(state, JobState.LAUNCHED)  # in systemd's words, when it has them
     return Outcome(False, why or f"systemd reports {state.load}/{state.active}/{state.sub}")

@@ -7,7 +7,13 @@ thing to all of them.
 
 from __future__ import annotations
 
-__all__ = ["LAUNCHED_STATES", "RUNNING_STATES", "STARTED_STATES", "adopted_as_started"]
+__all__ = [
+    "LAUNCHED_STATES",
+    "RUNNING_STATES",
+    "STARTED_STATES",
+    "TRANSIENT_STATES",
+    "adopted_as_started",
+]
 
 # The unit runs or is on its way to running: the agent stops it before it removes or replaces
 # its file, and when it should only be loaded.
@@ -21,6 +27,11 @@ LAUNCHED_STATES = RUNNING_STATES | {"failed"}
 # stopped): it is adopted as started and never started again, so a unit that failed before the
 # restart stays failed instead of being run once more by the new fleetd.
 STARTED_STATES = LAUNCHED_STATES | {"deactivating"}
+
+
+# On the way to a definite answer: between a restart's stop and its start, or between two
+# automatic restarts (Restart=); a waiter waits on.
+TRANSIENT_STATES = frozenset({"activating", "deactivating", "reloading"})
 
 
 def adopted_as_started(active: str) -> bool:

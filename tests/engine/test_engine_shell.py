@@ -135,7 +135,7 @@ async def test_racing_engines_never_double_place(etcd_config: EtcdConfig) -> Non
             await machine(r1, mid)
         for i in range(20):
             await r1.create_job(f"u{i}.service", HELLO, JobState.LAUNCHED)
-        from fleetd.engine import plan_for
+        from fleetd.reconcile.engine import plan_for
 
         snap = await r1.snapshot()
         plan_a, plan_b = plan_for(snap, {}), plan_for(snap, {})
