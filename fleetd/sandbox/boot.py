@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -52,13 +53,9 @@ async def start_fleetd(
     directory: Path, state: SandboxState, record: MachineRecord, machine: Machine
 ) -> None:
     """Start the fleetd of a running machine; return once it has registered."""
-    async with Registry(state.etcd_config()) as registry:
-        snapshot = await registry.snapshot()
-        joined = asyncio.ensure_future(
-            _until_machine_up(registry, record.id, snapshot.revision + 1)
-        )
-        logf = (directory / record.name / "fleetd.log").open("ab")
-        try:
+
+    async def launch() -> asyncio.subprocess.Process:
+        with (directory / record.name / "fleetd.log").open("ab") as logf:
             proc = await machine.exec(
                 sys.executable,
                 "-m",
@@ -69,24 +66,46 @@ async def start_fleetd(
                 stderr=logf,
                 start_new_session=True,
             )
-        finally:
-            logf.close()
         record.fleetd_pid = proc.pid
         state.save()
-        died = asyncio.ensure_future(proc.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {joined, died}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in (joined, died):
-                task.cancel()
-    if joined not in done:
-        why = "exited" if died in done else f"did not join within {READY_TIMEOUT:.0f}s"
+        return proc
+
+    async with Registry(state.etcd_config()) as registry:
+        _, why = await start_and_join(registry, record.id, launch, READY_TIMEOUT)
+    if why is not None:
         raise SandboxError(
             f"fleetd of {record.name} {why}; see {directory / record.name / 'fleetd.log'}"
         )
     log.info("sandbox.machine_up", machine=record.name, id=record.id, ip=record.ip)
+
+
+async def start_and_join(
+    registry: Registry,
+    machine_id: str,
+    launch: Callable[[], Awaitable[asyncio.subprocess.Process]],
+    within: float,
+) -> tuple[asyncio.subprocess.Process, str | None]:
+    """Start a fleetd (`launch`) and wait, `within` seconds at most, until it has registered
+    `machine_id` (its machine key written after the launch, by a watch) or has exited first:
+    the process, and None or why it did not join ("exited", "did not join within N s")."""
+    snapshot = await registry.snapshot()
+    joined = asyncio.ensure_future(_until_machine_up(registry, machine_id, snapshot.revision + 1))
+    try:
+        proc = await launch()
+    except BaseException:
+        joined.cancel()
+        raise
+    died = asyncio.ensure_future(proc.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {joined, died}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (joined, died):
+            task.cancel()
+    if joined in done:
+        return proc, None
+    return proc, "exited" if died in done else f"did not join within {within:g} s"
 
 
 def fleetd_flags(

@@ -35,13 +35,14 @@ from pathlib import Path
 import pytest
 
 from fleetd.model import JobState
-from fleetd.registry import EtcdConfig, KeyKind, Registry
+from fleetd.registry import EtcdConfig, Registry
+from fleetd.sandbox.boot import start_and_join
 from fleetd.sandbox.etcd import EtcdServer
 from fleetd.sandbox.machine import Machine
 from fleetd.systemd.dbus import PROPS_IFACE, SYSTEMD, UNIT_IFACE, SystemdBus, UnitChanged, unit_path
 from tests.faults.harness import active_on, report
 from tests.faults.inprocess import LOOP, Transition
-from tests.waiting import put, until
+from tests.waiting import until
 
 pytestmark = [
     pytest.mark.root("network namespaces, namespaced systemd machines"),
@@ -166,44 +167,30 @@ async def start_fleetd(
 ) -> Fleetd:
     """The real `fleetd` inside `machine` (flags as `fleetd sandbox` gives them); returns once it
     has registered (its machine key in etcd), fails at once if it exits first."""
-    snapshot = await registry.snapshot()
-    joined = asyncio.ensure_future(_machine_up(registry, machine.machine_id, snapshot.revision + 1))
-    with log.open("ab") as out:
-        proc = await machine.exec(
-            sys.executable, "-m", "fleetd.main",
-            f"--etcd-servers={etcd_url}",
-            f"--public-ip={public_ip}",
-            f"--metadata=machine={machine.name}",
-            f"--agent-ttl={TTL}",
-            f"--dbus-address={machine.bus_address}",
-            "--units-directory=/run/fleet/units",
-            "--runtime-dir=/run/fleet",
-            f"--api-socket={machine.root / 'fleet.sock'}",
-            "--machine-id-file=/etc/machine-id",
-            f"--fence-on-lease-loss={'true' if fence else 'false'}",
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-        )
+
+    async def launch() -> asyncio.subprocess.Process:
+        with log.open("ab") as out:
+            return await machine.exec(
+                sys.executable, "-m", "fleetd.main",
+                f"--etcd-servers={etcd_url}",
+                f"--public-ip={public_ip}",
+                f"--metadata=machine={machine.name}",
+                f"--agent-ttl={TTL}",
+                f"--dbus-address={machine.bus_address}",
+                "--units-directory=/run/fleet/units",
+                "--runtime-dir=/run/fleet",
+                f"--api-socket={machine.root / 'fleet.sock'}",
+                "--machine-id-file=/etc/machine-id",
+                f"--fence-on-lease-loss={'true' if fence else 'false'}",
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            )  # fmt: skip
+
+    proc, why = await start_and_join(registry, machine.machine_id, launch, DEADLINE)
     fleetd = Fleetd(machine, proc, log)
-    died = asyncio.ensure_future(proc.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {joined, died}, timeout=DEADLINE, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        for task in (joined, died):
-            task.cancel()
-    if joined not in done:
+    if why is not None:
         await stop_fleetd(fleetd)
-        why = "exited" if died in done else f"did not join within {DEADLINE:g} s"
         raise AssertionError(f"fleetd of {machine.name} {why}: {fleetd.log_text()[-2000:]}")
     return fleetd
-
-
-async def _machine_up(registry: Registry, machine_id: str, revision: int) -> None:
-    async with registry.watch(revision) as events:
-        async for event in events:
-            if put(KeyKind.MACHINE, machine_id)(event):
-                return
 
 
 async def stop_fleetd(fleetd: Fleetd) -> None:
