@@ -15,16 +15,15 @@ from contextlib import aclosing
 import structlog
 
 from fleetd.model import LeaderInfo
-from fleetd.registry.errors import EtcdUnavailable, WatchCompacted, WatchInterrupted
 from fleetd.registry.etcd import EtcdClient
-from fleetd.registry.fold import Snapshot, snapshot_of
+from fleetd.registry.fold import Removed, Resync, Snapshot, snapshot_of
 from fleetd.registry.follow import follow
 from fleetd.registry.keys import KeyLayout
 from fleetd.registry.kv import Cmp, Delete, Get, Put
 from fleetd.registry.leases import Lease
 from fleetd.registry.reads import Reads
 from fleetd.registry.room import Room
-from fleetd.registry.watch import Backoff
+from fleetd.registry.watch import retry_unavailable
 
 __all__ = ["Election", "Leadership"]
 
@@ -54,46 +53,37 @@ class Election(Room):
         """Block until this engine holds `engine/leader` on `lease`.
 
         Create-if-absent txn; while another holds it, wait (by a watch, not polling) for its key
-        to be deleted (resign or lease expiry), then try again.
+        to be deleted (resign or lease expiry), then try again. An unreachable etcd is waited
+        out (`retry_unavailable`).
         """
         key = self.keys.leader
-        backoff = Backoff()
         while True:
-            try:
-                res = await self.etcd.txn(
+            res = await retry_unavailable(
+                lambda: self.etcd.txn(
                     [Cmp(key, "create", "==", 0)], [Put(key, info.encode(), lease.id)], [Get(key)]
+                ),
+                "registry.campaign_retry",
+            )
+            if res.succeeded:
+                log.info("registry.leader_elected", machine=info.machine_id, lease=lease.id)
+                return Leadership(info, lease, res.revision)
+            current = res.gets[0][0] if res.gets[0] else None
+            if current is not None and current.lease == lease.id:
+                await retry_unavailable(
+                    lambda: self.etcd.put(key, info.encode(), lease.id), "registry.campaign_retry"
                 )
-                if res.succeeded:
-                    log.info("registry.leader_elected", machine=info.machine_id, lease=lease.id)
-                    return Leadership(info, lease, res.revision)
-                current = res.gets[0][0] if res.gets[0] else None
-                if current is not None and current.lease == lease.id:
-                    await self.etcd.put(key, info.encode(), lease.id)
-                    log.info("registry.leader_resumed", machine=info.machine_id, lease=lease.id)
-                    return Leadership(info, lease, current.create_revision)
-                log.info("registry.leader_waiting", machine=info.machine_id)
-                await self._wait_deleted(key, res.revision + 1)
-                backoff.reset()
-            except EtcdUnavailable as err:
-                log.warning("registry.campaign_retry", error=str(err))
-                await backoff.wait()
+                log.info("registry.leader_resumed", machine=info.machine_id, lease=lease.id)
+                return Leadership(info, lease, current.create_revision)
+            log.info("registry.leader_waiting", machine=info.machine_id)
+            await self._until_deleted(res.revision + 1)
 
-    async def _wait_deleted(self, key: str, from_revision: int) -> None:
-        next_rev = from_revision
-        backoff = Backoff()
-        while True:
-            try:
-                async with aclosing(self.etcd.watch(key, next_rev, prefix=False)) as batches:
-                    async for batch in batches:
-                        backoff.reset()
-                        for ch in batch.changes:
-                            if ch.type == "delete":
-                                return
-                            next_rev = ch.revision + 1
-            except WatchInterrupted:
-                await backoff.wait()
-            except WatchCompacted:
-                return  # the caller re-checks the key itself
+    async def _until_deleted(self, from_revision: int) -> None:
+        """Until the leader key is deleted after `from_revision` (the watch resumes across
+        disconnects); after a compaction, at once: the caller reads the key again anyway."""
+        async with self._reads.watch(from_revision, key=self.keys.leader) as events:
+            async for event in events:
+                if isinstance(event, Removed | Resync):
+                    return
 
     async def resign(self, leadership: Leadership) -> bool:
         """Give up leadership if still held (guarded on the key's create revision)."""
