@@ -18,8 +18,9 @@ is reported as WatchInterrupted, and the registry restarts from the last revisio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -431,10 +432,16 @@ class EtcdClient:
         # answers come when something changes: no limit on those.
         opening = max(self._t, 1.0)
         acks = 0
+        # etcd3aio re-creates a broken stream on its own, and such a stream may never answer
+        # either (a fault test waited a minute after an etcd kill -9 and restart): when the
+        # channel's connection breaks, the stream is given up here and the caller resumes it
+        # with a stream of its own, which the opening limit above covers.
+        channel = getattr(client, "_channel", None)  # etcd3aio keeps it private
+        lost = asyncio.ensure_future(_connection_broken(channel)) if channel is not None else None
         try:
             try:
                 async with asyncio.timeout(opening):
-                    resp = await anext(stream, None)
+                    resp = await _answer(stream, lost)
             except TimeoutError:
                 raise WatchInterrupted(
                     f"no answer to the watch request within {opening:g} s"
@@ -463,7 +470,7 @@ class EtcdClient:
                             for ev in resp.events
                         ),
                     )
-                resp = await anext(stream, None)
+                resp = await _answer(stream, lost)
             raise WatchInterrupted("watch stream ended")
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
@@ -473,4 +480,38 @@ class EtcdClient:
                 raise EtcdAuthError(f"etcd refused the watch: {err.details()}") from None
             raise WatchInterrupted(f"{err.code().name}: {err.details()}") from None
         finally:
+            if lost is not None and not lost.cancel() and not lost.cancelled():
+                lost.exception()  # retrieved: a channel closed under it ends the watch anyway
             await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _answer(stream: AsyncIterator[Any], lost: asyncio.Future[None] | None) -> Any:
+    """The stream's next answer (None at its end); WatchInterrupted if the connection to etcd
+    breaks first. The read is finished (cancelled and awaited) before this returns, so the
+    stream can be closed afterwards."""
+    if lost is None:
+        return await anext(stream, None)
+    read = asyncio.ensure_future(anext(stream, None))
+    try:
+        await asyncio.wait({read, lost}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not read.done():
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await read
+    if read.done() and not read.cancelled():
+        return read.result()
+    raise WatchInterrupted("the connection to etcd broke")
+
+
+async def _connection_broken(channel: Any) -> None:
+    """Return once the gRPC channel, having been ready, is no longer: its connection to etcd
+    broke (etcd killed, restarted, unreachable). Driven by gRPC's state changes."""
+    ready = grpc.ChannelConnectivity.READY
+    state = channel.get_state(try_to_connect=True)
+    while state is not ready:
+        await channel.wait_for_state_change(state)
+        state = channel.get_state()
+    while state is ready:
+        await channel.wait_for_state_change(state)
+        state = channel.get_state()
