@@ -66,6 +66,7 @@ class Agent:
         self.fence_on_lease_loss = fence_on_lease_loss
         self.lease: Lease | None = None
         self.registered = asyncio.Event()
+        self.left = asyncio.Event()  # the machine left on purpose: it never registers again
         self.fenced = False
         self.plans = 0
         self._view: ClusterView | None = None
@@ -156,8 +157,12 @@ class Agent:
             ):
                 await self._fence()
             await lease.lost.wait()
-            log.warning("agent.lease_lost", machine=self.machine.id, lease=lease.id)
             self.registered.clear()
+            if self._leaving:  # revoked by leave(): registering again would bring it back
+                self.left.set()
+                log.info("agent.membership_ended", machine=self.machine.id, lease=lease.id)
+                return
+            log.warning("agent.lease_lost", machine=self.machine.id, lease=lease.id)
             await lease.release()
             await self._register()
             if self.fenced:

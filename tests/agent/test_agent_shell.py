@@ -137,9 +137,14 @@ async def test_leave_moves_units_at_once(registry: Registry) -> None:
         first = state_of(snap, "hello.service")[0].machine_id
         leaving = next(n for n in nodes if n.doc.id == first)
         await leaving.agent.leave()
-        leaving.task.cancel()
         # at once: the machine is gone when leave() returns, not when its 30 s lease would expire
         assert first not in (await registry.snapshot()).machines
+        # and it stays gone: the revoked lease is not taken for a lost one to register again
+        # (a fleetd that had not exited yet once brought its machine back)
+        await asyncio.wait_for(leaving.agent.left.wait(), 10)
+        assert not leaving.agent.registered.is_set()
+        assert first not in (await registry.snapshot()).machines
+        leaving.task.cancel()
         snap = await until(
             registry,
             lambda s: any(st.active == "active" and st.machine_id != first for st in state_of(s, "hello.service")),
