@@ -34,8 +34,11 @@ _FOLLOW_LINES = 10  # journalctl --follow's own default
 # journald writes what it receives asynchronously: `journalctl --sync` makes it write all it has
 # received first, so the last lines of a unit that just failed (the error it printed, systemd's
 # "Failed at step EXEC") are there to read. Best effort: without the right to ask, or when
-# journald does not answer in time, the journal is read as it is.
-SYNC_TIMEOUT = 2.0
+# journald does not answer in time, the journal is read as it is (logged). journald handles one
+# thing at a time: while it syncs its files to a disk busy with other writers (etcd's fsyncs
+# during a full test run), the failed unit's lines wait in its socket — 2 s was not always
+# enough there (a failure report once came with an empty journal).
+SYNC_TIMEOUT = 10.0
 
 
 def journal_argv(
@@ -122,6 +125,7 @@ class JournalStream:
         try:
             await asyncio.wait_for(proc.wait(), SYNC_TIMEOUT)
         except TimeoutError:
+            log.warning("systemd.journal_sync_slow", unit=self.unit, waited=SYNC_TIMEOUT)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
