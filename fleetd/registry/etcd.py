@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -434,10 +435,10 @@ class EtcdClient:
         acks = 0
         # etcd3aio re-creates a broken stream on its own, and such a stream may never answer
         # either (a fault test waited a minute after an etcd kill -9 and restart): when the
-        # channel's connection breaks, the stream is given up here and the caller resumes it
-        # with a stream of its own, which the opening limit above covers.
-        channel = getattr(client, "_channel", None)  # etcd3aio keeps it private
-        lost = asyncio.ensure_future(_connection_broken(channel)) if channel is not None else None
+        # library says it reconnects, the stream is given up here and the caller resumes it with
+        # a stream of its own, which the opening limit above covers.
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        _RECONNECTS.waiters.add(lost)
         try:
             try:
                 async with asyncio.timeout(opening):
@@ -480,17 +481,15 @@ class EtcdClient:
                 raise EtcdAuthError(f"etcd refused the watch: {err.details()}") from None
             raise WatchInterrupted(f"{err.code().name}: {err.details()}") from None
         finally:
-            if lost is not None and not lost.cancel() and not lost.cancelled():
-                lost.exception()  # retrieved: a channel closed under it ends the watch anyway
+            _RECONNECTS.waiters.discard(lost)
+            lost.cancel()
             await stream.aclose()  # type: ignore[attr-defined]
 
 
-async def _answer(stream: AsyncIterator[Any], lost: asyncio.Future[None] | None) -> Any:
-    """The stream's next answer (None at its end); WatchInterrupted if the connection to etcd
-    breaks first. The read is finished (cancelled and awaited) before this returns, so the
-    stream can be closed afterwards."""
-    if lost is None:
-        return await anext(stream, None)
+async def _answer(stream: AsyncIterator[Any], lost: asyncio.Future[None]) -> Any:
+    """The stream's next answer (None at its end); WatchInterrupted if the library starts
+    re-creating it first. The read is finished (cancelled and awaited) before this returns, so
+    the stream can be closed afterwards."""
     read = asyncio.ensure_future(anext(stream, None))
     try:
         await asyncio.wait({read, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -501,17 +500,28 @@ async def _answer(stream: AsyncIterator[Any], lost: asyncio.Future[None] | None)
                 await read
     if read.done() and not read.cancelled():
         return read.result()
-    raise WatchInterrupted("the connection to etcd broke")
+    raise WatchInterrupted("the connection to etcd broke (the stream is being re-created)")
 
 
-async def _connection_broken(channel: Any) -> None:
-    """Return once the gRPC channel, having been ready, is no longer: its connection to etcd
-    broke (etcd killed, restarted, unreachable). Driven by gRPC's state changes."""
-    ready = grpc.ChannelConnectivity.READY
-    state = channel.get_state(try_to_connect=True)
-    while state is not ready:
-        await channel.wait_for_state_change(state)
-        state = channel.get_state()
-    while state is ready:
-        await channel.wait_for_state_change(state)
-        state = channel.get_state()
+class _Reconnects(logging.Handler):
+    """etcd3aio says when it re-creates a broken watch stream (a warning on its `etcd3aio.watch`
+    logger, "watch: transient error (...), reconnecting in ..."), and that is the only sign of
+    it: each open watch of this process is then given up (they share the connection that
+    broke) and resumed by its caller."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.waiters: set[asyncio.Future[None]] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "reconnecting" not in record.getMessage():
+            return
+        for waiter in list(self.waiters):  # called on the loop's thread, by the library's task
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_RECONNECTS = _Reconnects()
+_WATCH_LOGGER = logging.getLogger("etcd3aio.watch")
+_WATCH_LOGGER.addHandler(_RECONNECTS)
+_WATCH_LOGGER.setLevel(logging.WARNING)  # its warnings reach the handler whatever the root's level
