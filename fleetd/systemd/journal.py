@@ -35,9 +35,8 @@ _FOLLOW_LINES = 10  # journalctl --follow's own default
 # received first, so the last lines of a unit that just failed (the error it printed, systemd's
 # "Failed at step EXEC") are there to read. Best effort: without the right to ask, or when
 # journald does not answer in time, the journal is read as it is (logged). journald handles one
-# thing at a time: while it syncs its files to a disk busy with other writers (etcd's fsyncs
-# during a full test run), the failed unit's lines wait in its socket — 2 s was not always
-# enough there (a failure report once came with an empty journal).
+# thing at a time and may be syncing its files to a disk busy with other writers (etcd's fsyncs
+# during a full test run): the bound is generous, a report of a failure is worth the wait.
 SYNC_TIMEOUT = 10.0
 
 
