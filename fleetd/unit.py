@@ -6,7 +6,7 @@ in fleetd; where fleet silently accepted garbage, we refuse it with an error nam
 
 The unit model has two more rooms below this one: names (`fleetd.unit_names`: fleet's
 `ValidateName`, templates and instances, fleetctl's name mangling) and the [X-Fleet]
-requirements (`fleetd.unit_requirements`). This module re-exports what they offer, so
+placement rules (`fleetd.rules`, one module per rule). This module re-exports what they offer, so
 `fleetd.unit` stays the one import for the whole model.
 """
 
@@ -26,7 +26,7 @@ from fleetd.unit_names import (
     parse_name,
     validate_name,
 )
-from fleetd.unit_requirements import (
+from fleetd.rules import (
     SHORT_ID_LENGTH,
     XFLEET,
     Requirements,

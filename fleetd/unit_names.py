@@ -93,7 +93,7 @@ def validate_name(name: str) -> None:
 
 def go_quote(s: str, quote: str = '"') -> str:
     """Go's %q for the short strings in fleet's messages (names here, [X-Fleet] patterns in
-    `fleetd.unit_requirements`)."""
+    `fleetd.rules`)."""
     body = "".join(
         c if c.isprintable() and c not in (quote, "\\") else
         ("\\" + c if c in (quote, "\\") else f"\\x{ord(c):02x}" if ord(c) < 0x100

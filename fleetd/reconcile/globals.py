@@ -1,10 +1,10 @@
 """Where a Global unit runs: one rule, asked by the scheduler, every agent and the API.
 
 The engine never places a Global unit: each agent runs it where it qualifies. A machine
-qualifies when the unit's MachineMetadata matches the machine's and no Conflicts rule — the
-Global unit's own or a neighbour's — keeps it away. Its neighbours there are the units placed on
-the machine and the Global units admitted before it: of two conflicting Global units, the first
-by name wins.
+qualifies when every rule of the unit admits it (`fleetd.rules`: MachineMetadata, Conflicts,
+MaxPerMachine, ...) and no rule of a neighbour — Conflicts of a unit already there — keeps it
+away. Its neighbours there are the units placed on the machine and the Global units admitted
+before it: of two conflicting Global units, the first by name wins.
 
 The scheduler asks with no placed units: its checkers keep a unit off a machine where a Global
 unit conflicting with it runs (and move one that is there), so to the scheduler the Global units
@@ -15,16 +15,18 @@ so the two never run side by side.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol
 
 from fleetd.model import Job, JobState, UnitContent
-from fleetd.unit import Requirements
+from fleetd.unit import Requirements, glob_match
+from fleetd.rules import Term, refusal
 
-__all__ = ["globals_on", "is_global", "runs_globally"]
+__all__ = ["MachineAlone", "globals_on", "is_global", "runs_globally"]
 
 _NOTHING: Mapping[str, Requirements] = MappingProxyType({})
+_HERE = "."  # the one machine's ID in a MachineAlone: no real ID is a dot
 
 
 class ContentView(Protocol):
@@ -45,28 +47,58 @@ def runs_globally(desired: JobState, requirements: Requirements) -> bool:
     return requirements.is_global and desired is not JobState.INACTIVE
 
 
+class MachineAlone:
+    """One machine as the rules see it when only it matters: its metadata and the units on it
+    (`fleetd.rules.Placing`)."""
+
+    def __init__(self, metadata: Mapping[str, str], units: Mapping[str, Requirements]) -> None:
+        self._metadata = metadata
+        self._units: dict[str, Requirements] = dict(units)
+
+    def add(self, name: str, requirements: Requirements) -> None:
+        self._units[name] = requirements
+
+    def machine_ids(self) -> Collection[str]:
+        return (_HERE,)
+
+    def metadata(self, machine_id: str) -> Mapping[str, str]:
+        return self._metadata
+
+    def neighbours(self, machine_id: str) -> Iterable[str]:
+        return self._units.keys()
+
+    def placement(self, name: str) -> str | None:
+        return _HERE if name in self._units else None
+
+    def count_on(self, machine_id: str, group: str) -> int:
+        return sum(glob_match(group, name) for name in self._units)
+
+    def by_short_id(self, short: str) -> Sequence[str]:
+        return ()
+
+    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> list[str]:
+        return [_HERE] if admits(self._metadata) else []
+
+    def spread(self, group: str, key: str) -> Mapping[str, int]:
+        return {}
+
+    def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
+        return [(name, t) for name in sorted(self._units) for t in self._units[name].judges]
+
+
 def globals_on(
     metadata: Mapping[str, str],
     candidates: Mapping[str, Requirements],
     placed: Mapping[str, Requirements] = _NOTHING,
 ) -> list[str]:
     """The Global units a machine runs, by name: of `candidates` (the Global units that should
-    run, see `runs_globally`), those whose MachineMetadata matches `metadata` and that no
-    Conflicts rule keeps away from the units `placed` there and the Global units admitted
-    before them."""
-    neighbours = list(placed)
-    ruled = [r for r in placed.values() if r.conflicts]  # the only neighbours that can object
+    run, see `runs_globally`), those every rule admits on a machine with `metadata` and the
+    units `placed` there, next to the Global units admitted before them."""
+    machine = MachineAlone(metadata, placed)
     admitted: list[str] = []
     for name in sorted(candidates):
         req = candidates[name]
-        if not req.metadata_matches(metadata):
-            continue
-        if req.conflicts and any(req.conflicts_with(other) for other in neighbours):
-            continue
-        if any(rules.conflicts_with(name) for rules in ruled):
-            continue
-        admitted.append(name)
-        neighbours.append(name)
-        if req.conflicts:
-            ruled.append(req)
+        if refusal(name, req.terms, _HERE, machine) is None:
+            admitted.append(name)
+            machine.add(name, req)
     return admitted

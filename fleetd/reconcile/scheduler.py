@@ -1,21 +1,40 @@
-"""Where may a job run? One small checker per [X-Fleet] rule, then least-loaded ranking.
+"""Where may a job run? The rules of `fleetd.rules` asked per machine, then a ranking: least
+loaded (fleet's), or a ranking rule's tiers (Spread) first.
 
 Pure: no I/O, no clock. `ClusterState` is the working view the engine planner mutates while it
-plans one pass (placing a job changes the load and the neighbours later jobs see).
+plans one pass (placing a job changes the load and the neighbours later jobs see); it is the
+`fleetd.rules.Placing` every rule reads.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 
 from fleetd.model import JobState, short_id
 from fleetd.reconcile.globals import globals_on, runs_globally
-from fleetd.unit import SHORT_ID_LENGTH, Requirements
+from fleetd.rules import (
+    Rejection,
+    RejectReason,
+    Requirements,
+    Term,
+    glob_match,
+    refusal,
+    refusals,
+)
 
-__all__ = ["ClusterState", "JobSpec", "MachineSpec", "Rejection", "place", "reject_reason"]
+__all__ = [
+    "ClusterState",
+    "JobSpec",
+    "MachineSpec",
+    "Rejection",
+    "every_refusal",
+    "place",
+    "reject_reason",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,40 +60,9 @@ class MachineSpec:
         return short_id(self.id)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why one machine cannot take one job; `text` says it in words a fleet user understands.
-
-    Checkers run hundreds of thousands of times in a large plan, so they only record the rule
-    and its subject; the sentence is made when someone reads it.
-    """
-
-    machine_id: str
-    rule: str  # MachineID, MachineMetadata, MachineOf, Conflicts, Replaces, Waiting, ...
-    subject: object
-
-    @property
-    def text(self) -> str:
-        s = self.subject
-        match self.rule:
-            case "MachineID":
-                return f"MachineID={s} names another machine"
-            case "NoMachineID":
-                return f"MachineID={s} names no machine in the cluster"
-            case "MachineMetadata":
-                assert isinstance(s, Requirements)
-                wanted = " ".join(f"{k}={'|'.join(sorted(v))}" for k, v in s.metadata)
-                return f"no machine matches MachineMetadata {wanted}"
-            case "Waiting":
-                return f"waiting for MachineOf={s} to be placed"
-            case "MachineOf":
-                return f"MachineOf={s} runs on another machine"
-            case "Conflicts":
-                return f"conflicts with {s}"
-            case "Replaces":
-                return f"replaced by {s}"
-            case _:
-                return str(s)
+_NO_REQUIREMENTS = Requirements()
+_ANYWHERE = Term()  # the subject of refusals no rule made ("no machine meets ...")
+_NO_JUDGES: Sequence[tuple[str, Term]] = ()
 
 
 class ClusterState:
@@ -92,12 +80,14 @@ class ClusterState:
         self.units_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
         # Global jobs each machine runs (where every agent runs them: `globals_on`).
         self.globals_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
-        # Neighbours that carry Conflicts or Replaces rules: the only ones whose rules can
-        # reject a newcomer, usually few.
+        # Neighbours whose rules may refuse a newcomer (Conflicts, Replaces): usually few.
         self._ruled_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
         self._load: dict[str, int] = dict.fromkeys(self.machines, 0)
         self._by_short: dict[str, list[str]] = {}
-        self._by_metadata: dict[object, list[str]] = {}
+        self._matching: dict[object, list[str]] = {}
+        # Counts kept only for the groups and keys some rule asked about in this plan.
+        self._groups: dict[str, Counter[str]] = {}  # group glob -> units per machine
+        self._spreads: dict[tuple[str, str], Counter[str]] = {}  # (glob, key) -> per value
         for mid in sorted(self.machines):
             self._by_short.setdefault(short_id(mid), []).append(mid)
         self._place_globals(jobs)
@@ -126,7 +116,7 @@ class ClusterState:
             for name in names:
                 self.globals_on[mid].add(name)
                 self._load[mid] += 1
-                if _has_rules(candidates[name]):
+                if candidates[name].judges:
                     self._ruled_on[mid].add(name)
 
     # ---- mutation (the planner's working copy)
@@ -135,8 +125,9 @@ class ClusterState:
         self.placements[name] = machine_id
         self.units_on[machine_id].add(name)
         self._load[machine_id] += 1
-        if _has_rules(self.requirements_of(name)):
+        if self.requirements_of(name).judges:
             self._ruled_on[machine_id].add(name)
+        self._count(name, machine_id, 1)
 
     def assign(self, name: str, machine_id: str) -> None:
         self._add(name, machine_id)
@@ -147,53 +138,96 @@ class ClusterState:
         self.units_on[machine_id].discard(name)
         self._ruled_on[machine_id].discard(name)
         self._load[machine_id] -= 1
+        self._count(name, machine_id, -1)
         heapq.heappush(self._heap, (self._load[machine_id], machine_id))
 
-    # ---- queries
+    def _count(self, name: str, machine_id: str, delta: int) -> None:
+        for group, per_machine in self._groups.items():
+            if glob_match(group, name):
+                per_machine[machine_id] += delta
+        for (group, key), per_value in self._spreads.items():
+            if glob_match(group, name):
+                per_value[self.metadata(machine_id).get(key, "")] += delta
 
-    def load(self, machine_id: str) -> int:
-        """Units placed on the machine plus the Global units it runs (fleet's measure)."""
-        return self._load[machine_id]
+    # ---- what rules read (fleetd.rules.Placing)
+
+    def machine_ids(self) -> Collection[str]:
+        return self.machines.keys()
+
+    def metadata(self, machine_id: str) -> Mapping[str, str]:
+        return self.machines[machine_id].metadata
 
     def neighbours(self, machine_id: str) -> Iterable[str]:
         yield from self.units_on[machine_id]
         yield from self.globals_on[machine_id]
 
-    def ruled_neighbours(self, machine_id: str) -> set[str]:
-        return self._ruled_on[machine_id]
+    def placement(self, name: str) -> str | None:
+        return self.placements.get(name)
 
     def requirements_of(self, name: str) -> Requirements:
         job = self.jobs.get(name)
         return job.requirements if job is not None else _NO_REQUIREMENTS
 
-    def _matching(self, req: Requirements) -> list[str]:
-        """Machines whose metadata meets `req` (cached per distinct metadata rule)."""
-        found = self._by_metadata.get(req.metadata)
+    def count_on(self, machine_id: str, group: str) -> int:
+        per_machine = self._groups.get(group)
+        if per_machine is None:
+            per_machine = self._groups[group] = Counter()
+            for mid in self.machines:
+                per_machine[mid] = sum(glob_match(group, n) for n in self.neighbours(mid))
+        return per_machine[machine_id]
+
+    def by_short_id(self, short: str) -> Sequence[str]:
+        return self._by_short.get(short, [])
+
+    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> list[str]:
+        found = self._matching.get(key)
         if found is None:
-            found = sorted(
-                mid for mid, m in self.machines.items() if req.metadata_matches(m.metadata)
-            )
-            self._by_metadata[req.metadata] = found
+            found = self._matching[key] = [
+                mid for mid, m in self.machines.items() if admits(m.metadata)
+            ]
         return found
 
-    def candidates(self, job: JobSpec) -> Iterable[str]:
-        """Machine IDs in rank order (least loaded, then ID) worth checking for `job`."""
-        req = job.requirements
-        rank = self._rank_key
-        if req.machine_id:
-            ids = [req.machine_id] if req.machine_id in self.machines else []
-            if len(req.machine_id) == SHORT_ID_LENGTH:
-                ids += self._by_short.get(req.machine_id, [])
-            yield from sorted(set(ids), key=rank)
-        elif req.machine_of:
-            peer_machines = {self.placements.get(p) for p in req.machine_of}
-            yield from sorted((m for m in peer_machines if m is not None), key=rank)
-        elif req.metadata:
-            yield from sorted(self._matching(req), key=rank)
-        else:
-            yield from self._ranked()
+    def spread(self, group: str, key: str) -> Mapping[str, int]:
+        per_value = self._spreads.get((group, key))
+        if per_value is None:
+            per_value = self._spreads[(group, key)] = Counter()
+            for mid in self.machines:
+                value = self.metadata(mid).get(key, "")
+                per_value[value] += sum(glob_match(group, n) for n in self.neighbours(mid))
+        return per_value
 
-    def _rank_key(self, machine_id: str) -> tuple[int, str]:
+    def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
+        ruled = self._ruled_on[machine_id]
+        if not ruled:
+            return _NO_JUDGES
+        return [
+            (owner, term) for owner in sorted(ruled) for term in self.requirements_of(owner).judges
+        ]
+
+    def load(self, machine_id: str) -> int:
+        """Units placed on the machine plus the Global units it runs (fleet's measure)."""
+        return self._load[machine_id]
+
+    # ---- which machines to ask, in which order
+
+    def candidates(self, job: JobSpec) -> Iterable[str]:
+        """Machine IDs in rank order (least loaded, then ID) worth checking for `job`: those
+        of the first rule that narrows them, or every machine."""
+        for term in job.requirements.terms:
+            ids = term.candidates(job.name, self)
+            if ids is not None:
+                yield from sorted(ids, key=self.rank_key)
+                return
+        yield from self._ranked()
+
+    def nothing_left(self, job: JobSpec) -> Rejection:
+        """Why `candidates` gave no machine at all."""
+        for term in job.requirements.terms:
+            if term.candidates(job.name, self) is not None:
+                return term.nothing_left(job.name, self)
+        return Rejection("", RejectReason.OTHER, _ANYWHERE, "no machine meets its requirements")
+
+    def rank_key(self, machine_id: str) -> tuple[int, str]:
         return self._load[machine_id], machine_id
 
     def _ranked(self) -> Iterable[str]:
@@ -215,94 +249,35 @@ class ClusterState:
                     heapq.heappush(self._heap, entry)
 
 
-_NO_REQUIREMENTS = Requirements()
-
-
-def _has_rules(req: Requirements) -> bool:
-    return bool(req.conflicts or req.replaces)
-
-
-# ---- checkers: each returns None (fine) or why the machine cannot take the job
-
-
-def check_machine_id(job: JobSpec, machine_id: str, state: ClusterState) -> Rejection | None:
-    req = job.requirements
-    if req.machine_id_matches(machine_id):
-        return None
-    return Rejection(machine_id, "MachineID", req.machine_id)
-
-
-def check_metadata(job: JobSpec, machine_id: str, state: ClusterState) -> Rejection | None:
-    req = job.requirements
-    if not req.metadata or req.metadata_matches(state.machines[machine_id].metadata):
-        return None
-    return Rejection(machine_id, "MachineMetadata", req)
-
-
-def check_peers(job: JobSpec, machine_id: str, state: ClusterState) -> Rejection | None:
-    for peer in job.requirements.machine_of:
-        where = state.placements.get(peer)
-        if where is None:
-            return Rejection(machine_id, "Waiting", peer)
-        if where != machine_id:
-            return Rejection(machine_id, "MachineOf", peer)
-    return None
-
-
-def check_conflicts(job: JobSpec, machine_id: str, state: ClusterState) -> Rejection | None:
-    """Conflicts both ways (fleet honours either side's rule), and Replaces of neighbours."""
-    mine = job.requirements
-    if mine.conflicts:
-        for other in sorted(state.neighbours(machine_id)):
-            if other != job.name and mine.conflicts_with(other):
-                return Rejection(machine_id, "Conflicts", other)
-    for other in sorted(state.ruled_neighbours(machine_id)):
-        if other == job.name:
-            continue
-        theirs = state.requirements_of(other)
-        if theirs.conflicts_with(job.name):
-            return Rejection(machine_id, "Conflicts", other)
-        if theirs.replaces_unit(job.name):
-            return Rejection(machine_id, "Replaces", other)
-    return None
-
-
-CHECKERS = (check_machine_id, check_metadata, check_peers, check_conflicts)
-
-
 def reject_reason(job: JobSpec, machine_id: str, state: ClusterState) -> Rejection | None:
     """The first rule that keeps `job` off `machine_id`, or None if it may run there."""
-    for checker in CHECKERS:
-        rejection = checker(job, machine_id, state)
-        if rejection is not None:
-            return rejection
-    return None
+    return refusal(job.name, job.requirements.terms, machine_id, state)
+
+
+def every_refusal(job: JobSpec, machine_id: str, state: ClusterState) -> list[Rejection]:
+    """Every rule that keeps `job` off `machine_id` (for telling a user why)."""
+    return refusals(job.name, job.requirements.terms, machine_id, state)
 
 
 def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection]]:
-    """The least-loaded feasible machine for `job` (ties by ID), or None and every rejection."""
+    """The preferred feasible machine for `job` — in a ranking rule's first tier that has one,
+    least loaded first, ties by ID — or None and every rejection met."""
     rejections: list[Rejection] = []
-    with closing(iter(state.candidates(job))) as candidates:  # puts unused heap entries back
-        for machine_id in candidates:
-            rejection = reject_reason(job, machine_id, state)
-            if rejection is None:
-                return machine_id, rejections
-            rejections.append(rejection)
+    ranker = job.requirements.ranker
+    if ranker is None:
+        with closing(iter(state.candidates(job))) as candidates:  # puts unused heap entries back
+            for machine_id in candidates:
+                rejection = reject_reason(job, machine_id, state)
+                if rejection is None:
+                    return machine_id, rejections
+                rejections.append(rejection)
+    else:
+        for tier in ranker.tiers(job.name, state, list(state.candidates(job))):
+            for machine_id in sorted(tier, key=state.rank_key):
+                rejection = reject_reason(job, machine_id, state)
+                if rejection is None:
+                    return machine_id, rejections
+                rejections.append(rejection)
     if not rejections:
-        rejections.append(_no_candidate(job, state))
+        rejections.append(state.nothing_left(job))
     return None, rejections
-
-
-def _no_candidate(job: JobSpec, state: ClusterState) -> Rejection:
-    """Why no machine was even worth checking."""
-    req = job.requirements
-    if req.machine_id:
-        return Rejection("", "NoMachineID", req.machine_id)
-    missing = [p for p in req.machine_of if p not in state.placements]
-    if missing:
-        return Rejection("", "Waiting", missing[0])
-    if req.machine_of:
-        return Rejection("", "Other", "its MachineOf units run on different machines")
-    if req.metadata:
-        return Rejection("", "MachineMetadata", req)
-    return Rejection("", "Other", "no machine meets its requirements")

@@ -1,11 +1,18 @@
-"""[X-Fleet] requirements: names, legacy names, specifiers, multi-values and fleet's validation."""
+"""fleet 1.0's [X-Fleet] rules as `fleetd.rules` reads them: names, legacy names, specifiers,
+multi-values and fleet's validation."""
 
 from __future__ import annotations
 
 import pytest
 
+from fleetd.rules import Requirements, Term, UnitValidationError, glob_match
+from fleetd.rules.conflicts import Conflicts
+from fleetd.rules.global_ import Global
+from fleetd.rules.machine_id import MachineID
+from fleetd.rules.machine_of import MachineOf
+from fleetd.rules.metadata import MachineMetadata, Need
+from fleetd.rules.replaces import Replaces
 from fleetd.unit import parse_unit
-from fleetd.unit_requirements import Requirements, UnitValidationError, glob_match
 from tests.seed import seed_unit
 
 APACHE = seed_unit("apache@.service")
@@ -16,11 +23,24 @@ def req(xfleet: str, name: str = "u.service") -> Requirements:
     return parse_unit("[X-Fleet]\n" + xfleet).requirements(name)
 
 
+def R(*terms: Term) -> Requirements:  # noqa: N802 (reads as the Requirements it builds)
+    return Requirements.from_terms(terms)
+
+
+def md(**wanted: str) -> MachineMetadata:
+    """MachineMetadata of equalities: md(role="web|db") accepts web or db."""
+    return MachineMetadata(
+        tuple(Need(k, frozenset(v.split("|")), ()) for k, v in sorted(wanted.items()))
+    )
+
+
 def test_seed_apache_conflicts_read_as_conflicts() -> None:
     r = APACHE.requirements("apache@80.service")
-    assert r.conflicts == ("apache@*.service",)
-    assert r.conflicts_with("apache@8888.service")
-    assert not r.conflicts_with("hello.service")
+    assert r == R(Conflicts(("apache@*.service",)))
+    conflicts = r.term("Conflicts")
+    assert isinstance(conflicts, Conflicts)
+    assert conflicts.matches("apache@8888.service")
+    assert not conflicts.matches("hello.service")
     r.validate()
 
 
@@ -32,52 +52,50 @@ def test_seed_hello_has_no_requirements() -> None:
     ("xfleet", "name", "expected"),
     [
         # each modern name
-        ("MachineID=abc", "u.service", Requirements(machine_id="abc")),
-        ("MachineOf=db.service", "u.service", Requirements(machine_of=("db.service",))),
-        ("Conflicts=a*.service", "u.service", Requirements(conflicts=("a*.service",))),
-        ("Replaces=old.service", "u.service", Requirements(replaces=("old.service",))),
-        ("Global=true", "u.service", Requirements(is_global=True)),
+        ("MachineID=abc", "u.service", R(MachineID("abc"))),
+        ("MachineOf=db.service", "u.service", R(MachineOf(("db.service",)))),
+        ("Conflicts=a*.service", "u.service", R(Conflicts(("a*.service",)))),
+        ("Replaces=old.service", "u.service", R(Replaces(("old.service",)))),
+        ("Global=true", "u.service", R(Global())),
         (
             "MachineMetadata=role=web",
             "u.service",
-            Requirements(metadata=(("role", frozenset({"web"})),)),
+            R(md(role="web")),
         ),
         # legacy names read as their modern names
-        ("X-ConditionMachineID=abc", "u.service", Requirements(machine_id="abc")),
-        ("X-ConditionMachineBootID=abc", "u.service", Requirements(machine_id="abc")),
-        ("X-ConditionMachineOf=db.service", "u.service", Requirements(machine_of=("db.service",))),
-        ("X-Conflicts=a*.service", "u.service", Requirements(conflicts=("a*.service",))),
+        ("X-ConditionMachineID=abc", "u.service", R(MachineID("abc"))),
+        ("X-ConditionMachineBootID=abc", "u.service", R(MachineID("abc"))),
+        ("X-ConditionMachineOf=db.service", "u.service", R(MachineOf(("db.service",)))),
+        ("X-Conflicts=a*.service", "u.service", R(Conflicts(("a*.service",)))),
         (
             "X-ConditionMachineMetadata=role=web",
             "u.service",
-            Requirements(metadata=(("role", frozenset({"web"})),)),
+            R(md(role="web")),
         ),
         # precedence: MachineID > X-ConditionMachineID > X-ConditionMachineBootID; first value
         (
             "X-ConditionMachineID=b\nMachineID=a\nMachineID=c",
             "u.service",
-            Requirements(machine_id="a"),
+            R(MachineID("a")),
         ),
         # Global: last value wins, fleet's truthy words
         ("Global=true\nGlobal=false", "u.service", Requirements()),
-        ("Global=yes", "u.service", Requirements(is_global=True)),
-        ("Global=On", "u.service", Requirements(is_global=True)),
-        ("Global=1", "u.service", Requirements(is_global=True)),
-        ("Global=t", "u.service", Requirements(is_global=True)),
+        ("Global=yes", "u.service", R(Global())),
+        ("Global=On", "u.service", R(Global())),
+        ("Global=1", "u.service", R(Global())),
+        ("Global=t", "u.service", R(Global())),
         ("Global=nope", "u.service", Requirements()),
         # Conflicts: several per line (whitespace) and several lines
         (
             "Conflicts=a.service b.service\nX-Conflicts=c.service",
             "u.service",
-            Requirements(conflicts=("c.service", "a.service", "b.service")),
+            R(Conflicts(("c.service", "a.service", "b.service"))),
         ),
         # metadata: same key OR-ed, keys AND-ed; quoted multi-value form
         (
             'MachineMetadata="role=web" "region=a"\nMachineMetadata=role=db',
             "u.service",
-            Requirements(
-                metadata=(("region", frozenset({"a"})), ("role", frozenset({"web", "db"})))
-            ),
+            R(md(region="a", role="web|db")),
         ),
         # malformed metadata pairs are ignored, as fleet does
         (
@@ -89,21 +107,21 @@ def test_seed_hello_has_no_requirements() -> None:
         (
             "MachineMetadata=hostname=%i",
             "metadata@host1.service",
-            Requirements(metadata=(("hostname", frozenset({"host1"})),)),
+            R(md(hostname="host1")),
         ),
         (
             "MachineOf=%p-db@%i.service",
             "web@3.service",
-            Requirements(machine_of=("web-db@3.service",)),
+            R(MachineOf(("web-db@3.service",))),
         ),
         (
             "Conflicts=%N-*\nReplaces=%n.old",
             "x@1.service",
-            Requirements(conflicts=("x@1-*",), replaces=("x@1.service.old",)),
+            R(Conflicts(("x@1-*",)), Replaces(("x@1.service.old",))),
         ),
-        ("MachineID=%i", "pin@abcdef12.service", Requirements(machine_id="abcdef12")),
+        ("MachineID=%i", "pin@abcdef12.service", R(MachineID("abcdef12"))),
         # other specifiers are left for systemd
-        ("MachineOf=%m-%H.service", "u@1.service", Requirements(machine_of=("%m-%H.service",))),
+        ("MachineOf=%m-%H.service", "u@1.service", R(MachineOf(("%m-%H.service",)))),
     ],
 )
 def test_requirements_table(xfleet: str, name: str, expected: Requirements) -> None:
@@ -116,7 +134,7 @@ def test_apache_instance_expands_i_in_xfleet_only() -> None:
         "[X-Fleet]\nConflicts=apache@*.service\nMachineMetadata=port=%i\n"
     )
     r = unit.requirements("apache@80.service")
-    assert r.metadata_dict == {"port": frozenset({"80"})}
+    assert r == R(Conflicts(("apache@*.service",)), md(port="80"))
     # the unit body itself is left to systemd, which expands %i on the machine
     assert unit.values("Service", "ExecStart") == ["/usr/bin/python3 -m http.server %i"]
 
@@ -124,7 +142,7 @@ def test_apache_instance_expands_i_in_xfleet_only() -> None:
 def test_unknown_keys_are_reported_not_fatal() -> None:
     r = req("MachineMetadata=a=b\nFoo=bar\nX-ConditionFoo=1")
     assert r.unknown == ("Foo", "X-ConditionFoo")
-    assert r.metadata_dict == {"a": frozenset({"b"})}
+    assert r == R(md(a="b"))
 
 
 @pytest.mark.parametrize(
@@ -138,18 +156,20 @@ def test_unknown_keys_are_reported_not_fatal() -> None:
     ],
 )
 def test_metadata_matching(machine_md: dict[str, str], ok: bool) -> None:
-    r = req('MachineMetadata=role=web\nMachineMetadata="role=db" "region=a"')
-    assert r.metadata_matches(machine_md) is ok
+    term = req('MachineMetadata=role=web\nMachineMetadata="role=db" "region=a"').term(
+        "MachineMetadata"
+    )
+    assert isinstance(term, MachineMetadata)
+    assert term.admits(machine_md) is ok
 
 
-def test_no_metadata_matches_every_machine() -> None:
-    assert Requirements().metadata_matches({})
+def test_no_metadata_is_no_term() -> None:
+    assert req("").term("MachineMetadata") is None
 
 
 @pytest.mark.parametrize(
     ("wanted", "machine", "ok"),
     [
-        ("", "5ab7f3b47ecc47a0a777884d749db537", True),
         ("5ab7f3b47ecc47a0a777884d749db537", "5ab7f3b47ecc47a0a777884d749db537", True),
         ("5ab7f3b4", "5ab7f3b47ecc47a0a777884d749db537", True),  # 8-character short ID
         ("5ab7f3b", "5ab7f3b47ecc47a0a777884d749db537", False),  # other prefixes are not IDs
@@ -157,7 +177,7 @@ def test_no_metadata_matches_every_machine() -> None:
     ],
 )
 def test_machine_id_matching(wanted: str, machine: str, ok: bool) -> None:
-    assert Requirements(machine_id=wanted).machine_id_matches(machine) is ok
+    assert MachineID(wanted).matches(machine) is ok
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,71 @@
+"""`Spread=KEY [GLOB]`: prefer the machines whose value of the metadata KEY holds the fewest
+units of the unit's group (soft: it orders the machines that may take the unit, it never keeps
+a unit unplaced). Machines with the same count are one tier, least loaded first; machines
+without KEY come last. The group is described in `fleetd.rules.group`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fleetd.rules.base import Options, Placing, Rule, RuleSet, Term, UnitValidationError
+from fleetd.rules.globs import glob_match
+from fleetd.rules.group import read_group
+from fleetd.unit_names import UnitName
+
+__all__ = ["RULE", "Spread"]
+
+_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Spread(Term):
+    rule: ClassVar[str] = "Spread"
+    ranks: ClassVar[bool] = True
+    key: str
+    group: str
+
+    def tiers(self, job: str, view: Placing, machine_ids: Iterable[str]) -> list[list[str]]:
+        counts = dict(view.spread(self.group, self.key))
+        here = view.placement(job)
+        if here is not None and glob_match(self.group, job):  # itself does not count
+            value = view.metadata(here).get(self.key, "")
+            counts[value] = counts.get(value, 0) - 1
+        by_count: dict[int, list[str]] = {}
+        without: list[str] = []
+        for machine_id in machine_ids:
+            value = view.metadata(machine_id).get(self.key)
+            if value is None:
+                without.append(machine_id)
+            else:
+                by_count.setdefault(counts.get(value, 0), []).append(machine_id)
+        return [by_count[n] for n in sorted(by_count)] + ([without] if without else [])
+
+    def validate(self, requirements: RuleSet) -> str | None:
+        if requirements.uses("Global"):
+            return "Spread cannot be used with Global"
+        if requirements.uses("MachineID"):
+            return "Spread cannot be used with MachineID"
+        return None
+
+    def __str__(self) -> str:
+        return f"Spread={self.key} {self.group}"
+
+
+def _parse(options: Options, name: UnitName | None) -> Spread | None:
+    values = options.get("Spread", ())
+    if not values:
+        return None
+    key, group = read_group("Spread", values[-1], name)  # the last one wins
+    if not _KEY.fullmatch(key):
+        raise UnitValidationError(
+            f"Spread={values[-1]}: {key!r} is not a metadata key "
+            "(letters, digits, '_', '.', '-')"
+        )
+    return Spread(key, group)
+
+
+RULE = Rule("Spread", ("Spread",), _parse)
