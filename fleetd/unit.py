@@ -17,6 +17,14 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from fleetd.rules import (
+    SHORT_ID_LENGTH,
+    XFLEET,
+    Requirements,
+    UnitValidationError,
+    glob_match,
+    short_id,
+)
 from fleetd.unit_names import (
     MAX_NAME_LENGTH,
     UNIT_TYPES,
@@ -25,14 +33,6 @@ from fleetd.unit_names import (
     mangle_name,
     parse_name,
     validate_name,
-)
-from fleetd.rules import (
-    SHORT_ID_LENGTH,
-    XFLEET,
-    Requirements,
-    UnitValidationError,
-    glob_match,
-    short_id,
 )
 
 __all__ = [

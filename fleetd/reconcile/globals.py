@@ -20,8 +20,8 @@ from types import MappingProxyType
 from typing import Protocol
 
 from fleetd.model import Job, JobState, UnitContent
-from fleetd.unit import Requirements, glob_match
 from fleetd.rules import Term, refusal
+from fleetd.unit import Requirements, glob_match
 
 __all__ = ["MachineAlone", "globals_on", "is_global", "runs_globally"]
 

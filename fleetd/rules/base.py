@@ -131,7 +131,9 @@ class Term:
         """Why `machine_id` cannot take the unit `job`, or None."""
         return None
 
-    def objects_to(self, owner: str, newcomer: str, machine_id: str) -> Rejection | None:
+    def objects_to(
+        self, owner: str, newcomer: str, machine_id: str, view: Placing
+    ) -> Rejection | None:
         """Why the unit `owner`, on `machine_id`, keeps `newcomer` away, or None."""
         return None
 
@@ -194,9 +196,11 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Objection:
-    """The subject of a refusal by a unit already on the machine (its Conflicts or Replaces)."""
+    """The subject of a refusal by a unit already on the machine (its Conflicts, Replaces or
+    MaxPerMachine), with what it counted there if it counts."""
 
     owner: str
+    count: int = 0
 
 
 def refusal(job: str, terms: Iterable[Term], machine_id: str, view: Placing) -> Rejection | None:
@@ -208,7 +212,7 @@ def refusal(job: str, terms: Iterable[Term], machine_id: str, view: Placing) -> 
             return rejection
     for owner, term in view.judges_on(machine_id):
         if owner != job:
-            rejection = term.objects_to(owner, job, machine_id)
+            rejection = term.objects_to(owner, job, machine_id, view)
             if rejection is not None:
                 return rejection
     return None
@@ -219,6 +223,6 @@ def refusals(job: str, terms: Iterable[Term], machine_id: str, view: Placing) ->
     at the first: this is for telling a user why)."""
     found = [r for term in terms if (r := term.check(job, machine_id, view)) is not None]
     for owner, term in view.judges_on(machine_id):
-        if owner != job and (r := term.objects_to(owner, job, machine_id)) is not None:
+        if owner != job and (r := term.objects_to(owner, job, machine_id, view)) is not None:
             found.append(r)
     return found

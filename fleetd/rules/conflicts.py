@@ -14,8 +14,8 @@ from fleetd.rules.base import (
     Objection,
     Options,
     Placing,
-    RejectReason,
     Rejection,
+    RejectReason,
     Rule,
     RuleSet,
     Term,
@@ -46,7 +46,9 @@ class Conflicts(Term):
                 return Rejection(machine_id, RejectReason.CONFLICTS, self, other)
         return None
 
-    def objects_to(self, owner: str, newcomer: str, machine_id: str) -> Rejection | None:
+    def objects_to(
+        self, owner: str, newcomer: str, machine_id: str, view: Placing
+    ) -> Rejection | None:
         if self.matches(newcomer):
             return Rejection(machine_id, RejectReason.CONFLICTS, self, Objection(owner))
         return None

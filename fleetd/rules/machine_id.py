@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fleetd.rules.base import Options, Placing, RejectReason, Rejection, Rule, RuleSet, Term
+from fleetd.rules.base import Options, Placing, Rejection, RejectReason, Rule, RuleSet, Term
 from fleetd.unit_names import UnitName
 
 __all__ = ["RULE", "SHORT_ID_LENGTH", "MachineID", "short_id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fleetd.rules.base import Options, Placing, RejectReason, Rejection, Rule, RuleSet, Term
+from fleetd.rules.base import Options, Placing, Rejection, RejectReason, Rule, RuleSet, Term
 from fleetd.rules.options import dedup
 from fleetd.unit_names import UnitName, go_quote
 

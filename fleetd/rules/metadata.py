@@ -2,12 +2,13 @@
 
 A clause is `key OP value`:
 
-| clause | a machine matches when |
-|---|---|
-| `key=value` | it has the key with this value (fleet 1.0's only form, same meaning) |
-| `key!=value` | it has the key, and not with this value (a machine without the key does not match) |
-| `key>=n`, `key>n`, `key<=n`, `key<n` | it has the key with a number that compares so (`n` must be a number: anything else is refused at submit; a machine whose value is not a number does not match) |
-| `key=~regex` | it has the key with a value the regular expression (Python `re`) matches whole |
+- `key=value`: it has the key with this value (fleet 1.0's only form, same meaning);
+- `key!=value`: it has the key, and not with this value (a machine without the key does not
+  match);
+- `key>=n`, `key>n`, `key<=n`, `key<n`: it has the key with a number that compares so (`n`
+  must be a number: anything else is refused at submit; a machine whose value is not a number
+  does not match);
+- `key=~regex`: it has the key with a value the regular expression (Python `re`) matches whole.
 
 Several clauses (on several lines, or quoted on one: `"a=1" "b=2"`), as in fleet: `=` clauses of
 one key are alternatives (any of them), everything else must hold (every key, every other
@@ -31,7 +32,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from fleetd.rules.base import Options, Placing, RejectReason, Rejection, Rule, Term, UnitValidationError
+from fleetd.rules.base import (
+    Options,
+    Placing,
+    Rejection,
+    RejectReason,
+    Rule,
+    Term,
+    UnitValidationError,
+)
 from fleetd.unit_names import UnitName
 
 __all__ = ["RULE", "Clause", "MachineMetadata", "Op", "values_of"]
@@ -199,7 +208,10 @@ def read_clause(pair: str) -> Clause | None:
 def _parse(options: Options, name: UnitName | None) -> MachineMetadata | None:
     equal: dict[str, set[str]] = {}
     others: dict[str, list[Clause]] = {}
-    for pair in [*options.get("X-ConditionMachineMetadata", ()), *options.get("MachineMetadata", ())]:
+    for pair in [
+        *options.get("X-ConditionMachineMetadata", ()),
+        *options.get("MachineMetadata", ()),
+    ]:
         clause = read_clause(pair)
         if clause is None:
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fleetd.rules.base import Objection, Options, RejectReason, Rejection, Rule, Term
+from fleetd.rules.base import Objection, Options, Rejection, RejectReason, Rule, Term
 from fleetd.rules.globs import glob_match
 from fleetd.rules.options import dedup, fields
 from fleetd.unit_names import UnitName
@@ -24,7 +24,9 @@ class Replaces(Term):
         """The first pattern that matches `name`, or None."""
         return next((p for p in self.patterns if glob_match(p, name)), None)
 
-    def objects_to(self, owner: str, newcomer: str, machine_id: str) -> Rejection | None:
+    def objects_to(
+        self, owner: str, newcomer: str, machine_id: str, view: Placing
+    ) -> Rejection | None:
         if self.pattern_for(newcomer) is not None:
             return Rejection(machine_id, RejectReason.REPLACES, self, Objection(owner))
         return None

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from fleetd.rules.base import Placing, RejectReason, Rejection, Term, UnitValidationError
+from fleetd.rules.base import Placing, Rejection, RejectReason, Term, UnitValidationError
 from fleetd.rules.catalog import RULES
 from fleetd.rules.options import expand, multivalue
 from fleetd.unit_names import UnitName, UnitNameError, parse_name

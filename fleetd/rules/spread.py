@@ -62,8 +62,7 @@ def _parse(options: Options, name: UnitName | None) -> Spread | None:
     key, group = read_group("Spread", values[-1], name)  # the last one wins
     if not _KEY.fullmatch(key):
         raise UnitValidationError(
-            f"Spread={values[-1]}: {key!r} is not a metadata key "
-            "(letters, digits, '_', '.', '-')"
+            f"Spread={values[-1]}: {key!r} is not a metadata key (letters, digits, '_', '.', '-')"
         )
     return Spread(key, group)
 

@@ -259,7 +259,13 @@ MIDS = [f"{c}" * 32 for c in "abcd"]
 @st.composite
 def clusters(draw: st.DrawFn):
     machines = [
-        MachineSpec(mid, {"role": draw(st.sampled_from(["web", "db"]))})
+        MachineSpec(
+            mid,
+            {
+                "role": draw(st.sampled_from(["web", "db", "web|db"])),
+                "cores": draw(st.sampled_from(["2", "8", "16", "many"])),
+            },
+        )
         for mid in draw(st.lists(st.sampled_from(MIDS), unique=True, max_size=4))
     ]
     jobs = {}
@@ -271,9 +277,16 @@ def clusters(draw: st.DrawFn):
             lines.append(f"MachineOf={draw(st.sampled_from(NAMES))}")
         if draw(st.integers(0, 3)) == 0:
             lines.append(f"MachineMetadata=role={draw(st.sampled_from(['web', 'db']))}")
+        if draw(st.integers(0, 3)) == 0:
+            clause = draw(st.sampled_from(["cores>=8", "cores<16", "role!=db", "role=~w.*"]))
+            lines.append(f"MachineMetadata={clause}")
+        if draw(st.integers(0, 3)) == 0:
+            lines.append(f"MaxPerMachine={draw(st.integers(1, 2))} u*.service")
+        if draw(st.integers(0, 4)) == 0:
+            lines.append("Spread=role u*.service")
         if draw(st.integers(0, 6)) == 0 and not any(x.startswith("MachineOf") for x in lines):
             lines.append(f"MachineID={draw(st.sampled_from(MIDS))[:8]}")
-            lines = [x for x in lines if not x.startswith("Conflicts")]
+            lines = [x for x in lines if not x.startswith(("Conflicts", "Spread"))]
         if draw(st.integers(0, 8)) == 0 and not lines:
             lines.append("Global=true")
         desired = draw(st.sampled_from([INACTIVE, LOADED, LAUNCHED, LAUNCHED]))

@@ -23,7 +23,7 @@ def req(xfleet: str, name: str = "u.service") -> Requirements:
     return parse_unit("[X-Fleet]\n" + xfleet).requirements(name)
 
 
-def R(*terms: Term) -> Requirements:  # noqa: N802 (reads as the Requirements it builds)
+def R(*terms: Term) -> Requirements:
     return Requirements.from_terms(terms)
 
 
