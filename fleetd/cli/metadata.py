@@ -54,7 +54,8 @@ _MACHINE = "MACHINE is a machine ID or a unique prefix of one (list-machines sho
     short_help="Set metadata of a machine (beyond fleet)",
     help="Set metadata of a machine: MACHINE KEY=VALUE... (beyond fleet). "
     f"{_MACHINE} The value overrides the machine's configured one and outlives fleetd "
-    "restarts; VALUE may hold several values separated by '|' (disk=ssd|nvme).",
+    "restarts; VALUE may hold several values separated by '|' ('disk=ssd|nvme', quoted "
+    "for the shell).",
 )
 @click.argument("args", nargs=-1, metavar="MACHINE KEY=VALUE...")
 def set_metadata(args: tuple[str, ...]) -> None:
