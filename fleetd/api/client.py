@@ -109,6 +109,12 @@ class Client(Transport):
     def machines(self) -> list[dict]:
         return self._all_pages("/machines", "machines", {})
 
+    def patch_machines(self, operations: Sequence[dict[str, Any]]) -> None:
+        """Change machines' dynamic metadata (fleet's `PATCH /machines`): each operation
+        `{"op": "add"|"replace"|"remove", "path": "/<id>/metadata/<key>", "value"?: {"value":
+        v}}`, all applied or none (the API refuses the whole list at its first bad one)."""
+        self._call("PATCH", "/machines", body=list(operations))
+
     # --- fleetd extensions -----------------------------------------------------------------
     def wait(
         self,

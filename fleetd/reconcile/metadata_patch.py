@@ -5,6 +5,9 @@ fleet takes a JSON-patch-like list of operations on machines' metadata,
 and refuses the whole list, in its words, at the first bad operation: nothing is written
 unless every operation is good. The operations become one change of the dynamic metadata per
 machine, which the handler writes in one registry call.
+
+What a metadata key may be is said here once, for the API and for `fleetctl set-metadata`
+(`reconcile/set_metadata.py`): fleet's characters, and not fleetd's reserved `fleet.` prefix.
 """
 
 from __future__ import annotations
@@ -15,10 +18,37 @@ from dataclasses import dataclass
 
 from fleetd.reconcile.refuse import Refuse
 
-__all__ = ["MetadataChange", "plan_patch", "read_patch"]
+__all__ = [
+    "KEY_CHARACTERS",
+    "RESERVED_PREFIX",
+    "MetadataChange",
+    "is_key",
+    "plan_patch",
+    "read_patch",
+    "reserved_key",
+]
 
 # fleet's own pattern (metadataPathRegex): a machine ID, then a key of letters, digits, _ . -
-_PATH = re.compile(r"^/([^/]+)/metadata/([A-Za-z0-9_.-]+)$")
+_KEY = r"[A-Za-z0-9_.-]+"
+_PATH = re.compile(rf"^/([^/]+)/metadata/({_KEY})$")
+KEY_CHARACTERS = "letters, digits, '_', '.' and '-'"
+# Keys under it are facts fleetd measures about a machine: nobody sets or removes them by hand.
+RESERVED_PREFIX = "fleet."
+
+
+def is_key(key: str) -> bool:
+    """Whether `key` is made of fleet's metadata key characters (and not empty)."""
+    return re.fullmatch(_KEY, key) is not None
+
+
+def reserved_key(key: str) -> str:
+    """Why `key` may not be set or removed through the API ("" when it may)."""
+    if key.startswith(RESERVED_PREFIX):
+        return (
+            f"metadata key {key!r} is reserved: keys beginning with {RESERVED_PREFIX!r} are "
+            "machine facts measured by fleetd"
+        )
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +80,8 @@ def read_patch(body: object) -> list[MetadataChange] | Refuse:
         match = _PATH.match(path) if isinstance(path, str) else None
         if match is None:
             return Refuse(400, "machine metadata path invalid")
+        if why := reserved_key(match.group(2)):
+            return Refuse(400, why)
         value = op.get("value")
         if isinstance(value, Mapping):
             value = value.get("value")

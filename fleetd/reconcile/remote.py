@@ -21,6 +21,7 @@ __all__ = [
     "journal_command",
     "journal_machine_id",
     "journal_refusal",
+    "machine_by_prefix",
     "plan_ssh",
     "plan_ssh_fallback",
     "ssh_query",
@@ -34,6 +35,20 @@ MANY_MACHINES = "found more than one machine"
 
 def _with_prefix(machine_ids: Iterable[str], prefix: str) -> list[str]:
     return [m for m in machine_ids if m.startswith(prefix)]
+
+
+def machine_by_prefix(machine_ids: Iterable[str], prefix: str) -> tuple[str | None, str]:
+    """(the full ID of the one machine named by `prefix`, "") — a full ID, or a prefix of one
+    machine's ID only — else (None, fleet's words why: NO_MACHINE, MANY_MACHINES)."""
+    ids = list(machine_ids)
+    if prefix in ids:
+        return prefix, ""
+    matches = _with_prefix(ids, prefix)
+    if not matches:
+        return None, NO_MACHINE
+    if len(matches) > 1:
+        return None, MANY_MACHINES
+    return matches[0], ""
 
 
 def journal_machine_id(machine_ids: Iterable[str], prefix: str) -> str:
@@ -119,12 +134,10 @@ def _machine_or_unit(
 def _machine_address(machines: Mapping[str, str], prefix: str) -> tuple[str | None, str]:
     """fleet's findAddressInMachineList: (the IP, "") of the machine whose ID starts with
     `prefix`, ("" when it published none), else (None, why)."""
-    matches = _with_prefix(machines, prefix)
-    if not matches:
-        return None, NO_MACHINE
-    if len(matches) > 1:
-        return None, MANY_MACHINES
-    return machines[matches[0]], ""
+    machine_id, why = machine_by_prefix(machines, prefix)
+    if machine_id is None:
+        return None, why
+    return machines[machine_id], ""
 
 
 def _unit_address(machines: Mapping[str, str], unit: Listed | None) -> tuple[str | None, str]:

@@ -77,8 +77,12 @@ async def test_patch_overrides_config_metadata_and_outlives_registration(
         # one bad operation refuses the whole PATCH: the good one before it is not applied
         ([op("add", M1, "ok", "1"), op("add", M1, "a")],
          "invalid value: add and replace require a value"),
+        # keys beginning with "fleet." are reserved for machine facts fleetd measures
+        ([op("add", M1, "ok", "1"), op("remove", M1, "fleet.cpus")],
+         "metadata key 'fleet.cpus' is reserved: keys beginning with 'fleet.' are machine facts "
+         "measured by fleetd"),
     ],
-    ids=["bad-op", "bad-path", "bad-key", "no-value", "empty-value", "all-or-nothing"],
+    ids=["bad-op", "bad-path", "bad-key", "no-value", "empty-value", "all-or-nothing", "reserved"],
 )
 async def test_bad_patch_is_400_and_changes_nothing(
     api: APIServer, registry: Registry, ops: list[dict], message: str

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,10 +165,14 @@ class Cluster:
 
 
 @contextmanager
-def sandbox_up(directory: Path, *, machines: int = 3, agent_ttl: float = 3.0) -> Iterator[str]:
+def sandbox_up(
+    directory: Path, *, machines: int = 3, agent_ttl: float = 3.0, metadata: Sequence[str] = ()
+) -> Iterator[str]:
     """`fleetd sandbox up` in `directory`, and `fleetd sandbox down` afterwards whatever
     happened; the value is what `up` printed (the environment it tells its user to export).
-    The fault, end-to-end and dashboard tests all bring their sandboxes up through here."""
+    `metadata`: each machine's `k=v,...` in order (default: machine=mN and a role cycling
+    web/db/misc). The fault, end-to-end and dashboard tests all bring their sandboxes up
+    through here."""
     try:
         up = subprocess.run(
             [
@@ -181,6 +185,7 @@ def sandbox_up(directory: Path, *, machines: int = 3, agent_ttl: float = 3.0) ->
                 str(machines),
                 "--agent-ttl",
                 f"{agent_ttl:g}s",
+                *(f"--metadata={md}" for md in metadata),
             ],
             capture_output=True,
             text=True,
@@ -215,14 +220,16 @@ def cluster(
 ) -> Iterator[Cluster]:
     """One sandbox for the whole test module, shared by its tests (bringing one up takes
     seconds): the module's MACHINES machines (default 3) with its AGENT_TTL (default 3 s), so
-    the value a module's deadlines are computed from is the one the sandbox runs with.
+    the value a module's deadlines are computed from is the one the sandbox runs with, and
+    its METADATA (each machine's `k=v,...`; default machine=mN and a role web/db/misc).
 
     The fault modules get it from tests/faults/conftest.py, the end-to-end ones from
     tests/e2e/conftest.py."""
     machines = getattr(request.module, "MACHINES", 3)
     agent_ttl = getattr(request.module, "AGENT_TTL", 3.0)
+    metadata = getattr(request.module, "METADATA", ())
     directory = tmp_path_factory.mktemp("faults")
-    with sandbox_up(directory, machines=machines, agent_ttl=agent_ttl):
+    with sandbox_up(directory, machines=machines, agent_ttl=agent_ttl, metadata=metadata):
         yield Cluster(directory, agent_ttl)
 
 

@@ -9,6 +9,10 @@ from fleetd.reconcile.metadata_patch import MetadataChange, plan_patch, read_pat
 from fleetd.reconcile.refuse import Refuse
 
 M1, M2 = "1" * 32, "2" * 32
+RESERVED = (
+    "metadata key '{}' is reserved: keys beginning with 'fleet.' are machine facts measured by "
+    "fleetd"
+)
 
 
 def op(kind: str = "add", path: str = f"/{M1}/metadata/role", value: object = None) -> dict:
@@ -40,6 +44,10 @@ def op(kind: str = "add", path: str = f"/{M1}/metadata/role", value: object = No
         pytest.param([op("replace", value={"value": ""})], "invalid value: add and replace require a value", id="empty-object"),
         pytest.param([op(value={"value": 3})], "invalid value: add and replace require a value", id="number"),
         pytest.param([op(value={"other": "db"})], "invalid value: add and replace require a value", id="object-without-value"),
+        # keys beginning with "fleet." are machine facts fleetd measures: no op may touch them
+        pytest.param([op(path=f"/{M1}/metadata/fleet.cpus", value="4")], RESERVED.format("fleet.cpus"), id="reserved-add"),
+        pytest.param([op("remove", path=f"/{M1}/metadata/fleet.cpus")], RESERVED.format("fleet.cpus"), id="reserved-remove"),
+        pytest.param([op(value="db"), op(path=f"/{M1}/metadata/fleet.", value="x")], RESERVED.format("fleet."), id="reserved-after-good"),
         # one bad operation refuses the whole list, however many good ones come first
         pytest.param([op(value="db"), op("move")], "invalid op: expect add, remove, or replace", id="second-bad"),
     ],
@@ -60,6 +68,11 @@ def test_a_bad_operation_refuses_the_whole_patch(body: object, message: str) -> 
         pytest.param(op("remove"), MetadataChange(M1, "role", ""), id="remove"),
         pytest.param(op("remove", value="db"), MetadataChange(M1, "role", ""), id="remove-ignores-value"),
         pytest.param(op(path=f"/{M1}/metadata/zone_1.a-b", value="x"), MetadataChange(M1, "zone_1.a-b", "x"), id="key-characters"),
+        # only the prefix is reserved: "fleet" as a key, or inside one, is a key like any other
+        pytest.param(op(path=f"/{M1}/metadata/fleet", value="x"), MetadataChange(M1, "fleet", "x"), id="fleet-alone"),
+        pytest.param(op(path=f"/{M1}/metadata/my.fleet.x", value="x"), MetadataChange(M1, "my.fleet.x", "x"), id="fleet-inside"),
+        # several values of one key, separated by | (machine metadata's multi-value syntax)
+        pytest.param(op(path=f"/{M1}/metadata/disk", value="ssd|nvme"), MetadataChange(M1, "disk", "ssd|nvme"), id="multi-value"),
     ],
 )  # fmt: skip
 def test_an_operation_sets_or_removes_one_key(operation: dict, change: MetadataChange) -> None:
