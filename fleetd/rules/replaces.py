@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fleetd.rules.base import Objection, Options, Rejection, RejectReason, Rule, Term
+from fleetd.rules.base import Objection, Options, Placing, Rejection, RejectReason, Rule, Term
 from fleetd.rules.globs import glob_match
 from fleetd.rules.options import dedup, fields
 from fleetd.unit_names import UnitName
