@@ -76,8 +76,13 @@ class MachineAlone:
     def by_short_id(self, short: str) -> Sequence[str]:
         return ()
 
-    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> list[str]:
-        return [_HERE] if admits(self._metadata) else []
+    def matching(
+        self, key: object, admits: Callable[[Mapping[str, str]], bool]
+    ) -> Collection[str]:
+        return (_HERE,) if admits(self._metadata) else ()
+
+    def machines_by_value(self, key: str) -> Mapping[str, Collection[str]]:
+        return {self._metadata.get(key, ""): (_HERE,)}
 
     def spread(self, group: str, key: str) -> Mapping[str, int]:
         return {}

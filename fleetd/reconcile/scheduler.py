@@ -63,6 +63,8 @@ class MachineSpec:
 _NO_REQUIREMENTS = Requirements()
 _ANYWHERE = Term()  # the subject of refusals no rule made ("no machine meets ...")
 _NO_JUDGES: Sequence[tuple[str, Term]] = ()
+# Up to this many candidates are sorted by load; more are taken from the load heap in order.
+_FEW = 16
 
 
 class ClusterState:
@@ -84,10 +86,11 @@ class ClusterState:
         self._ruled_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
         self._load: dict[str, int] = dict.fromkeys(self.machines, 0)
         self._by_short: dict[str, list[str]] = {}
-        self._matching: dict[object, list[str]] = {}
+        self._matching: dict[object, frozenset[str]] = {}
         # Counts kept only for the groups and keys some rule asked about in this plan.
         self._groups: dict[str, Counter[str]] = {}  # group glob -> units per machine
         self._spreads: dict[tuple[str, str], Counter[str]] = {}  # (glob, key) -> per value
+        self._by_value: dict[str, dict[str, frozenset[str]]] = {}  # key -> value -> machines
         for mid in sorted(self.machines):
             self._by_short.setdefault(short_id(mid), []).append(mid)
         self._place_globals(jobs)
@@ -96,6 +99,8 @@ class ClusterState:
                 self._add(name, mid)
         self._heap: list[tuple[int, str]] = [(load, mid) for mid, load in self._load.items()]
         heapq.heapify(self._heap)
+        # The same for the large candidate sets rules narrowed to (MachineMetadata), by set.
+        self._heaps: dict[frozenset[str], list[tuple[int, str]]] = {}
 
     def _place_globals(self, jobs: Mapping[str, JobSpec]) -> None:
         """Where the Global units run, as every agent decides it (`globals_on`): the same on
@@ -131,7 +136,7 @@ class ClusterState:
 
     def assign(self, name: str, machine_id: str) -> None:
         self._add(name, machine_id)
-        heapq.heappush(self._heap, (self._load[machine_id], machine_id))
+        self._reload(machine_id)
 
     def unassign(self, name: str) -> None:
         machine_id = self.placements.pop(name)
@@ -139,7 +144,15 @@ class ClusterState:
         self._ruled_on[machine_id].discard(name)
         self._load[machine_id] -= 1
         self._count(name, machine_id, -1)
-        heapq.heappush(self._heap, (self._load[machine_id], machine_id))
+        self._reload(machine_id)
+
+    def _reload(self, machine_id: str) -> None:
+        """The machine's new load into every heap that holds it (older entries go stale)."""
+        entry = (self._load[machine_id], machine_id)
+        heapq.heappush(self._heap, entry)
+        for ids, heap in self._heaps.items():
+            if machine_id in ids:
+                heapq.heappush(heap, entry)
 
     def _count(self, name: str, machine_id: str, delta: int) -> None:
         for group, per_machine in self._groups.items():
@@ -179,12 +192,23 @@ class ClusterState:
     def by_short_id(self, short: str) -> Sequence[str]:
         return self._by_short.get(short, [])
 
-    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> list[str]:
+    def matching(
+        self, key: object, admits: Callable[[Mapping[str, str]], bool]
+    ) -> frozenset[str]:
         found = self._matching.get(key)
         if found is None:
-            found = self._matching[key] = [
+            found = self._matching[key] = frozenset(
                 mid for mid, m in self.machines.items() if admits(m.metadata)
-            ]
+            )
+        return found
+
+    def machines_by_value(self, key: str) -> Mapping[str, frozenset[str]]:
+        found = self._by_value.get(key)
+        if found is None:
+            sets: dict[str, set[str]] = {}
+            for mid, machine in self.machines.items():
+                sets.setdefault(machine.metadata.get(key, ""), set()).add(mid)
+            found = self._by_value[key] = {v: frozenset(ids) for v, ids in sets.items()}
         return found
 
     def spread(self, group: str, key: str) -> Mapping[str, int]:
@@ -216,9 +240,21 @@ class ClusterState:
         for term in job.requirements.terms:
             ids = term.candidates(job.name, self)
             if ids is not None:
-                yield from sorted(ids, key=self.rank_key)
+                yield from self.ordered(ids)
                 return
-        yield from self._ranked()
+        yield from self._ranked(self._heap)
+
+    def ordered(self, ids: Collection[str]) -> Iterable[str]:
+        """`ids` in rank order, lazily."""
+        if len(ids) <= _FEW or not isinstance(ids, frozenset):
+            yield from sorted(ids, key=self.rank_key)
+            return
+        # many, and asked again by the next job with the same rule: a heap of them
+        heap = self._heaps.get(ids)
+        if heap is None:
+            heap = self._heaps[ids] = [(self._load[mid], mid) for mid in ids]
+            heapq.heapify(heap)
+        yield from self._ranked(heap)
 
     def nothing_left(self, job: JobSpec) -> Rejection:
         """Why `candidates` gave no machine at all."""
@@ -230,14 +266,15 @@ class ClusterState:
     def rank_key(self, machine_id: str) -> tuple[int, str]:
         return self._load[machine_id], machine_id
 
-    def _ranked(self) -> Iterable[str]:
-        """All machines by (load, ID), lazily: the first feasible one is usually the first."""
+    def _ranked(self, heap: list[tuple[int, str]]) -> Iterable[str]:
+        """The heap's machines by (load, ID), lazily: the first feasible one is usually the
+        first."""
         popped: list[tuple[int, str]] = []
         seen: set[str] = set()
         load = self._load
         try:
-            while self._heap:
-                entry = heapq.heappop(self._heap)
+            while heap:
+                entry = heapq.heappop(heap)
                 if entry[1] in seen or entry[0] != load[entry[1]]:
                     continue  # stale entry: the machine's load changed since it was pushed
                 seen.add(entry[1])
@@ -246,7 +283,7 @@ class ClusterState:
         finally:
             for entry in popped:
                 if entry[0] == load[entry[1]]:
-                    heapq.heappush(self._heap, entry)
+                    heapq.heappush(heap, entry)
 
 
 def reject_reason(job: JobSpec, machine_id: str, state: ClusterState) -> Rejection | None:
@@ -260,8 +297,8 @@ def every_refusal(job: JobSpec, machine_id: str, state: ClusterState) -> list[Re
 
 
 def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection]]:
-    """The preferred feasible machine for `job` — in a ranking rule's first tier that has one,
-    least loaded first, ties by ID — or None and every rejection met."""
+    """The least-loaded feasible machine for `job` (ties by ID) — with a ranking rule
+    (Spread), of its first tier that has one — or None and every rejection met."""
     rejections: list[Rejection] = []
     ranker = job.requirements.ranker
     if ranker is None:
@@ -272,12 +309,28 @@ def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection
                     return machine_id, rejections
                 rejections.append(rejection)
     else:
-        for tier in ranker.tiers(job.name, state, list(state.candidates(job))):
-            for machine_id in sorted(tier, key=state.rank_key):
-                rejection = reject_reason(job, machine_id, state)
-                if rejection is None:
-                    return machine_id, rejections
-                rejections.append(rejection)
+        for tier in ranker.tiers(job.name, state):
+            found = _least_loaded(job, state, tier, rejections)
+            if found is not None:
+                return found, rejections
     if not rejections:
         rejections.append(state.nothing_left(job))
     return None, rejections
+
+
+def _least_loaded(
+    job: JobSpec, state: ClusterState, sets: Iterable[Collection[str]], rejections: list[Rejection]
+) -> str | None:
+    """The least-loaded feasible machine of any of `sets`, or None."""
+    found: str | None = None
+    for ids in sets:
+        with closing(iter(state.ordered(ids))) as machines:
+            for machine_id in machines:
+                if found is not None and state.rank_key(machine_id) >= state.rank_key(found):
+                    break  # a feasible machine at least as good is known
+                rejection = reject_reason(job, machine_id, state)
+                if rejection is None:
+                    found = machine_id
+                    break
+                rejections.append(rejection)
+    return found

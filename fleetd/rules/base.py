@@ -90,8 +90,14 @@ class Placing(Protocol):
 
     def by_short_id(self, short: str) -> Sequence[str]: ...
 
-    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> list[str]:
+    def matching(
+        self, key: object, admits: Callable[[Mapping[str, str]], bool]
+    ) -> Collection[str]:
         """Machines whose metadata `admits`, cached under `key` for the plan."""
+        ...
+
+    def machines_by_value(self, key: str) -> Mapping[str, Collection[str]]:
+        """The machines per value of the metadata `key` ("" for those without it)."""
         ...
 
     def spread(self, group: str, key: str) -> Mapping[str, int]:
@@ -137,7 +143,7 @@ class Term:
         """Why the unit `owner`, on `machine_id`, keeps `newcomer` away, or None."""
         return None
 
-    def candidates(self, job: str, view: Placing) -> list[str] | None:
+    def candidates(self, job: str, view: Placing) -> Collection[str] | None:
         """The only machines worth checking (unsorted), or None for any machine."""
         return None
 
@@ -145,9 +151,11 @@ class Term:
         """Why `candidates` gave no machine at all."""
         return Rejection("", RejectReason.OTHER, self, "no machine meets its requirements")
 
-    def tiers(self, job: str, view: Placing, machine_ids: Iterable[str]) -> list[list[str]]:
-        """For a ranking rule: `machine_ids` in tiers, the preferred tier first."""
-        return [list(machine_ids)]
+    def tiers(self, job: str, view: Placing) -> list[list[Collection[str]]]:
+        """For a ranking rule: the machines in tiers, the preferred first; each tier is a few
+        sets of machines (the least loaded feasible machine of the first tier that has one
+        takes the unit)."""
+        return [[view.machine_ids()]]
 
     def validate(self, requirements: RuleSet) -> str | None:
         """fleet's message if this rule cannot be combined with the unit's other rules."""

@@ -20,7 +20,7 @@ from fleetd.rules.base import (
     RuleSet,
     Term,
 )
-from fleetd.rules.globs import glob_match
+from fleetd.rules.globs import glob_any, glob_match
 from fleetd.rules.options import dedup, fields
 from fleetd.unit_names import UnitName
 
@@ -38,13 +38,14 @@ class Conflicts(Term):
         return next((p for p in self.patterns if glob_match(p, name)), None)
 
     def matches(self, name: str) -> bool:
-        return any(glob_match(p, name) for p in self.patterns)
+        return glob_any(self.patterns)(name)
 
     def check(self, job: str, machine_id: str, view: Placing) -> Rejection | None:
-        for other in sorted(view.neighbours(machine_id)):
-            if other != job and self.matches(other):
-                return Rejection(machine_id, RejectReason.CONFLICTS, self, other)
-        return None
+        matches = glob_any(self.patterns)
+        found = [o for o in view.neighbours(machine_id) if o != job and matches(o)]
+        if not found:
+            return None
+        return Rejection(machine_id, RejectReason.CONFLICTS, self, min(found))
 
     def objects_to(
         self, owner: str, newcomer: str, machine_id: str, view: Placing

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 from fleetd.unit_names import UnitName
 
-__all__ = ["default_group", "glob_error", "glob_match"]
+__all__ = ["default_group", "glob_any", "glob_error", "glob_match"]
 
 
 def glob_match(pattern: str, name: str) -> bool:
@@ -18,10 +19,28 @@ def glob_match(pattern: str, name: str) -> bool:
     negates, ranges with `-`), `\\` escapes. A malformed pattern matches nothing (Go returns an
     error there, and fleet treats it as no match).
     """
+    return _matcher(pattern)(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _matcher(pattern: str) -> Callable[[str], bool]:
     if not any(c in pattern for c in "*?[\\"):
-        return pattern == name
+        return pattern.__eq__
     regex = _glob_regex(pattern)
-    return regex is not None and regex.fullmatch(name) is not None
+    if regex is None:
+        return lambda name: False
+    fullmatch = regex.fullmatch
+    return lambda name: fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def glob_any(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """A test of whether a name matches any of `patterns` (made once per pattern list: rules
+    ask it for every neighbour of every machine they check)."""
+    if len(patterns) == 1:
+        return _matcher(patterns[0])
+    matchers = tuple(_matcher(p) for p in patterns)
+    return lambda name: any(m(name) for m in matchers)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -156,7 +156,7 @@ class MachineMetadata(Term):
                 return Rejection(machine_id, RejectReason.METADATA, self, subject)
         return None
 
-    def candidates(self, job: str, view: Placing) -> list[str]:
+    def candidates(self, job: str, view: Placing) -> Collection[str]:
         return view.matching(self, self.admits)
 
     def nothing_left(self, job: str, view: Placing) -> Rejection:

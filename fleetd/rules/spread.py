@@ -1,13 +1,13 @@
 """`Spread=KEY [GLOB]`: prefer the machines whose value of the metadata KEY holds the fewest
 units of the unit's group (soft: it orders the machines that may take the unit, it never keeps
-a unit unplaced). Machines with the same count are one tier, least loaded first; machines
+a unit unplaced). Among machines whose values hold as many, the least loaded first; machines
 without KEY come last. The group is described in `fleetd.rules.group`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,21 +28,19 @@ class Spread(Term):
     key: str
     group: str
 
-    def tiers(self, job: str, view: Placing, machine_ids: Iterable[str]) -> list[list[str]]:
+    def tiers(self, job: str, view: Placing) -> list[list[Collection[str]]]:
         counts = dict(view.spread(self.group, self.key))
         here = view.placement(job)
         if here is not None and glob_match(self.group, job):  # itself does not count
-            value = view.metadata(here).get(self.key, "")
-            counts[value] = counts.get(value, 0) - 1
-        by_count: dict[int, list[str]] = {}
-        without: list[str] = []
-        for machine_id in machine_ids:
-            value = view.metadata(machine_id).get(self.key)
-            if value is None:
-                without.append(machine_id)
-            else:
-                by_count.setdefault(counts.get(value, 0), []).append(machine_id)
-        return [by_count[n] for n in sorted(by_count)] + ([without] if without else [])
+            counts[view.metadata(here).get(self.key, "")] -= 1
+        by_value = view.machines_by_value(self.key)
+        by_count: dict[int, list[Collection[str]]] = {}
+        for value, machines in by_value.items():
+            if value:
+                by_count.setdefault(counts.get(value, 0), []).append(machines)
+        tiers = [by_count[n] for n in sorted(by_count)]
+        keyless = by_value.get("")
+        return [*tiers, [keyless]] if keyless else tiers
 
     def validate(self, requirements: RuleSet) -> str | None:
         if requirements.uses("Global"):
