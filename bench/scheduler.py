@@ -55,19 +55,38 @@ SETTLE = 5.0  # seconds the engine is watched after placing everything
 PLAIN = parse_unit("[Service]\nExecStart=/bin/true\n")
 CONFLICTING = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nConflicts=web@*.service\n")
 DB_ONLY = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=role=db\n")
+BIG = parse_unit(
+    "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=cores>=8\n"
+    "MachineMetadata=region!=eu\n"
+)
+CAPPED = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nMaxPerMachine=3\n")
+SPREAD = parse_unit("[Service]\nExecStart=/bin/true\n[X-Fleet]\nSpread=rack\n")
 
 
-def workload() -> tuple[list[MachineSpec], dict[str, JobSpec]]:
+def workload(new_rules: bool = False) -> tuple[list[MachineSpec], dict[str, JobSpec]]:
+    """10% Conflicts, 10% MachineMetadata equality, the rest plain (fleet 1.0's rules); with
+    `new_rules`, of the plain ones 10% MachineMetadata comparisons (cores>=8, region!=eu), 10%
+    MaxPerMachine=3 and 10% Spread=rack (20 racks) instead."""
     machines = [
-        MachineSpec(f"{i:032x}", {"role": ("web", "db", "misc")[i % 3]}) for i in range(MACHINES)
-    ]
+        MachineSpec(f"{i:032x}", {
+            "role": ("web", "db", "misc")[i % 3],
+            "cores": str((2, 4, 8, 16)[i % 4]),
+            "region": ("eu", "us", "ap")[i % 5 % 3],
+            "rack": f"r{i % 20}",
+        })
+        for i in range(MACHINES)
+    ]  # fmt: skip
     jobs = {}
     for i in range(JOBS):
+        kind = i % 10 if new_rules or i % 10 < 2 else 9
         name, unit = (
-            (f"web@{i}.service", CONFLICTING) if i % 10 == 0
-            else (f"db{i}.service", DB_ONLY) if i % 10 == 1
+            (f"web@{i}.service", CONFLICTING) if kind == 0
+            else (f"db{i}.service", DB_ONLY) if kind == 1
+            else (f"big{i}.service", BIG) if kind == 2
+            else (f"capped@{i}.service", CAPPED) if kind == 3
+            else (f"spread@{i}.service", SPREAD) if kind == 4
             else (f"u{i}.service", PLAIN)
-        )
+        )  # fmt: skip
         jobs[name] = JobSpec(name, JobState.LAUNCHED, unit.requirements(name))
     return machines, jobs
 
@@ -82,18 +101,25 @@ def baseline_assign(machines: list[MachineSpec], jobs: dict[str, JobSpec]) -> di
     return out
 
 
-def bench_planner(runs: int = 5) -> tuple[float, float]:
+def bench_planner(runs: int = 5) -> tuple[float, float, float]:
+    """Median seconds of: the planner on fleet 1.0's rules, on the new rules besides, and the
+    bare heap baseline."""
     machines, jobs = workload()
-    plan_t, base_t = [], []
+    _, with_new = workload(new_rules=True)
+    plan_t, rules_t, base_t = [], [], []
     for _ in range(runs):
         t = time.perf_counter()
         plan = plan_engine(jobs, machines, {})
         plan_t.append(time.perf_counter() - t)
         assert len(plan.tasks) == JOBS
         t = time.perf_counter()
+        plan = plan_engine(with_new, machines, {})
+        rules_t.append(time.perf_counter() - t)
+        assert len(plan.tasks) == JOBS
+        t = time.perf_counter()
         baseline_assign(machines, jobs)
         base_t.append(time.perf_counter() - t)
-    return statistics.median(plan_t), statistics.median(base_t)
+    return statistics.median(plan_t), statistics.median(rules_t), statistics.median(base_t)
 
 
 def etcd_counters(server: EtcdServer) -> dict[str, int]:
@@ -336,8 +362,9 @@ def main() -> None:
     if sys.argv[1:2] == ["--agents"]:
         asyncio.run(run_agents(sys.argv[2]))
         return
-    plan_t, base_t = bench_planner()
-    print(f"planner: {plan_t:.3f}s for {JOBS} jobs on {MACHINES} machines; baseline {base_t:.3f}s")
+    plan_t, rules_t, base_t = bench_planner()
+    print(f"planner: {plan_t:.3f}s for {JOBS} jobs on {MACHINES} machines ({rules_t:.3f}s with "
+          f"the new rules); baseline {base_t:.3f}s")
     with tempfile.TemporaryDirectory() as tmp:
         server = EtcdServer(Path(tmp) / "etcd").start()
         try:
@@ -348,13 +375,13 @@ def main() -> None:
     print(f"scale: placed in {r['place']:.2f}s (engine CPU {r['engine_cpu']:.2f}s), converged in "
           f"{r['converge']:.2f}s (engine CPU {r['converge_engine_cpu']:.2f}s); raw puts "
           f"{r['raw']:.2f}s; {writes:.2f} etcd writes per job; {r['plans']} plans")
-    markdown = report(plan_t, base_t, r)
+    markdown = report(plan_t, rules_t, base_t, r)
     print(markdown)
     if not QUICK:
         write_block("scheduler", markdown)
 
 
-def report(plan_t: float, base_t: float, r: dict[str, float]) -> str:
+def report(plan_t: float, rules_t: float, base_t: float, r: dict[str, float]) -> str:
     writes = r["submit_writes"] + r["converge_writes"]
     rows = [
         "| measure | fleetd | baseline (same run) | ratio | goal |",
@@ -362,6 +389,10 @@ def report(plan_t: float, base_t: float, r: dict[str, float]) -> str:
         f"| pure planner: {JOBS:,} jobs on {MACHINES:,} machines (10% Conflicts, "
         f"10% MachineMetadata), median of 5 | {plan_t:.3f} s | bare least-loaded heap, no "
         f"rules: {base_t:.3f} s | {plan_t / base_t:.0f}x | < 1 s |",
+        f"| same, with the new rules besides (of the plain jobs: 10% MachineMetadata "
+        f"cores>=8 region!=eu, 10% MaxPerMachine=3, 10% Spread=rack over 20 racks) | "
+        f"{rules_t:.3f} s | fleet 1.0's rules only (row above): {plan_t:.3f} s | "
+        f"{rules_t / plan_t:.2f}x | ≤ 1.3x |",
         f"| real etcd: {MACHINES:,} simulated leased machines, {JOBS:,} submitted launched jobs, "
         f"one engine (own process): engine start → all placed | {r['place']:.2f} s | {JOBS:,} "
         f"raw etcd puts, same client, {ENGINE_CONCURRENCY} in flight: {r['raw']:.2f} s | "
