@@ -47,6 +47,8 @@ async def test_each_request_answered_as_alone(
         put("bad/x.service", options=HELLO),  # not a unit name: 400
         put("tmpl@.service", options=HELLO, desiredState="launched"),  # template: 400
         {"method": "DELETE", "name": "gone.service"},  # 404
+        put("big.service", desiredState="launched", options=[  # a rule refused: 400
+            *HELLO, {"section": "X-Fleet", "name": "MachineMetadata", "value": "cores>=lots"}]),
     ]
     status, body = await asyncio.to_thread(post, sock, {"requests": requests})
     assert status == 200
@@ -54,7 +56,11 @@ async def test_each_request_answered_as_alone(
     assert [(a["name"], a["status"]) for a in answers] == [
         ("a.service", 201), ("b.service", 201), ("old.service", 204), ("new.service", 409),
         ("bad/x.service", 400), ("tmpl@.service", 400), ("gone.service", 404),
+        ("big.service", 400),
     ]  # fmt: skip
+    assert answers[7]["error"]["message"] == (
+        "MachineMetadata cores>=lots: 'lots' is not a number (>= compares numbers)"
+    )
     assert answers[3]["error"] == {
         "code": 409, "message": "unit does not exist and options field empty"
     }  # fmt: skip

@@ -152,6 +152,19 @@ def _bad_put_cases() -> list:
                         {"section": "X-Fleet", "name": "Global", "value": "true"}]}), JSON, 400,
                      "MachineID cannot be used with Global", id="invalid-requirements"),
         pytest.param("/fleet/v1/units/hello.service", json.dumps({"options": [
+                        *HELLO, {"section": "X-Fleet", "name": "MachineMetadata",
+                                 "value": "cores>=abc"}]}), JSON, 400,
+                     "MachineMetadata cores>=abc: 'abc' is not a number (>= compares numbers)",
+                     id="metadata-comparison-with-a-word"),
+        pytest.param("/fleet/v1/units/hello.service", json.dumps({"options": [
+                        *HELLO, {"section": "X-Fleet", "name": "MachineMetadata",
+                                 "value": "host=~web["}]}), JSON, 400,
+                     "MachineMetadata host=~web[: invalid regular expression", id="bad-regex"),
+        pytest.param("/fleet/v1/units/web@1.service", json.dumps({"options": [
+                        *HELLO, {"section": "X-Fleet", "name": "MaxPerMachine", "value": "0"}]}),
+                     JSON, 400, "MaxPerMachine=0: '0' is not a whole number of at least 1",
+                     id="max-per-machine-zero"),
+        pytest.param("/fleet/v1/units/hello.service", json.dumps({"options": [
                         {"section": "Service", "name": "Exec\nStart", "value": "x"}]}), JSON, 400,
                      "", id="unreadable-option"),
         pytest.param("/fleet/v1/units/hello.service", json.dumps({"options": [{"section": 1}]}), JSON,
