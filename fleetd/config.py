@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleetd.rules.metadata import KEY_CHARACTERS, is_key, reserved_key
+
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "OPTIONS",
@@ -55,9 +57,6 @@ def parse_duration(text: str) -> float:
     return total
 
 
-_META_KEY = re.compile(r"[A-Za-z0-9_.-]+")
-
-
 def parse_metadata(text: str) -> dict[str, str]:
     """fleet's `metadata` option: `k=v,k2=v2`, whitespace trimmed, the last duplicate wins."""
     result: dict[str, str] = {}
@@ -69,8 +68,10 @@ def parse_metadata(text: str) -> dict[str, str]:
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"metadata entry {pair!r} is not key=value")
-        if not _META_KEY.fullmatch(key):
-            raise ValueError(f"metadata key {key!r} may hold only letters, digits, '_', '.', '-'")
+        if not is_key(key):
+            raise ValueError(f"metadata key {key!r} may hold only {KEY_CHARACTERS}")
+        if why := reserved_key(key):
+            raise ValueError(why)
         result[key] = value
     return result
 

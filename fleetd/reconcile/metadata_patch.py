@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleetd.reconcile.refuse import Refuse
+from fleetd.rules.metadata import KEY, KEY_CHARACTERS, RESERVED_PREFIX, is_key, reserved_key
 
 __all__ = [
     "KEY_CHARACTERS",
@@ -28,27 +29,8 @@ __all__ = [
     "reserved_key",
 ]
 
-# fleet's own pattern (metadataPathRegex): a machine ID, then a key of letters, digits, _ . -
-_KEY = r"[A-Za-z0-9_.-]+"
-_PATH = re.compile(rf"^/([^/]+)/metadata/({_KEY})$")
-KEY_CHARACTERS = "letters, digits, '_', '.' and '-'"
-# Keys under it are facts fleetd measures about a machine: nobody sets or removes them by hand.
-RESERVED_PREFIX = "fleet."
-
-
-def is_key(key: str) -> bool:
-    """Whether `key` is made of fleet's metadata key characters (and not empty)."""
-    return re.fullmatch(_KEY, key) is not None
-
-
-def reserved_key(key: str) -> str:
-    """Why `key` may not be set or removed through the API ("" when it may)."""
-    if key.startswith(RESERVED_PREFIX):
-        return (
-            f"metadata key {key!r} is reserved: keys beginning with {RESERVED_PREFIX!r} are "
-            "machine facts measured by fleetd"
-        )
-    return ""
+# fleet's own pattern (metadataPathRegex): a machine ID, then a metadata key
+_PATH = re.compile(rf"^/([^/]+)/metadata/({KEY.pattern})$")
 
 
 @dataclass(frozen=True, slots=True)

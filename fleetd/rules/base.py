@@ -90,9 +90,7 @@ class Placing(Protocol):
 
     def by_short_id(self, short: str) -> Sequence[str]: ...
 
-    def matching(
-        self, key: object, admits: Callable[[Mapping[str, str]], bool]
-    ) -> Collection[str]:
+    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> Collection[str]:
         """Machines whose metadata `admits`, cached under `key` for the plan."""
         ...
 

@@ -43,9 +43,26 @@ from fleetd.rules.base import (
 )
 from fleetd.unit_names import UnitName
 
-__all__ = ["RULE", "Clause", "MachineMetadata", "Op", "values_of"]
+__all__ = [
+    "KEY",
+    "KEY_CHARACTERS",
+    "RESERVED_PREFIX",
+    "RULE",
+    "Clause",
+    "MachineMetadata",
+    "Op",
+    "is_key",
+    "reserved_key",
+    "values_of",
+]
 
-_CLAUSE = re.compile(r"([A-Za-z0-9_.-]+)\s*(!=|>=|<=|=~|>|<)\s*(.*)", re.DOTALL)
+# A metadata key: fleet's characters (its API's metadataPathRegex), the same in fleet.conf,
+# fleetctl set-metadata, PATCH /machines and the rules.
+KEY = re.compile(r"[A-Za-z0-9_.-]+")
+KEY_CHARACTERS = "letters, digits, '_', '.' and '-'"
+# Keys under it are facts fleetd measures about a machine: nobody sets or removes them by hand.
+RESERVED_PREFIX = "fleet."
+_CLAUSE = re.compile(rf"({KEY.pattern})\s*(!=|>=|<=|=~|>|<)\s*(.*)", re.DOTALL)
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 SEPARATOR = "|"  # between the several values of one machine's key
 
@@ -63,6 +80,21 @@ class Op(StrEnum):
 _COMPARE: Mapping[Op, Callable[[float, float], bool]] = {
     Op.GE: operator.ge, Op.GT: operator.gt, Op.LE: operator.le, Op.LT: operator.lt,
 }  # fmt: skip
+
+
+def is_key(key: str) -> bool:
+    """Whether `key` is made of fleet's metadata key characters (and not empty)."""
+    return KEY.fullmatch(key) is not None
+
+
+def reserved_key(key: str) -> str:
+    """Why `key` may not be set or removed by hand ("" when it may)."""
+    if key.startswith(RESERVED_PREFIX):
+        return (
+            f"metadata key {key!r} is reserved: keys beginning with {RESERVED_PREFIX!r} are "
+            "machine facts measured by fleetd"
+        )
+    return ""
 
 
 @functools.lru_cache(maxsize=4096)

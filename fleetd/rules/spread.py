@@ -6,7 +6,6 @@ without KEY come last. The group is described in `fleetd.rules.group`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
@@ -14,11 +13,10 @@ from typing import ClassVar
 from fleetd.rules.base import Options, Placing, Rule, RuleSet, Term, UnitValidationError
 from fleetd.rules.globs import glob_match
 from fleetd.rules.group import read_group
+from fleetd.rules.metadata import KEY_CHARACTERS, is_key
 from fleetd.unit_names import UnitName
 
 __all__ = ["RULE", "Spread"]
-
-_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +56,9 @@ def _parse(options: Options, name: UnitName | None) -> Spread | None:
     if not values:
         return None
     key, group = read_group("Spread", values[-1], name)  # the last one wins
-    if not _KEY.fullmatch(key):
+    if not is_key(key):
         raise UnitValidationError(
-            f"Spread={values[-1]}: {key!r} is not a metadata key (letters, digits, '_', '.', '-')"
+            f"Spread={values[-1]}: {key!r} is not a metadata key ({KEY_CHARACTERS})"
         )
     return Spread(key, group)
 

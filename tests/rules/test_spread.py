@@ -40,7 +40,7 @@ def test_reads(lines: str, name: str, expected: Spread) -> None:
     [
         (
             "Spread=ra/ck",
-            "Spread=ra/ck: 'ra/ck' is not a metadata key (letters, digits, '_', '.', '-')",
+            "Spread=ra/ck: 'ra/ck' is not a metadata key (letters, digits, '_', '.' and '-')",
         ),
         ("Spread=rack\nGlobal=true", "Spread cannot be used with Global"),
         ("Spread=rack\nMachineID=12345678", "Spread cannot be used with MachineID"),

@@ -67,6 +67,7 @@ def test_precedence_flags_over_env_over_file() -> None:
         ({"disable_engine": "maybe"}, {}, {}, "expected true or false, got 'maybe'"),
         ({"metadata": "role"}, {}, {}, "metadata entry 'role' is not key=value"),
         ({"metadata": "ro le=web"}, {}, {}, "metadata key 'ro le' may hold only"),
+        ({"metadata": "fleet.cpus=64"}, {}, {}, "metadata key 'fleet.cpus' is reserved"),
         ({"etcd_key_prefix": "fleet"}, {}, {}, "must start with '/'"),
         ({"etcd_servers": "http://a:2379/x/y"}, {}, {}, "is not host:port"),
         ({"etcd_servers": ""}, {}, {}, "at least one endpoint"),
