@@ -1,0 +1,473 @@
+"""Why is a unit (not) running where it is? `fleetctl why UNIT`, `GET /fleet/v1/x/why/{name}`,
+and every unplaced unit's reason at once (`GET /fleet/v1/x/unplaced`, `list-unit-files -l`).
+
+Pure: from a registry snapshot and a unit name, the explanation as plain data (`Explanation`,
+`to_dict` for JSON) and the lines fleetctl prints. The scheduler's own pieces answer: the
+engine's plan (`plan_for`) gives an unplaced unit's reason sentence; the rules
+(`every_refusal`, `fleetd.rules.refusals`) say which machines each rule refuses, evaluated on
+*every* machine (not the candidates a plan narrows to) against the cluster as the engine sees
+it (`ClusterState` of all jobs and placements); a Global unit is judged per machine as every
+agent judges it (`globals_on`, `MachineAlone`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from fleetd.model import JobState, short_id
+from fleetd.reconcile.engine import EnginePlan, job_specs, plan_for
+from fleetd.reconcile.globals import MachineAlone, globals_on, runs_globally
+from fleetd.reconcile.refuse import Refuse
+from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec, every_refusal
+from fleetd.reconcile.waiting import current_state
+from fleetd.registry.fold import Snapshot
+from fleetd.registry.metadata import effective_metadata
+from fleetd.rules import Rejection, Requirements, Term, glob_match, refusals
+from fleetd.rules.conflicts import Conflicts
+from fleetd.rules.global_ import Global
+from fleetd.rules.machine_id import MachineID
+from fleetd.rules.machine_of import MachineOf
+from fleetd.rules.max_per_machine import MaxPerMachine
+from fleetd.rules.metadata import MachineMetadata
+from fleetd.rules.spread import Spread
+from fleetd.unit_names import UnitNameError, validate_name
+
+__all__ = [
+    "EXAMPLES",
+    "Example",
+    "Explanation",
+    "GlobalVerdict",
+    "Kind",
+    "MachineRef",
+    "RuleCheck",
+    "RuleRejections",
+    "explain",
+    "read_name",
+    "unplaced_reasons",
+]
+
+EXAMPLES = 3  # machines shown per rule that rejected some; the rest are counted
+
+
+class Kind(StrEnum):
+    INACTIVE = "inactive"  # desired inactive: nothing to schedule
+    GLOBAL = "global"  # runs on every machine its rules admit
+    PLACED = "placed"  # has a live machine
+    UNPLACED = "unplaced"  # wants a machine, has none
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRef:
+    id: str
+    ip: str = ""
+
+    @property
+    def label(self) -> str:
+        """As fleetctl shows a machine: `5ab7f3b4.../127.0.0.11`."""
+        return f"{short_id(self.id)}.../{self.ip}" if self.ip else f"{short_id(self.id)}..."
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "primaryIP": self.ip}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCheck:
+    """One rule of a placed unit on its machine: does it hold there, and what it saw."""
+
+    rule: str  # the rule as the unit states it (`MachineMetadata region!=eu`)
+    holds: bool
+    detail: str = ""  # what on the machine it looked at (`region=us`)
+
+    @property
+    def text(self) -> str:
+        verdict = "holds" if self.holds else "broken: the engine moves it"
+        return f"{self.rule}: {verdict}" + (f" ({self.detail})" if self.detail else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "holds": self.holds, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    machine: str  # short ID
+    detail: str  # what on that machine made the rule refuse
+
+    @property
+    def text(self) -> str:
+        return f"{self.machine}: {self.detail}" if self.detail else self.machine
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRejections:
+    """One rule (`Rejection.heading`) over every machine of the cluster: how many it refused."""
+
+    rule: str
+    rejected: int
+    machines: int
+    examples: tuple[Example, ...] = ()
+
+    @property
+    def more(self) -> int:
+        return self.rejected - len(self.examples)
+
+    @property
+    def text(self) -> str:
+        noun = "machine" if self.machines == 1 else "machines"
+        out = f"{self.rule}: {self.rejected} of {self.machines} {noun} rejected"
+        shown = [e.text for e in self.examples] + ([f"and {self.more} more"] if self.more else [])
+        return out + (f" ({', '.join(shown)})" if shown else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "rejected": self.rejected,
+            "machines": self.machines,
+            "examples": [{"machine": e.machine, "detail": e.detail} for e in self.examples],
+            "more": self.more,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalVerdict:
+    """A Global unit on one machine: runs there, or the rules that keep it off."""
+
+    machine: MachineRef
+    runs: bool
+    state: str = ""  # `active/running` as the machine reports it ("" when none)
+    kept_off_by: tuple[tuple[str, str], ...] = ()  # (rule, detail)
+
+    @property
+    def text(self) -> str:
+        if self.runs:
+            return f"{self.machine.label}: runs there ({self.state or 'no state reported yet'})"
+        why = "; ".join(f"{r} ({d})" if d else r for r, d in self.kept_off_by)
+        return f"{self.machine.label}: kept off by {why or 'its rules'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine.to_dict(),
+            "runs": self.runs,
+            "state": self.state,
+            "keptOffBy": [{"rule": r, "detail": d} for r, d in self.kept_off_by],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why `name` runs where it does, or nowhere. Fields a kind does not use stay empty."""
+
+    name: str
+    kind: Kind
+    desired: str
+    current: str | None  # fleet's currentState (None: a Global unit)
+    reason: str = ""  # INACTIVE, UNPLACED: the sentence
+    machine: MachineRef | None = None  # PLACED
+    machines: int = 0  # in the cluster
+    feasible: int | None = None  # machines that may take it now (PLACED, UNPLACED)
+    rules: tuple[RuleCheck, ...] = ()  # PLACED: every rule of the unit on its machine
+    rejections: tuple[RuleRejections, ...] = ()  # UNPLACED: per rule over every machine
+    ranking: str = ""  # PLACED: how its machine was preferred among the feasible ones
+    on_machines: tuple[GlobalVerdict, ...] = ()  # GLOBAL: per machine
+
+    @property
+    def summary(self) -> str:
+        if self.kind is Kind.INACTIVE:
+            return f"Unit {self.name} is not scheduled: {self.reason}."
+        if self.kind is Kind.GLOBAL:
+            runs = sum(v.runs for v in self.on_machines)
+            return (
+                f"Unit {self.name} is a Global unit: it runs on {runs} of "
+                f"{_machines(len(self.on_machines))}."
+            )
+        if self.kind is Kind.PLACED and self.machine is not None:
+            return f"Unit {self.name} is placed on {self.machine.label}."
+        return f"Unit {self.name} is not placed on any machine."
+
+    def lines(self) -> list[str]:
+        """What `fleetctl why` prints."""
+        out = [self.summary]
+        if self.kind is Kind.INACTIVE:
+            return out
+        if self.kind is Kind.UNPLACED:
+            out.append(f"Reason: {self.reason}")
+        current = f" (current: {self.current})" if self.current else ""
+        out.append(f"Desired state: {self.desired}{current}")
+        if self.kind is Kind.GLOBAL:
+            if self.on_machines:
+                out.append("Machines:")
+                out += [f"  {v.text}" for v in self.on_machines]
+            return out
+        if self.kind is Kind.PLACED and self.machine is not None:
+            if self.rules:
+                out.append(f"Rules on {short_id(self.machine.id)}:")
+                out += [f"  {r.text}" for r in self.rules]
+            else:
+                out.append(f"Rules on {short_id(self.machine.id)}: none (any machine may take it)")
+        elif self.rejections:
+            out.append(f"Rules over the {_machines(self.machines)} of the cluster:")
+            out += [f"  {r.text}" for r in self.rejections]
+        if self.feasible is not None and self.machines:
+            out.append(f"Feasible machines now: {self.feasible} of {self.machines}")
+        if self.ranking:
+            out.append(f"Ranking: {self.ranking}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "summary": self.summary,
+            "desiredState": self.desired,
+            "currentState": self.current,
+            "reason": self.reason,
+            "machine": self.machine.to_dict() if self.machine is not None else None,
+            "machines": self.machines,
+            "feasible": self.feasible,
+            "rules": [r.to_dict() for r in self.rules],
+            "rejections": [r.to_dict() for r in self.rejections],
+            "ranking": self.ranking,
+            "global": [v.to_dict() for v in self.on_machines],
+            "lines": self.lines(),
+        }
+
+
+def _machines(n: int) -> str:
+    return f"{n} machine" if n == 1 else f"{n} machines"
+
+
+def read_name(name: str) -> str | Refuse:
+    """The unit name a request asks about, or 400 with fleet's name error (before any read)."""
+    try:
+        validate_name(name)
+    except UnitNameError as err:
+        return Refuse(400, str(err))
+    return name
+
+
+# ---- the explanation ------------------------------------------------------------------------
+
+
+def explain(snapshot: Snapshot, name: str) -> Explanation | Refuse:
+    """Why `name` runs where it does (or nowhere), as the registry stands in `snapshot`."""
+    job = snapshot.jobs.get(name)
+    if job is None:
+        return Refuse(404, f"Unit {name} does not exist.")
+    desired, current = job.desired.value, current_state(snapshot, job)
+    if job.desired is JobState.INACTIVE:
+        return Explanation(name, Kind.INACTIVE, desired, current, "its desired state is inactive")
+    cache: dict[str, Any] = {}
+    specs = job_specs(snapshot.jobs, snapshot.units, cache)
+    spec = specs.get(name)
+    if spec is None:  # its content is missing: nothing can be read of its rules
+        reason = "its unit file is missing from the registry"
+        return Explanation(name, Kind.UNPLACED, desired, current, reason)
+    machines = [MachineSpec(m, effective_metadata(snapshot, m)) for m in sorted(snapshot.machines)]
+    if spec.requirements.is_global:
+        return _global(snapshot, spec, specs, machines, current)
+    state = ClusterState(machines, specs, snapshot.placements)
+    here = snapshot.placements.get(name)
+    if here is not None and here in state.machines:
+        return _placed(snapshot, spec, state, here, current)
+    plan = plan_for(snapshot, cache)
+    return _unplaced(snapshot, spec, state, plan, current)
+
+
+def unplaced_reasons(snapshot: Snapshot) -> dict[str, str]:
+    """Every unit that wants a machine (desired loaded or launched, not Global) and has none
+    alive, with the reason — the planner is run only when there is one."""
+    wanting = [name for name in sorted(snapshot.jobs) if _wants_machine(snapshot, name)]
+    if not wanting:
+        return {}
+    plan = plan_for(snapshot, {})
+    return {name: plan.unplaced.get(name) or _not_yet(snapshot) for name in wanting}
+
+
+def _wants_machine(snapshot: Snapshot, name: str) -> bool:
+    job = snapshot.jobs[name]
+    if job.desired is JobState.INACTIVE or snapshot.placements.get(name) in snapshot.machines:
+        return False
+    content = snapshot.units.get(job.unit_hash)
+    return content is None or not content.unit.requirements(name).is_global
+
+
+def _not_yet(snapshot: Snapshot) -> str:
+    """The reason of a unit a machine can take, that has none yet."""
+    if snapshot.leader is None:
+        return "no engine leads the cluster: a machine can take it, nobody places it"
+    return "not placed yet: a machine can take it, the engine has not placed it"
+
+
+def _ref(snapshot: Snapshot, machine_id: str) -> MachineRef:
+    machine = snapshot.machines.get(machine_id)
+    return MachineRef(machine_id, machine.public_ip if machine is not None else "")
+
+
+def _unplaced(
+    snapshot: Snapshot, spec: JobSpec, state: ClusterState, plan: EnginePlan, current: str | None
+) -> Explanation:
+    """Every rule over every machine: how many it refused, with a few of them."""
+    terms = spec.requirements.terms
+    refused: dict[str, list[Example]] = {}
+    order: dict[str, tuple[int, int]] = {}
+    refusing: set[Term] = set()
+    feasible = 0
+    for machine_id in sorted(state.machines):
+        found = every_refusal(spec, machine_id, state)
+        feasible += not found
+        for rejection in found:
+            refusing.add(rejection.term)
+            heading = rejection.heading
+            examples = refused.setdefault(heading, [])
+            if examples and examples[-1].machine == short_id(machine_id):
+                continue  # one rule refusing one machine twice counts once
+            examples.append(Example(short_id(machine_id), rejection.detail))
+            order.setdefault(heading, (_rank(rejection, terms), len(order)))
+    total = len(state.machines)
+    rejections = [
+        RuleRejections(h, len(refused[h]), total, tuple(refused[h][:EXAMPLES]))
+        for h in sorted(refused, key=order.__getitem__)
+    ]
+    if total:  # the unit's rules that refused no machine, so every rule is accounted for
+        rejections += [
+            RuleRejections(str(t), 0, total)
+            for t in terms
+            if t not in refusing and not isinstance(t, Global)
+        ]
+    reason = plan.unplaced.get(spec.name) or _not_yet(snapshot)
+    return Explanation(
+        spec.name, Kind.UNPLACED, spec.desired.value, current, reason,
+        machines=total, feasible=feasible, rejections=tuple(rejections),
+    )  # fmt: skip
+
+
+def _rank(rejection: Rejection, terms: tuple[Term, ...]) -> int:
+    """The unit's own rules in their order, then its neighbours' objections."""
+    return terms.index(rejection.term) if rejection.term in terms else len(terms)
+
+
+def _placed(
+    snapshot: Snapshot, spec: JobSpec, state: ClusterState, here: str, current: str | None
+) -> Explanation:
+    """Every rule of the unit on its machine, the machines that may take it, the ranking."""
+    checks: list[RuleCheck] = []
+    for term in spec.requirements.terms:
+        checks += _checks(term, spec.name, here, state)
+    for owner, term in state.judges_on(here):
+        if owner != spec.name and (r := term.objects_to(owner, spec.name, here)) is not None:
+            checks.append(RuleCheck(r.heading, False, r.detail))
+    feasible = [m for m in sorted(state.machines) if not every_refusal(spec, m, state)]
+    return Explanation(
+        spec.name, Kind.PLACED, spec.desired.value, current,
+        machine=_ref(snapshot, here), machines=len(state.machines), feasible=len(feasible),
+        rules=tuple(checks), ranking=_ranking(spec, state, here, feasible),
+    )  # fmt: skip
+
+
+def _checks(term: Term, job: str, machine_id: str, state: ClusterState) -> list[RuleCheck]:
+    """How one rule of a placed unit stands on its machine (a metadata rule: key by key)."""
+    if isinstance(term, MachineMetadata):
+        metadata = state.metadata(machine_id)
+        out = []
+        for need in term.needs:
+            raw = metadata.get(need.key)
+            broken = need.failing(raw)
+            seen = f"no {need.key}" if raw is None else f"{need.key}={raw}"
+            out.append(RuleCheck(f"MachineMetadata {broken or need}", broken is None, seen))
+        return out
+    rejection = term.check(job, machine_id, state)
+    if rejection is not None:
+        return [RuleCheck(rejection.heading, False, rejection.detail)]
+    return [RuleCheck(str(term), True, _held(term, job, machine_id, state))]
+
+
+def _held(term: Term, job: str, machine_id: str, state: ClusterState) -> str:
+    """What a rule that holds saw on the machine."""
+    if isinstance(term, MachineID):
+        return f"this is {short_id(machine_id)}"
+    if isinstance(term, MachineOf):
+        return f"{', '.join(term.peers)} there"
+    if isinstance(term, Conflicts):
+        return "nothing there matches"
+    if isinstance(term, MaxPerMachine):
+        others = state.count_on(machine_id, term.group) - glob_match(term.group, job)
+        return f"{others} other {_units(others)} of {term.group} there"
+    if isinstance(term, Spread):
+        return "it ranks the machines, see the ranking"
+    return ""
+
+
+def _units(n: int) -> str:
+    return "unit" if n == 1 else "units"
+
+
+def _ranking(spec: JobSpec, state: ClusterState, here: str, feasible: list[str]) -> str:
+    """How `here` came first among the feasible machines: least loaded (fleet's), or a ranking
+    rule's tier first (Spread). Loads count the units there besides this one."""
+    if here not in feasible:
+        return ""
+
+    def others(machine_id: str) -> int:
+        return state.load(machine_id) - (machine_id == here)
+
+    loads = sorted(others(m) for m in feasible)
+    n = others(here)
+    least = (
+        f"least loaded first, ties by machine ID: {n} other {_units(n)} there "
+        f"(the feasible machines have {loads[0]} to {loads[-1]})"
+    )
+    ranker = spec.requirements.ranker
+    if not isinstance(ranker, Spread):
+        return least
+    tiers = ranker.tiers(spec.name, state, feasible)
+    tier = next((i for i, t in enumerate(tiers) if here in t), 0)
+    value = state.metadata(here).get(ranker.key)
+    if value is None:
+        where = f"no {ranker.key}: machines without it come last"
+    else:
+        count = state.spread(ranker.group, ranker.key).get(value, 0)
+        count -= glob_match(ranker.group, spec.name)  # itself does not count
+        where = f"{ranker.key}={value} has {count} other {_units(count)} of {ranker.group}"
+    return f"{ranker}: tier {tier + 1} of {len(tiers)} ({where}); then {least}"
+
+
+def _global(
+    snapshot: Snapshot,
+    spec: JobSpec,
+    specs: Mapping[str, JobSpec],
+    machines: list[MachineSpec],
+    current: str | None,
+) -> Explanation:
+    """Per machine, as its agent decides: the Global unit runs there, or which rules keep it
+    off (its own, or those of the units placed there or of Global units admitted before it)."""
+    candidates = {
+        n: s.requirements for n, s in specs.items() if runs_globally(s.desired, s.requirements)
+    }
+    placed_on: dict[str, dict[str, Requirements]] = {}
+    for name, machine_id in snapshot.placements.items():
+        if name in specs:
+            placed_on.setdefault(machine_id, {})[name] = specs[name].requirements
+    verdicts = []
+    for machine in machines:
+        placed = placed_on.get(machine.id, {})
+        admitted = globals_on(machine.metadata, candidates, placed)
+        ref = _ref(snapshot, machine.id)
+        if spec.name in admitted:
+            reported = snapshot.states.get((spec.name, machine.id))
+            state = f"{reported.active}/{reported.sub}" if reported is not None else ""
+            verdicts.append(GlobalVerdict(ref, True, state))
+            continue
+        alone = MachineAlone(machine.metadata, placed)
+        for name in admitted:
+            if name < spec.name:  # admitted before it, by name
+                alone.add(name, candidates[name])
+        found = refusals(spec.name, spec.requirements.terms, ".", alone)
+        verdicts.append(
+            GlobalVerdict(ref, False, kept_off_by=tuple((r.heading, r.detail) for r in found))
+        )
+    return Explanation(
+        spec.name, Kind.GLOBAL, spec.desired.value, current,
+        machines=len(machines), on_machines=tuple(verdicts),
+    )  # fmt: skip
