@@ -5,7 +5,8 @@ library only; the API client and the unit model are imported inside the commands
 them. One module per command group: submit (submit, load, start: they carry out the pure plan of
 `fleetd.reconcile.submit`), units (stop, unload, destroy, restart, cat: the plans of
 `fleetd.reconcile.lifecycle`), lists (list-*), remote (status, journal, ssh: where they go is
-`fleetd.reconcile.remote`'s choice); output holds the table layout, files the local unit files,
+`fleetd.reconcile.remote`'s choice), why (why a unit runs where it does, or nowhere: fleetd's
+`x/why`); output holds the table layout, files the local unit files,
 context the shared flags, client and waiting.
 """
 
@@ -21,7 +22,7 @@ import click
 from click.core import ParameterSource
 
 from fleetd import __version__
-from fleetd.cli import dashboard, lists, remote, submit, units
+from fleetd.cli import dashboard, lists, remote, submit, units, why
 from fleetd.cli.context import Failure, Settings, api_error_line
 
 __all__ = ["fleetctl", "main"]
@@ -238,7 +239,8 @@ def help_(ctx: click.Context, command: str | None) -> None:
 
 
 for _command in (
-    *submit.COMMANDS, *units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS, *dashboard.COMMANDS
+    *submit.COMMANDS, *units.COMMANDS, *lists.COMMANDS, *remote.COMMANDS, *dashboard.COMMANDS,
+    *why.COMMANDS,
 ):
     fleetctl.add_command(_command)
 

@@ -114,7 +114,7 @@ def test_an_unknown_unit_is_not_found() -> None:
         # the case: no machine has a region other than eu
         pytest.param(
             cluster({"web.service": unit("MachineMetadata=region!=eu")},
-                    {M1: EU, M2: EU, M3: {}}),  # fmt: skip
+                    {M1: EU, M2: EU, M3: {}}),
             "web.service",
             [
                 "Unit web.service is not placed on any machine.",
@@ -130,7 +130,7 @@ def test_an_unknown_unit_is_not_found() -> None:
         # at most three machines are named per rule, the rest counted
         pytest.param(
             cluster({"web.service": (unit("MachineMetadata=region!=eu"), LOADED)},
-                    {M1: EU, M2: EU, M3: EU, M4: EU, M5: {}}),  # fmt: skip
+                    {M1: EU, M2: EU, M3: EU, M4: EU, M5: {}}),
             "web.service",
             [
                 "Unit web.service is not placed on any machine.",
@@ -154,7 +154,7 @@ def test_an_unknown_unit_is_not_found() -> None:
                 },
                 {M1: {"disk": "ssd"}, M2: {"disk": "hdd"}, M3: {}},
                 {"web.service": M1},
-            ),  # fmt: skip
+            ),
             "db.service",
             [
                 "Unit db.service is not placed on any machine.",
@@ -262,7 +262,7 @@ def test_an_unknown_unit_is_not_found() -> None:
         # placed on a machine that left: unplaced until the engine moves it
         pytest.param(
             cluster({"web.service": unit("MachineMetadata=region!=eu")}, {M1: EU},
-                    {"web.service": M6}),  # fmt: skip
+                    {"web.service": M6}),
             "web.service",
             [
                 "Unit web.service is not placed on any machine.",
@@ -282,7 +282,7 @@ def test_an_unknown_unit_is_not_found() -> None:
                 {M1: EU, M2: US, M3: {"region": "ap"}},
                 {"web.service": M2, "a.service": M2, "b.service": M3},
                 states=(("web.service", M2),),
-            ),  # fmt: skip
+            ),
             "web.service",
             [
                 "Unit web.service is placed on 929c22af.../10.0.0.2.",
@@ -317,7 +317,7 @@ def test_an_unknown_unit_is_not_found() -> None:
                  "w@2.service": unit(), "db.service": unit("Conflicts=x.service")},
                 {M1: {"disk": "ssd|nvme", "cores": "16"}, M2: {}},
                 {"w@1.service": M1, "w@2.service": M1, "db.service": M1},
-            ),  # fmt: skip
+            ),
             "w@1.service",
             [
                 "Unit w@1.service is placed on 5ab7f3b4.../10.0.0.1.",
@@ -336,7 +336,7 @@ def test_an_unknown_unit_is_not_found() -> None:
         # a rule that no longer holds where it is (metadata changed): the engine moves it
         pytest.param(
             cluster({"web.service": unit("MachineMetadata=region!=eu\nConflicts=x.service")},
-                    {M1: EU}, {"web.service": M1}),  # fmt: skip
+                    {M1: EU}, {"web.service": M1}),
             "web.service",
             [
                 "Unit web.service is placed on 5ab7f3b4.../10.0.0.1.",
@@ -355,7 +355,7 @@ def test_an_unknown_unit_is_not_found() -> None:
                  "s@3.service": unit("Spread=zone")},
                 {M1: {"zone": "a"}, M2: {"zone": "b"}, M3: {"zone": "a"}, M4: {}},
                 {"s@1.service": M1, "s@2.service": M2, "s@3.service": M3},
-            ),  # fmt: skip
+            ),
             "s@2.service",
             [
                 "Unit s@2.service is placed on 929c22af.../10.0.0.2.",
@@ -377,7 +377,7 @@ def test_an_unknown_unit_is_not_found() -> None:
                 {M1: {"role": "web"}, M2: {"role": "db"}, M3: {"role": "web"}},
                 {"solo.service": M3},
                 states=(("g.service", M1),),
-            ),  # fmt: skip
+            ),
             "g.service",
             [
                 "Unit g.service is a Global unit: it runs on 1 of 3 machines.",
@@ -396,7 +396,7 @@ def test_an_unknown_unit_is_not_found() -> None:
                 {"a.service": unit("Global=true\nConflicts=b.service"),
                  "b.service": unit("Global=true")},
                 {M1: {}},
-            ),  # fmt: skip
+            ),
             "b.service",
             [
                 "Unit b.service is a Global unit: it runs on 0 of 1 machine.",
@@ -461,7 +461,7 @@ def test_json_carries_the_same_facts() -> None:
                  "g.service": unit("Global=true\nMachineMetadata=role=none")},
                 {M1: {}},
                 {"a.service": M1},
-            ),  # fmt: skip
+            ),
             {},
             id="none",
         ),
@@ -472,7 +472,7 @@ def test_json_carries_the_same_facts() -> None:
                  "gone.service": unit("MachineMetadata=region=eu")},
                 {M1: EU},
                 {"gone.service": M6},
-            ),  # fmt: skip
+            ),
             {
                 "a.service": "not placed yet: a machine can take it, the engine has not placed it",
                 "gone.service": "not placed yet: a machine can take it, the engine has not "
