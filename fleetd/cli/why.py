@@ -21,7 +21,7 @@ __all__ = ["COMMANDS"]
     show_default=True,
     help="text (the explanation) or json (the same facts, as fleetd's x/why answers them).",
 )
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, metavar="UNIT")
 def why(units: tuple[str, ...], output: str) -> None:
     from fleetd.api.client import APIError, Unreachable
     from fleetd.unit import mangle_name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from api_helpers import HELLO, error_of, machine, put_json, raw
 
 from fleetd.api.client import Client
@@ -60,3 +61,23 @@ async def test_why_and_unplaced_of_a_unit_no_machine_takes(
     assert await asyncio.to_thread(client.unplaced) == {
         "web.service": "no machine matches MachineMetadata region!=eu"
     }
+
+
+@pytest.mark.parametrize(
+    ("segment", "message"),
+    [
+        ("..", 'unit name cannot end in "."'),
+        ("%2E%2E", 'unit name cannot end in "."'),
+        ("a%2Fb.service", "invalid character '/' in unit name"),
+        ("a%00.service", "invalid character '\\x00' in unit name"),
+        ("x" * 300 + ".service", "unit name exceeds maximum length (256)"),
+        ("@a.service", 'unit name cannot start in "@"'),
+    ],
+)
+async def test_why_of_odd_names_is_fleets_name_error(
+    api: APIServer, segment: str, message: str
+) -> None:
+    status, _, body = await asyncio.to_thread(
+        raw, api.unix_path, "GET", f"/fleet/v1/x/why/{segment}"
+    )
+    assert (status, error_of(body)) == (400, (400, message))
