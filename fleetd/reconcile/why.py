@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 EXAMPLES = 3  # machines shown per rule that rejected some; the rest are counted
+_MISSING = "its unit file is missing from the registry"  # a job whose content is gone
 
 
 class Kind(StrEnum):
@@ -262,8 +263,7 @@ def explain(snapshot: Snapshot, name: str) -> Explanation | Refuse:
     specs = job_specs(snapshot.jobs, snapshot.units, cache)
     spec = specs.get(name)
     if spec is None:  # its content is missing: nothing can be read of its rules
-        reason = "its unit file is missing from the registry"
-        return Explanation(name, Kind.UNPLACED, desired, current, reason)
+        return Explanation(name, Kind.UNPLACED, desired, current, _MISSING)
     machines = [MachineSpec(m, effective_metadata(snapshot, m)) for m in sorted(snapshot.machines)]
     if spec.requirements.is_global:
         return _global(snapshot, spec, specs, machines, current)
@@ -282,7 +282,11 @@ def unplaced_reasons(snapshot: Snapshot) -> dict[str, str]:
     if not wanting:
         return {}
     plan = plan_for(snapshot, {})
-    return {name: plan.unplaced.get(name) or _not_yet(snapshot) for name in wanting}
+    return {
+        name: plan.unplaced.get(name)
+        or (_MISSING if snapshot.jobs[name].unit_hash not in snapshot.units else _not_yet(snapshot))
+        for name in wanting
+    }
 
 
 def _wants_machine(snapshot: Snapshot, name: str) -> bool:
@@ -317,13 +321,14 @@ def _unplaced(
     for machine_id in sorted(state.machines):
         found = every_refusal(spec, machine_id, state)
         feasible += not found
+        seen: set[str] = set()
         for rejection in found:
             refusing.add(rejection.term)
             heading = rejection.heading
-            examples = refused.setdefault(heading, [])
-            if examples and examples[-1].machine == short_id(machine_id):
-                continue  # one rule refusing one machine twice counts once
-            examples.append(Example(short_id(machine_id), rejection.detail))
+            if heading in seen:
+                continue  # one rule refusing one machine twice (two neighbours) counts once
+            seen.add(heading)
+            refused.setdefault(heading, []).append(Example(short_id(machine_id), rejection.detail))
             order.setdefault(heading, (_rank(rejection, terms), len(order)))
     total = len(state.machines)
     rejections = [

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleetd.model import Job, JobState, LeaderInfo, Machine, UnitContent, UnitState
+from fleetd.reconcile.engine import plan_for
 from fleetd.reconcile.refuse import Refuse
 from fleetd.reconcile.why import Explanation, Kind, explain, read_name, unplaced_reasons
 from fleetd.registry import Snapshot
@@ -39,8 +42,8 @@ def cluster(
     """A registry: `units` by name (launched unless a state is given), `machines` by ID with
     their metadata (IPs 10.0.0.1...), `placements`, `states` published as active/running."""
     jobs, contents = {}, {}
-    for name, given in units.items():
-        u, desired = given if isinstance(given, tuple) else (given, LAUNCHED)
+    for name, entry in units.items():
+        u, desired = entry if isinstance(entry, tuple) else (entry, LAUNCHED)
         jobs[name] = Job(name, u.hash, desired)
         contents[u.hash] = UnitContent(u)
     return Snapshot(
@@ -194,6 +197,26 @@ def test_an_unknown_unit_is_not_found() -> None:
                 "Feasible machines now: 0 of 3",
             ],
             id="unplaced-seed-apache",
+        ),
+        # two units on one machine objecting: the machine counts once, the first named
+        pytest.param(
+            cluster(
+                {"x.service": unit(), "a.service": unit("Conflicts=x.service"),
+                 "b.service": unit("Conflicts=x.service")},
+                {M1: {}},
+                {"a.service": M1, "b.service": M1},
+            ),
+            "x.service",
+            [
+                "Unit x.service is not placed on any machine.",
+                "Reason: conflicts with a.service (5ab7f3b4)",
+                "Desired state: launched (current: inactive)",
+                "Rules over the 1 machine of the cluster:",
+                "  Conflicts of the units already there: 1 of 1 machine rejected "
+                "(5ab7f3b4: a.service has Conflicts=x.service)",
+                "Feasible machines now: 0 of 1",
+            ],
+            id="unplaced-two-neighbours-object",
         ),
         # MachineOf a unit that has no machine: every machine waits for it
         pytest.param(
@@ -418,6 +441,7 @@ def test_a_unit_whose_content_is_missing() -> None:
     found = explain(snapshot, "x.service")
     assert isinstance(found, Explanation) and found.kind is Kind.UNPLACED
     assert found.reason == "its unit file is missing from the registry"
+    assert unplaced_reasons(snapshot) == {"x.service": found.reason}
 
 
 def test_json_carries_the_same_facts() -> None:
@@ -485,3 +509,60 @@ def test_json_carries_the_same_facts() -> None:
 )
 def test_unplaced_reasons(snapshot: Snapshot, expected: dict[str, str]) -> None:
     assert unplaced_reasons(snapshot) == expected
+
+
+# ---- properties -----------------------------------------------------------------------------
+
+NAMES = [f"u{i}.service" for i in range(6)]
+MIDS = [M1, M2, M3]
+
+
+@st.composite
+def registries(draw: st.DrawFn) -> Snapshot:
+    """Random small clusters: every rule kind, placements (some on a machine that left)."""
+    rules = st.sampled_from([
+        "", "Global=true", "Conflicts=u*.service", "Conflicts=u1.service", "MachineOf=u0.service",
+        "MachineMetadata=role=web", "MachineMetadata=role!=db", f"MachineID={M2[:8]}",
+        "MaxPerMachine=1 u*.service", "Spread=role u*.service", "Replaces=u2.service",
+    ])  # fmt: skip
+    units = {
+        name: (unit(draw(rules)), draw(st.sampled_from([INACTIVE, LOADED, LAUNCHED])))
+        for name in draw(st.lists(st.sampled_from(NAMES), unique=True, min_size=1, max_size=6))
+    }
+    machines = {
+        mid: {"role": draw(st.sampled_from(["web", "db"]))}
+        for mid in draw(st.lists(st.sampled_from(MIDS), unique=True, max_size=3))
+    }
+    placements = {
+        name: draw(st.sampled_from([*MIDS, M6]))
+        for name in draw(st.lists(st.sampled_from(list(units)), unique=True))
+    }
+    return cluster(units, machines, placements, leader=draw(st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(registries())
+def test_every_unit_is_explained_as_the_planner_sees_it(snapshot: Snapshot) -> None:
+    plan = plan_for(snapshot, {})
+    reasons = unplaced_reasons(snapshot)
+    for name, job in snapshot.jobs.items():
+        found = explain(snapshot, name)
+        assert isinstance(found, Explanation)
+        assert found.lines()[0] == found.summary and found.to_dict()["lines"] == found.lines()
+        is_global = snapshot.units[job.unit_hash].unit.requirements(name).is_global
+        placed = snapshot.placements.get(name)
+        if job.desired is INACTIVE:
+            assert found.kind is Kind.INACTIVE
+        elif is_global:
+            assert found.kind is Kind.GLOBAL and len(found.on_machines) == len(snapshot.machines)
+        elif placed in snapshot.machines:
+            assert found.kind is Kind.PLACED and found.machine is not None
+            assert found.machine.id == placed
+        else:
+            # the planner's reason, the same in x/why and x/unplaced
+            assert found.kind is Kind.UNPLACED and reasons[name] == found.reason
+            assert found.reason == plan.unplaced.get(name, found.reason)
+            for r in found.rejections:
+                assert r.rejected <= r.machines == len(snapshot.machines)
+                assert len(r.examples) == min(r.rejected, 3)
+        assert (found.kind is Kind.UNPLACED) == (name in reasons)
