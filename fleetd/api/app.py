@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from fleetd.api import events, machines, restart, state, status, units, wait
+from fleetd.api import events, machines, restart, state, status, units, wait, why
 from fleetd.api.context import Context, Peers
 from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.streams import on_shutdown
@@ -101,7 +101,7 @@ def application(
         for resource in (units, state, machines):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes(status.routes(ctx, peers, prefix))
-        for resource in (wait, events, restart):
+        for resource in (wait, events, restart, why):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes([
             web.route("*", f"{prefix}/discovery", discovery),
@@ -194,6 +194,8 @@ def _discovery(version: str) -> dict[str, Any]:
                             "parameters": ["lines", "follow", "machineID"]},
                 "Wait": {"httpMethod": "POST", "path": "x/wait"},
                 "Restart": {"httpMethod": "POST", "path": "x/units/{unitName}/restart"},
+                "Why": {"httpMethod": "GET", "path": "x/why/{unitName}"},
+                "Unplaced": {"httpMethod": "GET", "path": "x/unplaced"},
             }},
         },
     }

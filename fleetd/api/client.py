@@ -149,6 +149,16 @@ class Client(Transport):
                 return line
         raise Unreachable(0, f"lost the fleet API at {self.endpoint}: the restart stream ended")
 
+    def why(self, name: str) -> dict:
+        """Why `name` runs where it does, or nowhere (`GET x/why/{name}`): the explanation,
+        with the `lines` fleetctl prints. 404 (APIError) for a unit that does not exist."""
+        return self._call("GET", f"/x/why/{_q(name)}")[1] or {}
+
+    def unplaced(self) -> dict[str, str]:
+        """Every unit that wants a machine and has none, with the reason (`GET x/unplaced`)."""
+        body = self._call("GET", "/x/unplaced")[1] or {}
+        return dict(body.get("units") or {})
+
     def events(self) -> Iterator[dict]:
         """The registry's changes (`GET /x/events`): a `snapshot` line, then `units` and
         `machines` lines as they happen, until the server goes away (then `Unreachable`)."""

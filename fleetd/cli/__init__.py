@@ -6,7 +6,8 @@ them. One module per command group: submit (submit, load, start: they carry out 
 `fleetd.reconcile.submit`), units (stop, unload, destroy, restart, cat: the plans of
 `fleetd.reconcile.lifecycle`), lists (list-*), remote (status, journal, ssh: where they go is
 `fleetd.reconcile.remote`'s choice), metadata (set-metadata, unset-metadata: the plan of
-`fleetd.reconcile.set_metadata`); output holds the table layout, files the local unit files,
+`fleetd.reconcile.set_metadata`), why (why a unit runs where it does, or nowhere: fleetd's
+`x/why`); output holds the table layout, files the local unit files,
 context the shared flags, client and waiting.
 """
 
@@ -22,7 +23,7 @@ import click
 from click.core import ParameterSource
 
 from fleetd import __version__
-from fleetd.cli import dashboard, lists, metadata, remote, submit, units
+from fleetd.cli import dashboard, lists, metadata, remote, submit, units, why
 from fleetd.cli.context import Failure, Settings, api_error_line
 
 __all__ = ["fleetctl", "main"]
@@ -245,6 +246,7 @@ for _command in (
     *remote.COMMANDS,
     *metadata.COMMANDS,
     *dashboard.COMMANDS,
+    *why.COMMANDS,
 ):
     fleetctl.add_command(_command)
 

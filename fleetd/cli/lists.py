@@ -1,4 +1,10 @@
-"""The list commands: list-units, list-unit-files, list-machines (tables or --output json)."""
+"""The list commands: list-units, list-unit-files, list-machines (tables or --output json).
+
+Units that want a machine and have none are never rows of list-units (they have no state):
+its table stays fleet's, and a line on stderr names them. list-unit-files shows why in a REASON
+column (`-l`/`--full`, `--fields reason`, `--output json`), asked of fleetd's `x/unplaced` only
+when a listed unit has no machine, so fleet's output is unchanged otherwise.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from fleetd.cli.output import (
     json_rows,
     parse_fields,
     table,
+    wants_machine,
 )
 
 __all__ = ["COMMANDS"]
@@ -91,6 +98,30 @@ def _fetch(call: Callable[[], list[Any]], prefix: str, suffix: str = "") -> list
         raise Failure(f"{prefix}{err.message}{suffix}") from None
 
 
+def _unplaced(client: Any) -> dict[str, str] | None:
+    """Every unit that wants a machine and has none, with why (fleetd's `x/unplaced`); None
+    when the API cannot say (a fleet without the extension, or an error: the listing stands)."""
+    from fleetd.api.client import APIError
+
+    try:
+        return client.unplaced()
+    except APIError:
+        return None
+
+
+# unplaced units list-units names on stderr, at most
+_NAMED = 5
+
+
+def unplaced_line(names: list[str]) -> str:
+    """list-units' line on stderr for the units that have no machine (and so no row)."""
+    shown = ", ".join(names[:_NAMED])
+    if len(names) > _NAMED:
+        shown += f" and {len(names) - _NAMED} more"
+    verb = "unit is" if len(names) == 1 else "units are"
+    return f"{len(names)} {verb} not placed on any machine: {shown} (see fleetctl why UNIT)"
+
+
 @click.command("list-units", help="List the current state of units in the cluster")
 @_list_options("list-units", FIELDS_UNITS)
 def list_units(full: bool, no_legend: bool, fields: str, output: str) -> None:
@@ -100,6 +131,10 @@ def list_units(full: bool, no_legend: bool, fields: str, output: str) -> None:
     states.sort(key=lambda s: (s.get("name") or "", s.get("machineID") or ""))
     ips = _ips() if "machine" in cols else {}
     _show(states, cols, FIELDS_UNITS, full=full, no_legend=no_legend, output=output, ips=ips)
+    if output == "table" and not no_legend:  # a legend of sorts: not for scripts
+        unplaced = _unplaced(client)
+        if unplaced:
+            click.echo(unplaced_line(sorted(unplaced)), err=True)
 
 
 @click.command("list-unit-files", help="List the units that exist in the cluster.")
@@ -111,6 +146,17 @@ def list_unit_files(full: bool, no_legend: bool, fields: str, output: str) -> No
     client = settings().client()
     units = _fetch(client.units, "Error retrieving list of units from repository: ")
     units.sort(key=lambda u: u.get("name") or "")
+    if any(wants_machine(u) for u in units):
+        default = fields == DEFAULT_FIELDS["list-unit-files"]
+        shown = "reason" in cols or (default and (full or output == "json"))
+        reasons = _unplaced(client) if shown else None
+        if reasons and any(u["name"] in reasons for u in units if wants_machine(u)):
+            units = [
+                dict(u, reason=reasons.get(u["name"], "")) if wants_machine(u) else u
+                for u in units
+            ]
+            if "reason" not in cols:
+                cols = [*cols, "reason"]
     ips = _ips() if {"target", "tmachine"} & set(cols) else {}
     _show(units, cols, FIELDS_UNIT_FILES, full=full, no_legend=no_legend, output=output, ips=ips)
 

@@ -23,6 +23,7 @@ __all__ = [
     "parse_fields",
     "tabwrite",
     "unit_file_of",
+    "wants_machine",
 ]
 
 TAB_WIDTH = 8
@@ -109,6 +110,16 @@ def is_global(unit: Row) -> bool:
     return bool(unit_file_of(unit).requirements(unit["name"]).is_global)
 
 
+def wants_machine(unit: Row) -> bool:
+    """A unit that should have a machine and has none: desired loaded or launched, not Global,
+    no machine (`fleetctl why` says why; list-units never shows it, it has no state)."""
+    return (
+        unit.get("desiredState") in ("loaded", "launched")
+        and not unit.get("machineID")
+        and not is_global(unit)
+    )
+
+
 def _dash(value: Any) -> str:
     text = "" if value is None else str(value)
     return text or "-"
@@ -155,6 +166,9 @@ FIELDS_UNIT_FILES: dict[str, Column] = {
     "dstate": lambda r, f, i: _dash(r.get("desiredState")),
     "global": lambda r, f, i: "true" if is_global(r) else "false",
     "hash": _unit_hash,
+    # why a unit that wants a machine has none (fleetd's x/unplaced, put in the row by the
+    # command: `fleetd.cli.lists`); "-" for every other unit
+    "reason": lambda r, f, i: _dash(r.get("reason")),
     "state": lambda r, f, i: "-" if is_global(r) else _dash(r.get("currentState")),
     "target": _unit_target,
     "tmachine": _unit_target,

@@ -7,6 +7,11 @@ its only retry: when the API cannot be reached the hub says so (a `status` event
 banner) and reconnects with a capped backoff; the snapshot it gets back replaces the view.
 Nothing is polled. Threads and queues of the standard library only, like the server, so
 `fleetctl dashboard` keeps fleetctl's light imports.
+
+Units that want a machine and have none get their reason from the API (`GET /x/unplaced`, the
+planner's words): a second thread asks whenever a change may have altered which units are
+unplaced or why (a snapshot, units, machines), once for a burst of changes, and only while some
+unit is unplaced; each new answer goes to the browsers as an `unplaced` event.
 """
 
 from __future__ import annotations
@@ -16,11 +21,21 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fleetd.api.client import APIError, Client
+from fleetd.api.client import APIError, Client, Unreachable
 
 __all__ = ["Hub"]
 
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.2, 3.0  # reconnecting to an unreachable API
+
+
+def wants_machine(unit: dict[str, Any]) -> bool:
+    """A unit that should have a machine and has none (desired loaded or launched, not Global:
+    a Global unit's JSON has no currentState)."""
+    return (
+        unit.get("desiredState") in ("loaded", "launched")
+        and "currentState" in unit
+        and not unit.get("machineID")
+    )
 
 
 class Hub:
@@ -35,8 +50,13 @@ class Hub:
         self.units: dict[str, dict[str, Any]] = {}
         self.states: dict[str, list[dict[str, Any]]] = {}
         self.machines: list[dict[str, Any]] = []
+        self.unplaced: dict[str, str] = {}  # unit name -> why it has no machine
         self.revision = 0
         self._thread = threading.Thread(target=self._run, name="dashboard-hub", daemon=True)
+        self._reasons_due = threading.Event()  # a change may have altered the unplaced units
+        self._reasons = threading.Thread(
+            target=self._follow_reasons, name="dashboard-reasons", daemon=True
+        )
 
     # --- the view --------------------------------------------------------------------------
     def view(self) -> dict[str, Any]:
@@ -49,6 +69,7 @@ class Hub:
             "units": [self.units[n] for n in sorted(self.units)],
             "states": [s for n in sorted(self.states) for s in self.states[n]],
             "machines": list(self.machines),
+            "unplaced": dict(self.unplaced),
         }
 
     def apply(self, line: dict[str, Any]) -> tuple[str, Any] | None:
@@ -111,10 +132,12 @@ class Hub:
     # --- following the API -----------------------------------------------------------------
     def start(self) -> Hub:
         self._thread.start()
+        self._reasons.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        self._reasons_due.set()
         with self._lock:
             listeners = list(self._listeners)
         for q in listeners:
@@ -133,6 +156,7 @@ class Hub:
                         delay = _BACKOFF_FIRST
                     if event is not None:
                         self._publish(event)
+                        self._ask_reasons()
             except APIError as err:
                 self._set_status(False, str(err))
             except Exception as err:
@@ -140,3 +164,42 @@ class Hub:
             # Reconnecting is the only retry here (the view itself is pushed, never polled).
             self._stop.wait(delay)
             delay = min(delay * 2, _BACKOFF_CAP)
+
+    # --- why units have no machine -----------------------------------------------------------
+    def _ask_reasons(self) -> None:
+        """After a change: have the reasons thread ask again if a unit is unplaced now, or was."""
+        with self._lock:
+            due = bool(self.unplaced) or any(wants_machine(u) for u in self.units.values())
+        if due:
+            self._reasons_due.set()
+
+    def reasons_for(self, answer: dict[str, str]) -> tuple[str, Any] | None:
+        """Keep the API's reasons of the units unplaced in the view; the event for browsers,
+        None when nothing changed."""
+        with self._lock:
+            wanting = {n for n, u in self.units.items() if wants_machine(u)}
+            reasons = {n: r for n, r in sorted(answer.items()) if n in wanting}
+            if reasons == self.unplaced:
+                return None
+            self.unplaced = reasons
+            return "unplaced", {"revision": self.revision, "units": dict(reasons)}
+
+    def _follow_reasons(self) -> None:
+        while True:
+            self._reasons_due.wait()  # set by a change (or stop): never on a timer
+            if self._stop.is_set():
+                return
+            self._reasons_due.clear()
+            with self._lock:
+                wanting = any(wants_machine(u) for u in self.units.values())
+            answer: dict[str, str] = {}
+            if wanting:
+                try:
+                    answer = self._client_factory().unplaced()
+                except APIError as err:
+                    if err.code == 404 and not isinstance(err, Unreachable):
+                        return  # an API without x/unplaced: rows show "not placed" only
+                    continue  # the event stream reports the API; its next snapshot asks again
+            event = self.reasons_for(answer)
+            if event is not None:
+                self._publish(event)

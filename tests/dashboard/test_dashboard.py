@@ -249,6 +249,47 @@ def test_fleetd_restart_shows_the_banner_then_recovers(
     )
 
 
+def test_an_unplaced_unit_shows_why_where_its_machine_would_be(
+    cluster: Cluster, dashboard: DashboardProcess, browser: Browser
+) -> None:
+    # no machine of the sandbox has role=nosuch: the row says so, in the planner's words
+    (cluster.units / "nowhere.service").write_text(
+        "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nMachineMetadata=role=nosuch\n"
+    )
+    browser.get(dashboard.url)
+    cluster.fleetctl("start", "--no-block", "nowhere.service")
+    target = browser.wait_for(
+        f"const t = {row('nowhere.service', 'target')};"
+        "return t.startsWith('not placed: ') && t",
+        "nowhere.service shown with its reason",
+    )
+    assert target == "not placed: no machine matches MachineMetadata role=nosuch"
+    browser.click('tr[data-unit="nowhere.service"] button')
+    summary = browser.wait_for(
+        "const t = document.getElementById('detail-summary').textContent;"
+        "return t.includes('not placed') && t",
+        "the detail says why",
+    )
+    assert summary.startswith(
+        "desired launched, current inactive, not placed: no machine matches MachineMetadata "
+        "role=nosuch;"
+    ), summary
+    # unloaded (the page's button: `fleetctl unload` skips a unit whose current state is
+    # already inactive, as fleet did): it wants no machine any more, and the reason goes
+    browser.click('#detail [data-action="unload"]')
+    browser.wait_for(
+        f"return {row('nowhere.service', 'dstate')} === 'inactive' && "
+        f"{row('nowhere.service', 'target')} === '-'",
+        "nowhere.service inactive, no reason",
+    )
+    # back to launched, for the narrow layout below to show a reason too
+    cluster.fleetctl("start", "--no-block", "nowhere.service")
+    browser.wait_for(
+        f"return {row('nowhere.service', 'target')}.startsWith('not placed: ')",
+        "the reason shown again",
+    )
+
+
 @pytest.mark.parametrize("width", [380])
 def test_readable_on_a_narrow_window(
     dashboard: DashboardProcess, browser: Browser, width: int

@@ -121,3 +121,32 @@ def test_hub_keeps_the_view_from_the_lines() -> None:
         "machines", {"revision": 5, "machines": []}
     )
     assert hub.apply({"type": "whatever", "revision": 6}) is None
+
+
+async def test_hub_asks_why_units_have_no_machine(api: APIServer, registry: Registry) -> None:
+    """A unit no machine takes: the hub asks `x/unplaced` after the change and publishes the
+    reason; when the unit no longer wants a machine the reasons empty again."""
+    client = Client(f"unix://{api.unix_path}", timeout=10.0)
+    await machine(registry, "m" * 32, "10.0.0.1", role="web")
+    hub = Hub(lambda: client).start()
+    events, _ = hub.subscribe()
+    try:
+
+        async def next_unplaced() -> dict[str, str]:
+            while True:
+                event = await asyncio.wait_for(asyncio.to_thread(events.get), DEADLINE)
+                if event is not None and event[0] == "unplaced":
+                    return event[1]["units"]
+
+        db_only = [*HELLO, {"section": "X-Fleet", "name": "MachineMetadata", "value": "role=db"}]
+        await asyncio.to_thread(
+            client.put_unit, "db.service", options=db_only, desired_state="launched"
+        )
+        assert await next_unplaced() == {
+            "db.service": "no machine matches MachineMetadata role=db"
+        }
+        assert hub.view()["unplaced"] == {"db.service": "no machine matches MachineMetadata role=db"}
+        await asyncio.to_thread(client.put_unit, "db.service", desired_state="inactive")
+        assert await next_unplaced() == {}
+    finally:
+        hub.stop()

@@ -2,7 +2,8 @@
 "use strict";
 
 const token = new URLSearchParams(location.search).get("token") || "";
-const view = { units: new Map(), states: new Map(), machines: [], reachable: null, error: "" };
+const view = { units: new Map(), states: new Map(), machines: [], unplaced: new Map(),
+               reachable: null, error: "" };
 let selected = null;   // name of the unit shown in detail
 let journal = null;    // { source, name, machine }
 const $ = (id) => document.getElementById(id);
@@ -43,6 +44,7 @@ function setSnapshot(data) {
     view.states.get(s.name).push(s);
   }
   view.machines = data.machines;
+  view.unplaced = new Map(Object.entries(data.unplaced || {}));
 }
 
 function applyUnits(data) {
@@ -55,12 +57,18 @@ function applyUnits(data) {
 }
 
 function isGlobal(u) { return !("currentState" in u); }
+// wants a machine and has none: fleetd says why (the hub's `unplaced` events)
+function isUnplaced(u) { return !isGlobal(u) && !u.machineID && u.desiredState !== "inactive"; }
 
 // one row per unit: the placed machine's systemd state (or every machine's, for global units)
 function rowOf(u) {
   const states = view.states.get(u.name) || [];
-  let target = "-", active = "-", sub = "-", machines = [];
-  if (isGlobal(u)) {
+  let target = "-", active = "-", sub = "-", machines = [], unplaced = false;
+  if (isUnplaced(u)) {
+    unplaced = true;
+    const reason = view.unplaced.get(u.name);
+    target = reason ? `not placed: ${reason}` : "not placed";
+  } else if (isGlobal(u)) {
     target = "global";
     machines = states.map((s) => s.machineID);
     const summary = (key) => [...new Set(states.map((s) => s[key]))].join(", ") || "-";
@@ -73,7 +81,7 @@ function rowOf(u) {
     if (s) { active = s.systemdActiveState; sub = s.systemdSubState; }
   }
   return { name: u.name, dstate: u.desiredState, state: u.currentState || "-", target,
-           active, sub, hash: (u.hash || "").slice(0, 7), machines };
+           active, sub, hash: (u.hash || "").slice(0, 7), machines, unplaced };
 }
 
 // --- rendering ---------------------------------------------------------------------------------
@@ -131,7 +139,10 @@ function renderUnits() {
                                 onclick: () => select(r.name) });
     const tr = el("tr", { "data-unit": r.name },
       el("th", { scope: "row" }, open),
-      cell("dstate", r.dstate), cell("state", r.state), cell("target", r.target, "mono"),
+      cell("dstate", r.dstate), cell("state", r.state),
+      r.unplaced ? el("td", { "data-col": "target", "data-label": LABELS.target, class: "wrap reason",
+                              text: r.target })
+        : cell("target", r.target, "mono"),
       cell("active", r.active), cell("sub", r.sub), cell("hash", r.hash, "mono"));
     if (r.name === selected) tr.classList.add("selected");
     return tr;
@@ -169,7 +180,8 @@ function renderDetail() {
   for (const b of box.querySelectorAll("[data-action]")) b.disabled = false;
   const r = rowOf(u);
   $("detail-summary").textContent =
-    `desired ${r.dstate}, current ${r.state}, on ${r.target}; systemd ${r.active}/${r.sub}`;
+    `desired ${r.dstate}, current ${r.state}, ${r.unplaced ? "" : "on "}${r.target}; `
+    + `systemd ${r.active}/${r.sub}`;
   $("unit-file").textContent = unitFileText(u);
   // the journal of the machine running it (global units: the machine picked in the list)
   const running = (view.states.get(selected) || []).filter((s) => s.systemdActiveState !== "inactive"
@@ -308,6 +320,10 @@ function connect() {
     applyUnits(data);
     render();
     if (selected && data.units.some((x) => x.name === selected)) refreshStatus();
+  });
+  source.addEventListener("unplaced", (e) => {
+    view.unplaced = new Map(Object.entries(JSON.parse(e.data).units));
+    render();
   });
   source.addEventListener("machines", (e) => {
     view.machines = JSON.parse(e.data).machines;
