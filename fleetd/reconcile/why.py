@@ -33,14 +33,7 @@ from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec, every
 from fleetd.reconcile.waiting import current_state
 from fleetd.registry.fold import Snapshot
 from fleetd.registry.metadata import effective_metadata
-from fleetd.rules import Rejection, Requirements, Term, glob_match, refusals
-from fleetd.rules.conflicts import Conflicts
-from fleetd.rules.global_ import Global
-from fleetd.rules.machine_id import MachineID
-from fleetd.rules.machine_of import MachineOf
-from fleetd.rules.max_per_machine import MaxPerMachine
-from fleetd.rules.metadata import MachineMetadata
-from fleetd.rules.spread import Spread
+from fleetd.rules import Rejection, Requirements, Term, refusals
 from fleetd.unit_names import UnitNameError, validate_name
 
 __all__ = [
@@ -158,11 +151,7 @@ def _unplaced(
         for h in sorted(refused, key=order.__getitem__)
     ]
     if total:  # the unit's rules that refused no machine, so every rule is accounted for
-        rejections += [
-            RuleRejections(str(t), 0, total)
-            for t in terms
-            if t not in refusing and not isinstance(t, Global)
-        ]
+        rejections += [RuleRejections(str(t), 0, total) for t in terms if t not in refusing]
     reason = plan.unplaced.get(spec.name) or _not_yet(snapshot)
     return Explanation(
         spec.name, Kind.UNPLACED, spec.desired.value, current, reason,
@@ -181,9 +170,11 @@ def _placed(
     """Every rule of the unit on its machine, the machines that may take it, the ranking."""
     checks: list[RuleCheck] = []
     for term in spec.requirements.terms:
-        checks += _checks(term, spec.name, here, state)
+        checks += [
+            RuleCheck(s.heading, s.holds, s.seen) for s in term.standing(spec.name, here, state)
+        ]
     for owner, term in state.judges_on(here):
-        if owner != spec.name and (r := term.objects_to(owner, spec.name, here)) is not None:
+        if owner != spec.name and (r := term.objects_to(owner, spec.name, here, state)):
             checks.append(RuleCheck(r.heading, False, r.detail))
     feasible = [m for m in sorted(state.machines) if not every_refusal(spec, m, state)]
     return Explanation(
@@ -191,39 +182,6 @@ def _placed(
         machine=_ref(snapshot, here), machines=len(state.machines), feasible=len(feasible),
         rules=tuple(checks), ranking=_ranking(spec, state, here, feasible),
     )  # fmt: skip
-
-
-def _checks(term: Term, job: str, machine_id: str, state: ClusterState) -> list[RuleCheck]:
-    """How one rule of a placed unit stands on its machine (a metadata rule: key by key)."""
-    if isinstance(term, MachineMetadata):
-        metadata = state.metadata(machine_id)
-        out = []
-        for need in term.needs:
-            raw = metadata.get(need.key)
-            broken = need.failing(raw)
-            seen = f"no {need.key}" if raw is None else f"{need.key}={raw}"
-            out.append(RuleCheck(f"MachineMetadata {broken or need}", broken is None, seen))
-        return out
-    rejection = term.check(job, machine_id, state)
-    if rejection is not None:
-        return [RuleCheck(rejection.heading, False, rejection.detail)]
-    return [RuleCheck(str(term), True, _held(term, job, machine_id, state))]
-
-
-def _held(term: Term, job: str, machine_id: str, state: ClusterState) -> str:
-    """What a rule that holds saw on the machine."""
-    if isinstance(term, MachineID):
-        return f"this is {short_id(machine_id)}"
-    if isinstance(term, MachineOf):
-        return f"{', '.join(term.peers)} there"
-    if isinstance(term, Conflicts):
-        return "nothing there matches"
-    if isinstance(term, MaxPerMachine):
-        others = state.count_on(machine_id, term.group) - glob_match(term.group, job)
-        return f"{others} other {_units(others)} of {term.group} there"
-    if isinstance(term, Spread):
-        return "it ranks the machines, see the ranking"
-    return ""
 
 
 def _units(n: int) -> str:
@@ -246,17 +204,11 @@ def _ranking(spec: JobSpec, state: ClusterState, here: str, feasible: list[str])
         f"(the feasible machines have {loads[0]} to {loads[-1]})"
     )
     ranker = spec.requirements.ranker
-    if not isinstance(ranker, Spread):
+    if ranker is None:
         return least
-    tiers = ranker.tiers(spec.name, state, feasible)
-    tier = next((i for i, t in enumerate(tiers) if here in t), 0)
-    value = state.metadata(here).get(ranker.key)
-    if value is None:
-        where = f"no {ranker.key}: machines without it come last"
-    else:
-        count = state.spread(ranker.group, ranker.key).get(value, 0)
-        count -= glob_match(ranker.group, spec.name)  # itself does not count
-        where = f"{ranker.key}={value} has {count} other {_units(count)} of {ranker.group}"
+    tiers = ranker.tiers(spec.name, state)
+    tier = next((i for i, t in enumerate(tiers) if any(here in ids for ids in t)), 0)
+    where = ranker.seen(spec.name, here, state)
     return f"{ranker}: tier {tier + 1} of {len(tiers)} ({where}); then {least}"
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "Rejection",
     "Rule",
     "RuleSet",
+    "Standing",
     "Term",
     "UnitValidationError",
     "refusal",
@@ -159,6 +160,17 @@ class Term:
         """fleet's message if this rule cannot be combined with the unit's other rules."""
         return None
 
+    def standing(self, job: str, machine_id: str, view: Placing) -> list[Standing]:
+        """How the rule stands for `job` on `machine_id`, part by part (`fleetctl why`)."""
+        rejection = self.check(job, machine_id, view)
+        if rejection is not None:
+            return [Standing(rejection.heading, False, rejection.detail)]
+        return [Standing(str(self), True, self.seen(job, machine_id, view))]
+
+    def seen(self, job: str, machine_id: str, view: Placing) -> str:
+        """What the rule saw on a machine where it holds (`fleetctl why`), or ""."""
+        return ""
+
     def __str__(self) -> str:
         """The rule as the unit states it, e.g. `MachineMetadata region!=eu`."""
         return self.rule
@@ -198,6 +210,15 @@ class Rejection:
     @property
     def detail(self) -> str:
         return self.term.detail(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One part of a rule on one machine: the rule as written, whether it holds, what it saw."""
+
+    heading: str
+    holds: bool
+    seen: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,9 @@ class Conflicts(Term):
             return "Conflicts cannot be used with Replaces"
         return None
 
+    def seen(self, job: str, machine_id: str, view: Placing) -> str:
+        return "nothing there matches"
+
     def __str__(self) -> str:
         return f"Conflicts={' '.join(self.patterns)}"
 

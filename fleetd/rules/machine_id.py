@@ -59,6 +59,9 @@ class MachineID(Term):
     def validate(self, requirements: RuleSet) -> str | None:
         return next((message for rule, message in _ALONE if requirements.uses(rule)), None)
 
+    def seen(self, job: str, machine_id: str, view: Placing) -> str:
+        return f"this is {short_id(machine_id)}"
+
     def __str__(self) -> str:
         return f"MachineID={self.machine_id}"
 

@@ -51,6 +51,9 @@ class MachineOf(Term):
                     )
         return None
 
+    def seen(self, job: str, machine_id: str, view: Placing) -> str:
+        return f"{', '.join(self.peers)} there"
+
     def __str__(self) -> str:
         return f"MachineOf={' '.join(self.peers)}"
 

@@ -58,6 +58,10 @@ class MaxPerMachine(Term):
             there -= 1
         return there
 
+    def seen(self, job: str, machine_id: str, view: Placing) -> str:
+        others = self._others(job, machine_id, view)
+        return f"{others} other unit{'' if others == 1 else 's'} of {self.group} there"
+
     def __str__(self) -> str:
         return f"MaxPerMachine={self.limit} {self.group}"
 

@@ -38,6 +38,7 @@ from fleetd.rules.base import (
     Rejection,
     RejectReason,
     Rule,
+    Standing,
     Term,
     UnitValidationError,
 )
@@ -193,6 +194,16 @@ class MachineMetadata(Term):
 
     def nothing_left(self, job: str, view: Placing) -> Rejection:
         return Rejection("", RejectReason.METADATA, self, None)
+
+    def standing(self, job: str, machine_id: str, view: Placing) -> list[Standing]:
+        metadata = view.metadata(machine_id)
+        out = []
+        for need in self.needs:
+            raw = metadata.get(need.key)
+            broken = need.failing(raw)
+            seen = f"no {need.key}" if raw is None else f"{need.key}={raw}"
+            out.append(Standing(f"MachineMetadata {broken or need}", broken is None, seen))
+        return out
 
     def __str__(self) -> str:
         return f"MachineMetadata {' '.join(map(str, self.needs))}"

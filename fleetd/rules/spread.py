@@ -47,6 +47,17 @@ class Spread(Term):
             return "Spread cannot be used with MachineID"
         return None
 
+    def seen(self, job: str, machine_id: str, view: Placing) -> str:
+        value = view.metadata(machine_id).get(self.key)
+        if value is None:
+            return f"no {self.key}: machines without it come last"
+        count = view.spread(self.group, self.key).get(value, 0)
+        if view.placement(job) == machine_id and glob_match(self.group, job):
+            count -= 1  # itself does not count
+        return (
+            f"{self.key}={value} has {count} other unit{'' if count == 1 else 's'} of {self.group}"
+        )
+
     def __str__(self) -> str:
         return f"Spread={self.key} {self.group}"
 

@@ -384,7 +384,7 @@ def test_an_unknown_unit_is_not_found() -> None:
                 "Unit s@2.service is placed on 929c22af.../10.0.0.2.",
                 "Desired state: launched (current: inactive)",
                 "Rules on 929c22af:",
-                "  Spread=zone s@*.service: holds (it ranks the machines, see the ranking)",
+                "  Spread=zone s@*.service: holds (zone=b has 0 other units of s@*.service)",
                 "Feasible machines now: 4 of 4",
                 "Ranking: Spread=zone s@*.service: tier 1 of 3 (zone=b has 0 other units of "
                 "s@*.service); then least loaded first, ties by machine ID: 0 other units "
