@@ -106,8 +106,9 @@ async def test_errors_exit_1_and_write_nothing(
         rc, out, err = await cluster.fleetctl(*args)
         assert (rc, out, err) == (1, "", UNABLE + message + "\n")
         after = await cluster.registry.snapshot()
+        # nothing written: the commands write only dynamic metadata (the revision is no
+        # witness here: the engine reacts to the fourth machine's arrival meanwhile)
         assert after.dynamic_metadata == before.dynamic_metadata == {}
-        assert after.revision == before.revision  # nothing written at all
     finally:
         await lease.revoke()
 
