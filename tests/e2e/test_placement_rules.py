@@ -111,6 +111,19 @@ async def test_max_per_machine_places_eight_of_ten_on_four_machines(cluster: Clu
         assert per_machine.pop(None) == 2
         assert sorted(per_machine.values()) == [2, 2, 2, 2]
         assert len(pending) == 2
+        # why they wait: `fleetctl why` names the rule and counts the machines it refused
+        why = cluster.fleetctl("m3", "why", pending[0]).stdout
+        assert f"Unit {pending[0]} is not placed on any machine." in why
+        assert "Reason: MaxPerMachine=2: 2 of capped@*.service there already" in why
+        assert "MaxPerMachine=2 capped@*.service: 4 of 4 machines rejected" in why
+        # and list-unit-files -l shows the short reason in its REASON column
+        listed = cluster.fleetctl("m3", "list-unit-files", "-l").stdout.splitlines()
+        assert listed[0].split("\t")[-1] == "REASON"
+        rows = {line.split("\t")[0]: line.split("\t") for line in listed[1:]}
+        for name in pending:
+            assert rows[name][-1].startswith("MaxPerMachine=2: 2 of capped@*.service there")
+        for name in set(names) - set(pending):
+            assert rows[name][-1] == "-"
         destroy(cluster, names)
 
 
