@@ -101,31 +101,38 @@ def plan_target(verb: str, units: Sequence[Listed], *, block: bool = True) -> Ta
     """The plan of `fleetctl stop|unload [--no-block] args...` over the units the arguments
     name (`named_units`).
 
-    A unit the engine already has in the state is skipped: it is neither set nor waited for
-    nor named in fleet's last line. stop refuses a unit that is not even loaded (fleet's
-    "Unable to stop unit X in state inactive"), before anything is sent. A Global unit has no
-    current state of its own (it runs on many machines): it is always set, never waited for.
+    A unit the engine already has in the state, and wanted there, is skipped: it is neither set
+    nor waited for nor named in fleet's last line. A unit that waits for a machine (the engine
+    has it inactive, its desired state is not) is unloaded all the same — fleet skipped it, so
+    a pending unit could not be taken back — set, with nothing to wait for. stop refuses a unit
+    that is not even loaded (fleet's "Unable to stop unit X in state inactive"), before anything
+    is sent. A Global unit has no current state of its own (it runs on many machines): it is
+    always set, never waited for.
     """
     state, done = TARGETS[verb]
     if not units:
         return TargetPlan(verb, state, notes=(Line(NOT_FOUND, stderr=True),))
     changes: list[Listed] = []
+    there: set[str] = set()  # set, but already in the state: nothing to wait for
     for unit in units:
         if not unit.is_global:
             if verb == "stop" and unit.current == "inactive":
                 refusal = f"Unable to stop unit {unit.name} in state inactive"
                 return TargetPlan(verb, state, refusal=refusal)
             if unit.current == state:
-                continue  # already there
+                if unit.desired == state:
+                    continue  # already there
+                there.add(unit.name)
         changes.append(unit)
-    waited = tuple(u.name for u in changes if not u.is_global)
+    named = tuple(u.name for u in changes if not u.is_global)
+    waited = tuple(n for n in named if n not in there)
     return TargetPlan(
         verb, state,
         set=tuple(SetState(u.name, _global_triggered(u, verb)) for u in changes),
         units=waited,
         wait=block,
-        triggered=() if block else tuple(Line(f"Triggered unit {n} {verb}") for n in waited),
-        done=(Line(f"Successfully {done} units [{' '.join(waited)}].", stderr=True),),
+        triggered=() if block else tuple(Line(f"Triggered unit {n} {verb}") for n in named),
+        done=(Line(f"Successfully {done} units [{' '.join(named)}].", stderr=True),),
     )  # fmt: skip
 
 

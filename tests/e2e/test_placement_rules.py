@@ -124,6 +124,10 @@ async def test_max_per_machine_places_eight_of_ten_on_four_machines(cluster: Clu
             assert rows[name][-1].startswith("MaxPerMachine=2: 2 of capped@*.service there")
         for name in set(names) - set(pending):
             assert rows[name][-1] == "-"
+        # a waiting unit can be taken back: unloaded, it waits no more
+        done = cluster.fleetctl("m3", "unload", pending[0])
+        assert done.stderr == f"Successfully unloaded units [{pending[0]}].\n"
+        assert (await registry.snapshot()).jobs[pending[0]].desired.value == "inactive"
         destroy(cluster, names)
 
 

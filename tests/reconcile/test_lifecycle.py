@@ -124,6 +124,19 @@ def test_a_unit_already_in_the_state_is_skipped(verb: str, current: str) -> None
     assert p.done == err(f"Successfully {TARGETS[verb][1]} units [b.service].")
 
 
+def test_a_pending_unit_is_unloaded_without_waiting() -> None:
+    # desired launched, no machine: the engine has it inactive; fleet skipped it for good
+    pending = unit("a.service", "inactive", desired="launched")
+    p = plan_target("unload", [pending, unit("b.service", "launched")])
+    assert names(p) == ["a.service", "b.service"]
+    assert p.units == ("b.service",)  # only b has a machine to leave
+    assert p.done == err("Successfully unloaded units [a.service b.service].")
+    # and stop still refuses it, as fleet does
+    assert (
+        plan_target("stop", [pending]).refusal == "Unable to stop unit a.service in state inactive"
+    )
+
+
 def test_all_skipped_still_says_success_naming_no_unit() -> None:
     # fleet printed its line with an empty list: nothing to do is a success
     p = plan_target("stop", [unit(current="loaded")])
@@ -256,8 +269,14 @@ def test_stop_and_unload_set_only_what_is_not_there_and_wait_only_for_what_they_
         return
     for change in p.set:
         unit = by_name[change.name]
-        assert unit.is_global or unit.current != p.state
+        # set: not in the state yet, or in it but wanted elsewhere (a unit waiting for a machine)
+        assert unit.is_global or unit.current != p.state or unit.desired != p.state
         assert (change.triggered is not None) is unit.is_global
-    assert set(p.units) == {s.name for s in p.set if not by_name[s.name].is_global}
+    assert set(p.units) == {
+        s.name
+        for s in p.set
+        if not by_name[s.name].is_global and by_name[s.name].current != p.state
+    }
     assert [s.name for s in p.set] == [u.name for u in units if u.name in {s.name for s in p.set}]
-    assert p.wait is block and len(p.triggered) == (0 if block else len(p.units))
+    local = [s for s in p.set if not by_name[s.name].is_global]
+    assert p.wait is block and len(p.triggered) == (0 if block else len(local))
