@@ -7,7 +7,8 @@ A clause is `key OP value`:
   match);
 - `key>=n`, `key>n`, `key<=n`, `key<n`: it has the key with a number that compares so (`n`
   must be a number: anything else is refused at submit; a machine whose value is not a number
-  does not match);
+  does not match). Numbers may carry a size suffix, base 1024 as systemd reads `MemoryMax=`:
+  `512M`, `8G`, `1.5T` (`B` is bytes), on either side;
 - `key=~regex`: it has the key with a value the regular expression (Python `re`) matches whole.
 
 Several clauses (on several lines, or quoted on one: `"a=1" "b=2"`), as in fleet: `=` clauses of
@@ -64,7 +65,11 @@ KEY_CHARACTERS = "letters, digits, '_', '.' and '-'"
 # Keys under it are facts fleetd measures about a machine: nobody sets or removes them by hand.
 RESERVED_PREFIX = "fleet."
 _CLAUSE = re.compile(rf"({KEY.pattern})\s*(!=|>=|<=|=~|>|<)\s*(.*)", re.DOTALL)
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# A number, optionally with a size suffix read as systemd reads MemoryMax= (base 1024):
+# 512M, 8G, 1.5T; B is bytes.
+_NUMBER = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([KMGTPEB]?)")
+_SUFFIX = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50,
+           "E": 1 << 60}  # fmt: skip
 SEPARATOR = "|"  # between the several values of one machine's key
 
 
@@ -106,7 +111,9 @@ def values_of(raw: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=4096)
 def _number(text: str) -> float | None:
-    return float(text) if _NUMBER.fullmatch(text.strip()) else None
+    """`text` as a number (`8`, `-1.5`, `512M` = 536870912), or None."""
+    match = _NUMBER.fullmatch(text.strip())
+    return float(match.group(1)) * _SUFFIX[match.group(2)] if match else None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -129,7 +136,8 @@ class Clause:
         if self.op is Op.RE:
             regex = _regex(self.value)
             return any(regex.fullmatch(v) for v in values)
-        wanted, compare = float(self.value), _COMPARE[self.op]
+        wanted, compare = _number(self.value), _COMPARE[self.op]
+        assert wanted is not None  # read_clause refused any other
         return any((n := _number(v)) is not None and compare(n, wanted) for v in values)
 
     def __str__(self) -> str:

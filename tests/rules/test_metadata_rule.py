@@ -137,6 +137,13 @@ def test_bad_comparisons_are_refused_with_the_option_and_the_reason(
         ("MachineMetadata=disk!=ssd", {"disk": "ssd|nvme"}, False),  # none may be the value
         ("MachineMetadata=gpus>=2", {"gpus": "1|4"}, True),
         ("MachineMetadata=disk=~nv.*", {"disk": "ssd|nvme"}, True),
+        # sizes as systemd reads them (base 1024), on either side
+        ("MachineMetadata=fleet.memory>=8G", {"fleet.memory": str(8 << 30)}, True),
+        ("MachineMetadata=fleet.memory>=8G", {"fleet.memory": str((8 << 30) - 1)}, False),
+        ("MachineMetadata=mem>512M", {"mem": "1G"}, True),
+        ("MachineMetadata=mem<1.5T", {"mem": "1536G"}, False),
+        ("MachineMetadata=mem<=1K", {"mem": "1024B"}, True),
+        ("MachineMetadata=mem>=1G", {"mem": "1GB"}, False),  # not a number: no match
     ],
 )
 def test_matching(lines: str, machine: dict[str, str], ok: bool) -> None:
