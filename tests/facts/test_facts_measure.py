@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.facts import measure
-from fleetd.facts.parse import cgroup_mounts, own_cgroups
+from tests.facts.cgroups import join_argv, v1_dir
 
 REPO = Path(__file__).parents[2]
 
@@ -37,21 +37,11 @@ def test_the_facts_of_this_machine_are_sane(tmp_path: Path) -> None:
     assert facts["fleet.os-version"] == release["VERSION_ID"]
 
 
-def _v1_dir(controller: str) -> Path | None:
-    """This process's cgroup directory in the v1 hierarchy of `controller`, None without one."""
-    own = own_cgroups(Path("/proc/self/cgroup").read_text())
-    for mount in cgroup_mounts(Path("/proc/self/mountinfo").read_text()):
-        if mount.version == 1 and controller in mount.controllers and controller in own:
-            directory = Path(mount.mount_point, own[controller].removeprefix(mount.root).strip("/"))
-            return directory if os.access(directory, os.W_OK) else None
-    return None
-
-
 @pytest.fixture
 def limited() -> Iterator[tuple[Path, Path]]:
     """A cgroup with a quota of 1.5 CPUs (v1 cpu) and one with a limit of 512 MiB (v1 memory),
     each with a child holding no limit of its own: (cpu child, memory child). Removed after."""
-    cpu, memory = _v1_dir("cpu"), _v1_dir("memory")
+    cpu, memory = v1_dir("cpu"), v1_dir("memory")
     if cpu is None or memory is None:
         pytest.skip("needs writable cgroup v1 cpu and memory hierarchies (this machine's layout)")
     name = f"fleetd-facts-test-{os.getpid()}"
@@ -78,9 +68,7 @@ def test_the_facts_follow_the_cgroups_limits(limited: tuple[Path, Path], tmp_pat
         "print(json.dumps(measure(sys.argv[1])))"
     )
     done = subprocess.run(
-        ["sh", "-c", 'echo $$ > "$1/cgroup.procs" && echo $$ > "$2/cgroup.procs" && shift 2 '
-         '&& exec "$@"', "sh", str(cpu), str(memory), sys.executable, "-c", script,
-         str(tmp_path)],
+        join_argv([cpu, memory], [sys.executable, "-c", script, str(tmp_path)]),
         capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
