@@ -116,6 +116,8 @@ def _dirs(mount: CgroupMount, path: str) -> list[str]:
     else:  # outside what is mounted here (another cgroup namespace): only the mount's own
         relative = ""
     parts = relative.split("/") if relative else []
+    if ".." in parts:  # above its cgroup namespace's root (`0::/../x`): not below this mount
+        parts = []
     base = PurePosixPath(mount.mount_point)
     return [str(base.joinpath(*parts[:n])) for n in range(len(parts), -1, -1)]
 

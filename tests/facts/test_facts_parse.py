@@ -98,6 +98,8 @@ def test_own_cgroups(self_cgroup: str, paths: dict[str, str]) -> None:
         # a cgroup outside the mounted part of the hierarchy: the mount's own files only
         ("0::/elsewhere\n", MOUNTS_V2.replace(" / /sys/fs/cgroup ", " /kube /sys/fs/cgroup "),
          ["/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/memory.max"]),
+        # a cgroup above the process's cgroup namespace's root (seen from inside it)
+        ("0::/../../other\n", MOUNTS_V2, ["/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/memory.max"]),
         # a mount point with a space (mountinfo writes \040)
         ("0::/a\n", MOUNTS_V2.replace("/sys/fs/cgroup", "/cg\\040roups"),
          ["/cg roups/a/cpu.max", "/cg roups/a/memory.max", "/cg roups/cpu.max",
@@ -107,7 +109,7 @@ def test_own_cgroups(self_cgroup: str, paths: dict[str, str]) -> None:
         ("1:cpu:/x\n", MOUNTS_V2, []),
     ],
     ids=["v2", "hybrid-sandbox", "v2-namespace", "v1-bind-mount", "outside-mount",
-         "escaped-mount-point", "no-cgroupfs", "other-hierarchy"],
+         "above-namespace-root", "escaped-mount-point", "no-cgroupfs", "other-hierarchy"],
 )  # fmt: skip
 def test_limit_files(self_cgroup: str, mountinfo: str, files: list[str]) -> None:
     assert limit_files(self_cgroup, mountinfo) == files
