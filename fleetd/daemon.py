@@ -29,11 +29,13 @@ from fleetd.api.server import APIServer, TLSFiles
 from fleetd.config import Config, ConfigError, load_config
 from fleetd.engine import Engine
 from fleetd.errors import PermanentError
+from fleetd.facts import KEYS as FACT_KEYS
+from fleetd.facts import measure
 from fleetd.model import Machine
-from fleetd.registry import EtcdConfig, Registry
+from fleetd.registry import EtcdConfig, Registry, with_facts
 from fleetd.systemd import SystemdConfig, SystemdManager
 
-__all__ = ["Daemon", "StartupError", "machine_id_of", "public_ip_of", "run"]
+__all__ = ["Daemon", "StartupError", "machine_id_of", "machine_of", "public_ip_of", "run"]
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +87,17 @@ def public_ip_of(config: Config) -> str:
         if "inet" in parts:
             return parts[parts.index("inet") + 1].split("/")[0]
     return ""
+
+
+def machine_of(config: Config, facts: Mapping[str, str]) -> Machine:
+    """The machine this fleetd registers: its ID, public IP, and its configured metadata with
+    the facts measured at start (`fleet.*` keys, docs/units.md)."""
+    return Machine(
+        machine_id_of(config),
+        public_ip_of(config),
+        with_facts(config.metadata, facts),
+        __version__,
+    )
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -156,9 +169,8 @@ class Daemon:
 
     async def run(self) -> None:
         config = self.config
-        machine = Machine(
-            machine_id_of(config), public_ip_of(config), dict(config.metadata), __version__
-        )
+        facts = measure(config.units_directory)
+        machine = machine_of(config, facts)
         socket_group = _socket_group(config.api_socket_group)
         for name in config.ignored:
             log.warning("config.option_ignored", option=name, reason="deprecated in fleet 1.0")
@@ -168,8 +180,14 @@ class Daemon:
             version=__version__,
             machine=machine.id,
             ip=machine.public_ip,
-            metadata=dict(machine.metadata),
+            metadata=dict(config.metadata),
             etcd=list(config.etcd_servers),
+        )
+        log.info(
+            "fleetd.machine_measured",
+            machine=machine.id,
+            facts=facts,
+            unmeasured=[key for key in FACT_KEYS if key not in facts],
         )
         self.registry = Registry(etcd_config_of(config))
         await self.registry.connect()

@@ -3,7 +3,9 @@
 Units that want a machine and have none are never rows of list-units (they have no state):
 its table stays fleet's, and a line on stderr names them. list-unit-files shows why in a REASON
 column (`-l`/`--full`, `--fields reason`, `--output json`), asked of fleetd's `x/unplaced` only
-when a listed unit has no machine, so fleet's output is unchanged otherwise.
+when a listed unit has no machine, so fleet's output is unchanged otherwise. list-machines
+keeps the machines' facts (`fleet.*` metadata) out of its METADATA column: they are its FACTS
+column (`--fields machine,ip,metadata,facts`), which `--output json` adds to the default fields.
 """
 
 from __future__ import annotations
@@ -165,6 +167,8 @@ def list_unit_files(full: bool, no_legend: bool, fields: str, output: str) -> No
 @_list_options("list-machines", FIELDS_MACHINES)
 def list_machines(full: bool, no_legend: bool, fields: str, output: str) -> None:
     cols = _fields(fields, FIELDS_MACHINES)
+    if output == "json" and fields == DEFAULT_FIELDS["list-machines"]:
+        cols = [*cols, "facts"]  # the table leaves them out: scripts split its columns
     machines = _fetch(
         settings().client().machines,
         "Error retrieving list of active machines from fleet API (",

@@ -78,11 +78,16 @@ def machine_full_legend(machine_id: str, ip: str, *, full: bool) -> str:
     return f"{legend}/{ip}" if ip else legend
 
 
-def metadata_text(metadata: Mapping[str, str] | None) -> str:
-    """`k=v` pairs sorted by key, joined with `,`; `-` when there are none."""
-    if not metadata:
-        return "-"
-    return ",".join(f"{k}={metadata[k]}" for k in sorted(metadata))
+def metadata_text(metadata: Mapping[str, str] | None, *, facts: bool = False) -> str:
+    """`k=v` pairs sorted by key, joined with `,`; `-` when there are none. The machine's
+    metadata without its facts (fleet's METADATA column), or with `facts` its facts only (the
+    `fleet.*` keys fleetd measures)."""
+    from fleetd.rules.metadata import RESERVED_PREFIX  # here, as short_id above
+
+    pairs = sorted(
+        (k, v) for k, v in (metadata or {}).items() if k.startswith(RESERVED_PREFIX) == facts
+    )
+    return ",".join(f"{k}={v}" for k, v in pairs) or "-"
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +184,9 @@ FIELDS_MACHINES: dict[str, Column] = {
     "ip": lambda r, f, i: _dash(r.get("primaryIP")),
     "machine": lambda r, f, i: machine_id_legend(r.get("id") or "", full=f),
     "metadata": lambda r, f, i: metadata_text(r.get("metadata")),
+    # the machine's facts (`fleet.*` metadata): not a default column, so the table stays
+    # fleet's; `--output json` adds it to the default fields (fleetd.cli.lists)
+    "facts": lambda r, f, i: metadata_text(r.get("metadata"), facts=True),
 }
 
 DEFAULT_FIELDS = {

@@ -20,7 +20,12 @@ from fleetd.registry.fold import Changed, ClusterView, Event, Removed, Resync, S
 from fleetd.registry.follow import Update
 from fleetd.registry.keys import DEFAULT_PREFIX, KeyKind, KeyLayout
 from fleetd.registry.leases import Lease
-from fleetd.registry.metadata import effective_machines, effective_metadata, merge_metadata
+from fleetd.registry.metadata import (
+    effective_machines,
+    effective_metadata,
+    merge_metadata,
+    with_facts,
+)
 from fleetd.registry.registry import UNITS_SNAPSHOT_MAX, Leadership, Registry, Submitted
 from fleetd.registry.watch import EventStream
 
@@ -55,4 +60,5 @@ __all__ = [
     "effective_machines",
     "effective_metadata",
     "merge_metadata",
+    "with_facts",
 ]

@@ -67,6 +67,19 @@ def test_list_machines_as_fleet() -> None:
     assert show(legend=False) == block("list-machines.txt", "list-machines --no-legend").output
 
 
+def test_list_machines_keeps_the_facts_in_a_column_of_their_own() -> None:
+    """A machine's facts (`fleet.*` metadata) never change fleet's table; FACTS shows them."""
+    rows = sorted(MACHINES, key=lambda m: m["id"])
+    measured = [dict(m, metadata={**m.get("metadata", {}), "fleet.os": "debian",
+                                  "fleet.cpus": "1.5"}) for m in rows[:-1]] + rows[-1:]  # fmt: skip
+    cols = parse_fields("machine,ip,metadata", FIELDS_MACHINES)
+    assert table(measured, cols, FIELDS_MACHINES, ips={}, full=False, legend=True) == block(
+        "list-machines.txt", "list-machines"
+    ).output
+    facts = table(measured, ["facts"], FIELDS_MACHINES, ips={}, full=False, legend=True)
+    assert facts.splitlines() == ["FACTS", *["fleet.cpus=1.5,fleet.os=debian"] * 2, "-"]
+
+
 def _state(name: str, machine: str, hash_: str, active: str = "active", sub: str = "running"):
     return {"name": name, "machineID": machine, "hash": hash_, "systemdLoadState": "loaded",
             "systemdActiveState": active, "systemdSubState": sub}  # fmt: skip

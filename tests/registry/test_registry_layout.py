@@ -16,6 +16,7 @@ from fleetd.registry import (
     effective_machines,
     effective_metadata,
     merge_metadata,
+    with_facts,
 )
 from fleetd.registry.fold import Change, decode_change
 from fleetd.registry.keys import KeyKind
@@ -79,11 +80,35 @@ def test_prefix_gets_a_trailing_slash_and_must_be_absolute() -> None:
         ({"role": "web"}, {"role": "db"}, {"role": "db"}),
         # "" deletes a key, configured or not (fleet's remove)
         ({"role": "web", "az": "1"}, {"role": "", "x": ""}, {"az": "1"}),
+        # a fact (fleet.*, registered by its fleetd) is neither overridden nor deleted by a
+        # dynamic value written past the API's check (into etcd by hand), nor added by one
+        ({"role": "web", "fleet.cpus": "2", "fleet.os": "debian"},
+         {"fleet.cpus": "64", "fleet.os": "", "fleet.gpu": "1", "role": "db"},
+         {"role": "db", "fleet.cpus": "2", "fleet.os": "debian"}),
     ],
-    ids=["none", "added", "overridden", "deleted"],
+    ids=["none", "added", "overridden", "deleted", "facts-kept"],
 )
 def test_dynamic_metadata_overrides_configured(configured, dynamic, effective) -> None:
     assert merge_metadata(configured, dynamic) == effective
+
+
+@pytest.mark.parametrize(
+    ("configured", "facts", "registered"),
+    [
+        # the configured metadata and the facts side by side
+        ({"role": "web"}, {"fleet.cpus": "2"}, {"role": "web", "fleet.cpus": "2"}),
+        # a fleet. key only ever comes from the facts: a configured one (the configuration
+        # refuses them) is dropped, whether the facts have it or not
+        ({"fleet.cpus": "64", "fleet.gpu": "1"}, {"fleet.cpus": "2"}, {"fleet.cpus": "2"}),
+        # and the facts carry nothing else
+        ({}, {"role": "db", "fleet.os": "debian"}, {"fleet.os": "debian"}),
+    ],
+    ids=["merged", "facts-win", "facts-only"],
+)
+def test_a_machine_registers_its_configured_metadata_with_its_facts(
+    configured, facts, registered
+) -> None:
+    assert with_facts(configured, facts) == registered
 
 
 def test_effective_metadata_from_a_snapshot_and_a_view_alike() -> None:
