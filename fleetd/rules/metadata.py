@@ -43,6 +43,7 @@ from fleetd.rules.base import (
     Term,
     UnitValidationError,
 )
+from fleetd.rules.sizes import number
 from fleetd.unit_names import UnitName
 
 __all__ = [
@@ -65,11 +66,6 @@ KEY_CHARACTERS = "letters, digits, '_', '.' and '-'"
 # Keys under it are facts fleetd measures about a machine: nobody sets or removes them by hand.
 RESERVED_PREFIX = "fleet."
 _CLAUSE = re.compile(rf"({KEY.pattern})\s*(!=|>=|<=|=~|>|<)\s*(.*)", re.DOTALL)
-# A number, optionally with a size suffix read as systemd reads MemoryMax= (base 1024):
-# 512M, 8G, 1.5T; B is bytes.
-_NUMBER = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([KMGTPEB]?)")
-_SUFFIX = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50,
-           "E": 1 << 60}  # fmt: skip
 SEPARATOR = "|"  # between the several values of one machine's key
 
 
@@ -109,13 +105,6 @@ def values_of(raw: str) -> tuple[str, ...]:
     return tuple(raw.split(SEPARATOR)) if SEPARATOR in raw else (raw,)
 
 
-@functools.lru_cache(maxsize=4096)
-def _number(text: str) -> float | None:
-    """`text` as a number (`8`, `-1.5`, `512M` = 536870912), or None."""
-    match = _NUMBER.fullmatch(text.strip())
-    return float(match.group(1)) * _SUFFIX[match.group(2)] if match else None
-
-
 @functools.lru_cache(maxsize=1024)
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -136,9 +125,9 @@ class Clause:
         if self.op is Op.RE:
             regex = _regex(self.value)
             return any(regex.fullmatch(v) for v in values)
-        wanted, compare = _number(self.value), _COMPARE[self.op]
+        wanted, compare = number(self.value), _COMPARE[self.op]
         assert wanted is not None  # read_clause refused any other
-        return any((n := _number(v)) is not None and compare(n, wanted) for v in values)
+        return any((n := number(v)) is not None and compare(n, wanted) for v in values)
 
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
@@ -238,7 +227,7 @@ def read_clause(pair: str) -> Clause | None:
         key, op, value = match.group(1), Op(match.group(2)), match.group(3).strip()
         if not value:
             raise UnitValidationError(f"MachineMetadata {pair}: no value after {op.value!r}")
-        if op in _COMPARE and _number(value) is None:
+        if op in _COMPARE and number(value) is None:
             raise UnitValidationError(
                 f"MachineMetadata {pair}: {value!r} is not a number ({op.value} compares numbers)"
             )
