@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from fleetd.rules import (
+    READS,
     SHORT_ID_LENGTH,
     XFLEET,
     Requirements,
@@ -253,4 +254,5 @@ class UnitFile:
 @functools.lru_cache(maxsize=16384)
 def _requirements(unit: UnitFile, unit_name: str) -> Requirements:
     xfleet = ((o.name, o.value) for o in unit.options if o.section == XFLEET)
-    return Requirements.of(xfleet, unit_name)
+    reads = ((key, o.value) for o in unit.options if (key := f"{o.section}.{o.name}") in READS)
+    return Requirements.of(xfleet, unit_name, reads)

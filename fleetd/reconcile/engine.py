@@ -12,7 +12,7 @@ the view before its watch event comes back (`record_won`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -39,6 +39,7 @@ __all__ = [
     "plan_engine",
     "plan_for",
     "record_won",
+    "settled",
     "steps",
 ]
 
@@ -84,10 +85,12 @@ def plan_engine(
     jobs: Mapping[str, JobSpec],
     machines: Iterable[MachineSpec],
     placements: Mapping[str, str],
+    settled: Collection[str] = (),
 ) -> EnginePlan:
-    """Tasks that make `placements` right for `jobs` on `machines`."""
+    """Tasks that make `placements` right for `jobs` on `machines` (`settled`: the placed jobs
+    that run where placed with the content they have now: never moved for room)."""
     machines = list(machines)
-    state = ClusterState(machines, jobs, placements)
+    state = ClusterState(machines, jobs, placements, settled)
     why: dict[str, tuple[Reason, str]] = {}
 
     for name in sorted(placements):
@@ -241,7 +244,19 @@ def plan_for(snapshot: Snapshot, cache: dict[str, tuple[Job, JobSpec]]) -> Engin
         job_specs(snapshot.jobs, snapshot.units, cache),
         (MachineSpec(m, effective_metadata(snapshot, m)) for m in snapshot.machines),
         snapshot.placements,
+        settled(snapshot),
     )
+
+
+def settled(snapshot: Snapshot) -> set[str]:
+    """The placed jobs whose machine reports them with the content they have now."""
+    out = set()
+    for name, machine_id in snapshot.placements.items():
+        state = snapshot.states.get((name, machine_id))
+        job = snapshot.jobs.get(name)
+        if state is not None and job is not None and state.hash == job.unit_hash:
+            out.add(name)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ from types import MappingProxyType
 from typing import Protocol
 
 from fleetd.model import Job, JobState, UnitContent
-from fleetd.rules import Term, refusal
+from fleetd.rules import Capacity, Term, refusal
+from fleetd.rules.resources import capacity_of
 from fleetd.unit import Requirements, glob_match
 
 __all__ = ["MachineAlone", "globals_on", "is_global", "runs_globally"]
@@ -86,6 +87,16 @@ class MachineAlone:
 
     def spread(self, group: str, key: str) -> Mapping[str, int]:
         return {}
+
+    def capacity(self, machine_id: str) -> Capacity:
+        return capacity_of(self._metadata)
+
+    def reserved_on(self, machine_id: str) -> tuple[int, float]:
+        reserves = [r.reserves for r in self._units.values()]
+        return sum(m for m, _ in reserves), sum(c for _, c in reserves)
+
+    def settled(self, name: str) -> bool:
+        return False  # the one machine's units are all checked afresh
 
     def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
         return [(name, t) for name in sorted(self._units) for t in self._units[name].judges]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from fleetd.model import JobState, short_id
 from fleetd.reconcile.globals import globals_on, runs_globally
 from fleetd.rules import (
+    Capacity,
     Rejection,
     RejectReason,
     Requirements,
@@ -25,6 +26,7 @@ from fleetd.rules import (
     refusal,
     refusals,
 )
+from fleetd.rules.resources import capacity_of
 
 __all__ = [
     "ClusterState",
@@ -75,9 +77,11 @@ class ClusterState:
         machines: Iterable[MachineSpec],
         jobs: Mapping[str, JobSpec],
         placements: Mapping[str, str],
+        settled: Collection[str] = (),
     ) -> None:
         self.machines: dict[str, MachineSpec] = {m.id: m for m in machines}
         self.jobs = jobs
+        self._settled = settled  # placed jobs running where placed, with their content
         self.placements: dict[str, str] = {}
         self.units_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
         # Global jobs each machine runs (where every agent runs them: `globals_on`).
@@ -91,6 +95,9 @@ class ClusterState:
         self._groups: dict[str, Counter[str]] = {}  # group glob -> units per machine
         self._spreads: dict[tuple[str, str], Counter[str]] = {}  # (glob, key) -> per value
         self._by_value: dict[str, dict[str, frozenset[str]]] = {}  # key -> value -> machines
+        # Memory (bytes) and CPUs reserved on each machine by the units there, and what it offers.
+        self._reserved: dict[str, tuple[int, float]] = dict.fromkeys(self.machines, (0, 0.0))
+        self._capacity: dict[str, Capacity] = {}
         for mid in sorted(self.machines):
             self._by_short.setdefault(short_id(mid), []).append(mid)
         self._place_globals(jobs)
@@ -123,6 +130,7 @@ class ClusterState:
                 self._load[mid] += 1
                 if candidates[name].judges:
                     self._ruled_on[mid].add(name)
+                self._reserve(mid, candidates[name].reserves, 1)
 
     # ---- mutation (the planner's working copy)
 
@@ -130,8 +138,10 @@ class ClusterState:
         self.placements[name] = machine_id
         self.units_on[machine_id].add(name)
         self._load[machine_id] += 1
-        if self.requirements_of(name).judges:
+        requirements = self.requirements_of(name)
+        if requirements.judges:
             self._ruled_on[machine_id].add(name)
+        self._reserve(machine_id, requirements.reserves, 1)
         self._count(name, machine_id, 1)
 
     def assign(self, name: str, machine_id: str) -> None:
@@ -143,8 +153,14 @@ class ClusterState:
         self.units_on[machine_id].discard(name)
         self._ruled_on[machine_id].discard(name)
         self._load[machine_id] -= 1
+        self._reserve(machine_id, self.requirements_of(name).reserves, -1)
         self._count(name, machine_id, -1)
         self._reload(machine_id)
+
+    def _reserve(self, machine_id: str, reserves: tuple[int, float], sign: int) -> None:
+        if reserves != (0, 0.0):
+            memory, cpus = self._reserved[machine_id]
+            self._reserved[machine_id] = (memory + sign * reserves[0], cpus + sign * reserves[1])
 
     def _reload(self, machine_id: str) -> None:
         """The machine's new load into every heap that holds it (older entries go stale)."""
@@ -219,6 +235,18 @@ class ClusterState:
                 value = self.metadata(mid).get(key, "")
                 per_value[value] += sum(glob_match(group, n) for n in self.neighbours(mid))
         return per_value
+
+    def capacity(self, machine_id: str) -> Capacity:
+        found = self._capacity.get(machine_id)
+        if found is None:
+            found = self._capacity[machine_id] = capacity_of(self.metadata(machine_id))
+        return found
+
+    def reserved_on(self, machine_id: str) -> tuple[int, float]:
+        return self._reserved[machine_id]
+
+    def settled(self, name: str) -> bool:
+        return name in self._settled
 
     def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
         ruled = self._ruled_on[machine_id]

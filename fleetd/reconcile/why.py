@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetd.model import JobState, short_id
-from fleetd.reconcile.engine import EnginePlan, job_specs, plan_for
+from fleetd.reconcile.engine import EnginePlan, job_specs, plan_for, settled
 from fleetd.reconcile.explanation import (
     Example,
     Explanation,
@@ -82,7 +82,7 @@ def explain(snapshot: Snapshot, name: str) -> Explanation | Refuse:
     machines = [MachineSpec(m, effective_metadata(snapshot, m)) for m in sorted(snapshot.machines)]
     if spec.requirements.is_global:
         return _global(snapshot, spec, specs, machines, current)
-    state = ClusterState(machines, specs, snapshot.placements)
+    state = ClusterState(machines, specs, snapshot.placements, settled(snapshot))
     here = snapshot.placements.get(name)
     if here is not None and here in state.machines:
         return _placed(snapshot, spec, state, here, current)

@@ -7,6 +7,7 @@ Pure, beside the unit model (`fleetd.unit` reads a file's requirements through
 """
 
 from fleetd.rules.base import (
+    Capacity,
     Objection,
     Options,
     Placing,
@@ -22,12 +23,14 @@ from fleetd.rules.base import (
 from fleetd.rules.catalog import RULES
 from fleetd.rules.globs import glob_match
 from fleetd.rules.machine_id import SHORT_ID_LENGTH, short_id
-from fleetd.rules.requirements import XFLEET, Invalid, Requirements
+from fleetd.rules.requirements import READS, XFLEET, Invalid, Requirements
 
 __all__ = [
+    "READS",
     "RULES",
     "SHORT_ID_LENGTH",
     "XFLEET",
+    "Capacity",
     "Invalid",
     "Objection",
     "Options",

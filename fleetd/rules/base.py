@@ -21,6 +21,7 @@ from typing import ClassVar, Protocol
 from fleetd.unit_names import UnitName
 
 __all__ = [
+    "Capacity",
     "Options",
     "Placing",
     "RejectReason",
@@ -51,12 +52,14 @@ class RejectReason(StrEnum):
     CONFLICTS = "Conflicts"
     REPLACES = "Replaces"
     MAX_PER_MACHINE = "MaxPerMachine"
+    RESOURCES = "Resources"  # not enough memory or CPU left (or the machine does not say)
     INVALID = "Invalid"  # the unit's [X-Fleet] section was refused (stored before a check)
     OTHER = "Other"
 
 
 # An option's values in one file: name -> values in file order (quoted multi-values split,
-# specifiers expanded).
+# specifiers expanded); options of other sections a rule `reads` as "Section.Name" -> values,
+# as written.
 Options = Mapping[str, Sequence[str]]
 
 
@@ -69,6 +72,18 @@ class Rule:
     name: str
     options: tuple[str, ...]
     parse: Callable[[Options, UnitName | None], Term | None]
+    # options of other sections it reads too, as "Section.Name" (what systemd will enforce)
+    reads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """What a machine offers to units: memory in bytes and CPUs (None: it does not say), and
+    whether it takes units beyond them (`fleetd.rules.resources.capacity_of` reads it)."""
+
+    memory: int | None
+    cpus: float | None
+    overcommit: bool = False
 
 
 class Placing(Protocol):
@@ -104,6 +119,18 @@ class Placing(Protocol):
         it)."""
         ...
 
+    def capacity(self, machine_id: str) -> Capacity:
+        """What the machine offers to units (`fleetd.rules.resources.capacity_of`)."""
+        ...
+
+    def reserved_on(self, machine_id: str) -> tuple[int, float]:
+        """Memory (bytes) and CPUs reserved by the units on the machine (placed or Global)."""
+        ...
+
+    def settled(self, name: str) -> bool:
+        """Whether the unit runs where it is placed, with the content it has now."""
+        ...
+
     def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
         """The units on the machine whose rules may refuse a newcomer (`judges_neighbours`),
         each with such a term, by unit name."""
@@ -131,6 +158,11 @@ class Term:
     judges_neighbours: ClassVar[bool] = False
     # True for soft rules that order feasible machines (Spread).
     ranks: ClassVar[bool] = False
+
+    @property
+    def reserves(self) -> tuple[int, float]:
+        """Memory (bytes) and CPUs the unit takes of its machine by this rule."""
+        return 0, 0.0
 
     def check(self, job: str, machine_id: str, view: Placing) -> Rejection | None:
         """Why `machine_id` cannot take the unit `job`, or None."""

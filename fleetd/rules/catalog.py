@@ -15,6 +15,7 @@ from fleetd.rules import (
     max_per_machine,
     metadata,
     replaces,
+    resources,
     spread,
 )
 from fleetd.rules.base import Rule
@@ -29,5 +30,6 @@ RULES: tuple[Rule, ...] = (
     conflicts.RULE,
     replaces.RULE,
     max_per_machine.RULE,
+    resources.RULE,
     spread.RULE,
 )

@@ -17,10 +17,12 @@ from fleetd.rules.catalog import RULES
 from fleetd.rules.options import expand, multivalue
 from fleetd.unit_names import UnitName, UnitNameError, parse_name
 
-__all__ = ["XFLEET", "Invalid", "Requirements"]
+__all__ = ["READS", "XFLEET", "Invalid", "Requirements"]
 
 XFLEET = "X-Fleet"  # the section's name
 _KNOWN = frozenset(name for rule in RULES for name in rule.options)
+# Options of other sections some rule reads, as "Section.Name" (`UnitFile.requirements`).
+READS = frozenset(key for rule in RULES for key in rule.reads)
 _ORDER = {rule.name: i for i, rule in enumerate(RULES)}  # an Invalid term (unknown rule) first
 
 
@@ -57,10 +59,17 @@ class Requirements:
     # derived from `terms` (kept for the scheduler's hot path)
     judges: tuple[Term, ...] = field(default=(), compare=False, repr=False)
     ranker: Term | None = field(default=None, compare=False, repr=False)
+    reserves: tuple[int, float] = field(default=(0, 0.0), compare=False, repr=False)
 
     @classmethod
-    def of(cls, options: Iterable[tuple[str, str]], unit_name: str) -> Requirements:
-        """From the (name, value) options of a file's [X-Fleet] section, in file order."""
+    def of(
+        cls,
+        options: Iterable[tuple[str, str]],
+        unit_name: str,
+        reads: Iterable[tuple[str, str]] = (),
+    ) -> Requirements:
+        """From the (name, value) options of a file's [X-Fleet] section, in file order, and
+        the options of other sections the rules read (`READS`: ("Section.Name", value))."""
         try:
             name: UnitName | None = parse_name(unit_name)
         except UnitNameError:
@@ -71,6 +80,8 @@ class Requirements:
             if opt_name not in _KNOWN and opt_name not in unknown:
                 unknown.append(opt_name)
             raw.setdefault(opt_name, []).extend(expand(v, name) for v in multivalue(value))
+        for key, value in reads:
+            raw.setdefault(key, []).append(value)
         terms: list[Term] = []
         for rule in RULES:
             try:
@@ -85,11 +96,13 @@ class Requirements:
     def from_terms(cls, terms: Iterable[Term], unknown: tuple[str, ...] = ()) -> Requirements:
         # in the catalog's order; an invalid value first: it refuses every machine
         ordered = tuple(sorted(terms, key=lambda t: _ORDER.get(t.rule, -1)))
+        reserves = [t.reserves for t in ordered]
         return cls(
             ordered,
             unknown,
             tuple(t for t in ordered if t.judges_neighbours),
             next((t for t in ordered if t.ranks), None),
+            (sum(m for m, _ in reserves), sum(c for _, c in reserves)),
         )
 
     def term(self, rule: str) -> Term | None:
