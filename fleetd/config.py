@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetd.rules.metadata import KEY_CHARACTERS, is_key, reserved_key
+from fleetd.rules.sizes import cpus, size
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -104,6 +105,30 @@ def _positive(parse: Callable[[str], float]) -> Callable[[str], float]:
     return checked
 
 
+def _size(text: str) -> int:
+    found = size(text)
+    if found is None:
+        raise ValueError(f"not a size (bytes, or with K, M, G, T: 512M), got {text.strip()!r}")
+    return found
+
+
+def _cpus(text: str) -> float:
+    found = cpus(text)
+    if found is None:
+        raise ValueError(f"not a number of CPUs (0.5, 1), got {text.strip()!r}")
+    return found
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def chosen(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text.strip()!r}")
+        return value
+
+    return chosen
+
+
 def _int(text: str) -> int:
     return int(text.strip())
 
@@ -140,6 +165,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("public_ip", _str, "IP other machines and fleetctl ssh reach this machine at"),
     Option("metadata", parse_metadata, "machine metadata, k=v,k2=v2"),
     Option("agent_ttl", _positive(parse_duration), "lease TTL: a silent machine is gone after it"),
+    Option(
+        "reserved_memory", _size, "memory held back for the host, not given to units (512M, 2G)"
+    ),
+    Option("reserved_cpu", _cpus, "CPUs held back for the host, not given to units (0.5, 1)"),
+    Option("overcommit", _bool, "take units beyond this machine's memory and CPUs"),
+    Option(
+        "scheduler",
+        _choice("leastloaded", "binpack", "spread"),
+        "how the engine ranks the machines that fit a unit with reservations",
+    ),
     Option(
         "engine_reconcile_interval",
         _positive(parse_duration),
@@ -189,6 +224,10 @@ class Config:
     public_ip: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
     agent_ttl: float = 30.0
+    reserved_memory: int = 0
+    reserved_cpu: float = 0.0
+    overcommit: bool = False
+    scheduler: str = "leastloaded"
     engine_reconcile_interval: float = 300.0
     units_directory: str = "/run/fleet/units/"
     systemd_user: bool = False

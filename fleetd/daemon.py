@@ -33,6 +33,7 @@ from fleetd.facts import KEYS as FACT_KEYS
 from fleetd.facts import measure
 from fleetd.model import Machine
 from fleetd.registry import EtcdConfig, Registry, with_facts
+from fleetd.rules.resources import host_policy
 from fleetd.systemd import SystemdConfig, SystemdManager
 
 __all__ = ["Daemon", "StartupError", "machine_id_of", "machine_of", "public_ip_of", "run"]
@@ -92,10 +93,11 @@ def public_ip_of(config: Config) -> str:
 def machine_of(config: Config, facts: Mapping[str, str]) -> Machine:
     """The machine this fleetd registers: its ID, public IP, and its configured metadata with
     the facts measured at start (`fleet.*` keys, docs/units.md)."""
+    policy = host_policy(config.reserved_memory, config.reserved_cpu, config.overcommit)
     return Machine(
         machine_id_of(config),
         public_ip_of(config),
-        with_facts(config.metadata, facts),
+        with_facts(config.metadata, {**facts, **policy}),
         __version__,
     )
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from fleetd.rules.metadata import RESERVED_PREFIX
+from fleetd.rules.resources import CPUS, MEMORY
 
 __all__ = [
     "CPUS",
@@ -45,8 +46,8 @@ __all__ = [
 ]
 
 # The facts' keys, in the order they are listed
-CPUS = f"{RESERVED_PREFIX}cpus"  # CPUs this process may use: a number, fractional with a quota
-MEMORY = f"{RESERVED_PREFIX}memory"  # bytes of memory it may use: an integer
+# CPUS: CPUs this process may use, a number (fractional with a quota); MEMORY: bytes of memory
+# it may use, an integer. Named where the reservations read them (fleetd.rules.resources).
 DISK = f"{RESERVED_PREFIX}disk"  # free bytes of the units directory's filesystem at start
 KERNEL = f"{RESERVED_PREFIX}kernel"  # the kernel release (`uname -r`)
 OS = f"{RESERVED_PREFIX}os"  # the OS's ID in os-release (debian, ubuntu, fedora, ...)

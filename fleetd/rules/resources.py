@@ -32,17 +32,44 @@ from fleetd.rules.base import (
     Term,
     UnitValidationError,
 )
+from fleetd.rules.metadata import RESERVED_PREFIX
 from fleetd.rules.sizes import cpus, size
 from fleetd.unit_names import UnitName
 
-__all__ = ["RULE", "Capacity", "Reservation", "Shortage", "capacity_of", "show_size"]
+__all__ = [
+    "CPUS",
+    "MEMORY",
+    "RULE",
+    "Reservation",
+    "Shortage",
+    "capacity_of",
+    "host_policy",
+    "show_size",
+]
 
 EPSILON = 1e-9  # CPUs add up as floats
-# The facts a machine's capacity is read from (published by its fleetd, `fleetd.facts`).
-MEMORY, CPUS = "fleet.memory", "fleet.cpus"
-MEMORY_RESERVED, CPUS_RESERVED, OVERCOMMIT = (
-    "fleet.memory-reserved", "fleet.cpus-reserved", "fleet.overcommit",
-)  # fmt: skip
+# The facts a machine's capacity is read from, published by its fleetd: measured
+# (`fleetd.facts`), and its operator's policy (`host_policy`).
+MEMORY, CPUS = f"{RESERVED_PREFIX}memory", f"{RESERVED_PREFIX}cpus"
+MEMORY_RESERVED, CPUS_RESERVED = (
+    f"{RESERVED_PREFIX}memory-reserved",
+    f"{RESERVED_PREFIX}cpus-reserved",
+)
+OVERCOMMIT = f"{RESERVED_PREFIX}overcommit"
+
+
+def host_policy(reserved_memory: int, reserved_cpus: float, overcommit: bool) -> dict[str, str]:
+    """The facts a fleetd publishes of its configuration (`reserved_memory`, `reserved_cpu`,
+    `overcommit` in fleet.conf): what it holds back for the host, and whether it takes units
+    beyond what it offers. Nothing for the defaults."""
+    facts = {}
+    if reserved_memory:
+        facts[MEMORY_RESERVED] = str(reserved_memory)
+    if reserved_cpus:
+        facts[CPUS_RESERVED] = f"{reserved_cpus:g}"
+    if overcommit:
+        facts[OVERCOMMIT] = "true"
+    return facts
 
 
 def capacity_of(metadata: Mapping[str, str]) -> Capacity:

@@ -61,21 +61,59 @@ def test_precedence_flags_over_env_over_file() -> None:
     [
         ({"agent_tll": "5s"}, {}, {}, "unknown option 'agent_tll' (/etc/fleet/fleet.conf)"),
         ({}, {"FLEET_BOGUS": "1"}, {}, "unknown option 'bogus' (environment variable FLEET_BOGUS)"),
-        ({}, {}, {"agent-ttl": "soon"}, "invalid value for agent_ttl (flag --agent-ttl): invalid duration 'soon'"),
-        ({"agent_ttl": "0s"}, {}, {}, "invalid value for agent_ttl (/etc/fleet/fleet.conf): must be greater than zero"),
+        (
+            {},
+            {},
+            {"agent-ttl": "soon"},
+            "invalid value for agent_ttl (flag --agent-ttl): invalid duration 'soon'",
+        ),
+        (
+            {"agent_ttl": "0s"},
+            {},
+            {},
+            "invalid value for agent_ttl (/etc/fleet/fleet.conf): must be greater than zero",
+        ),
         ({"verbosity": "loud"}, {}, {}, "invalid value for verbosity"),
         ({"disable_engine": "maybe"}, {}, {}, "expected true or false, got 'maybe'"),
         ({"metadata": "role"}, {}, {}, "metadata entry 'role' is not key=value"),
         ({"metadata": "ro le=web"}, {}, {}, "metadata key 'ro le' may hold only"),
         ({"metadata": "fleet.cpus=64"}, {}, {}, "metadata key 'fleet.cpus' is reserved"),
+        (
+            {"reserved_memory": "lots"},
+            {},
+            {},
+            "invalid value for reserved_memory (/etc/fleet/fleet.conf): not a size",
+        ),
+        ({}, {"FLEET_RESERVED_CPU": "-1"}, {}, "not a number of CPUs (0.5, 1), got '-1'"),
+        (
+            {},
+            {},
+            {"scheduler": "random"},
+            "expected one of leastloaded, binpack, spread, got 'random'",
+        ),
         ({"etcd_key_prefix": "fleet"}, {}, {}, "must start with '/'"),
         ({"etcd_servers": "http://a:2379/x/y"}, {}, {}, "is not host:port"),
         ({"etcd_servers": ""}, {}, {}, "at least one endpoint"),
-        ({"etcd_certfile": "/c.pem"}, {}, {}, "etcd_certfile and etcd_keyfile must be given together"),
-        ({"etcd_username": "root"}, {}, {}, "etcd_username and etcd_password must be given together"),
+        (
+            {"etcd_certfile": "/c.pem"},
+            {},
+            {},
+            "etcd_certfile and etcd_keyfile must be given together",
+        ),
+        (
+            {"etcd_username": "root"},
+            {},
+            {},
+            "etcd_username and etcd_password must be given together",
+        ),
         ({"api_listen": "127.0.0.1:49153"}, {}, {}, "api_listen needs api_tls_cert"),
         ({"peer_port": "7001"}, {}, {}, "peer_port needs api_tls_cert, api_tls_key and api_tls_ca"),
-        ({"peer_port": "7001", "api_tls_cert": "/c.pem", "api_tls_key": "/k.pem"}, {}, {}, "peer_port needs api_tls_cert"),
+        (
+            {"peer_port": "7001", "api_tls_cert": "/c.pem", "api_tls_key": "/k.pem"},
+            {},
+            {},
+            "peer_port needs api_tls_cert",
+        ),
         ({"token_limit": "0"}, {}, {}, "token_limit must be between 1 and 65535"),
     ],
 )
@@ -105,7 +143,15 @@ def test_deprecated_options_are_accepted_and_reported() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30", 30.0), ("30s", 30.0), ("1.5", 1.5), ("500ms", 0.5), ("2m", 120.0), ("1h30m", 5400.0), ("1m30s", 90.0)],
+    [
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("1.5", 1.5),
+        ("500ms", 0.5),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("1m30s", 90.0),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -134,7 +180,11 @@ def test_every_option_is_a_config_field() -> None:
     assert {o.name for o in OPTIONS} <= fields
 
 
-@given(st.dictionaries(st.sampled_from([o.name for o in OPTIONS] + ["nope"]), st.text(max_size=20), max_size=5))
+@given(
+    st.dictionaries(
+        st.sampled_from([o.name for o in OPTIONS] + ["nope"]), st.text(max_size=20), max_size=5
+    )
+)
 def test_arbitrary_values_raise_only_config_error(values) -> None:
     try:
         build_config(values)
