@@ -32,6 +32,7 @@ from fleetd.errors import PermanentError
 from fleetd.facts import KEYS as FACT_KEYS
 from fleetd.facts import measure
 from fleetd.model import Machine
+from fleetd.reconcile.scheduler import Strategy
 from fleetd.registry import EtcdConfig, Registry, with_facts
 from fleetd.rules.resources import host_policy
 from fleetd.systemd import SystemdConfig, SystemdManager
@@ -231,6 +232,7 @@ class Daemon:
                 version=__version__,
                 lease_ttl=max(2, round(config.agent_ttl)),
                 lease_file=runtime / "engine-lease",
+                strategy=Strategy(config.scheduler),
             )
             tasks["engine"] = asyncio.create_task(self.engine.run(), name="engine")
         self._install_signals()

@@ -30,7 +30,7 @@ from fleetd.reconcile.engine import (
     steps,
 )
 from fleetd.reconcile.relevance import deposed, replans
-from fleetd.reconcile.scheduler import JobSpec
+from fleetd.reconcile.scheduler import JobSpec, Strategy
 from fleetd.registry import (
     ClusterView,
     EtcdUnavailable,
@@ -57,8 +57,10 @@ class Engine:
         version: str = "",
         lease_ttl: int = 10,
         lease_file: Path | None = None,
+        strategy: Strategy = Strategy.LEASTLOADED,
     ) -> None:
         self.registry = registry
+        self.strategy = strategy  # how machines that fit a unit with reservations are ranked
         self.info = LeaderInfo(machine_id, version)
         self.lease_ttl = lease_ttl
         # Where the leader's lease ID is kept: a fleetd restarted within the TTL re-attaches to
@@ -156,7 +158,7 @@ class Engine:
             dirty.clear()
             # Planned in a thread on a copy, while the follower goes on applying events: a
             # burst of events costs one plan per plan's duration, not one per watch batch.
-            plan = await asyncio.to_thread(plan_for, view.freeze(), self._specs)
+            plan = await asyncio.to_thread(plan_for, view.freeze(), self._specs, self.strategy)
             self.plans += 1
             METRICS.inc("fleetd_engine_plans_total")
             self._note_pending(view, plan)

@@ -22,6 +22,7 @@ from fleetd.reconcile.scheduler import (
     JobSpec,
     MachineSpec,
     Rejection,
+    Strategy,
     place,
     reject_reason,
 )
@@ -86,11 +87,13 @@ def plan_engine(
     machines: Iterable[MachineSpec],
     placements: Mapping[str, str],
     settled: Collection[str] = (),
+    strategy: Strategy = Strategy.LEASTLOADED,
 ) -> EnginePlan:
     """Tasks that make `placements` right for `jobs` on `machines` (`settled`: the placed jobs
-    that run where placed with the content they have now: never moved for room)."""
+    that run where placed with the content they have now: never moved for room; `strategy`:
+    how machines that fit a unit with reservations are ranked)."""
     machines = list(machines)
-    state = ClusterState(machines, jobs, placements, settled)
+    state = ClusterState(machines, jobs, placements, settled, strategy)
     why: dict[str, tuple[Reason, str]] = {}
 
     for name in sorted(placements):
@@ -151,10 +154,13 @@ def _place_pending(
     why: dict[str, tuple[Reason, str]],
     unplaced: dict[str, list[Rejection]],
 ) -> bool:
-    """Place every job that wants a machine and has none; followers after their targets."""
+    """Place every job that wants a machine and has none; followers after their targets.
+    In name order; under binpack the largest reservations first (first-fit decreasing)."""
     pending = sorted(
         name for name, job in jobs.items() if job.wants_placement and name not in state.placements
     )
+    if state.strategy is Strategy.BINPACK:
+        pending.sort(key=lambda name: _largest_first(jobs[name]))
     changed = False
     progress = True
     while pending and progress:
@@ -171,6 +177,11 @@ def _place_pending(
             progress = changed = True
         pending = still
     return changed
+
+
+def _largest_first(job: JobSpec) -> tuple[float, float]:
+    memory, cpus = job.requirements.reserves
+    return -memory, -cpus
 
 
 def _evict_broken(state: ClusterState, why: dict[str, tuple[Reason, str]]) -> bool:
@@ -238,13 +249,18 @@ def job_specs(
     return specs
 
 
-def plan_for(snapshot: Snapshot, cache: dict[str, tuple[Job, JobSpec]]) -> EnginePlan:
+def plan_for(
+    snapshot: Snapshot,
+    cache: dict[str, tuple[Job, JobSpec]],
+    strategy: Strategy = Strategy.LEASTLOADED,
+) -> EnginePlan:
     """The plan of a snapshot of the registry (machines with their effective metadata)."""
     return plan_engine(
         job_specs(snapshot.jobs, snapshot.units, cache),
         (MachineSpec(m, effective_metadata(snapshot, m)) for m in snapshot.machines),
         snapshot.placements,
         settled(snapshot),
+        strategy,
     )
 
 

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from fleetd.model import JobState, short_id
 from fleetd.reconcile.globals import globals_on, runs_globally
@@ -33,10 +35,20 @@ __all__ = [
     "JobSpec",
     "MachineSpec",
     "Rejection",
+    "Strategy",
     "every_refusal",
     "place",
     "reject_reason",
 ]
+
+
+class Strategy(StrEnum):
+    """How machines that fit a unit with reservations are ranked (fleet.conf `scheduler`).
+    Units that reserve nothing are always placed least loaded first, as fleet placed them."""
+
+    LEASTLOADED = "leastloaded"  # fleet's: fewest units first
+    BINPACK = "binpack"  # fullest first (the largest units placed first): fewer machines used
+    SPREAD = "spread"  # emptiest first: the most free capacity
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,7 @@ class MachineSpec:
         return short_id(self.id)
 
 
+K = TypeVar("K", bound=Any)  # a heap's sort key
 _NO_REQUIREMENTS = Requirements()
 _ANYWHERE = Term()  # the subject of refusals no rule made ("no machine meets ...")
 _NO_JUDGES: Sequence[tuple[str, Term]] = ()
@@ -78,8 +91,10 @@ class ClusterState:
         jobs: Mapping[str, JobSpec],
         placements: Mapping[str, str],
         settled: Collection[str] = (),
+        strategy: Strategy = Strategy.LEASTLOADED,
     ) -> None:
         self.machines: dict[str, MachineSpec] = {m.id: m for m in machines}
+        self.strategy = strategy
         self.jobs = jobs
         self._settled = settled  # placed jobs running where placed, with their content
         self.placements: dict[str, str] = {}
@@ -108,6 +123,8 @@ class ClusterState:
         heapq.heapify(self._heap)
         # The same for the large candidate sets rules narrowed to (MachineMetadata), by set.
         self._heaps: dict[frozenset[str], list[tuple[int, str]]] = {}
+        # Machines by how full their reservations make them (binpack, spread), made when asked.
+        self._fill_heap: list[tuple[tuple[float, int], str]] | None = None
 
     def _place_globals(self, jobs: Mapping[str, JobSpec]) -> None:
         """Where the Global units run, as every agent decides it (`globals_on`): the same on
@@ -169,6 +186,8 @@ class ClusterState:
         for ids, heap in self._heaps.items():
             if machine_id in ids:
                 heapq.heappush(heap, entry)
+        if self._fill_heap is not None:
+            heapq.heappush(self._fill_heap, (self.fill_key(machine_id), machine_id))
 
     def _count(self, name: str, machine_id: str, delta: int) -> None:
         for group, per_machine in self._groups.items():
@@ -208,9 +227,7 @@ class ClusterState:
     def by_short_id(self, short: str) -> Sequence[str]:
         return self._by_short.get(short, [])
 
-    def matching(
-        self, key: object, admits: Callable[[Mapping[str, str]], bool]
-    ) -> frozenset[str]:
+    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> frozenset[str]:
         found = self._matching.get(key)
         if found is None:
             found = self._matching[key] = frozenset(
@@ -263,14 +280,40 @@ class ClusterState:
     # ---- which machines to ask, in which order
 
     def candidates(self, job: JobSpec) -> Iterable[str]:
-        """Machine IDs in rank order (least loaded, then ID) worth checking for `job`: those
-        of the first rule that narrows them, or every machine."""
+        """Machine IDs in rank order worth checking for `job`: those of the first rule that
+        narrows them, or every machine. Least loaded first, ties by ID; for a unit with
+        reservations under binpack or spread, by how full the machines are first."""
+        reserves = job.requirements.reserves
+        by_fill = self.strategy is not Strategy.LEASTLOADED and reserves != (0, 0.0)
         for term in job.requirements.terms:
             ids = term.candidates(job.name, self)
             if ids is not None:
-                yield from self.ordered(ids)
+                if by_fill:
+                    yield from sorted(ids, key=lambda m: (self.fill_key(m), m))
+                else:
+                    yield from self.ordered(ids)
                 return
-        yield from self._ranked(self._heap)
+        if by_fill:
+            if self._fill_heap is None:
+                self._fill_heap = [(self.fill_key(m), m) for m in self.machines]
+                heapq.heapify(self._fill_heap)
+            yield from self._ranked(self._fill_heap, self.fill_key)
+        else:
+            yield from self._ranked(self._heap, self._load.__getitem__)
+
+    def fill_key(self, machine_id: str) -> tuple[float, int]:
+        """How full the machine's reservations make it (the mean of memory and CPU reserved
+        over capacity, where it says its capacity), fullest first under binpack and emptiest
+        first under spread; then least loaded."""
+        capacity = self.capacity(machine_id)
+        memory, cpus = self._reserved[machine_id]
+        shares = [
+            used / offered
+            for used, offered in ((memory, capacity.memory), (cpus, capacity.cpus))
+            if offered
+        ]
+        fill = sum(shares) / len(shares) if shares else 0.0
+        return (-fill if self.strategy is Strategy.BINPACK else fill), self._load[machine_id]
 
     def ordered(self, ids: Collection[str]) -> Iterable[str]:
         """`ids` in rank order, lazily."""
@@ -282,7 +325,7 @@ class ClusterState:
         if heap is None:
             heap = self._heaps[ids] = [(self._load[mid], mid) for mid in ids]
             heapq.heapify(heap)
-        yield from self._ranked(heap)
+        yield from self._ranked(heap, self._load.__getitem__)
 
     def nothing_left(self, job: JobSpec) -> Rejection:
         """Why `candidates` gave no machine at all."""
@@ -294,23 +337,23 @@ class ClusterState:
     def rank_key(self, machine_id: str) -> tuple[int, str]:
         return self._load[machine_id], machine_id
 
-    def _ranked(self, heap: list[tuple[int, str]]) -> Iterable[str]:
-        """The heap's machines by (load, ID), lazily: the first feasible one is usually the
-        first."""
-        popped: list[tuple[int, str]] = []
+    def _ranked(self, heap: list[tuple[K, str]], key: Callable[[str], K]) -> Iterable[str]:
+        """The heap's machines by (key, ID), lazily: the first feasible one is usually the
+        first. An entry whose key is no longer the machine's is stale (a newer one was pushed
+        when it changed)."""
+        popped: list[tuple[K, str]] = []
         seen: set[str] = set()
-        load = self._load
         try:
             while heap:
                 entry = heapq.heappop(heap)
-                if entry[1] in seen or entry[0] != load[entry[1]]:
-                    continue  # stale entry: the machine's load changed since it was pushed
+                if entry[1] in seen or entry[0] != key(entry[1]):
+                    continue
                 seen.add(entry[1])
                 popped.append(entry)
                 yield entry[1]
         finally:
             for entry in popped:
-                if entry[0] == load[entry[1]]:
+                if entry[0] == key(entry[1]):
                     heapq.heappush(heap, entry)
 
 
