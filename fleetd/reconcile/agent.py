@@ -37,6 +37,7 @@ __all__ = [
     "plan_agent",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class AgentJob:
     """A job as the agent sees it: content hash, desired state and [X-Fleet] requirements."""
@@ -174,15 +175,11 @@ def plan_agent(
                 tasks.append(AgentTask(Kind.STOP, name, Why.CONTENT_CHANGED))
             tasks.append(AgentTask(Kind.WRITE, name, Why.CONTENT_CHANGED, want.hash))
             if want.launched:
-                tasks.append(
-                    AgentTask(Kind.START, name, Why.CONTENT_CHANGED, token=want.restart)
-                )
+                tasks.append(AgentTask(Kind.START, name, Why.CONTENT_CHANGED, token=want.restart))
         elif want.launched and not have.started:
             tasks.append(AgentTask(Kind.START, name, Why.DESIRED_LAUNCHED, token=want.restart))
         elif want.launched and want.restart and want.restart != have.restarted:
-            tasks.append(
-                AgentTask(Kind.RESTART, name, Why.RESTART_REQUESTED, token=want.restart)
-            )
+            tasks.append(AgentTask(Kind.RESTART, name, Why.RESTART_REQUESTED, token=want.restart))
         elif not want.launched and (have.started or have.active in RUNNING_STATES):
             # also a unit that ran and failed or exited: stopping it resets it, so the next
             # start runs it again and a failure from before is not taken for a new one

@@ -77,9 +77,7 @@ class MachineAlone:
     def by_short_id(self, short: str) -> Sequence[str]:
         return ()
 
-    def matching(
-        self, key: object, admits: Callable[[Mapping[str, str]], bool]
-    ) -> Collection[str]:
+    def matching(self, key: object, admits: Callable[[Mapping[str, str]], bool]) -> Collection[str]:
         return (_HERE,) if admits(self._metadata) else ()
 
     def machines_by_value(self, key: str) -> Mapping[str, Collection[str]]:

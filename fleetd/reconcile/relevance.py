@@ -70,12 +70,14 @@ class LocalJobs:
                 return was
             case Changed(kind=KeyKind.UNIT):
                 return bool(self.unsure)  # the content a job waited for may have come
-            case Changed(kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id) | Removed(
-                kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id
+            case (
+                Changed(kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id)
+                | Removed(kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id)
             ):
                 return machine_id == me  # this machine's metadata: which Global units run here
-            case Changed(kind=KeyKind.RESTART, ident=(_, machine_id)) | Removed(
-                kind=KeyKind.RESTART, ident=(_, machine_id)
+            case (
+                Changed(kind=KeyKind.RESTART, ident=(_, machine_id))
+                | Removed(kind=KeyKind.RESTART, ident=(_, machine_id))
             ):
                 return machine_id == me
         return False  # states, the leader, a content deleted (its jobs' requirements are kept)

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from fleetd.model import JobState, short_id
+from fleetd.reconcile.fit import FitIndex
 from fleetd.reconcile.globals import globals_on, runs_globally
 from fleetd.rules import (
     Capacity,
@@ -76,6 +77,9 @@ class MachineSpec:
 
 K = TypeVar("K", bound=Any)  # a heap's sort key
 _NO_REQUIREMENTS = Requirements()
+_MEMORY, _CPU = 0, 1  # the dimensions of `Requirements.reserves`
+_CPU_SCALE = 100  # CPUs are filed by room in hundredths of a CPU
+_UNBOUNDED = float(1 << 62)  # the room of a machine that allows overcommit
 _ANYWHERE = Term()  # the subject of refusals no rule made ("no machine meets ...")
 _NO_JUDGES: Sequence[tuple[str, Term]] = ()
 # Up to this many candidates are sorted by load; more are taken from the load heap in order.
@@ -123,8 +127,8 @@ class ClusterState:
         heapq.heapify(self._heap)
         # The same for the large candidate sets rules narrowed to (MachineMetadata), by set.
         self._heaps: dict[frozenset[str], list[tuple[int, str]]] = {}
-        # Machines by how full their reservations make them (binpack, spread), made when asked.
-        self._fill_heap: list[tuple[tuple[float, int], str]] | None = None
+        # Machines by free memory and free CPU (for units with reservations), made when asked.
+        self._fits: dict[int, FitIndex] = {}
 
     def _place_globals(self, jobs: Mapping[str, JobSpec]) -> None:
         """Where the Global units run, as every agent decides it (`globals_on`): the same on
@@ -186,8 +190,8 @@ class ClusterState:
         for ids, heap in self._heaps.items():
             if machine_id in ids:
                 heapq.heappush(heap, entry)
-        if self._fill_heap is not None:
-            heapq.heappush(self._fill_heap, (self.fill_key(machine_id), machine_id))
+        for fit in self._fits.values():
+            fit.moved(machine_id)
 
     def _count(self, name: str, machine_id: str, delta: int) -> None:
         for group, per_machine in self._groups.items():
@@ -281,39 +285,62 @@ class ClusterState:
 
     def candidates(self, job: JobSpec) -> Iterable[str]:
         """Machine IDs in rank order worth checking for `job`: those of the first rule that
-        narrows them, or every machine. Least loaded first, ties by ID; for a unit with
-        reservations under binpack or spread, by how full the machines are first."""
+        narrows them, or every machine; least loaded first, ties by ID. A unit with
+        reservations is offered only machines with room for it (`fleetd.reconcile.fit`), in
+        the strategy's order: least loaded, least room first (binpack), most room first
+        (spread)."""
         reserves = job.requirements.reserves
-        by_fill = self.strategy is not Strategy.LEASTLOADED and reserves != (0, 0.0)
         for term in job.requirements.terms:
             ids = term.candidates(job.name, self)
             if ids is not None:
-                if by_fill:
-                    yield from sorted(ids, key=lambda m: (self.fill_key(m), m))
+                if reserves != (0, 0.0):
+                    dimension = _MEMORY if reserves[0] else _CPU
+                    yield from sorted(ids, key=lambda m: self._fit_key(dimension, m))
                 else:
                     yield from self.ordered(ids)
                 return
-        if by_fill:
-            if self._fill_heap is None:
-                self._fill_heap = [(self.fill_key(m), m) for m in self.machines]
-                heapq.heapify(self._fill_heap)
-            yield from self._ranked(self._fill_heap, self.fill_key)
+        if reserves != (0, 0.0):
+            dimension = _MEMORY if reserves[0] else _CPU
+            yield from self._fit(dimension).offered((reserves[0], reserves[1] * _CPU_SCALE))
         else:
             yield from self._ranked(self._heap, self._load.__getitem__)
 
-    def fill_key(self, machine_id: str) -> tuple[float, int]:
-        """How full the machine's reservations make it (the mean of memory and CPU reserved
-        over capacity, where it says its capacity), fullest first under binpack and emptiest
-        first under spread; then least loaded."""
+    def room(self, dimension: int, machine_id: str) -> float | None:
+        """Free memory (bytes) or CPUs on the machine; None if it does not say what it offers;
+        without bound if it allows overcommit."""
         capacity = self.capacity(machine_id)
-        memory, cpus = self._reserved[machine_id]
-        shares = [
-            used / offered
-            for used, offered in ((memory, capacity.memory), (cpus, capacity.cpus))
-            if offered
-        ]
-        fill = sum(shares) / len(shares) if shares else 0.0
-        return (-fill if self.strategy is Strategy.BINPACK else fill), self._load[machine_id]
+        if capacity.overcommit:
+            return _UNBOUNDED
+        offered = capacity.memory if dimension == _MEMORY else capacity.cpus
+        if offered is None:
+            return None
+        return offered - self._reserved[machine_id][dimension]
+
+    def _fit_key(self, dimension: int, machine_id: str) -> tuple[Any, ...]:
+        load = self._load[machine_id]
+        if self.strategy is Strategy.LEASTLOADED:
+            return load, machine_id
+        room = self.room(dimension, machine_id)
+        room = -1.0 if room is None else room
+        if self.strategy is Strategy.BINPACK:
+            return room, load, machine_id
+        return -room, load, machine_id
+
+    def _fit(self, dimension: int) -> FitIndex:
+        """The machines by room, ordered by the room of `dimension` (the unit's first)."""
+        fit = self._fits.get(dimension)
+        if fit is None:
+
+            def room(machine_id: str) -> tuple[float, float] | None:
+                memory, cpus = self.room(_MEMORY, machine_id), self.room(_CPU, machine_id)
+                if memory is None and cpus is None:
+                    return None  # it says nothing of what it offers: no room for a reservation
+                return (memory or 0.0), (cpus or 0.0) * _CPU_SCALE  # CPUs in hundredths
+
+            fit = self._fits[dimension] = FitIndex(
+                self.machines, room, lambda m: self._fit_key(dimension, m)
+            )
+        return fit
 
     def ordered(self, ids: Collection[str]) -> Iterable[str]:
         """`ids` in rank order, lazily."""
@@ -384,6 +411,9 @@ def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection
             found = _least_loaded(job, state, tier, rejections)
             if found is not None:
                 return found, rejections
+    if not rejections and job.requirements.reserves != (0, 0.0):
+        # no machine had room: what each machine says (the unit waits, so this is rare)
+        rejections = [r for m in sorted(state.machines) if (r := reject_reason(job, m, state))]
     if not rejections:
         rejections.append(state.nothing_left(job))
     return None, rejections

@@ -147,9 +147,13 @@ class WaitProgress:
         """Whether `step` may change where the pending units can go, so the planner is asked
         again: machines came, went or changed metadata, or a pending unit's job changed (its
         content, and so its [X-Fleet] rules)."""
-        return step.everything or step.machines or any(
-            isinstance(e, Changed) and e.kind is KeyKind.JOB and e.ident in self.pending
-            for e in step.events
+        return (
+            step.everything
+            or step.machines
+            or any(
+                isinstance(e, Changed) and e.kind is KeyKind.JOB and e.ident in self.pending
+                for e in step.events
+            )
         )
 
     def unschedulable(self, reasons: Mapping[str, str]) -> list[dict[str, Any]]:

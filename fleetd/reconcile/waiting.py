@@ -210,4 +210,3 @@ def pending_reason(view: View, name: str, unplaced: Callable[[], Mapping[str, st
         f"systemd on machine {machine_id} reports "
         f"{unit_state.load}/{unit_state.active}/{unit_state.sub}"
     )
-
