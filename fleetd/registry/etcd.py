@@ -18,8 +18,19 @@ is reported as WatchInterrupted, and the registry restarts from the last revisio
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
+
+# gRPC's fork support, on in grpcio's wheels, installs pthread_atfork handlers that restart
+# gRPC's threads in the child of a fork(). fleetd runs on uvloop, whose libuv starts every child
+# (journalctl, systemctl, nsenter) with a real fork(), so the handlers run, and fleetd always has
+# a watch stream open: about one child in a hundred then died of SIGSEGV in a restarted
+# event_engine thread before its exec (an empty journal in a failure report, a `journal -f`
+# ending at once), and now and then one deadlocked there, freezing fleetd's loop (libuv waits
+# for the child's exec). fleetd forks only to exec at once, the case gRPC gives this switch for
+# (doc/fork_support.md); it is read when grpc is imported, so before the imports below.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 
 import grpc
 import grpc.aio

@@ -13,15 +13,17 @@ import pytest
 
 from fleetd.sandbox.cluster import Sandbox
 from tests.faults.harness import cluster as cluster
-from tests.faults.harness import sandbox_up
+from tests.faults.harness import logs_on_failure, sandbox_up
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+def sandbox(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str]]:
     """The sandbox's directory and what `fleetd sandbox up` printed; after `down`, nothing of
-    it is left: no process, cgroup or directory."""
+    it is left: no process, cgroup or directory (its logs are kept when a test failed)."""
     directory = tmp_path_factory.mktemp("sandbox")
-    with sandbox_up(directory) as up_out:
+    with sandbox_up(directory, keep_logs=logs_on_failure(request, tmp_path_factory)) as up_out:
         yield directory, up_out
     assert not directory.exists()
     leftovers = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from fleetd.registry import (
     Removed,
     Snapshot,
 )
-from fleetd.sandbox.cluster import MachineRecord, Sandbox, SandboxState
+from fleetd.sandbox.cluster import MachineRecord, Sandbox, SandboxError, SandboxState
 from tests.waiting import put, until
 
 BIN = Path(sys.executable).parent
@@ -166,13 +167,22 @@ class Cluster:
 
 @contextmanager
 def sandbox_up(
-    directory: Path, *, machines: int = 3, agent_ttl: float = 3.0, metadata: Sequence[str] = ()
+    directory: Path,
+    *,
+    machines: int = 3,
+    agent_ttl: float = 3.0,
+    metadata: Sequence[str] = (),
+    keep_logs: Callable[[], Path | None] | None = None,
 ) -> Iterator[str]:
     """`fleetd sandbox up` in `directory`, and `fleetd sandbox down` afterwards whatever
     happened; the value is what `up` printed (the environment it tells its user to export).
     `metadata`: each machine's `k=v,...` in order (default: machine=mN and a role cycling
     web/db/misc). The fault, end-to-end and dashboard tests all bring their sandboxes up
-    through here."""
+    through here.
+
+    `down` deletes the directory and the machines' journals die with them: when `keep_logs`
+    (see `logs_on_failure`) names a directory at the end, what is needed to tell what happened
+    is copied there first (`keep_sandbox_logs`)."""
     try:
         up = subprocess.run(
             [
@@ -195,12 +205,66 @@ def sandbox_up(
         assert up.returncode == 0, up.stderr
         yield up.stdout
     finally:
+        kept = keep_logs() if keep_logs is not None else None
+        if kept is not None:
+            keep_sandbox_logs(directory, kept)
         subprocess.run(
             [BIN / "fleetd", "sandbox", "down", "--dir", str(directory)],
             capture_output=True,
             timeout=COMMAND_TIMEOUT,
             check=False,
         )
+
+
+def keep_sandbox_logs(directory: Path, to: Path) -> None:
+    """Copy a running sandbox's logs to `to`: sandbox.json, etcd.log, each machine's fleetd.log,
+    and each machine's journal with every field (`journalctl -o verbose`, read inside the machine:
+    its journald keeps it in the machine's own /run). A machine that is down gets a note instead
+    of its journal."""
+    to.mkdir(parents=True, exist_ok=True)
+    for name in ("sandbox.json", "etcd.log"):
+        if (directory / name).is_file():
+            shutil.copy(directory / name, to / name)
+    state = Sandbox(directory).state
+    for record in state.machines if state is not None else []:
+        if (directory / record.name / "fleetd.log").is_file():
+            shutil.copy(directory / record.name / "fleetd.log", to / f"{record.name}-fleetd.log")
+        journal = to / f"{record.name}-journal.txt"
+        try:
+            command, env = Sandbox(directory).exec_argv(
+                record.name, ["journalctl", "--no-pager", "--output", "verbose"]
+            )
+        except SandboxError as err:
+            journal.write_text(f"no journal: {err}\n")
+            continue
+        with journal.open("wb") as out:
+            subprocess.run(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                timeout=COMMAND_TIMEOUT, check=False,
+            )  # fmt: skip
+
+
+def logs_on_failure(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[], Path | None]:
+    """For `sandbox_up(keep_logs=...)` in a module-scoped fixture: at teardown, the directory to
+    keep the sandbox's logs in when a test failed meanwhile, else None. That is
+    `$FLEETD_SANDBOX_LOGS/<module>` when the variable is set (a loop of runs can gather them),
+    or `sandbox-logs/<module>` in pytest's base temporary directory; the path is printed."""
+    failed_before = request.session.testsfailed
+
+    def where() -> Path | None:
+        if request.session.testsfailed == failed_before:
+            return None
+        base = os.environ.get("FLEETD_SANDBOX_LOGS")
+        root = Path(base) if base else tmp_path_factory.getbasetemp() / "sandbox-logs"
+        kept = root / request.module.__name__
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"sandbox logs of {request.module.__name__} kept in {kept}")
+        return kept
+
+    return where
 
 
 def sandbox_env(up_out: str) -> dict[str, str]:
@@ -229,7 +293,10 @@ def cluster(
     agent_ttl = getattr(request.module, "AGENT_TTL", 3.0)
     metadata = getattr(request.module, "METADATA", ())
     directory = tmp_path_factory.mktemp("faults")
-    with sandbox_up(directory, machines=machines, agent_ttl=agent_ttl, metadata=metadata):
+    keep_logs = logs_on_failure(request, tmp_path_factory)
+    with sandbox_up(
+        directory, machines=machines, agent_ttl=agent_ttl, metadata=metadata, keep_logs=keep_logs
+    ):
         yield Cluster(directory, agent_ttl)
 
 
