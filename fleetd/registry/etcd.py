@@ -18,9 +18,11 @@ is reported as WatchInterrupted, and the registry restarts from the last revisio
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 # gRPC's fork support, on in grpcio's wheels, installs pthread_atfork handlers that restart
 # gRPC's threads in the child of a fork(). fleetd runs on uvloop, whose libuv starts every child
@@ -442,10 +444,16 @@ class EtcdClient:
         # answers come when something changes: no limit on those.
         opening = max(self._t, 1.0)
         acks = 0
+        # etcd3aio re-creates a broken stream on its own, and such a stream may never answer
+        # either (a fault test waited a minute after an etcd kill -9 and restart): when the
+        # library says it reconnects, the stream is given up here and the caller resumes it with
+        # a stream of its own, which the opening limit above covers.
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        _RECONNECTS.waiters.add(lost)
         try:
             try:
                 async with asyncio.timeout(opening):
-                    resp = await anext(stream, None)
+                    resp = await _answer(stream, lost)
             except TimeoutError:
                 raise WatchInterrupted(
                     f"no answer to the watch request within {opening:g} s"
@@ -474,7 +482,7 @@ class EtcdClient:
                             for ev in resp.events
                         ),
                     )
-                resp = await anext(stream, None)
+                resp = await _answer(stream, lost)
             raise WatchInterrupted("watch stream ended")
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
@@ -484,4 +492,47 @@ class EtcdClient:
                 raise EtcdAuthError(f"etcd refused the watch: {err.details()}") from None
             raise WatchInterrupted(f"{err.code().name}: {err.details()}") from None
         finally:
+            _RECONNECTS.waiters.discard(lost)
+            lost.cancel()
             await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _answer(stream: AsyncIterator[Any], lost: asyncio.Future[None]) -> Any:
+    """The stream's next answer (None at its end); WatchInterrupted if the library starts
+    re-creating it first. The read is finished (cancelled and awaited) before this returns, so
+    the stream can be closed afterwards."""
+    read = asyncio.ensure_future(anext(stream, None))
+    try:
+        await asyncio.wait({read, lost}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not read.done():
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await read
+    if read.done() and not read.cancelled():
+        return read.result()
+    raise WatchInterrupted("the connection to etcd broke (the stream is being re-created)")
+
+
+class _Reconnects(logging.Handler):
+    """etcd3aio says when it re-creates a broken watch stream (a warning on its `etcd3aio.watch`
+    logger, "watch: transient error (...), reconnecting in ..."), and that is the only sign of
+    it: each open watch of this process is then given up (they share the connection that
+    broke) and resumed by its caller."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.waiters: set[asyncio.Future[None]] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "reconnecting" not in record.getMessage():
+            return
+        for waiter in list(self.waiters):  # called on the loop's thread, by the library's task
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_RECONNECTS = _Reconnects()
+_WATCH_LOGGER = logging.getLogger("etcd3aio.watch")
+_WATCH_LOGGER.addHandler(_RECONNECTS)
+_WATCH_LOGGER.setLevel(logging.WARNING)  # its warnings reach the handler whatever the root's level
