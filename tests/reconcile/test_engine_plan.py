@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from fleetd.model import JobState
 from fleetd.reconcile.engine import Action, Reason, plan_engine
-from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec, reject_reason
+from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec, Strategy, reject_reason
 from fleetd.unit import parse_unit
 from tests.seed import seed_unit
 
@@ -264,6 +264,21 @@ def clusters(draw: st.DrawFn):
             {
                 "role": draw(st.sampled_from(["web", "db", "web|db"])),
                 "cores": draw(st.sampled_from(["2", "8", "16", "many"])),
+                **draw(
+                    st.sampled_from(
+                        [
+                            {},
+                            {"fleet.memory": "1073741824", "fleet.cpus": "1"},
+                            {"fleet.memory": "4294967296", "fleet.cpus": "2"},
+                            {
+                                "fleet.memory": "2147483648",
+                                "fleet.cpus": "4",
+                                "fleet.memory-reserved": "1073741824",
+                            },
+                            {"fleet.memory": "1073741824", "fleet.overcommit": "true"},
+                        ]
+                    )
+                ),
             },
         )
         for mid in draw(st.lists(st.sampled_from(MIDS), unique=True, max_size=4))
@@ -284,6 +299,10 @@ def clusters(draw: st.DrawFn):
             lines.append(f"MaxPerMachine={draw(st.integers(1, 2))} u*.service")
         if draw(st.integers(0, 4)) == 0:
             lines.append("Spread=role u*.service")
+        if draw(st.integers(0, 2)) == 0:
+            lines.append(f"MemoryReservation={draw(st.sampled_from(['256M', '512M', '1G']))}")
+        if draw(st.integers(0, 3)) == 0:
+            lines.append(f"CPUReservation={draw(st.sampled_from(['0.5', '1']))}")
         if draw(st.integers(0, 6)) == 0 and not any(x.startswith("MachineOf") for x in lines):
             lines.append(f"MachineID={draw(st.sampled_from(MIDS))[:8]}")
             lines = [x for x in lines if not x.startswith(("Conflicts", "Spread"))]
@@ -295,14 +314,14 @@ def clusters(draw: st.DrawFn):
         name: draw(st.sampled_from([*MIDS, "e" * 32]))
         for name in draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=8))
     }
-    return jobs, machines, placements
+    return jobs, machines, placements, draw(st.sampled_from(list(Strategy)))
 
 
 @settings(max_examples=400, deadline=None)
 @given(clusters())
 def test_properties(cluster) -> None:
-    jobs, machines, placements = cluster
-    plan = plan_engine(jobs, machines, placements)
+    jobs, machines, placements, strategy = cluster
+    plan = plan_engine(jobs, machines, placements, strategy=strategy)
     final = result(plan, placements)
     state = ClusterState(machines, jobs, final)
     live = {m.id for m in machines}
@@ -317,6 +336,23 @@ def test_properties(cluster) -> None:
         if spec.wants_placement and name not in final:
             assert all(reject_reason(spec, m.id, state) is not None for m in machines), name
             assert name in plan.unplaced
+    # no machine gives more than it offers (a reservation's check, stated on its own)
+    for m in machines:
+        capacity = state.capacity(m.id)
+        memory, cpus = state.reserved_on(m.id)
+        if not capacity.overcommit:
+            assert capacity.memory is None and memory == 0 or memory <= (capacity.memory or 0)
+            assert capacity.cpus is None and cpus == 0 or cpus <= (capacity.cpus or 0) + 1e-9
     # deterministic, and re-planning the result gives no tasks
-    assert plan_engine(jobs, machines, placements) == plan
-    assert plan_engine(jobs, machines, final).tasks == ()
+    assert plan_engine(jobs, machines, placements, strategy=strategy) == plan
+    assert plan_engine(jobs, machines, final, strategy=strategy).tasks == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(clusters())
+def test_without_reservations_every_strategy_places_as_fleet(cluster) -> None:
+    jobs, machines, placements, strategy = cluster
+    plain = {n: j for n, j in jobs.items() if j.requirements.reserves == (0, 0)}
+    assert plan_engine(plain, machines, placements, strategy=strategy) == plan_engine(
+        plain, machines, placements, strategy=Strategy.LEASTLOADED
+    )
