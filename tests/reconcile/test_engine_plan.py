@@ -341,8 +341,8 @@ def test_properties(cluster) -> None:
         capacity = state.capacity(m.id)
         memory, cpus = state.reserved_on(m.id)
         if not capacity.overcommit:
-            assert capacity.memory is None and memory == 0 or memory <= (capacity.memory or 0)
-            assert capacity.cpus is None and cpus == 0 or cpus <= (capacity.cpus or 0) + 1e-9
+            assert (capacity.memory is None and memory == 0) or memory <= (capacity.memory or 0)
+            assert (capacity.cpus is None and cpus == 0) or cpus <= (capacity.cpus or 0) + 1e-9
     # deterministic, and re-planning the result gives no tasks
     assert plan_engine(jobs, machines, placements, strategy=strategy) == plan
     assert plan_engine(jobs, machines, final, strategy=strategy).tasks == ()
