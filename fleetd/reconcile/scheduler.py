@@ -48,7 +48,7 @@ class Strategy(StrEnum):
     Units that reserve nothing are always placed least loaded first, as fleet placed them."""
 
     LEASTLOADED = "leastloaded"  # fleet's: fewest units first
-    BINPACK = "binpack"  # fullest first (the largest units placed first): fewer machines used
+    BINPACK = "binpack"  # fill the largest machines first, largest units first: fewest machines
     SPREAD = "spread"  # emptiest first: the most free capacity
 
 
@@ -287,8 +287,7 @@ class ClusterState:
         """Machine IDs in rank order worth checking for `job`: those of the first rule that
         narrows them, or every machine; least loaded first, ties by ID. A unit with
         reservations is offered only machines with room for it (`fleetd.reconcile.fit`), in
-        the strategy's order: least loaded, least room first (binpack), most room first
-        (spread)."""
+        the strategy's order (`_fit_key`)."""
         reserves = job.requirements.reserves
         for term in job.requirements.terms:
             ids = term.candidates(job.name, self)
@@ -317,14 +316,17 @@ class ClusterState:
         return offered - self._reserved[machine_id][dimension]
 
     def _fit_key(self, dimension: int, machine_id: str) -> tuple[Any, ...]:
-        load = self._load[machine_id]
+        """The order machines with room are offered in: least loaded (fleet's); under binpack
+        the largest machines first, always in the same order, so each is filled before the
+        next is opened (first fit, with the largest units placed first: first-fit
+        decreasing); under spread the most free room of the unit's first dimension first."""
         if self.strategy is Strategy.LEASTLOADED:
-            return load, machine_id
-        room = self.room(dimension, machine_id)
-        room = -1.0 if room is None else room
+            return self._load[machine_id], machine_id
         if self.strategy is Strategy.BINPACK:
-            return room, load, machine_id
-        return -room, load, machine_id
+            capacity = self.capacity(machine_id)
+            return -(capacity.memory or 0), -(capacity.cpus or 0.0), machine_id
+        room = self.room(dimension, machine_id)
+        return -(-1.0 if room is None else room), self._load[machine_id], machine_id
 
     def _fit(self, dimension: int) -> FitIndex:
         """The machines by room, ordered by the room of `dimension` (the unit's first)."""

@@ -152,8 +152,8 @@ def test_a_step_is_logged_as_its_action(step, action) -> None:
 @settings(max_examples=200, deadline=None)
 @given(clusters())
 def test_steps_write_exactly_the_plan(cluster) -> None:
-    jobs, machines, placements = cluster
-    plan = plan_engine(jobs, machines, placements)
+    jobs, machines, placements, strategy = cluster
+    plan = plan_engine(jobs, machines, placements, strategy=strategy)
     writes = steps(plan)
     assert len({s.job for s in writes}) == len(writes)  # one write per job
     after = dict(placements)
