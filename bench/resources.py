@@ -178,7 +178,8 @@ def main() -> None:
             " | < 1 s |"
         )
     markdown = "\n".join(rows) + (
-        "\n\nThe units' reservations are random (memory and CPUs drawn independently, scaled to 85% "
+        "\n\nThe units' reservations are random (memory and CPUs drawn independently, scaled to "
+        "85% "
         "of the cluster, at most 2 GiB and 1 CPU each so that any machine could take any unit). "
         "Machines are filed by classes of free memory and CPU (`fleetd/reconcile/fit.py`): a "
         "unit is only offered machines that may have room for it.\n\nReproduce: `make bench` (or "
