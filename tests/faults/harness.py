@@ -166,13 +166,18 @@ class Cluster:
 
 @contextmanager
 def sandbox_up(
-    directory: Path, *, machines: int = 3, agent_ttl: float = 3.0, metadata: Sequence[str] = ()
+    directory: Path,
+    *,
+    machines: int = 3,
+    agent_ttl: float = 3.0,
+    metadata: Sequence[str] = (),
+    up_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """`fleetd sandbox up` in `directory`, and `fleetd sandbox down` afterwards whatever
     happened; the value is what `up` printed (the environment it tells its user to export).
     `metadata`: each machine's `k=v,...` in order (default: machine=mN and a role cycling
-    web/db/misc). The fault, end-to-end and dashboard tests all bring their sandboxes up
-    through here."""
+    web/db/misc); `up_args`: more flags of `up` (`--memory=1G,2G`, ...). The fault, end-to-end
+    and dashboard tests all bring their sandboxes up through here."""
     try:
         up = subprocess.run(
             [
@@ -186,6 +191,7 @@ def sandbox_up(
                 "--agent-ttl",
                 f"{agent_ttl:g}s",
                 *(f"--metadata={md}" for md in metadata),
+                *up_args,
             ],
             capture_output=True,
             text=True,
