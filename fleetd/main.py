@@ -155,12 +155,55 @@ def sandbox() -> None:
     "in DIR/pki, a root user and a `fleet` user limited to /fleet/; each fleetd gets its own "
     "certificate and reads the password from DIR/pki/fleet.conf (mode 0600)",
 )
+@click.option(
+    "--memory",
+    multiple=True,
+    metavar="SIZE,...",
+    help="memory of each machine, in order (1G,2G,4G; or repeat per machine): a limit of its "
+    "cgroup, which its fleetd measures (fleet.memory); machines past the list have none",
+)
+@click.option(
+    "--cpus",
+    multiple=True,
+    metavar="N,...",
+    help="CPUs of each machine, in order (0.5,1,2): a CPU quota of its cgroup, which its "
+    "fleetd measures (fleet.cpus)",
+)
+@click.option(
+    "--reserved-memory",
+    multiple=True,
+    metavar="SIZE,...",
+    help="each machine's fleet.conf reserved_memory, in order (fleet.memory-reserved)",
+)
+@click.option(
+    "--reserved-cpu",
+    multiple=True,
+    metavar="N,...",
+    help="each machine's fleet.conf reserved_cpu, in order (fleet.cpus-reserved)",
+)
 def up(
-    directory: str | None, machines: int, metadata: tuple[str, ...], agent_ttl: str, tls: bool
+    directory: str | None,
+    machines: int,
+    metadata: tuple[str, ...],
+    agent_ttl: str,
+    tls: bool,
+    memory: tuple[str, ...],
+    cpus: tuple[str, ...],
+    reserved_memory: tuple[str, ...],
+    reserved_cpu: tuple[str, ...],
 ) -> None:
     """Start the sandbox (harmless when it already runs) and print the line to use it."""
+    from fleetd.sandbox.cluster import SandboxError
+    from fleetd.sandbox.sizes import sizes_of
+
     box = _sandbox(directory)
-    _run_sandbox(box.up(machines, list(metadata), _duration(agent_ttl), tls=tls))
+    sizes = []
+    if memory or cpus or reserved_memory or reserved_cpu:
+        try:
+            sizes = sizes_of(machines, memory, cpus, reserved_memory, reserved_cpu)
+        except SandboxError as err:
+            raise click.ClickException(str(err)) from None
+    _run_sandbox(box.up(machines, list(metadata), _duration(agent_ttl), tls=tls, sizes=sizes))
     for line in box.status_lines():
         click.echo(line)
 

@@ -2,10 +2,11 @@
 
 Up is two steps because `restart` does only the second: the machine's `systemd --user`
 (machine.py), then its fleetd, run inside the machine (namespace, environment, cgroup) with
-flags that give it the sandbox's etcd, its IP and metadata, an API socket the host's fleetctl
-reaches (`<dir>/mN/fleet.sock`) and its peer certificate (peers.py). A machine is up once its
-fleetd has registered, not once the process exists: that is when fleetctl lists it. Each PID
-goes to the state file as soon as it exists, so `down` stops what a failed `up` left behind.
+flags that give it the sandbox's etcd, its IP, metadata and reservations, an API socket the
+host's fleetctl reaches (`<dir>/mN/fleet.sock`) and its peer certificate (peers.py). A machine
+is up once its fleetd has registered, not once the process exists: that is when fleetctl lists
+it. Each PID goes to the state file as soon as it exists, so `down` stops what a failed `up`
+left behind.
 Down is the machine's cgroup killed whole: fleetd, systemd and every unit process.
 """
 
@@ -21,9 +22,18 @@ import structlog
 from fleetd.registry import Changed, KeyKind, Registry
 from fleetd.sandbox.machine import Machine
 from fleetd.sandbox.peers import peer_tls_flags
+from fleetd.sandbox.sizes import Size
 from fleetd.sandbox.state import MachineRecord, SandboxError, SandboxState
 
-__all__ = ["READY_TIMEOUT", "boot", "kill_machine", "machine_of", "socket_of", "start_fleetd"]
+__all__ = [
+    "READY_TIMEOUT",
+    "boot",
+    "kill_machine",
+    "machine_of",
+    "size_of",
+    "socket_of",
+    "start_fleetd",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +42,9 @@ READY_TIMEOUT = 60.0  # seconds for a fleetd to register
 
 def machine_of(directory: Path, record: MachineRecord) -> Machine:
     """The machine of `record` (not attached: `.attach(record.systemd_pid)` for a running one)."""
-    return Machine(record.cgroup_name, record.id, root=directory / record.name)
+    return Machine(
+        record.cgroup_name, record.id, root=directory / record.name, limits=record.limits
+    )
 
 
 def socket_of(directory: Path, record: MachineRecord) -> Path:
@@ -126,7 +138,13 @@ def fleetd_flags(
         f"--peer-port={state.peer_port}",
         *peer_tls_flags(directory, record.name),
         "--machine-id-file=/etc/machine-id",
+        *size_of(record).fleetd_flags(),
     ]
+
+
+def size_of(record: MachineRecord) -> Size:
+    """The size `up` gave the machine."""
+    return Size(record.memory, record.cpus, record.reserved_memory, record.reserved_cpu)
 
 
 async def kill_machine(directory: Path, record: MachineRecord) -> None:

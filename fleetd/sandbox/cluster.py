@@ -1,14 +1,16 @@
 """A local fleet cluster: a real etcd and N namespaced machines, each running a real fleetd.
 
 Every machine is a `systemd --user` in its own mount namespace (fleetd/sandbox/machine.py) with
-its own machine ID, /run (units dir, journal sockets) and journal, its own public IP (127.0.0.x)
-and metadata; its fleetd runs *inside* that namespace and serves the API on a socket in the
+its own machine ID, /run (units dir, journal sockets) and journal, its own public IP (127.0.0.x),
+metadata and, optionally, size (memory and CPUs its cgroups allow, which its fleetd measures:
+sizes.py); its fleetd runs *inside* that namespace and serves the API on a socket in the
 sandbox directory, so `fleetctl` on the host reaches it. Everything the sandbox started is
 recorded in `<dir>/sandbox.json`, so `status`, `kill`, `down`... work from any shell, and every
 process is stopped by PID (or by the machine's cgroup, which holds every process of a machine).
 
 This module is the commands; what they stand on is apart: the state file (state.py), bringing
-one machine up and down (boot.py), the peers' certificates (peers.py), etcd (etcd.py, tls.py).
+one machine up and down (boot.py), the machines' sizes (sizes.py), the peers' certificates
+(peers.py), etcd (etcd.py, tls.py).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from pathlib import Path
 import structlog
 
 from fleetd.registry import EtcdConfig
-from fleetd.sandbox.boot import boot, kill_machine, machine_of, socket_of, start_fleetd
+from fleetd.sandbox.boot import boot, kill_machine, machine_of, size_of, socket_of, start_fleetd
 from fleetd.sandbox.etcd import EtcdServer, free_ports
+from fleetd.sandbox.machine import slice_name
 from fleetd.sandbox.peers import make_peer_pki
 from fleetd.sandbox.process import pid_alive, stop_pid
+from fleetd.sandbox.sizes import Size, check_host, host_capacity, host_cgroups, limit_cgroups
 from fleetd.sandbox.state import MachineRecord, SandboxError, SandboxState, default_dir
 from fleetd.sandbox.tls import FLEET_USER, SandboxTLS, prepare_tls, secure_etcd
 
@@ -109,7 +113,9 @@ class Sandbox:
             systemd = "up" if r.systemd_pid and pid_alive(r.systemd_pid) else "down"
             fleetd = "running" if r.fleetd_pid and pid_alive(r.fleetd_pid) else "stopped"
             md = ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items()))
-            lines.append(f"{r.name}\t{r.id}\t{r.ip}\t{md}\tmachine {systemd}\tfleetd {fleetd}")
+            line = f"{r.name}\t{r.id}\t{r.ip}\t{md}\tmachine {systemd}\tfleetd {fleetd}"
+            size = size_of(r).words()
+            lines.append(f"{line}\t{size}" if size else line)
         lines.append(f"export FLEETCTL_ENDPOINT={self.endpoint()}")
         return lines
 
@@ -121,8 +127,12 @@ class Sandbox:
         metadata: Sequence[str] | None = None,
         agent_ttl: float = 5.0,
         tls: bool = False,
+        sizes: Sequence[Size] = (),
     ) -> SandboxState:
+        """Start etcd and `machines` machines, machine mN with the Nth `metadata` and the Nth
+        of `sizes` (`sizes_of`: the rest get none)."""
         _preflight()
+        limits = self._limits(machines, sizes)
         existing = self.state
         if existing is not None:
             if existing.tls != tls:
@@ -130,6 +140,11 @@ class Sandbox:
                 raise SandboxError(
                     f"the sandbox at {self.dir} runs {have} --tls; `fleetd sandbox down` "
                     f"first to start one {want} it"
+                )
+            if sizes and [size_of(r) for r in existing.machines] != list(sizes):
+                raise SandboxError(
+                    f"the sandbox at {self.dir} runs with other machine sizes; "
+                    "`fleetd sandbox down` first to start one with these"
                 )
             if pid_alive(existing.etcd_pid) and all(
                 pid_alive(r.systemd_pid) and pid_alive(r.fleetd_pid) for r in existing.machines
@@ -140,8 +155,6 @@ class Sandbox:
                 f"a sandbox at {self.dir} is partly down: run `fleetd sandbox start MACHINE` for "
                 f"stopped machines, or `fleetd sandbox down` first"
             )
-        if machines < 1 or machines > 200:
-            raise SandboxError("--machines must be between 1 and 200")
         metadata = list(metadata or [])
         if len(metadata) > machines:
             raise SandboxError(f"{len(metadata)} --metadata values for {machines} machines")
@@ -159,9 +172,12 @@ class Sandbox:
             md = {"machine": name, "role": ROLES[i % len(ROLES)]}
             if i < len(metadata) and metadata[i]:
                 md = _parse_metadata(metadata[i])
+            size = sizes[i] if i < len(sizes) else Size()
             state.machines.append(
                 MachineRecord(
-                    name, os.urandom(16).hex(), f"127.0.0.{11 + i}", md, f"{self.tag}{name}"
+                    name, os.urandom(16).hex(), f"127.0.0.{11 + i}", md, self._cgroup_name(name),
+                    memory=size.memory, cpus=size.cpus, reserved_memory=size.reserved_memory,
+                    reserved_cpu=size.reserved_cpu, limits=limits[i],
                 )
             )
         state.save()
@@ -174,6 +190,27 @@ class Sandbox:
             await self.down()
             raise
         return state
+
+    def _cgroup_name(self, name: str) -> str:
+        """The machine's cgroup name: unique per sandbox directory, so sandboxes coexist."""
+        return f"{self.tag}{name}"
+
+    def _limits(self, machines: int, sizes: Sequence[Size]) -> list[dict[str, dict[str, str]]]:
+        """Each machine's limit cgroups (sizes.py), after checking the machine count and that
+        this host has the sizes and the controllers to enforce them; nothing is made yet."""
+        if machines < 1 or machines > 200:
+            raise SandboxError("--machines must be between 1 and 200")
+        if len(sizes) > machines:
+            raise SandboxError(f"{len(sizes)} machine sizes for {machines} machines")
+        if not any(size.limited for size in sizes):
+            return [{} for _ in range(machines)]
+        check_host(sizes, *host_capacity(self.dir.parent))
+        host = host_cgroups()
+        limits = []
+        for i in range(machines):
+            size = sizes[i] if i < len(sizes) else Size()
+            limits.append(limit_cgroups(slice_name(self._cgroup_name(f"m{i + 1}")), size, host))
+        return limits
 
     async def down(self) -> None:
         """Stop every machine (fleetd, systemd, units) and etcd; remove the directory."""

@@ -4,8 +4,10 @@ The recipe (docs/architecture.md, "systemd", says where it departs from the usua
 machine:
 - a root directory holding its runtime dir (`$XDG_RUNTIME_DIR`, with the bus at `run/bus`), its
   machine-id file and its persistent journal directory;
-- a cgroup `<slice>` under both the `name=systemd` and the unified hierarchy; every process of the
-  machine is moved there before it execs, so `kill()` can kill the whole machine;
+- a cgroup `<slice>` under both the `name=systemd` and the unified hierarchy, and optionally the
+  cgroups holding its limits (`limits`: memory, CPUs; fleetd/sandbox/sizes.py), set up at every
+  start; every process of the machine is moved into each before it execs (or does not run), so
+  `kill()` can kill the whole machine and its fleetd measures the limits;
 - `systemd --user` in a new mount namespace with a tmpfs on `/run` (private `/run/systemd/system`,
   `/run/fleet/units`, journal sockets), `/etc/machine-id` and `/var/log/journal` bind-mounted from
   the root directory, then `systemd-journald` inside that namespace;
@@ -41,6 +43,7 @@ import structlog
 from fleetd.errors import PermanentError, TemporaryError
 from fleetd.sandbox.notify import NotifySocket as _NotifySocket
 from fleetd.sandbox.process import pid_alive
+from fleetd.sandbox.sizes import apply as apply_limits
 from fleetd.systemd.dbus import SYSTEMD, set_log_target, wait_for_name
 from fleetd.systemd.manager import SystemdConfig
 
@@ -49,7 +52,16 @@ log = structlog.get_logger(__name__)
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 JOURNALD = "/lib/systemd/systemd-journald"
 _NAME = re.compile(r"[a-z0-9]{1,32}")
-_JOIN_CGROUP = 'for f in "$FLEETD_CGROUP_PROCS1" "$FLEETD_CGROUP_PROCS2"; do echo $$ > "$f"; done'
+# $FLEETD_CGROUP_PROCS: the machine's cgroup.procs files, ":"-separated; a process that cannot
+# join one of them does not run (it would escape the machine's limits, or its kill)
+_JOIN_CGROUP = (
+    'IFS=:; for f in $FLEETD_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset IFS'
+)
+
+
+def slice_name(name: str) -> str:
+    """The name of the cgroups of the machine called `name`."""
+    return f"fleetd{name}.slice"
 
 
 class MachineError(TemporaryError):
@@ -66,6 +78,7 @@ class Machine:
         root: Path | None = None,
         start_timeout: float = 30.0,
         netns: str | None = None,
+        limits: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if not _NAME.fullmatch(name):
             raise PermanentError(f"machine name must match {_NAME.pattern}: {name!r}")
@@ -77,7 +90,9 @@ class Machine:
         self.root = Path(tempfile.mkdtemp(prefix=f"fm-{name}-")) if root is None else root
         self.start_timeout = start_timeout
         self.netns = netns  # a network namespace of /run/netns, or None: the host's network
-        self.slice = f"fleetd{name}.slice"
+        self.slice = slice_name(name)
+        # cgroup directory → limit file → value (fleetd/sandbox/sizes.py: limit_cgroups)
+        self.limits = {Path(d): dict(files) for d, files in (limits or {}).items()}
         self._systemd: asyncio.subprocess.Process | None = None
         self._journald: asyncio.subprocess.Process | None = None
         self._attached_pid: int | None = None  # systemd of a machine another process started
@@ -99,7 +114,9 @@ class Machine:
 
     @property
     def cgroups(self) -> tuple[Path, ...]:
-        return tuple(root / self.slice for root in CGROUP_ROOTS)
+        """Every cgroup of the machine: its slices, then those holding its limits."""
+        slices = tuple(root / self.slice for root in CGROUP_ROOTS)
+        return slices + tuple(d for d in self.limits if d not in slices)
 
     @property
     def systemd_pid(self) -> int:
@@ -126,8 +143,7 @@ class Machine:
         env.update(
             XDG_RUNTIME_DIR=str(self.runtime_dir),
             DBUS_SESSION_BUS_ADDRESS=self.bus_address,
-            FLEETD_CGROUP_PROCS1=str(self.cgroups[0] / "cgroup.procs"),
-            FLEETD_CGROUP_PROCS2=str(self.cgroups[1] / "cgroup.procs"),
+            FLEETD_CGROUP_PROCS=":".join(str(cg / "cgroup.procs") for cg in self.cgroups),
         )
         env.update(extra or {})
         return env
@@ -204,6 +220,16 @@ class Machine:
             cg.mkdir(exist_ok=True)
             if _cgroup_pids(cg):
                 raise MachineError(f"cgroup {cg} still has processes: is {self.name} running?")
+        for cg, files in self.limits.items():
+            try:
+                apply_limits(cg, files)
+            except OSError as err:
+                raise MachineError(f"the limits of {self.name}: {err}") from None
+        if self.limits:
+            log.info(
+                "machine.limited", machine=self.name,
+                limits={str(cg): files for cg, files in self.limits.items()},
+            )
         (self.runtime_dir / "bus").unlink(missing_ok=True)
 
     async def _start_systemd(self) -> None:

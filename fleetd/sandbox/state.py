@@ -1,8 +1,9 @@
 """What a sandbox is, as `<dir>/sandbox.json` records it.
 
 Every `fleetd sandbox` command is a new process, so the state file is the sandbox's only memory:
-the etcd PID and ports, and per machine its name, ID, IP, metadata, cgroup name and the PIDs of
-its systemd and fleetd. `status`, `kill`, `start`, `restart`, `exec` and `down` read it to find
+the etcd PID and ports, and per machine its name, ID, IP, metadata, cgroup name, size (the
+limits `up` gave it and the cgroup files that hold them: sizes.py) and the PIDs of its systemd
+and fleetd. `status`, `kill`, `start`, `restart`, `exec` and `down` read it to find
 (and stop, by PID) what `up` started, from any shell. It is written whole, through a temporary
 file and a rename, so a command that dies half way leaves the previous version, never half of
 one.
@@ -43,6 +44,13 @@ class MachineRecord:
     cgroup_name: str  # the Machine's name: unique per sandbox, so sandboxes can coexist
     systemd_pid: int = 0
     fleetd_pid: int = 0
+    # its size (`up --memory/--cpus/--reserved-*`; 0: none) and the cgroups holding the limits:
+    # directory → file → value, written at every start (sizes.py: limit_cgroups)
+    memory: int = 0
+    cpus: float = 0.0
+    reserved_memory: int = 0
+    reserved_cpu: float = 0.0
+    limits: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def legend(self) -> str:

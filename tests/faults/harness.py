@@ -172,13 +172,14 @@ def sandbox_up(
     machines: int = 3,
     agent_ttl: float = 3.0,
     metadata: Sequence[str] = (),
+    up_args: Sequence[str] = (),
     keep_logs: Callable[[], Path | None] | None = None,
 ) -> Iterator[str]:
     """`fleetd sandbox up` in `directory`, and `fleetd sandbox down` afterwards whatever
     happened; the value is what `up` printed (the environment it tells its user to export).
     `metadata`: each machine's `k=v,...` in order (default: machine=mN and a role cycling
-    web/db/misc). The fault, end-to-end and dashboard tests all bring their sandboxes up
-    through here.
+    web/db/misc); `up_args`: more flags of `up` (`--memory=1G,2G`, ...). The fault, end-to-end
+    and dashboard tests all bring their sandboxes up through here.
 
     `down` deletes the directory and the machines' journals die with them: when `keep_logs`
     (see `logs_on_failure`) names a directory at the end, what is needed to tell what happened
@@ -196,6 +197,7 @@ def sandbox_up(
                 "--agent-ttl",
                 f"{agent_ttl:g}s",
                 *(f"--metadata={md}" for md in metadata),
+                *up_args,
             ],
             capture_output=True,
             text=True,
@@ -378,10 +380,7 @@ def moves_of(events: list[Event], units: set[str]) -> list[Event]:
 
 def state_is(unit: str, machine_id: str, active: str) -> Callable[[Event], bool]:
     def check(event: Event) -> bool:
-        return (
-            put(KeyKind.STATE, (unit, machine_id))(event)
-            and event.doc.active == active
-        )
+        return put(KeyKind.STATE, (unit, machine_id))(event) and event.doc.active == active
 
     return check
 
