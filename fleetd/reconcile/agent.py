@@ -103,12 +103,15 @@ def desired_units(
     jobs: Mapping[str, AgentJob],
     placements: Mapping[str, str],
     restarts: Mapping[str, str] | None = None,
+    running: Collection[str] = (),
 ) -> dict[str, DesiredUnit]:
     """Units this machine should hold: those placed here, plus the Global units it qualifies for.
 
     Where a Global unit runs is `globals_on`'s rule, asked with the units placed here: they
     keep this machine when a Global unit conflicts with them (the engine moves them away).
-    `restarts` gives the token of the restart requested on this machine, by unit name.
+    `restarts` gives the token of the restart requested on this machine, by unit name;
+    `running` the units this machine runs with their current content (a Global unit among them
+    keeps running when the machine turns out smaller: it is not stopped for room).
     """
     restarts = restarts or {}
     desired: dict[str, DesiredUnit] = {}
@@ -122,7 +125,7 @@ def desired_units(
         if runs_globally(job.desired, job.requirements)
     }
     placed = {name: jobs[name].requirements for name in desired}
-    for name in globals_on(metadata, candidates, placed):
+    for name in globals_on(metadata, candidates, placed, running):
         desired[name] = _desired(jobs[name], restarts)
     return desired
 

@@ -52,9 +52,15 @@ class MachineAlone:
     """One machine as the rules see it when only it matters: its metadata and the units on it
     (`fleetd.rules.Placing`)."""
 
-    def __init__(self, metadata: Mapping[str, str], units: Mapping[str, Requirements]) -> None:
+    def __init__(
+        self,
+        metadata: Mapping[str, str],
+        units: Mapping[str, Requirements],
+        settled: Collection[str] = (),
+    ) -> None:
         self._metadata = metadata
         self._units: dict[str, Requirements] = dict(units)
+        self._settled = settled  # the units running here with their current content
 
     def add(self, name: str, requirements: Requirements) -> None:
         self._units[name] = requirements
@@ -93,8 +99,8 @@ class MachineAlone:
         reserves = [r.reserves for r in self._units.values()]
         return sum(m for m, _ in reserves), sum(c for _, c in reserves)
 
-    def settled(self, name: str) -> bool:
-        return False  # the one machine's units are all checked afresh
+    def settled(self, name: str, machine_id: str) -> bool:
+        return name in self._settled
 
     def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
         return [(name, t) for name in sorted(self._units) for t in self._units[name].judges]
@@ -104,11 +110,14 @@ def globals_on(
     metadata: Mapping[str, str],
     candidates: Mapping[str, Requirements],
     placed: Mapping[str, Requirements] = _NOTHING,
+    running: Collection[str] = (),
 ) -> list[str]:
     """The Global units a machine runs, by name: of `candidates` (the Global units that should
     run, see `runs_globally`), those every rule admits on a machine with `metadata` and the
-    units `placed` there, next to the Global units admitted before them."""
-    machine = MachineAlone(metadata, placed)
+    units `placed` there, next to the Global units admitted before them. `running`: the units
+    running there with their current content (one is not stopped for room: `fleetd.rules
+    .resources`)."""
+    machine = MachineAlone(metadata, placed, running)
     admitted: list[str] = []
     for name in sorted(candidates):
         req = candidates[name]

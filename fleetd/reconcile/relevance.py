@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from fleetd.model import Job
 from fleetd.reconcile.agent import AgentJob, DesiredUnit, desired_units
+from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.registry.fold import Changed, ClusterView, Event, Removed, Resync
 from fleetd.registry.keys import KeyKind
 from fleetd.registry.metadata import effective_metadata
@@ -137,7 +138,14 @@ class LocalJobs:
             if (request := view.restarts.get((name, me))) is not None
         }
         metadata = effective_metadata(view, me, configured_metadata)
-        return desired_units(me, metadata, jobs, dict.fromkeys(self.placed, me), restarts)
+        running = {
+            name
+            for name, job in jobs.items()
+            if (state := view.states.get((name, me))) is not None
+            and state.hash == job.hash
+            and state.active in RUNNING_STATES
+        }
+        return desired_units(me, metadata, jobs, dict.fromkeys(self.placed, me), restarts, running)
 
     def take_refusals(self) -> list[tuple[str, str]]:
         """The names refused since the last call, with why (the shell warns once of each)."""

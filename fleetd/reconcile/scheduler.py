@@ -266,8 +266,8 @@ class ClusterState:
     def reserved_on(self, machine_id: str) -> tuple[int, float]:
         return self._reserved[machine_id]
 
-    def settled(self, name: str) -> bool:
-        return name in self._settled
+    def settled(self, name: str, machine_id: str) -> bool:
+        return name in self._settled and self.placements.get(name) == machine_id
 
     def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
         ruled = self._ruled_on[machine_id]

@@ -127,8 +127,8 @@ class Placing(Protocol):
         """Memory (bytes) and CPUs reserved by the units on the machine (placed or Global)."""
         ...
 
-    def settled(self, name: str) -> bool:
-        """Whether the unit runs where it is placed, with the content it has now."""
+    def settled(self, name: str, machine_id: str) -> bool:
+        """Whether the unit runs on the machine with the content it has now."""
         ...
 
     def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:

@@ -119,9 +119,9 @@ class Reservation(Term):
         return self.memory, self.cpus
 
     def check(self, job: str, machine_id: str, view: Placing) -> Rejection | None:
-        here = view.placement(job) == machine_id
-        if here and view.settled(job):
+        if view.settled(job, machine_id):
             return None  # running there with this content: never moved for room
+        here = view.placement(job) == machine_id
         capacity = view.capacity(machine_id)
         if capacity.overcommit:
             return None

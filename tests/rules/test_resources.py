@@ -174,6 +174,8 @@ def test_global_units_count_and_one_that_does_not_fit_runs_nowhere_there() -> No
     assert plan.unplaced["b.service"].startswith("memory exhausted")
     huge = {"h.service": unit_req("[X-Fleet]\nGlobal=true\nMemoryReservation=4G\n", "h.service")}
     assert globals_on(m.metadata, huge) == []
+    # ... unless it runs there already (the machine shrank): it is not stopped for room
+    assert globals_on(m.metadata, huge, running={"h.service"}) == ["h.service"]
 
 
 def test_a_machine_that_shrank_keeps_what_runs_there_but_takes_no_more() -> None:
