@@ -71,6 +71,7 @@ class Agent:
         self.plans = 0
         self._view: ClusterView | None = None
         self._dirty = asyncio.Event()  # the desired or actual state changed: plan again
+        self._kept_off: dict[str, str] = {}  # Global units kept off this machine, reported
         self._publish_dirty = asyncio.Event()  # some unit state may need publishing
         self._hashes: dict[str, str] = {}  # unit file in the units dir → its content hash
         self._started: set[str] = set()  # units we started (or adopted running or failed)
@@ -127,9 +128,7 @@ class Agent:
 
     async def _register(self) -> None:
         self.lease = await retry_unavailable(
-            lambda: self.registry.register_machine(
-                self.machine, self.ttl, self._lease_file.load()
-            ),
+            lambda: self.registry.register_machine(self.machine, self.ttl, self._lease_file.load()),
             "agent.register_retry",
             backoff=Backoff(first=0.1, cap=max(0.2, self.ttl / 3)),
             machine=self.machine.id,
@@ -240,7 +239,18 @@ class Agent:
         assert self._view is not None
         desired = self._local.desired(self._view, self.machine.metadata)
         self._report_refusals()
+        self._report_kept_off(self._local.kept_off)
         return desired
+
+    def _report_kept_off(self, kept_off: dict[str, str]) -> None:
+        """A Global unit this machine does not run is said so, once per reason (`fleetctl why`
+        shows it too): never skipped silently."""
+        for name, why in kept_off.items():
+            if self._kept_off.get(name) != why:
+                log.info(
+                    "agent.global_unit_kept_off", unit=name, machine=self.machine.id, reason=why
+                )
+        self._kept_off = dict(kept_off)
 
     def _report_refusals(self) -> None:
         """A job written to etcd by something else than the API may have a name that is no

@@ -20,11 +20,11 @@ from types import MappingProxyType
 from typing import Protocol
 
 from fleetd.model import Job, JobState, UnitContent
-from fleetd.rules import Capacity, Term, refusal
+from fleetd.rules import Capacity, Rejection, Term, refusal
 from fleetd.rules.resources import capacity_of
 from fleetd.unit import Requirements, glob_match
 
-__all__ = ["MachineAlone", "globals_on", "is_global", "runs_globally"]
+__all__ = ["MachineAlone", "globals_on", "globals_refused", "is_global", "runs_globally"]
 
 _NOTHING: Mapping[str, Requirements] = MappingProxyType({})
 _HERE = "."  # the one machine's ID in a MachineAlone: no real ID is a dot
@@ -117,11 +117,35 @@ def globals_on(
     units `placed` there, next to the Global units admitted before them. `running`: the units
     running there with their current content (one is not stopped for room: `fleetd.rules
     .resources`)."""
+    return _admitted(metadata, candidates, placed, running)[0]
+
+
+def globals_refused(
+    metadata: Mapping[str, str],
+    candidates: Mapping[str, Requirements],
+    placed: Mapping[str, Requirements] = _NOTHING,
+    running: Collection[str] = (),
+) -> dict[str, str]:
+    """Why each of `candidates` that the machine does not run (`globals_on`) is kept off it,
+    in words: an agent reports them, so a Global unit is never skipped silently."""
+    return {name: r.text for name, r in _admitted(metadata, candidates, placed, running)[1].items()}
+
+
+def _admitted(
+    metadata: Mapping[str, str],
+    candidates: Mapping[str, Requirements],
+    placed: Mapping[str, Requirements],
+    running: Collection[str],
+) -> tuple[list[str], dict[str, Rejection]]:
     machine = MachineAlone(metadata, placed, running)
     admitted: list[str] = []
+    refused: dict[str, Rejection] = {}
     for name in sorted(candidates):
         req = candidates[name]
-        if refusal(name, req.terms, _HERE, machine) is None:
+        rejection = refusal(name, req.terms, _HERE, machine)
+        if rejection is None:
             admitted.append(name)
             machine.add(name, req)
-    return admitted
+        else:
+            refused[name] = rejection
+    return admitted, refused

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from fleetd.model import Job
 from fleetd.reconcile.agent import AgentJob, DesiredUnit, desired_units
+from fleetd.reconcile.globals import globals_refused, runs_globally
 from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.registry.fold import Changed, ClusterView, Event, Removed, Resync
 from fleetd.registry.keys import KeyKind
@@ -39,6 +40,9 @@ class LocalJobs:
         # else than the API): never held here, and reported once (`take_refusals`).
         self.refused: dict[str, str] = {}
         self._unreported: list[str] = []
+        # Global units that should run and that this machine's rules keep off it, with why
+        # (as of the last `desired`): the agent reports each change.
+        self.kept_off: dict[str, str] = {}
         self._requirements: dict[tuple[str, str], Requirements] = {}
 
     def note(self, view: ClusterView, event: Event | None) -> bool:
@@ -145,7 +149,20 @@ class LocalJobs:
             and state.hash == job.hash
             and state.active in RUNNING_STATES
         }
-        return desired_units(me, metadata, jobs, dict.fromkeys(self.placed, me), restarts, running)
+        desired = desired_units(
+            me, metadata, jobs, dict.fromkeys(self.placed, me), restarts, running
+        )
+        candidates = {
+            name: job.requirements
+            for name, job in jobs.items()
+            if runs_globally(job.desired, job.requirements)
+        }
+        if candidates.keys() - desired.keys():  # some Global unit does not run here: say why
+            placed = {n: jobs[n].requirements for n in desired if n not in candidates}
+            self.kept_off = globals_refused(metadata, candidates, placed, running)
+        else:
+            self.kept_off = {}
+        return desired
 
     def take_refusals(self) -> list[tuple[str, str]]:
         """The names refused since the last call, with why (the shell warns once of each)."""

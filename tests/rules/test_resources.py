@@ -7,7 +7,7 @@ import pytest
 
 from fleetd.model import JobState
 from fleetd.reconcile.engine import plan_engine
-from fleetd.reconcile.globals import globals_on
+from fleetd.reconcile.globals import globals_on, globals_refused
 from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec, Strategy
 from fleetd.rules import Capacity, Requirements, UnitValidationError
 from fleetd.rules.resources import Reservation, capacity_of, host_policy, show_size
@@ -176,6 +176,11 @@ def test_global_units_count_and_one_that_does_not_fit_runs_nowhere_there() -> No
     assert globals_on(m.metadata, huge) == []
     # ... unless it runs there already (the machine shrank): it is not stopped for room
     assert globals_on(m.metadata, huge, running={"h.service"}) == ["h.service"]
+    # and the agent says why it does not run it (globals_refused, logged as it changes)
+    assert globals_refused(m.metadata, huge) == {"h.service": "memory exhausted"}
+    assert globals_refused({}, huge) == {
+        "h.service": "memory unknown (the machine does not say what it offers)"
+    }
 
 
 def test_a_machine_that_shrank_keeps_what_runs_there_but_takes_no_more() -> None:
