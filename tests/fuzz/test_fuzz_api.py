@@ -260,6 +260,8 @@ _segments = st.one_of(
             "status",
             "journal",
             "metrics",
+            "why",
+            "unplaced",
             "",
             "..",
             ".",
