@@ -205,9 +205,7 @@ class Engine:
         when they no longer do (`reconcile/capacity.py`), as placed once the plan's won writes
         are done."""
         placements = placed_after(snapshot.placements, moves) if moves else None
-        use = await asyncio.to_thread(
-            cluster_use, snapshot, self._specs, placements=placements
-        )
+        use = await asyncio.to_thread(cluster_use, snapshot, self._specs, placements=placements)
         self.overcommitted, changes = overcommit_changes(self.overcommitted, use)
         for change in changes:
             u = change.use

@@ -115,14 +115,14 @@ EIGHT = facts(8 * G, "4")
                     {"small.service": M1, "big.service": M1}),
             use((8 * G, 0, 2 * G + 512 * M), (4.0, 0.0, 2.0)),
             id="memorymax-and-cpuquota-reserve-too",
-        ),  # fmt: skip
+        ),
         # a unit placed elsewhere, or on a machine that is gone, reserves nothing here
         pytest.param(
             cluster({"big.service": BIG, "b.service": BIG}, {M1: EIGHT},
                     {"big.service": M2, "b.service": M3}),
             use((8 * G, 0, 0), (4.0, 0.0, 0.0)),
             id="placed-elsewhere",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cluster({"g.service": GLOBAL_1G, "n.service": NOTHING}, {M1: EIGHT}, {"n.service": M1}),
             use((8 * G, 0, G), (4.0, 0.0, 0.0)),
@@ -144,7 +144,7 @@ EIGHT = facts(8 * G, "4")
                     dynamic={M1: {"role": "db", "fleet.memory": str(G)}}),
             use((8 * G, 0, 0), (4.0, 0.0, 1.0)),
             id="dynamic-metadata-counts-but-never-a-fact",
-        ),  # fmt: skip
+        ),
         # fleetd restarted with less memory: the unit running there is not moved, the machine
         # is over-committed and has nothing free
         pytest.param(
@@ -152,13 +152,13 @@ EIGHT = facts(8 * G, "4")
                     running=("big.service",)),
             use((G, 0, 2 * G), (1.0, 0.0, 1.5)),
             id="over-committed-after-a-restart",
-        ),  # fmt: skip
+        ),
         pytest.param(
             cluster({"big.service": BIG}, {M1: facts(G, "8", overcommit="true")},
                     {"big.service": M1}),
             use((G, 0, 2 * G), (8.0, 0.0, 1.5), overcommit=True),
             id="overcommit-allowed",
-        ),  # fmt: skip
+        ),
         # CPUs are floats: sums are shown rounded
         pytest.param(
             cluster({f"u{i}.service": unit("", f"CPUReservation={c}") for i, c in
@@ -166,7 +166,7 @@ EIGHT = facts(8 * G, "4")
                     {"u0.service": M1, "u1.service": M1}),
             use((None, 0, 0), (1.0, 0.0, 0.3)),
             id="cpus-rounded",
-        ),  # fmt: skip
+        ),
         # held back more than measured: it offers nothing
         pytest.param(
             cluster({}, {M1: facts(G, "2", memory_reserved="2G", cpus_reserved="3")}),
