@@ -28,7 +28,7 @@ FACTS = {
     M1: {"fleet.memory": str(8 * G), "fleet.cpus": "4"},
     # 1G and half a CPU held back for the host: it offers 3G and 1.5 CPUs
     M2: {"fleet.memory": str(4 * G), "fleet.cpus": "2", "fleet.memory-reserved": str(G),
-         "fleet.cpus-reserved": "0.5"},  # fmt: skip
+         "fleet.cpus-reserved": "0.5"},
     M3: {},
 }
 BIG = "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nMemoryReservation=2G\nCPUReservation=1.5\nMachineMetadata=role=db\n"
