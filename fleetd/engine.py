@@ -21,6 +21,7 @@ import structlog
 from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
 from fleetd.model import Job, LeaderInfo
+from fleetd.reconcile.capacity import MachineUse, cluster_use, overcommit_changes, placed_after
 from fleetd.reconcile.engine import (
     Action,
     EnginePlan,
@@ -38,6 +39,7 @@ from fleetd.registry import (
     Lease,
     Registry,
     Resync,
+    Snapshot,
 )
 from fleetd.registry.watch import Backoff, retry_unavailable
 
@@ -69,6 +71,8 @@ class Engine:
         self.is_leader = asyncio.Event()
         self.plans = 0  # plans computed while leader (tests and metrics)
         self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
+        # machines whose units reserve more than they offer, by ID (logged when that changes)
+        self.overcommitted: dict[str, MachineUse] = {}
         self._planned = asyncio.Condition()  # notified after each plan is applied
         self._pending_since: dict[str, float] = {}  # job → when the leader saw it need a machine
         self._specs: dict[str, tuple[Job, JobSpec]] = {}  # the planner thread's (job_specs)
@@ -106,6 +110,7 @@ class Engine:
 
     async def _lead(self, leadership: Leadership, lease: Lease) -> None:
         self._leadership = leadership
+        self.overcommitted = {}  # this term's log tells of every over-committed machine once
         self.is_leader.set()
         log.info("engine.leading", machine=self.info.machine_id, lease=lease.id)
         view, dirty, stepped_down = ClusterView(), asyncio.Event(), asyncio.Event()
@@ -158,17 +163,21 @@ class Engine:
             dirty.clear()
             # Planned in a thread on a copy, while the follower goes on applying events: a
             # burst of events costs one plan per plan's duration, not one per watch batch.
-            plan = await asyncio.to_thread(plan_for, view.freeze(), self._specs, self.strategy)
+            snapshot = view.freeze()
+            plan = await asyncio.to_thread(plan_for, snapshot, self._specs, self.strategy)
             self.plans += 1
             METRICS.inc("fleetd_engine_plans_total")
             self._note_pending(view, plan)
             self._report_unplaced(plan.unplaced)
+            moves: list[tuple[str, str | None]] = []
             if plan.tasks:
                 writes = steps(plan)
                 won = await self._apply(writes)
                 for step, ok in zip(writes, won, strict=True):
                     if ok:
                         record_won(view, step)
+                        moves.append((step.job, step.new))
+            await self._report_overcommitted(snapshot, moves)
             async with self._planned:
                 self._planned.notify_all()
 
@@ -188,6 +197,31 @@ class Engine:
             if self.unplaced.get(name) != why:
                 log.info("engine.unit_unplaced", unit=name, reason=why)
         self.unplaced = unplaced
+
+    async def _report_overcommitted(
+        self, snapshot: Snapshot, moves: list[tuple[str, str | None]]
+    ) -> None:
+        """Log each machine once when its units come to reserve more than it offers, and once
+        when they no longer do (`reconcile/capacity.py`), as placed once the plan's won writes
+        are done."""
+        placements = placed_after(snapshot.placements, moves) if moves else None
+        use = await asyncio.to_thread(cluster_use, snapshot, self._specs, placements=placements)
+        self.overcommitted, changes = overcommit_changes(self.overcommitted, use)
+        for change in changes:
+            u = change.use
+            numbers = {
+                "machine": u.machine,
+                "memory_reserved": u.memory.reserved,
+                "memory_capacity": u.memory.capacity,
+                "cpus_reserved": u.cpus.reserved,
+                "cpus_capacity": u.cpus.capacity,
+                "overcommit_allowed": u.overcommit,
+            }
+            if change.overcommitted:
+                log.warning("engine.machine_overcommitted", **numbers)
+            else:
+                reason = "machine left" if change.gone else "reserved within capacity"
+                log.info("engine.machine_overcommit_ended", reason=reason, **numbers)
 
     async def _apply(self, writes: list[Step]) -> list[bool]:
         """The plan's guarded writes — place, move (compare-and-swap old → new) or unplace a

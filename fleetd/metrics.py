@@ -8,9 +8,10 @@ client library, no I/O.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["METRICS", "Metrics"]
+__all__ = ["METRICS", "Metrics", "gauge"]
 
 _HELP = {
     "fleetd_engine_plans_total": ("counter", "Plans the engine computed while leader."),
@@ -59,6 +60,24 @@ class Metrics:
                         f"{name}{{{label_text}}} {value:g}" if labels else f"{name} {value:g}"
                     )
         return lines
+
+
+def gauge(name: str, text: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> list[str]:
+    """A gauge's lines: its help, its type, one line per (labels, value) sample; none at all
+    without samples."""
+    lines = [f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples]
+    return [f"# HELP {name} {text}", f"# TYPE {name} gauge", *lines] if lines else []
+
+
+def _number(value: float) -> str:
+    """Exact: bytes as integers (`8589934592`, not `8.58993e+09`), CPUs as the shortest float."""
+    return str(int(value)) if isinstance(value, int) else repr(float(value))
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
 METRICS = Metrics()

@@ -15,11 +15,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from fleetd.api import events, machines, restart, state, status, units, wait, why
+from fleetd.api import capacity, events, machines, restart, state, status, units, wait, why
 from fleetd.api.context import Context, Peers
 from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.streams import on_shutdown
-from fleetd.metrics import METRICS
+from fleetd.metrics import METRICS, gauge
+from fleetd.reconcile.capacity import cluster_use
 from fleetd.reconcile.waiting import current_state
 from fleetd.registry import EtcdUnavailable, Snapshot
 
@@ -81,6 +82,8 @@ def application(
     async def not_allowed(request: web.Request) -> web.Response:
         raise Fail(405)
 
+    specs: dict[str, Any] = {}  # the units' requirements, kept between scrapes (`job_specs`)
+
     async def metrics_text(request: web.Request) -> web.Response:
         try:
             snapshot = await ctx.snapshot()
@@ -88,6 +91,8 @@ def application(
             metrics.etcd_errors += 1
             snapshot = None
         lines = [] if snapshot is None else _cluster_lines(snapshot)
+        if snapshot is not None:
+            lines += _machine_lines(snapshot, peers.machine_id, specs)
         lines += _counter_lines(metrics)
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
@@ -101,7 +106,7 @@ def application(
         for resource in (units, state, machines):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes(status.routes(ctx, peers, prefix))
-        for resource in (wait, events, restart, why):
+        for resource in (wait, events, restart, why, capacity):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes([
             web.route("*", f"{prefix}/discovery", discovery),
@@ -129,6 +134,36 @@ def _cluster_lines(snapshot: Snapshot) -> list[str]:
               for s, n in sorted(current.items())]  # fmt: skip
     lines += ["# HELP fleetd_machines Live machines.", "# TYPE fleetd_machines gauge",
               f"fleetd_machines {len(snapshot.machines)}"]  # fmt: skip
+    return lines
+
+
+def _machine_lines(snapshot: Snapshot, machine_id: str, specs: dict[str, Any]) -> list[str]:
+    """This machine's capacity and what its units reserve of it (`reconcile/capacity.py`):
+    each fleetd tells of its own machine, so scraping them all gives every machine once."""
+    use = cluster_use(snapshot, specs, only=(machine_id,)).machines.get(machine_id)
+    if use is None:  # not registered (yet)
+        return []
+    me = {"machine": machine_id}
+    lines = []
+    for dimension, amount, unit in (("memory", use.memory, "_bytes"), ("cpus", use.cpus, "")):
+        if amount.capacity is not None:
+            lines += gauge(
+                f"fleetd_machine_{dimension}_capacity{unit}",
+                f"{dimension.capitalize()} this machine offers to units (measured, less what "
+                "is held back for the host).",
+                [(me, amount.capacity)],
+            )
+        lines += gauge(
+            f"fleetd_machine_{dimension}_reserved{unit}",
+            f"{dimension.capitalize()} reserved by the units on this machine (placed there, "
+            "and the Global units it runs).",
+            [(me, amount.reserved)],
+        )
+    lines += gauge(
+        "fleetd_machine_overcommitted",
+        "1 when the units on this machine reserve more memory or CPUs than it offers.",
+        [(me, int(use.overcommitted))],
+    )
     return lines
 
 
@@ -196,6 +231,7 @@ def _discovery(version: str) -> dict[str, Any]:
                 "Restart": {"httpMethod": "POST", "path": "x/units/{unitName}/restart"},
                 "Why": {"httpMethod": "GET", "path": "x/why/{unitName}"},
                 "Unplaced": {"httpMethod": "GET", "path": "x/unplaced"},
+                "MachinesUse": {"httpMethod": "GET", "path": "x/machines"},
             }},
         },
     }

@@ -159,6 +159,12 @@ class Client(Transport):
         body = self._call("GET", "/x/unplaced")[1] or {}
         return dict(body.get("units") or {})
 
+    def machines_use(self) -> dict:
+        """Each machine's capacity and what its units reserve of it (`GET x/machines`):
+        `{"machines": {id: {"memory": {...}, "cpus": {...}, "overcommit", "overcommitted"}},
+        "reservingUnits": n}`. A server without the extension answers 404 (APIError)."""
+        return self._call("GET", "/x/machines")[1] or {}
+
     def events(self) -> Iterator[dict]:
         """The registry's changes (`GET /x/events`): a `snapshot` line, then `units` and
         `machines` lines as they happen, until the server goes away (then `Unreachable`)."""

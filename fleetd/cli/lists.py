@@ -5,7 +5,10 @@ its table stays fleet's, and a line on stderr names them. list-unit-files shows 
 column (`-l`/`--full`, `--fields reason`, `--output json`), asked of fleetd's `x/unplaced` only
 when a listed unit has no machine, so fleet's output is unchanged otherwise. list-machines
 keeps the machines' facts (`fleet.*` metadata) out of its METADATA column: they are its FACTS
-column (`--fields machine,ip,metadata,facts`), which `--output json` adds to the default fields.
+column (`--fields machine,ip,metadata,facts`), which `--output json` adds to the default fields;
+and their capacity and use (fleetd's `x/machines`: `--fields cpus,memory-free,...`), which `-l`
+adds as CPU-USE and MEMORY-USE columns only when some unit of the cluster reserves memory or
+CPUs, so a fleet cluster's output stays fleet's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from fleetd.cli.output import (
     FIELDS_MACHINES,
     FIELDS_UNIT_FILES,
     FIELDS_UNITS,
+    USE_FIELDS,
+    VALUES_MACHINES,
     Column,
     FieldError,
     json_rows,
@@ -163,19 +168,52 @@ def list_unit_files(full: bool, no_legend: bool, fields: str, output: str) -> No
     _show(units, cols, FIELDS_UNIT_FILES, full=full, no_legend=no_legend, output=output, ips=ips)
 
 
+def _machines_use(client: Any) -> dict[str, Any] | None:
+    """Each machine's capacity and use (fleetd's `x/machines`); None when the API cannot say
+    (a fleet without the extension, or an error: the listing stands)."""
+    from fleetd.api.client import APIError
+
+    try:
+        return client.machines_use()
+    except APIError:
+        return None
+
+
+# What -l adds to the default fields when some unit of the cluster reserves: the use columns in
+# a table, the numbers in json.
+_USE_COLUMNS = ["cpu-use", "memory-use"]
+_USE_NUMBERS = ["cpus", "cpus-reserved", "cpus-free", "memory", "memory-reserved",
+                "memory-free", "overcommitted"]  # fmt: skip
+
+
 @click.command("list-machines", help="Enumerate the current hosts in the cluster")
 @_list_options("list-machines", FIELDS_MACHINES)
 def list_machines(full: bool, no_legend: bool, fields: str, output: str) -> None:
     cols = _fields(fields, FIELDS_MACHINES)
-    if output == "json" and fields == DEFAULT_FIELDS["list-machines"]:
+    default = fields == DEFAULT_FIELDS["list-machines"]
+    if output == "json" and default:
         cols = [*cols, "facts"]  # the table leaves them out: scripts split its columns
+    client = settings().client()
     machines = _fetch(
-        settings().client().machines,
+        client.machines,
         "Error retrieving list of active machines from fleet API (",
         ")",
     )
     machines.sort(key=lambda m: m.get("id") or "")
-    _show(machines, cols, FIELDS_MACHINES, full=full, no_legend=no_legend, output=output, ips={})
+    asked = bool(USE_FIELDS & set(cols))
+    if asked or (full and default):  # one more request, only then
+        use = _machines_use(client)
+        if use is not None:
+            by_id = use.get("machines") or {}
+            machines = [dict(m, use=by_id.get(m.get("id"))) for m in machines]
+            if not asked and use.get("reservingUnits"):  # else fleet's table, byte for byte
+                cols = [*cols, *(_USE_NUMBERS if output == "json" else _USE_COLUMNS)]
+    if output == "json":
+        emit_json(json_rows(machines, cols, FIELDS_MACHINES, full=full, ips={},
+                            values=VALUES_MACHINES))  # fmt: skip
+    else:
+        _show(machines, cols, FIELDS_MACHINES, full=full, no_legend=no_legend, output=output,
+              ips={})  # fmt: skip
 
 
 COMMANDS = [list_units, list_unit_files, list_machines]

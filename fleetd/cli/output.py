@@ -14,6 +14,8 @@ __all__ = [
     "FIELDS_MACHINES",
     "FIELDS_UNITS",
     "FIELDS_UNIT_FILES",
+    "USE_FIELDS",
+    "VALUES_MACHINES",
     "FieldError",
     "is_global",
     "listed_unit",
@@ -21,6 +23,8 @@ __all__ = [
     "machine_id_legend",
     "metadata_text",
     "parse_fields",
+    "show_cpus",
+    "show_memory",
     "tabwrite",
     "unit_file_of",
     "wants_machine",
@@ -180,6 +184,52 @@ FIELDS_UNIT_FILES: dict[str, Column] = {
     "unit": lambda r, f, i: _dash(r.get("name")),
 }
 
+# A machine's capacity and use (fleetd's `x/machines`, put in the row as "use" by the command:
+# `fleetd.cli.lists`): what it offers to units, what its units reserve, what is free; numbers
+# in --output json (None: the machine does not say, or the API could not tell).
+
+
+def _amount(row: Row, dimension: str, key: str) -> Any:
+    return ((row.get("use") or {}).get(dimension) or {}).get(key)
+
+
+def show_cpus(n: float | None) -> str:
+    """CPUs as fleetctl shows them: `4`, `1.5`; `-` when not known."""
+    return "-" if n is None else f"{n:g}"
+
+
+def show_memory(n: float | None) -> str:
+    """Bytes as fleetctl shows them: `8G`, `1.5G`, `0`; `-` when not known."""
+    if n is None:
+        return "-"
+    from fleetd.rules.resources import show_size  # here, as short_id above
+
+    return show_size(n) if n else "0"
+
+
+def _use(dimension: str, show: Callable[[float | None], str]) -> Column:
+    """`reserved/capacity` (`1.5/4`, `2G/8G`), `!` after it when the units there reserve more
+    than the machine offers; `-` when it says nothing and nothing is reserved there."""
+
+    def cell(row: Row, full: bool, ips: Mapping[str, str]) -> str:
+        capacity = _amount(row, dimension, "capacity")
+        reserved = _amount(row, dimension, "reserved") or 0
+        if capacity is None and not reserved:
+            return "-"
+        over = capacity is not None and reserved > capacity + 1e-9
+        return f"{show(reserved)}/{show(capacity)}" + ("!" if over else "")
+
+    return cell
+
+
+def _number(dimension: str, key: str, show: Callable[[float | None], str]) -> Column:
+    return lambda r, f, i: show(_amount(r, dimension, key))
+
+
+def _overcommitted(row: Row) -> bool | None:
+    return (row.get("use") or {}).get("overcommitted")
+
+
 FIELDS_MACHINES: dict[str, Column] = {
     "ip": lambda r, f, i: _dash(r.get("primaryIP")),
     "machine": lambda r, f, i: machine_id_legend(r.get("id") or "", full=f),
@@ -187,7 +237,27 @@ FIELDS_MACHINES: dict[str, Column] = {
     # the machine's facts (`fleet.*` metadata): not a default column, so the table stays
     # fleet's; `--output json` adds it to the default fields (fleetd.cli.lists)
     "facts": lambda r, f, i: metadata_text(r.get("metadata"), facts=True),
+    "cpus": _number("cpus", "capacity", show_cpus),
+    "cpus-reserved": _number("cpus", "reserved", show_cpus),
+    "cpus-free": _number("cpus", "free", show_cpus),
+    "memory": _number("memory", "capacity", show_memory),
+    "memory-reserved": _number("memory", "reserved", show_memory),
+    "memory-free": _number("memory", "free", show_memory),
+    "overcommitted": lambda r, f, i: _dash({True: "true", False: "false"}.get(_overcommitted(r))),
+    # the columns `-l` adds when some unit of the cluster reserves (fleetd.cli.lists)
+    "cpu-use": _use("cpus", show_cpus),
+    "memory-use": _use("memory", show_memory),
 }
+# What --output json shows of them: numbers (bytes, CPUs), true/false, null when not known.
+VALUES_MACHINES: dict[str, Callable[[Row], Any]] = {
+    **{
+        f"{dimension}{suffix}": functools.partial(_amount, dimension=dimension, key=key)
+        for dimension in ("cpus", "memory")
+        for suffix, key in (("", "capacity"), ("-reserved", "reserved"), ("-free", "free"))
+    },
+    "overcommitted": _overcommitted,
+}
+USE_FIELDS = frozenset({*VALUES_MACHINES, "cpu-use", "memory-use"})
 
 DEFAULT_FIELDS = {
     "list-units": "unit,machine,active,sub",
@@ -229,9 +299,15 @@ def json_rows(
     *,
     full: bool,
     ips: Mapping[str, str],
-) -> list[dict[str, str]]:
-    """The same cells as the table, keyed by field name (for --output json)."""
-    return [{c: columns[c](row, full, ips) for c in cols} for row in rows]
+    values: Mapping[str, Callable[[Row], Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The same cells as the table, keyed by field name (for --output json); a field of
+    `values` as that value instead (a number rather than its text)."""
+    values = values or {}
+    return [
+        {c: values[c](row) if c in values else columns[c](row, full, ips) for c in cols}
+        for row in rows
+    ]
 
 
 def listed_unit(unit: Row) -> Any:

@@ -9,9 +9,11 @@ Nothing is polled. Threads and queues of the standard library only, like the ser
 `fleetctl dashboard` keeps fleetctl's light imports.
 
 Units that want a machine and have none get their reason from the API (`GET /x/unplaced`, the
-planner's words): a second thread asks whenever a change may have altered which units are
-unplaced or why (a snapshot, units, machines), once for a burst of changes, and only while some
-unit is unplaced; each new answer goes to the browsers as an `unplaced` event.
+planner's words), and machines that say what they offer (their `fleet.memory`, `fleet.cpus`
+facts) their use (`GET /x/machines`: memory and CPUs reserved of capacity): a second thread asks
+whenever a change may have altered them (a snapshot, units, machines), once for a burst of
+changes, and only while some unit is unplaced, or some machine says its capacity; each new
+answer goes to the browsers as an `unplaced` or a `use` event.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fleetd.api.client import APIError, Client, Unreachable
 
 __all__ = ["Hub"]
 
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.2, 3.0  # reconnecting to an unreachable API
+_CAPACITY_FACTS = ("fleet.memory", "fleet.cpus")  # a machine that says what it offers
+_A = TypeVar("_A")
 
 
 def wants_machine(unit: dict[str, Any]) -> bool:
@@ -36,6 +40,12 @@ def wants_machine(unit: dict[str, Any]) -> bool:
         and "currentState" in unit
         and not unit.get("machineID")
     )
+
+
+def says_capacity(machine: dict[str, Any]) -> bool:
+    """A machine whose facts say what it offers to units (memory or CPUs)."""
+    metadata = machine.get("metadata") or {}
+    return any(key in metadata for key in _CAPACITY_FACTS)
 
 
 class Hub:
@@ -51,11 +61,12 @@ class Hub:
         self.states: dict[str, list[dict[str, Any]]] = {}
         self.machines: list[dict[str, Any]] = []
         self.unplaced: dict[str, str] = {}  # unit name -> why it has no machine
+        self.use: dict[str, dict[str, Any]] = {}  # machine ID -> its capacity and use
         self.revision = 0
         self._thread = threading.Thread(target=self._run, name="dashboard-hub", daemon=True)
-        self._reasons_due = threading.Event()  # a change may have altered the unplaced units
-        self._reasons = threading.Thread(
-            target=self._follow_reasons, name="dashboard-reasons", daemon=True
+        self._answers_due = threading.Event()  # a change may have altered reasons or use
+        self._answers = threading.Thread(
+            target=self._follow_answers, name="dashboard-answers", daemon=True
         )
 
     # --- the view --------------------------------------------------------------------------
@@ -70,6 +81,7 @@ class Hub:
             "states": [s for n in sorted(self.states) for s in self.states[n]],
             "machines": list(self.machines),
             "unplaced": dict(self.unplaced),
+            "use": dict(self.use),
         }
 
     def apply(self, line: dict[str, Any]) -> tuple[str, Any] | None:
@@ -132,12 +144,12 @@ class Hub:
     # --- following the API -----------------------------------------------------------------
     def start(self) -> Hub:
         self._thread.start()
-        self._reasons.start()
+        self._answers.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._reasons_due.set()
+        self._answers_due.set()
         with self._lock:
             listeners = list(self._listeners)
         for q in listeners:
@@ -156,7 +168,7 @@ class Hub:
                         delay = _BACKOFF_FIRST
                     if event is not None:
                         self._publish(event)
-                        self._ask_reasons()
+                        self._ask_again()
             except APIError as err:
                 self._set_status(False, str(err))
             except Exception as err:
@@ -165,13 +177,23 @@ class Hub:
             self._stop.wait(delay)
             delay = min(delay * 2, _BACKOFF_CAP)
 
-    # --- why units have no machine -----------------------------------------------------------
-    def _ask_reasons(self) -> None:
-        """After a change: have the reasons thread ask again if a unit is unplaced now, or was."""
+    # --- why units have no machine, what machines have reserved -------------------------------
+    def _wanting(self) -> tuple[bool, bool]:
+        """Whether some unit wants a machine and has none; whether some machine says what it
+        offers."""
         with self._lock:
-            due = bool(self.unplaced) or any(wants_machine(u) for u in self.units.values())
-        if due:
-            self._reasons_due.set()
+            return (
+                any(wants_machine(u) for u in self.units.values()),
+                any(says_capacity(m) for m in self.machines),
+            )
+
+    def _ask_again(self) -> None:
+        """After a change: have the answers thread ask again if a unit is unplaced now (or
+        was), or a machine says its capacity (or did)."""
+        with self._lock:
+            had = bool(self.unplaced or self.use)
+        if had or any(self._wanting()):
+            self._answers_due.set()
 
     def reasons_for(self, answer: dict[str, str]) -> tuple[str, Any] | None:
         """Keep the API's reasons of the units unplaced in the view; the event for browsers,
@@ -184,22 +206,49 @@ class Hub:
             self.unplaced = reasons
             return "unplaced", {"revision": self.revision, "units": dict(reasons)}
 
-    def _follow_reasons(self) -> None:
+    def use_for(self, answer: dict[str, Any]) -> tuple[str, Any] | None:
+        """Keep the API's capacity and use of each machine (`x/machines`) in the view; the event
+        for browsers, None when nothing changed."""
+        with self._lock:
+            use = dict(sorted((answer.get("machines") or {}).items()))
+            if use == self.use:
+                return None
+            self.use = use
+            return "use", {"revision": self.revision, "machines": dict(use)}
+
+    def _follow_answers(self) -> None:
+        asks = {"unplaced": True, "use": True}  # until the API says it has no such extension
         while True:
-            self._reasons_due.wait()  # set by a change (or stop): never on a timer
+            self._answers_due.wait()  # set by a change (or stop): never on a timer
             if self._stop.is_set():
                 return
-            self._reasons_due.clear()
-            with self._lock:
-                wanting = any(wants_machine(u) for u in self.units.values())
-            answer: dict[str, str] = {}
-            if wanting:
-                try:
-                    answer = self._client_factory().unplaced()
-                except APIError as err:
-                    if err.code == 404 and not isinstance(err, Unreachable):
-                        return  # an API without x/unplaced: rows show "not placed" only
-                    continue  # the event stream reports the API; its next snapshot asks again
-            event = self.reasons_for(answer)
-            if event is not None:
-                self._publish(event)
+            self._answers_due.clear()
+            unplaced, capacity = self._wanting()
+            if asks["unplaced"]:
+                asks["unplaced"] = self._answer(
+                    unplaced, lambda c: c.unplaced(), self.reasons_for, {}
+                )
+            if asks["use"]:
+                asks["use"] = self._answer(capacity, lambda c: c.machines_use(), self.use_for, {})
+
+    def _answer(
+        self,
+        wanted: bool,
+        ask: Callable[[Client], _A],
+        keep: Callable[[_A], tuple[str, Any] | None],
+        nothing: _A,
+    ) -> bool:
+        """Ask the API (only when `wanted`; else the answer is `nothing`), keep the answer and
+        publish its event; False when the API has no such extension (404: ask no more — rows
+        show "not placed" only, machines no use)."""
+        answer = nothing
+        if wanted:
+            try:
+                answer = ask(self._client_factory())
+            except APIError as err:
+                # an error otherwise: the event stream reports the API; its next snapshot asks
+                return not (err.code == 404 and not isinstance(err, Unreachable))
+        event = keep(answer)
+        if event is not None:
+            self._publish(event)
+        return True

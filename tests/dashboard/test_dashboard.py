@@ -290,6 +290,76 @@ def test_an_unplaced_unit_shows_why_where_its_machine_would_be(
     )
 
 
+def machine_at(ip: str) -> str:
+    """JS: the machines table's row of the machine with that IP."""
+    return (
+        "[...document.querySelectorAll('#machines tbody tr')]"
+        f".find(r => r.children[1].textContent === '{ip}')"
+    )
+
+
+def restart_m1(cluster: Cluster, **env: str) -> None:
+    """`fleetd sandbox restart m1`, its fleetd given `env` (fleet.conf's FLEET_* settings)."""
+    subprocess.run(
+        [str(BIN / "fleetd"), "sandbox", "restart", "--dir", str(cluster.directory), "m1"],
+        check=True, timeout=120, capture_output=True, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+def test_each_machine_shows_what_its_units_reserve_over_committed_in_warning_colour(
+    cluster: Cluster, dashboard: DashboardProcess, browser: Browser
+) -> None:
+    # every sandbox machine measured its memory and CPUs: a bar of each, nothing reserved yet
+    browser.get(dashboard.url)
+    labels = browser.wait_for(
+        "const l = [...document.querySelectorAll('#machines [data-col=use] .use-label')];"
+        "return l.length === 6 && l.map(x => x.textContent)",
+        "two bars on each of the three machines",
+    )
+    assert [text.split()[0] for text in labels] == ["CPU", "Memory"] * 3, labels
+    assert all(text.split()[1].startswith("0/") for text in labels), labels
+    # a unit reserving 64M and a quarter of a CPU on m1 (role=web)
+    (cluster.units / "reserving.service").write_text(
+        "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nMemoryReservation=64M\n"
+        "CPUReservation=0.25\nMachineMetadata=role=web\n"
+    )
+    cluster.fleetctl("start", "reserving.service")
+    m1 = machine_at("127.0.0.11")
+    memory = browser.wait_for(
+        f"const r = {m1}; const u = r && r.querySelector('[data-dim=memory]');"
+        "return u && u.textContent.startsWith('Memory 64M/') && "
+        "[u.textContent, u.querySelector('.bar').getAttribute('aria-valuenow'),"
+        " parseFloat(u.querySelector('.fill').style.width), u.className]",
+        "m1's memory bar showing the 64M reserved",
+    )
+    assert (memory[1], memory[2] > 0, memory[3]) == (str(64 << 20), True, "use"), memory
+    cpu = browser.execute(f"return {m1}.querySelector('[data-dim=cpus] .use-label').textContent")
+    assert cpu.startswith("CPU 0.25/"), cpu
+    # m1's fleetd restarts holding back more memory than it has: the unit running there is not
+    # moved for room, and m1 is over-committed — in the warning colour
+    restart_m1(cluster, FLEET_RESERVED_MEMORY="1T")
+    over = browser.wait_for(
+        f"const r = {m1}; const u = r && r.querySelector('.use.over');"
+        "return u && [u.dataset.dim, u.textContent, r.classList.contains('overcommitted'),"
+        " getComputedStyle(u.querySelector('.use-label')).color,"
+        " getComputedStyle(u.querySelector('.fill')).backgroundColor,"
+        " parseFloat(u.querySelector('.fill').style.width)]",
+        "m1 over-committed",
+    )
+    warn = "rgb(154, 103, 0)"  # style.css --warn
+    assert over == ["memory", "Memory 64M/0 over-committed", True, warn, warn, 100], over
+    assert browser.execute(f"return {m1}.querySelectorAll('.use.over').length") == 1  # CPUs fit
+    # back to its configuration: no longer over-committed
+    restart_m1(cluster)
+    browser.wait_for(
+        f"const r = {m1}; return !!r && !r.querySelector('.use.over') && "
+        "!r.classList.contains('overcommitted') && "
+        "r.querySelector('[data-dim=memory]').textContent.startsWith('Memory 64M/')",
+        "m1 within its capacity again",
+    )
+    cluster.fleetctl("destroy", "reserving.service")
+
+
 @pytest.mark.parametrize("width", [380])
 def test_readable_on_a_narrow_window(
     dashboard: DashboardProcess, browser: Browser, width: int

@@ -150,3 +150,38 @@ async def test_hub_asks_why_units_have_no_machine(api: APIServer, registry: Regi
         assert await next_unplaced() == {}
     finally:
         hub.stop()
+
+
+async def test_hub_asks_what_machines_have_reserved(api: APIServer, registry: Registry) -> None:
+    """A machine that says what it offers: the hub asks `x/machines` after each change and
+    publishes its use; a machine that says nothing is never asked about."""
+    client = Client(f"unix://{api.unix_path}", timeout=10.0)
+    g = 1 << 30
+    lease = await machine(
+        registry, "m" * 32, "10.0.0.1", **{"fleet.memory": str(4 * g), "fleet.cpus": "2"}
+    )
+    hub = Hub(lambda: client).start()
+    events, _ = hub.subscribe()
+    try:
+
+        async def next_use() -> dict[str, Any]:
+            while True:
+                event = await asyncio.wait_for(asyncio.to_thread(events.get), DEADLINE)
+                if event is not None and event[0] == "use":
+                    return event[1]["machines"]
+
+        first = await next_use()
+        assert first["m" * 32]["memory"] == {"capacity": 4 * g, "held": 0, "reserved": 0,
+                                             "free": 4 * g}  # fmt: skip
+        big = [*HELLO, {"section": "X-Fleet", "name": "MemoryReservation", "value": "3G"}]
+        await asyncio.to_thread(client.put_unit, "big.service", options=big, desired_state="launched")
+        assert await registry.schedule("big.service", "m" * 32)
+        while (use := await next_use())["m" * 32]["memory"]["reserved"] != 3 * g:
+            pass  # the unit's creation first (nothing placed yet), then its placement
+        assert use["m" * 32]["memory"]["free"] == g and not use["m" * 32]["overcommitted"]
+        assert hub.view()["use"] == use
+        # the machine leaves: no machine says its capacity, the use is forgotten
+        await lease.revoke()
+        assert await next_use() == {}
+    finally:
+        hub.stop()

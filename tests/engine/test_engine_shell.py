@@ -6,9 +6,10 @@ import asyncio
 import time
 
 import pytest
+from structlog.testing import capture_logs
 
 from fleetd.engine import Engine
-from fleetd.model import JobState, Machine
+from fleetd.model import JobState, Machine, UnitState
 from fleetd.registry import EtcdConfig, Registry
 from fleetd.unit import parse_unit
 from tests.running import cancelled, engine_running, running
@@ -192,3 +193,43 @@ async def test_restarted_engine_resumes_its_leadership(registry: Registry, tmp_p
         await registry.create_job("after.service", HELLO, JobState.LAUNCHED)
         await machine(registry, M2)
         await until(registry, lambda s: placements(s) == {"after.service": M2})
+
+
+BIG = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nMemoryReservation=3G\n")
+G = 1 << 30
+
+
+async def test_an_over_committed_machine_is_logged_once_when_it_becomes_so_and_once_when_not(
+    registry: Registry,
+) -> None:
+    facts = {"fleet.memory": str(4 * G), "fleet.cpus": "2"}
+    lease = await machine(registry, M1, ttl=30, **facts)
+    await registry.create_job("big.service", BIG, JobState.LAUNCHED)
+    with capture_logs() as logs:
+        async with engine_running(registry, M1) as engine:
+            snap = await until(registry, lambda s: s.placements.get("big.service") == M1)
+            # it runs there (as its agent would publish), then fleetd restarts with less memory
+            # on the same lease: the unit is not moved for room, the machine is over-committed
+            unit_hash = snap.jobs["big.service"].unit_hash
+            await registry.publish_state(
+                UnitState("big.service", M1, unit_hash, "loaded", "active", "running"), lease
+            )
+            await until(registry, lambda s: ("big.service", M1) in s.states)
+            smaller = Machine(M1, "127.0.0.11", {**facts, "fleet.memory": str(2 * G)})
+            await registry.register_machine(smaller, 30, lease.id)
+            await asyncio.wait_for(engine.wait_planned(lambda e: M1 in e.overcommitted), 10)
+            # other plans (a unit that reserves nothing) say nothing more of it
+            await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
+            await until(registry, lambda s: "hello.service" in s.placements)
+            await registry.destroy("big.service")
+            await asyncio.wait_for(engine.wait_planned(lambda e: not e.overcommitted), 10)
+    told = [e for e in logs if e["event"].startswith("engine.machine_overcommit")]
+    numbers = {"machine": M1, "memory_capacity": 2 * G, "cpus_reserved": 0.0,
+               "cpus_capacity": 2.0, "overcommit_allowed": False}  # fmt: skip
+    assert told == [
+        {"event": "engine.machine_overcommitted", "log_level": "warning",
+         "memory_reserved": 3 * G, **numbers},
+        {"event": "engine.machine_overcommit_ended", "log_level": "info",
+         "reason": "reserved within capacity", "memory_reserved": 0, **numbers},
+    ]  # fmt: skip
+    assert placements(await registry.snapshot()) == {"hello.service": M1}

@@ -3,7 +3,7 @@
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const view = { units: new Map(), states: new Map(), machines: [], unplaced: new Map(),
-               reachable: null, error: "" };
+               use: new Map(), reachable: null, error: "" };
 let selected = null;   // name of the unit shown in detail
 let journal = null;    // { source, name, machine }
 const $ = (id) => document.getElementById(id);
@@ -45,6 +45,7 @@ function setSnapshot(data) {
   }
   view.machines = data.machines;
   view.unplaced = new Map(Object.entries(data.unplaced || {}));
+  view.use = new Map(Object.entries(data.use || {}));
 }
 
 function applyUnits(data) {
@@ -91,17 +92,54 @@ function render() {
   renderDetail();
 }
 
+// sizes and CPUs as fleetctl shows them: 1.5G, 512M, 0; 1.5
+const SIZES = [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["K", 2 ** 10]];
+function showSize(n) {
+  if (!n) return "0";
+  for (const [suffix, unit] of SIZES) {
+    if (n >= unit) return (n / unit).toFixed(1).replace(/\.0$/, "") + suffix;
+  }
+  return `${Math.trunc(n)}B`;
+}
+const showCpus = (n) => String(Math.round(n * 1000) / 1000);
+
+// a machine's use (the hub's `use` events, fleetd's x/machines): a bar per resource it says it
+// offers, reserved of capacity; in the warning colour when its units reserve more than that
+function useBars(id) {
+  const use = view.use.get(id);
+  const bars = [];
+  for (const [dim, label, show] of [["cpus", "CPU", showCpus], ["memory", "Memory", showSize]]) {
+    const a = use && use[dim];
+    if (!a || a.capacity === null || a.capacity === undefined) continue;
+    const over = a.reserved > a.capacity + 1e-9;
+    const text = `${label} ${show(a.reserved)}/${show(a.capacity)}${over ? " over-committed" : ""}`;
+    const fill = el("span", { class: "fill" });
+    const share = a.capacity > 0 ? a.reserved / a.capacity : (a.reserved > 0 ? 1 : 0);
+    fill.style.width = `${Math.min(100, 100 * share)}%`;  // CSSOM: allowed by the page's CSP
+    bars.push(el("div", { class: over ? "use over" : "use", "data-dim": dim },
+      el("span", { class: "use-label", text }),
+      el("div", { class: "bar", role: "meter", "aria-label": `${label} reserved`,
+                  "aria-valuemin": "0", "aria-valuemax": String(Math.max(a.capacity, a.reserved)),
+                  "aria-valuenow": String(a.reserved), "aria-valuetext": text }, fill)));
+  }
+  return bars;
+}
+
 function renderMachines() {
   const body = $("machines").tBodies[0];
   const rows = view.machines.map((m) => {
     const units = [...view.units.values()].filter((u) => rowOf(u).machines.includes(m.id))
       .map((u) => u.name);
     const meta = Object.entries(m.metadata || {}).map(([k, v]) => `${k}=${v}`).join(", ");
-    return el("tr", { "data-machine": m.id },
+    const bars = useBars(m.id), use = view.use.get(m.id);
+    const tr = el("tr", { "data-machine": m.id },
       el("td", { class: "mono", title: m.id, text: short(m.id) }),
       el("td", { class: "mono", text: m.primaryIP || "" }),
       el("td", { class: "wrap", text: meta || "-" }),
+      el("td", { "data-col": "use" }, ...(bars.length ? bars : ["-"])),
       el("td", { class: "wrap mono", "data-col": "units", text: units.join(" ") || "-" }));
+    if (bars.length && use.overcommitted) tr.classList.add("overcommitted");
+    return tr;
   });
   body.replaceChildren(...rows);
   $("machines-count").textContent = `(${view.machines.length})`;
@@ -324,6 +362,10 @@ function connect() {
   source.addEventListener("unplaced", (e) => {
     view.unplaced = new Map(Object.entries(JSON.parse(e.data).units));
     render();
+  });
+  source.addEventListener("use", (e) => {
+    view.use = new Map(Object.entries(JSON.parse(e.data).machines));
+    renderMachines();
   });
   source.addEventListener("machines", (e) => {
     view.machines = JSON.parse(e.data).machines;
