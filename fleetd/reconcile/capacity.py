@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetd.model import Job
-from fleetd.reconcile.engine import job_specs
+from fleetd.reconcile.engine import job_specs, settled
 from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec
 from fleetd.registry.fold import Snapshot
 from fleetd.registry.metadata import effective_metadata
@@ -131,9 +131,12 @@ def cluster_use(
     machines = [MachineSpec(mid, effective_metadata(snapshot, mid)) for mid in ids]
     state = None
     if reserving:  # else nothing is reserved anywhere: no need to place the Global units
-        # The reserved sums do not depend on which units are settled: none given.
+        # settled: a Global unit running on a machine that shrank still counts there
         state = ClusterState(
-            machines, specs, snapshot.placements if placements is None else placements
+            machines,
+            specs,
+            snapshot.placements if placements is None else placements,
+            settled(snapshot),
         )
     out = {}
     for machine in machines:

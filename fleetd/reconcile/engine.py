@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from fleetd.model import Job, Placement, UnitContent, short_id
+from fleetd.reconcile.globals import is_global
 from fleetd.reconcile.scheduler import (
     ClusterState,
     JobSpec,
@@ -26,6 +27,7 @@ from fleetd.reconcile.scheduler import (
     place,
     reject_reason,
 )
+from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.registry.fold import ClusterView, Snapshot
 from fleetd.registry.keys import KeyKind
 from fleetd.registry.metadata import effective_metadata
@@ -86,11 +88,11 @@ def plan_engine(
     jobs: Mapping[str, JobSpec],
     machines: Iterable[MachineSpec],
     placements: Mapping[str, str],
-    settled: Collection[str] = (),
+    settled: Collection[tuple[str, str]] = (),
     strategy: Strategy = Strategy.LEASTLOADED,
 ) -> EnginePlan:
-    """Tasks that make `placements` right for `jobs` on `machines` (`settled`: the placed jobs
-    that run where placed with the content they have now: never moved for room; `strategy`:
+    """Tasks that make `placements` right for `jobs` on `machines` (`settled`: (unit, machine)
+    of the units running there with the content they have now, see `settled`; `strategy`:
     how machines that fit a unit with reservations are ranked)."""
     machines = list(machines)
     state = ClusterState(machines, jobs, placements, settled, strategy)
@@ -264,14 +266,19 @@ def plan_for(
     )
 
 
-def settled(snapshot: Snapshot) -> set[str]:
-    """The placed jobs whose machine reports them with the content they have now."""
+def settled(snapshot: Snapshot) -> set[tuple[str, str]]:
+    """(unit, machine) for each unit its machine reports with the content the unit has now:
+    a placed unit where it is placed, a Global unit where it runs. Never moved (or stopped)
+    for room there."""
     out = set()
-    for name, machine_id in snapshot.placements.items():
-        state = snapshot.states.get((name, machine_id))
+    for (name, machine_id), state in snapshot.states.items():
         job = snapshot.jobs.get(name)
-        if state is not None and job is not None and state.hash == job.unit_hash:
-            out.add(name)
+        if job is None or state.hash != job.unit_hash:
+            continue
+        if snapshot.placements.get(name) == machine_id or (
+            state.active in RUNNING_STATES and is_global(snapshot, job)
+        ):
+            out.add((name, machine_id))
     return out
 
 

@@ -94,13 +94,13 @@ class ClusterState:
         machines: Iterable[MachineSpec],
         jobs: Mapping[str, JobSpec],
         placements: Mapping[str, str],
-        settled: Collection[str] = (),
+        settled: Collection[tuple[str, str]] = (),
         strategy: Strategy = Strategy.LEASTLOADED,
     ) -> None:
         self.machines: dict[str, MachineSpec] = {m.id: m for m in machines}
         self.strategy = strategy
         self.jobs = jobs
-        self._settled = settled  # placed jobs running where placed, with their content
+        self._settled = settled  # (job, machine): running there with its content
         self.placements: dict[str, str] = {}
         self.units_on: dict[str, set[str]] = {mid: set() for mid in self.machines}
         # Global jobs each machine runs (where every agent runs them: `globals_on`).
@@ -132,7 +132,8 @@ class ClusterState:
 
     def _place_globals(self, jobs: Mapping[str, JobSpec]) -> None:
         """Where the Global units run, as every agent decides it (`globals_on`): the same on
-        machines with the same metadata, so it is worked out once per distinct metadata."""
+        machines with the same metadata (and the same of them running), so it is worked out
+        once per distinct metadata."""
         candidates = {
             job.name: job.requirements
             for job in jobs.values()
@@ -140,12 +141,14 @@ class ClusterState:
         }
         if not candidates:
             return
-        by_metadata: dict[frozenset[tuple[str, str]], list[str]] = {}
+        by_metadata: dict[tuple[frozenset[tuple[str, str]], frozenset[str]], list[str]] = {}
         for mid, machine in self.machines.items():
-            key = frozenset(machine.metadata.items())
+            # those running there with their content are not stopped for room
+            running = frozenset(n for n in candidates if (n, mid) in self._settled)
+            key = frozenset(machine.metadata.items()), running
             names = by_metadata.get(key)
             if names is None:
-                names = by_metadata[key] = globals_on(machine.metadata, candidates)
+                names = by_metadata[key] = globals_on(machine.metadata, candidates, {}, running)
             for name in names:
                 self.globals_on[mid].add(name)
                 self._load[mid] += 1
@@ -267,7 +270,7 @@ class ClusterState:
         return self._reserved[machine_id]
 
     def settled(self, name: str, machine_id: str) -> bool:
-        return name in self._settled and self.placements.get(name) == machine_id
+        return (name, machine_id) in self._settled
 
     def judges_on(self, machine_id: str) -> Sequence[tuple[str, Term]]:
         ruled = self._ruled_on[machine_id]

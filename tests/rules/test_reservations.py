@@ -174,8 +174,18 @@ def test_global_units_count_and_one_that_does_not_fit_runs_nowhere_there() -> No
     assert plan.unplaced["b.service"].startswith("memory exhausted")
     huge = {"h.service": unit_req("[X-Fleet]\nGlobal=true\nMemoryReservation=4G\n", "h.service")}
     assert globals_on(m.metadata, huge) == []
-    # ... unless it runs there already (the machine shrank): it is not stopped for room
+    # ... unless it runs there already (the machine shrank): it is not stopped for room, and
+    # the scheduler counts it there (nothing else that reserves fits beside it)
     assert globals_on(m.metadata, huge, running={"h.service"}) == ["h.service"]
+    jobs = jobs_of(reserving("h.service", "Global=true\nMemoryReservation=4G"),
+                   reserving("b.service", "MemoryReservation=1M"))  # fmt: skip
+    state = ClusterState([m], jobs, {}, settled={("h.service", m.id)})
+    assert state.reserved_on(m.id) == (4 * G, 0.0)
+    assert (
+        plan_engine(jobs, [m], {}, settled={("h.service", m.id)})
+        .unplaced["b.service"]
+        .startswith("memory exhausted")
+    )
     # and the agent says why it does not run it (globals_refused, logged as it changes)
     assert globals_refused(m.metadata, huge) == {"h.service": "memory exhausted"}
     assert globals_refused({}, huge) == {
@@ -190,7 +200,7 @@ def test_a_machine_that_shrank_keeps_what_runs_there_but_takes_no_more() -> None
         reserving("new.service", "MemoryReservation=1M"),
     )
     before = {f"b{i}.service": m.id for i in range(3)}
-    plan = plan_engine(jobs, [m], before, settled=set(before))
+    plan = plan_engine(jobs, [m], before, settled={(n, m.id) for n in before})
     assert applied(plan, before) == before  # nothing moved for room
     assert plan.unplaced["new.service"].startswith("memory exhausted")
 
@@ -203,7 +213,7 @@ def test_a_unit_whose_reservation_grew_is_checked_again_until_its_machine_runs_i
         "a.service": big.id
     }
     # once small runs the new content, it is not moved (the machine is over-committed)
-    assert plan_engine(jobs, [small, big], before, settled={"a.service"}).tasks == ()
+    assert plan_engine(jobs, [small, big], before, settled={("a.service", small.id)}).tasks == ()
 
 
 def test_binpack_fills_machines_and_spread_uses_the_roomiest_first() -> None:
