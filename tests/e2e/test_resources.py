@@ -9,6 +9,7 @@ what it started. Units are sleep loops: a reservation is a promise, not a use.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -137,6 +138,26 @@ async def test_reservations_fill_each_machine_up_to_its_memory(sized: Cluster) -
     assert reasons(sized)[pending].startswith("memory exhausted")
     why = sized.fleetctl("m1", "why", pending).stdout
     assert "MemoryReservation=900M: memory: 3 of 3 machines rejected" in why
+    # list-machines -l shows each machine's reserved / offered, as numbers in JSON
+    table = sized.fleetctl("m1", "list-machines", "-l").stdout.splitlines()
+    assert table[0].split("\t")[-2:] == ["CPU-USE", "MEMORY-USE"]
+    use = {line.split("\t")[0]: line.split("\t")[-1] for line in table[1:]}
+    expected = {"m1": "900M/1G", "m2": "1.8G/2G", "m3": "3.5G/4G"}
+    assert {sized.by_id(m).name: use[m] for m in use} == expected
+    rows = json.loads(
+        sized.fleetctl(
+            "m1",
+            "list-machines",
+            "--full",
+            "--output",
+            "json",
+            "--fields",
+            "machine,memory,memory-reserved",
+        ).stdout
+    )
+    reserved = {sized.by_id(r["machine"]).name: r["memory-reserved"] for r in rows}
+    assert reserved == {"m1": size("900M"), "m2": 2 * size("900M"), "m3": 4 * size("900M")}
+    assert {sized.by_id(r["machine"]).name: r["memory"] for r in rows} == MEMORY
     sized.fleetctl("m1", "destroy", *names)
 
 
