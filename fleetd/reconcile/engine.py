@@ -214,7 +214,8 @@ def _explain(rejections: list[Rejection], have_machines: bool) -> str:
             parts.append(text)
             continue
         more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
-        parts.append(f"{text} ({', '.join(shown[:3])}{more})")
+        where = f" on {len(shown)} machines" if len(shown) > 1 else ""
+        parts.append(f"{text}{where} ({', '.join(shown[:3])}{more})")
     return "; ".join(parts)
 
 

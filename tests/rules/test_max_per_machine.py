@@ -69,7 +69,8 @@ def test_ten_instances_on_four_machines_place_eight_and_say_why_of_two() -> None
     assert set(Counter(placed.values()).values()) == {2}
     assert sorted(plan.unplaced) == ["web@8.service", "web@9.service"]
     assert plan.unplaced["web@8.service"].startswith(
-        "MaxPerMachine=2: 2 of web@*.service there already (11111111, 22222222, 33333333 and 1 more)"
+        "MaxPerMachine=2: 2 of web@*.service there already on 4 machines (11111111, 22222222, "
+        "33333333 and 1 more)"
     )
 
 

@@ -133,7 +133,8 @@ def test_units_go_only_where_they_fit_and_the_rest_wait_with_the_reason() -> Non
     )
     assert len(plan.unplaced) == 2
     assert all(
-        r.startswith("memory exhausted (11111111, 22222222)") for r in plan.unplaced.values()
+        r.startswith("memory exhausted on 2 machines (11111111, 22222222)")
+        for r in plan.unplaced.values()
     )
 
 
