@@ -64,8 +64,12 @@ def test_a_process_that_dies_at_once_is_a_failure_not_a_launch(fleetctl) -> None
         "start", "--lines", "0", "false.service",
         files={"false.service": "[Service]\nExecStart=/bin/false\n"},
     )  # fmt: skip
-    assert_failed(done, "false.service", "systemd reports ActiveState=failed SubState=failed, "
-                  "Result=exit-code, ExecStart=/bin/false (code=exited, status=1/FAILURE)")
+    assert_failed(
+        done,
+        "false.service",
+        "systemd reports ActiveState=failed SubState=failed, "
+        "Result=exit-code, ExecStart=/bin/false (code=exited, status=1/FAILURE)",
+    )
     assert "journal lines" not in done.stderr  # --lines 0: no journal
     # started again while it is failed (already desired launched): fleet said nothing and
     # exited 0; the failure is told again, exit 1
@@ -83,8 +87,12 @@ def test_restart_always_ends_the_wait_once_systemd_gives_up(fleetctl) -> None:
     # for a moment): not a failure; after five quick attempts systemd stops and it is failed
     text = "[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=50ms\n"
     done = fleetctl("start", "--lines", "3", "loop.service", files={"loop.service": text})
-    assert_failed(done, "loop.service", "systemd reports ActiveState=failed SubState=failed, "
-                  "Result=exit-code, ExecStart=/bin/false (code=exited, status=1/FAILURE)")
+    assert_failed(
+        done,
+        "loop.service",
+        "systemd reports ActiveState=failed SubState=failed, "
+        "Result=exit-code, ExecStart=/bin/false (code=exited, status=1/FAILURE)",
+    )
     # systemd really gave up: it is not restarting it any more
     units = fleetctl("list-units").stdout
     assert re.search(r"^loop\.service\t\S+\t+failed\t+failed$", units, re.M), units
@@ -107,8 +115,12 @@ def test_healthy_units_still_launch_and_a_failed_one_runs_afresh_after_stop(flee
              "once.service": "[Service]\nExecStart=/bin/sh -c 'exit 42'\n"}  # fmt: skip
     done = fleetctl("start", "--lines", "0", "ok.service", "once.service", files=files)
     assert re.search(r"^Unit ok\.service launched on ", done.stdout, re.M), done.stdout
-    assert_failed(done, "once.service", "systemd reports ActiveState=failed SubState=failed, "
-                  "Result=exit-code, ExecStart=/bin/sh -c exit 42 (code=exited, status=42)")
+    assert_failed(
+        done,
+        "once.service",
+        "systemd reports ActiveState=failed SubState=failed, "
+        "Result=exit-code, ExecStart=/bin/sh -c exit 42 (code=exited, status=42)",
+    )
     # stop resets the failure; the next start is judged afresh (and fails afresh)
     stopped = fleetctl("stop", "once.service")
     assert stopped.returncode == 0, stopped.stderr

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from fleetd.registry import Registry, Snapshot
-from tests.faults.harness import SLACK, Cluster, active_on, placed_on
+from tests.faults.harness import SLACK, Cluster, placed_and_running, placed_on
 from tests.waiting import until
 
 pytestmark = pytest.mark.root
@@ -32,18 +32,6 @@ def names_of(cluster: Cluster, machine_ids: set[str | None]) -> set[str]:
     return {cluster.by_id(m).name for m in machine_ids if m is not None}
 
 
-def running(names: list[str], count: int):
-    """`count` of `names` are placed and active where placed (and no more are placed)."""
-
-    def check(snapshot: Snapshot) -> bool:
-        placed = [n for n in names if placed_on(snapshot, n) is not None]
-        return len(placed) == count and all(
-            placed_on(snapshot, n) in active_on(snapshot, n) for n in placed
-        )
-
-    return check
-
-
 async def start_template(
     cluster: Cluster, registry: Registry, template: str, x_fleet: str, count: int, placed: int
 ) -> tuple[list[str], Snapshot]:
@@ -53,7 +41,7 @@ async def start_template(
     prefix = template.removesuffix("@.service")
     names = [f"{prefix}@{i}.service" for i in range(1, count + 1)]
     cluster.fleetctl("m2", "start", "--no-block", *names)
-    snapshot = await until(registry, running(names, placed), DEADLINE + SLACK)
+    snapshot = await until(registry, placed_and_running(names, placed), DEADLINE + SLACK)
     return names, snapshot
 
 
@@ -145,7 +133,7 @@ async def test_spread_evens_out_racks_and_again_after_a_rack_dies(cluster: Clust
         await cluster.sandbox.kill("m1")
 
         def survivors_run_all(snapshot: Snapshot) -> bool:
-            return running(names, 6)(snapshot) and all(
+            return placed_and_running(names, 6)(snapshot) and all(
                 placed_on(snapshot, n) != m1.id for n in names
             )
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.registry import Snapshot
 from fleetd.rules.sizes import size
 from tests.faults.harness import (
     BIN,
@@ -26,6 +25,7 @@ from tests.faults.harness import (
     Cluster,
     active_on,
     logs_on_failure,
+    placed_and_running,
     placed_on,
     sandbox_up,
 )
@@ -64,18 +64,6 @@ def existing(directories: Iterable[str]) -> list[str]:
 def write(cluster: Cluster, name: str, *, x_fleet: str = "", service: str = "") -> str:
     text = LOOP.format(service=service)
     return cluster.write_unit(name, text + (f"\n[X-Fleet]\n{x_fleet}\n" if x_fleet else ""))
-
-
-def running(names: list[str], count: int):
-    """`count` of `names` are placed and active where placed (and no more are placed)."""
-
-    def check(snapshot: Snapshot) -> bool:
-        placed = [n for n in names if placed_on(snapshot, n) is not None]
-        return len(placed) == count and all(
-            placed_on(snapshot, n) in active_on(snapshot, n) for n in placed
-        )
-
-    return check
 
 
 def reasons(cluster: Cluster) -> dict[str, str]:
@@ -125,7 +113,7 @@ async def test_reservations_fill_each_machine_up_to_its_memory(sized: Cluster) -
     names = [f"r@{i}.service" for i in range(1, 9)]
     async with sized.registry() as registry:
         sized.fleetctl("m1", "start", "--no-block", *names)
-        snapshot = await until(registry, running(names, 7), DEADLINE + SLACK)
+        snapshot = await until(registry, placed_and_running(names, 7), DEADLINE + SLACK)
     per_machine = Counter(placed_on(snapshot, n) for n in names)
     (pending,) = [n for n in names if placed_on(snapshot, n) is None]
     assert {sized.by_id(m).name: n for m, n in per_machine.items() if m} == {

@@ -179,9 +179,7 @@ async def test_a_machine_where_it_fails_stops_the_rolling_restart(cluster: Clust
         pids = processes(cluster)
         assert cluster.run_in(records[failing].name, "touch", FAIL_FLAG).returncode == 0
         try:
-            done = await asyncio.to_thread(
-                cluster.fleetctl, "m1", "restart", UNIT, check=False
-            )
+            done = await asyncio.to_thread(cluster.fleetctl, "m1", "restart", UNIT, check=False)
         finally:
             cluster.run_in(records[failing].name, "rm", "-f", FAIL_FLAG)
     assert done.returncode != 0

@@ -331,6 +331,19 @@ def placed_on(snapshot: Snapshot, unit: str) -> str | None:
     return snapshot.placements.get(unit)
 
 
+def placed_and_running(names: Sequence[str], count: int) -> Callable[[Snapshot], bool]:
+    """`count` of `names` are placed and active where placed (and no more are placed): for
+    units some of which may never find a machine."""
+
+    def check(snapshot: Snapshot) -> bool:
+        placed = [n for n in names if placed_on(snapshot, n) is not None]
+        return len(placed) == count and all(
+            placed_on(snapshot, n) in active_on(snapshot, n) for n in placed
+        )
+
+    return check
+
+
 def running_elsewhere(unit: str, dead: str) -> Callable[[Snapshot], bool]:
     """The unit is placed on a machine other than `dead` and that machine reports it active."""
 
