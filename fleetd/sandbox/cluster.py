@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -131,6 +132,7 @@ class Sandbox:
     ) -> SandboxState:
         """Start etcd and `machines` machines, machine mN with the Nth `metadata` and the Nth
         of `sizes` (`sizes_of`: the rest get none)."""
+        _require_tls_extra(tls)
         _preflight()
         limits = self._limits(machines, sizes)
         existing = self.state
@@ -278,6 +280,17 @@ def _parse_metadata(text: str) -> dict[str, str]:
         return parse_metadata(text)
     except ValueError as err:
         raise SandboxError(f"--metadata {text!r}: {err}") from None
+
+
+def _require_tls_extra(tls: bool) -> None:
+    """Every sandbox makes certificates with `cryptography` (pki.py), the 'tls' extra: its peers'
+    mutual TLS, and etcd's with --tls. Without it, say so before anything is made or started."""
+    if importlib.util.find_spec("cryptography") is not None:
+        return
+    command, why = ("up --tls", "") if tls else ("up", " (its machines talk over mutual TLS)")
+    raise SandboxError(
+        f"fleetd sandbox {command} needs the 'tls' extra{why}: pip install 'fleetd[tls]'"
+    )
 
 
 def _preflight() -> None:

@@ -17,7 +17,8 @@ a moment); the CA's key is not written: nothing signs more certificates later.
 sandbox, TLS or not: fleetds forward status/journal to each other over mutual TLS).
 
 `cryptography` is imported here and only here; only `fleetd sandbox` and the tests import this
-module, so the `fleetd` daemon and `fleetctl` never load it.
+module, so the `fleetd` daemon and `fleetctl` never load it. It is an optional dependency, the
+`tls` extra (`pip install 'fleetd[tls]'`): `Sandbox.up` says so before it starts anything.
 """
 
 from __future__ import annotations
@@ -30,10 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ModuleNotFoundError as err:  # an optional dependency: the 'tls' extra
+    if err.name != "cryptography":
+        raise
+    raise ModuleNotFoundError(
+        f"{__name__} needs the 'tls' extra (cryptography): pip install 'fleetd[tls]'",
+        name=err.name,
+    ) from None
 
 __all__ = ["Pki", "make_peer_pki", "make_pki"]
 
