@@ -5,9 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/pip --quiet --disable-pip-version-check
+LOCKS  := requirements/runtime.lock requirements/tls.lock requirements/test.lock
+WHEELHOUSE := $(VENV)/wheelhouse
 PYTEST_ARGS ?=
 
-.PHONY: all setup system-deps demo test test-quick test-faults lint bench clean
+.PHONY: all setup system-deps demo test test-quick test-faults lint bench lock dist clean
 
 all: test
 
@@ -15,10 +18,16 @@ all: test
 system-deps:
 	@scripts/install-system-deps.sh
 
-$(STAMP): pyproject.toml requirements.lock
+# The locked set with its hashes (requirements/*.lock, scripts/lock.sh), then fleetd itself
+# without dependencies and without build isolation (setuptools comes from the lock: no other
+# download). The wheels are downloaded once into the venv's wheelhouse, which the distribution
+# test installs from offline (tests/ops/test_distribution.py).
+$(STAMP): pyproject.toml $(LOCKS)
 	@scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(PIP) download --require-hashes --dest $(WHEELHOUSE) -r requirements/test.lock
+	$(PIP) install --require-hashes --no-index --find-links $(WHEELHOUSE) -r requirements/test.lock
+	$(PIP) install --no-deps --no-build-isolation --no-index -e .
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -43,10 +52,19 @@ test-faults: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m fleetd.demo
 
-# the bench extra (matplotlib, for the plot) is installed on top of the test set-up
+# the bench extra (matplotlib, for the plot) is installed on top of the test set-up, locked
 bench: $(STAMP)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[bench]'
+	$(PIP) install --require-hashes -r requirements/bench.lock
 	@set -e; for b in bench/[!_]*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
 
+# requirements/*.lock again from pyproject.toml (network; uv installed on demand); pass
+# LOCK_ARGS=--upgrade or LOCK_ARGS='--upgrade-package NAME' to move versions
+lock:
+	scripts/lock.sh $(LOCK_ARGS)
+
+# the sdist, and the wheel built from it, in dist/ (offline: setuptools and build are locked)
+dist: $(STAMP)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
