@@ -520,7 +520,7 @@ What limits them, with profiles, and what would fix them: the section "Where the
 at the top of this page (written by hand from py-spy runs, not by this script).
 
 Reproduce: `make bench` (or `.venv/bin/python bench/cluster.py`, as root; the plot needs the
-`bench` extra: `pip install -c requirements.lock -e '.[bench]'`)."""
+`bench` extra, locked: `pip install --require-hashes -r requirements/bench.lock`)."""
     return "## Cluster (`bench/cluster.py`)\n\n" + "\n".join(rows) + "\n" + notes
 
 
