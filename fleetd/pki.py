@@ -173,9 +173,7 @@ def issue(directory: Path, spec: CertificateSpec, days: int) -> tuple[Path, Path
     if ca.not_valid_after_utc <= now:
         raise PkiError(f"the CA of {directory} expired on {ca.not_valid_after_utc:%Y-%m-%d}")
     validity = min(dt.timedelta(days=days), ca.not_valid_after_utc - now)
-    key, cert = machinery._leaf(
-        ca_key, ca, spec.name, validity, server=spec.serves, ips=spec.ips
-    )
+    key, cert = machinery._leaf(ca_key, ca, spec.name, validity, server=spec.serves, ips=spec.ips)
     host_dir.mkdir(exist_ok=True)
     host_dir.chmod(machinery.DIR_MODE)
     machinery._write(host_dir / "ca.pem", ca_pem, machinery.CERT_MODE)

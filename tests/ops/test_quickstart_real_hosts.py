@@ -41,7 +41,6 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,9 +200,8 @@ async def test_quickstart_real_host_section_as_written(tmp_path: Path) -> None:
             for host, m in machines.items():
                 await sh(m, systemctl_user(blocks["fleet-units"]), site.host_dir(host))
             ids = {m.machine_id for m in machines.values()}
-            joined = _all_joined(ids)
             try:
-                await until(registry, joined, DEADLINE)
+                await until(registry, lambda view: ids <= set(view.machines), DEADLINE)
             except TimeoutError:
                 pytest.fail(f"not every fleetd joined:\n{await journal(m1)}\n{await journal(m2)}")
 
@@ -250,10 +248,6 @@ def install_fleet_units(machine: Machine, conf: Path) -> None:
         "fleet.socket",
         unit_file((CONTRIB / "fleet.socket").read_text(), {}, drop=("SocketGroup",)),
     )
-
-
-def _all_joined(ids: set[str]) -> Callable[[object], bool]:
-    return lambda snapshot: ids <= set(snapshot.machines)  # type: ignore[attr-defined]
 
 
 async def etcd_refuses_strangers(endpoints: list[str], pki: Path) -> None:
