@@ -29,6 +29,7 @@ from fleetd.api.server import APIServer, TLSFiles
 from fleetd.config import Config, ConfigError, load_config
 from fleetd.engine import Engine
 from fleetd.errors import PermanentError
+from fleetd.exposure import warn_if_etcd_insecure
 from fleetd.facts import KEYS as FACT_KEYS
 from fleetd.facts import measure
 from fleetd.model import Machine
@@ -337,6 +338,7 @@ def run(config_path: str | None, flags: Mapping[str, str]) -> int:
         print(f"fleetd: configuration error: {err}", file=sys.stderr)
         return 2
     logs.configure(config.verbosity)
+    warn_if_etcd_insecure(config)
     import uvloop
 
     try:

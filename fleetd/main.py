@@ -12,6 +12,7 @@ import click
 
 from fleetd import __version__
 from fleetd.config import OPTIONS
+from fleetd.pki import pki as pki_commands
 
 
 def _option_flags(func):  # type: ignore[no-untyped-def]
@@ -271,6 +272,10 @@ def exec_(directory: str | None, machine: str, argv: tuple[str, ...]) -> None:
     except Exception as err:
         raise click.ClickException(str(err)) from None
     sys.exit(code)
+
+
+# ---- fleetd pki: the CA and certificates of a cluster on real hosts (fleetd/pki.py) ---------
+fleetd.add_command(pki_commands, name="pki")
 
 
 def main() -> None:
