@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all setup system-deps demo test test-quick test-faults lint bench clean
+.PHONY: all setup system-deps demo test test-quick test-faults lint bench man clean
 
 all: test
 
@@ -47,6 +47,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[bench]'
 	@set -e; for b in bench/[!_]*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
+
+# man/fleetctl.1 and man/fleetd.8, made from the click definitions (scripts/man.py)
+man: $(STAMP)
+	$(BIN)/python scripts/man.py man
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
