@@ -139,6 +139,7 @@ def _choice(*choices: str) -> Callable[[str], str]:
             raise ValueError(f"expected one of {', '.join(choices)}, got {text.strip()!r}")
         return value
 
+    chosen.choices = choices  # type: ignore[attr-defined]  # for the help's metavar
     return chosen
 
 
@@ -193,7 +194,8 @@ class Option:
     @property
     def metavar(self) -> str:
         """What a value looks like, for `fleetd --help` and the man page."""
-        return _METAVARS.get(self.parse, "VALUE")
+        choices = getattr(self.parse, "choices", None)
+        return "|".join(choices) if choices else _METAVARS.get(self.parse, "VALUE")
 
     @property
     def default(self) -> str:
