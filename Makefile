@@ -10,7 +10,7 @@ LOCKS  := requirements/runtime.lock requirements/tls.lock requirements/test.lock
 WHEELHOUSE := $(VENV)/wheelhouse
 PYTEST_ARGS ?=
 
-.PHONY: all setup system-deps demo test test-quick test-faults lint bench lock dist clean
+.PHONY: all setup system-deps demo test test-quick test-faults lint bench lock dist man clean
 
 all: test
 
@@ -65,6 +65,10 @@ lock:
 # the sdist, and the wheel built from it, in dist/ (offline: setuptools and build are locked)
 dist: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+# man/fleetctl.1 and man/fleetd.8, made from the click definitions (scripts/man.py)
+man: $(STAMP)
+	$(BIN)/python scripts/man.py man
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -119,6 +119,15 @@ class Agent:
         self._lease_file.forget()
         log.info("agent.left", machine=self.machine.id, units=len(self._hashes))
 
+    async def update_machine(self, machine: Machine) -> bool:
+        """This machine's document changed (SIGHUP: metadata, reservations): write it under the
+        lease now. False when not registered at the moment: the next registration writes it."""
+        self.machine = machine
+        lease = self.lease
+        if lease is None or not self.registered.is_set():
+            return False
+        return await self.registry.update_machine(machine, lease)
+
     async def wait_applied(self) -> None:
         """Wait until the next plan has been applied (tests)."""
         async with self._applied:

@@ -1,14 +1,19 @@
 """fleetd's configuration: fleet's option names, from file, `FLEET_*` environment and flags.
 
 Precedence: command-line flags > environment > configuration file > defaults. Unknown options
-and malformed values are refused with a message naming the option and where it came from.
-`build_config` is pure (text and mappings in, a frozen Config out) so every rule is testable;
-`load_config` only reads the file.
+in the file or the flags and malformed values are refused with a message naming the option and
+where it came from; an unknown `FLEET_*` environment variable is only recorded
+(`Config.unknown_variables`, logged as a warning), as fleet ignored them. `build_config` is pure
+(text and mappings in, a frozen Config out) so every rule is testable; `load_config` only reads
+the file. `reload_config` is the pure half of SIGHUP: which changed options take effect at once
+(each option's `on_reload`) and which wait for a restart.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,14 +25,19 @@ from fleetd.rules.sizes import cpus, size
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "MAX_LEASE_TTL",
     "OPTIONS",
     "Config",
     "ConfigError",
+    "OnReload",
     "Option",
+    "Reloaded",
     "build_config",
+    "lease_seconds",
     "load_config",
     "parse_duration",
     "parse_metadata",
+    "reload_config",
 ]
 
 DEFAULT_CONFIG_FILE = "/etc/fleet/fleet.conf"
@@ -105,6 +115,9 @@ def _positive(parse: Callable[[str], float]) -> Callable[[str], float]:
     return checked
 
 
+_duration = _positive(parse_duration)
+
+
 def _size(text: str) -> int:
     found = size(text)
     if found is None:
@@ -126,6 +139,7 @@ def _choice(*choices: str) -> Callable[[str], str]:
             raise ValueError(f"expected one of {', '.join(choices)}, got {text.strip()!r}")
         return value
 
+    chosen.choices = choices  # type: ignore[attr-defined]  # for the help's metavar
     return chosen
 
 
@@ -144,16 +158,66 @@ def _prefix(text: str) -> str:
     return text if text.endswith("/") else text + "/"
 
 
+MAX_LEASE_TTL = 9_000_000_000  # seconds: the longest lease etcd grants (its MaxLeaseTTL)
+
+
+def lease_seconds(ttl: float) -> int:
+    """The etcd lease TTL of a duration: etcd leases are whole seconds, so a fraction rounds
+    up (`1.5s` is a 2 s lease, `500ms` a 1 s lease): a lease never ends before the TTL given."""
+    return max(1, math.ceil(ttl))
+
+
+class OnReload(enum.Enum):
+    """What SIGHUP does with an option's new value (docs/configuration.md, "Reloading")."""
+
+    APPLIED = "applied"  # takes effect at once
+    RESTART = "restart"  # read at start only: the new value waits for a restart
+    UNUSED = "unused"  # accepted for compatibility, no effect either way
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     name: str
     parse: Callable[[str], Any]
     help: str
     deprecated: bool = False  # accepted and ignored, with a warning
+    on_reload: OnReload = OnReload.RESTART
 
+    @property
+    def env(self) -> str:
+        return "FLEET_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def metavar(self) -> str:
+        """What a value looks like, for `fleetd --help` and the man page."""
+        choices = getattr(self.parse, "choices", None)
+        return "|".join(choices) if choices else _METAVARS.get(self.parse, "VALUE")
+
+    @property
+    def default(self) -> str:
+        """The default as it is written in fleet.conf ("" when empty)."""
+        value = getattr(Config(), self.name)
+        if self.parse is _duration:
+            return f"{value:g}s"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, tuple):
+            return ",".join(value)
+        if isinstance(value, Mapping):
+            return ",".join(f"{k}={v}" for k, v in value.items())
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+
+_NOW, _UNUSED = OnReload.APPLIED, OnReload.UNUSED
 
 OPTIONS: tuple[Option, ...] = (
-    Option("verbosity", _int, "log detail: 0 info, 1 and above debug"),
+    Option("verbosity", _int, "log detail: 0 info, 1 and above debug", on_reload=_NOW),
     Option("etcd_servers", _list, "etcd endpoints, comma-separated (http:// or https://)"),
     Option("etcd_cafile", _str, "CA certificate that signed etcd's server certificate"),
     Option("etcd_certfile", _str, "client certificate presented to etcd"),
@@ -161,38 +225,68 @@ OPTIONS: tuple[Option, ...] = (
     Option("etcd_username", _str, "etcd user (etcd auth)"),
     Option("etcd_password", _str, "etcd password (etcd auth)"),
     Option("etcd_key_prefix", _prefix, "key prefix of fleetd's data in etcd"),
-    Option("etcd_request_timeout", _positive(parse_duration), "timeout of one etcd request"),
+    Option("etcd_request_timeout", _duration, "timeout of one etcd request"),
     Option("public_ip", _str, "IP other machines and fleetctl ssh reach this machine at"),
-    Option("metadata", parse_metadata, "machine metadata, k=v,k2=v2"),
-    Option("agent_ttl", _positive(parse_duration), "lease TTL: a silent machine is gone after it"),
+    Option("metadata", parse_metadata, "machine metadata, k=v,k2=v2", on_reload=_NOW),
     Option(
-        "reserved_memory", _size, "memory held back for the host, not given to units (512M, 2G)"
+        "agent_ttl",
+        _duration,
+        "this machine's lease TTL: a silent machine is gone after it (whole seconds, rounded up)",
     ),
-    Option("reserved_cpu", _cpus, "CPUs held back for the host, not given to units (0.5, 1)"),
-    Option("overcommit", _bool, "take units beyond this machine's memory and CPUs"),
+    Option(
+        "engine_ttl",
+        _duration,
+        "the engine leader's lease TTL: a dead leader is replaced after it (whole seconds, "
+        "rounded up)",
+    ),
+    Option(
+        "reserved_memory",
+        _size,
+        "memory held back for the host, not given to units (512M, 2G)",
+        on_reload=_NOW,
+    ),
+    Option(
+        "reserved_cpu",
+        _cpus,
+        "CPUs held back for the host, not given to units (0.5, 1)",
+        on_reload=_NOW,
+    ),
+    Option("overcommit", _bool, "take units beyond this machine's memory and CPUs", on_reload=_NOW),
     Option(
         "scheduler",
         _choice("leastloaded", "binpack", "spread"),
         "how the engine ranks the machines that fit a unit with reservations",
+        on_reload=_NOW,
     ),
     Option(
         "engine_reconcile_interval",
-        _positive(parse_duration),
+        _duration,
         "fleet's re-plan period; unused (fleetd re-plans on every watch event)",
+        on_reload=_UNUSED,
     ),
     Option("units_directory", _str, "where the agent writes unit files"),
     Option("systemd_user", _bool, "talk to the user's systemd instead of the system one"),
     Option("disable_engine", _bool, "never take part in engine leadership"),
-    Option("token_limit", _int, "API page size"),
+    Option("token_limit", _int, "API page size", on_reload=_NOW),
     Option("machine_id", _str, "machine ID (default: read from machine_id_file)"),
     Option("machine_id_file", _str, "file holding the machine ID"),
     Option("dbus_address", _str, "D-Bus address of the systemd manager (default: system bus)"),
     Option("api_socket", _str, "unix socket of the HTTP API"),
     Option("api_socket_group", _str, "group owning the API socket (mode 0660)"),
     Option("api_listen", _str, "also serve the API on this TCP host:port (needs api_tls_*)"),
-    Option("api_tls_cert", _str, "certificate of the TCP API and the peer listener"),
-    Option("api_tls_key", _str, "key of the api_tls_cert certificate"),
-    Option("api_tls_ca", _str, "CA of the client certificates the TCP API and peers accept"),
+    Option(
+        "api_tls_cert",
+        _str,
+        "certificate of the TCP API and the peer listener",
+        on_reload=_NOW,
+    ),
+    Option("api_tls_key", _str, "key of the api_tls_cert certificate", on_reload=_NOW),
+    Option(
+        "api_tls_ca",
+        _str,
+        "CA of the client certificates the TCP API and peers accept",
+        on_reload=_NOW,
+    ),
     Option(
         "peer_port",
         _int,
@@ -201,13 +295,47 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("runtime_dir", _str, "where fleetd keeps its lease ID across restarts"),
     Option("fence_on_lease_loss", _bool, "stop local units when the lease cannot be renewed"),
-    Option("leave_on_shutdown", _bool, "on SIGTERM stop local units and leave the cluster"),
-    Option("enable_grpc", _bool, "fleet 1.0's experimental gRPC: not needed", deprecated=True),
-    Option("disable_watches", _bool, "fleet 1.0's polling mode: fleetd always watches", True),
-    Option("verify_units", _bool, "deprecated in fleet 1.0", deprecated=True),
-    Option("authorized_keys_file", _str, "deprecated in fleet 1.0", deprecated=True),
+    Option(
+        "leave_on_shutdown",
+        _bool,
+        "on SIGTERM stop local units and leave the cluster",
+        on_reload=_NOW,
+    ),
+    Option(
+        "enable_grpc",
+        _bool,
+        "fleet 1.0's experimental gRPC: not needed",
+        deprecated=True,
+        on_reload=_UNUSED,
+    ),
+    Option(
+        "disable_watches",
+        _bool,
+        "fleet 1.0's polling mode: fleetd always watches",
+        deprecated=True,
+        on_reload=_UNUSED,
+    ),
+    Option("verify_units", _bool, "deprecated in fleet 1.0", deprecated=True, on_reload=_UNUSED),
+    Option(
+        "authorized_keys_file",
+        _str,
+        "deprecated in fleet 1.0",
+        deprecated=True,
+        on_reload=_UNUSED,
+    ),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
+_METAVARS: dict[Callable[[str], Any], str] = {
+    _duration: "DURATION",
+    _bool: "BOOL",
+    _int: "N",
+    _list: "URL,...",
+    parse_metadata: "K=V,...",
+    _size: "SIZE",
+    _cpus: "CPUS",
+    _prefix: "PREFIX",
+    _str: "TEXT",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +352,7 @@ class Config:
     public_ip: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
     agent_ttl: float = 30.0
+    engine_ttl: float = 10.0
     reserved_memory: int = 0
     reserved_cpu: float = 0.0
     overcommit: bool = False
@@ -252,6 +381,18 @@ class Config:
     authorized_keys_file: str = ""
     # options given that fleetd accepts for compatibility but ignores
     ignored: tuple[str, ...] = ()
+    # FLEET_* environment variables that name no option (fleet ignored them; fleetd warns)
+    unknown_variables: tuple[str, ...] = ()
+
+    @property
+    def agent_lease(self) -> int:
+        """The TTL of this machine's etcd lease, in whole seconds (rounded up)."""
+        return lease_seconds(self.agent_ttl)
+
+    @property
+    def engine_lease(self) -> int:
+        """The TTL of the engine leader's etcd lease, in whole seconds (rounded up)."""
+        return lease_seconds(self.engine_ttl)
 
     def check(self) -> None:
         """Cross-option rules."""
@@ -280,6 +421,9 @@ class Config:
             )
         if self.token_limit < 1 or self.token_limit > 65535:
             raise ConfigError("token_limit must be between 1 and 65535")
+        for name in ("agent_ttl", "engine_ttl"):
+            if getattr(self, name) > MAX_LEASE_TTL:
+                raise ConfigError(f"{name} must be at most {MAX_LEASE_TTL}s (etcd's longest lease)")
 
     def with_values(self, **values: Any) -> Config:
         return dataclasses.replace(self, **values)
@@ -315,9 +459,14 @@ def build_config(
     raw: dict[str, tuple[str, str]] = {}
     for name, value in (file_values or {}).items():
         raw[name] = (value, file_source)
+    unknown: list[str] = []
     for key, value in (env or {}).items():
         if key.startswith("FLEET_"):
-            raw[key[len("FLEET_") :].lower()] = (value, f"environment variable {key}")
+            name = key[len("FLEET_") :].lower()
+            if name in _BY_NAME:
+                raw[name] = (value, f"environment variable {key}")
+            else:  # fleet read only the variables of its options: the others are not ours
+                unknown.append(key)
     for name, value in (flags or {}).items():
         raw[name.replace("-", "_")] = (value, f"flag --{name.replace('_', '-')}")
 
@@ -333,7 +482,7 @@ def build_config(
             raise ConfigError(f"invalid value for {name} ({source}): {err}") from None
         if option.deprecated:
             ignored.append(name)
-    config = Config(**values, ignored=tuple(ignored))
+    config = Config(**values, ignored=tuple(ignored), unknown_variables=tuple(sorted(unknown)))
     config.check()
     return config
 
@@ -356,3 +505,40 @@ def load_config(
         raise ConfigError(f"cannot read configuration file {source}: {err.strerror}") from None
     file_values = parse_config_file(text, source)
     return build_config(file_values, env, flags, file_source=source)
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What SIGHUP makes of a configuration read again: `config` is the one fleetd runs with
+    from now on (the running one, with the options that apply at once taken from the new one);
+    `applied` the changed options that take effect now, `restart` the changed ones that wait
+    for a restart (they keep their running value until then)."""
+
+    config: Config
+    applied: tuple[str, ...]
+    restart: tuple[str, ...]
+
+
+_TLS = ("api_tls_cert", "api_tls_key", "api_tls_ca")
+
+
+def reload_config(running: Config, new: Config) -> Reloaded:
+    """Split the changes between `running` and `new` by each option's `on_reload`.
+
+    The TLS files go together and only if the result still holds with the listeners that run:
+    a listener cannot lose its certificate until it is closed by a restart."""
+    changed = [o for o in OPTIONS if getattr(new, o.name) != getattr(running, o.name)]
+    applied = [o.name for o in changed if o.on_reload is OnReload.APPLIED]
+    restart = [o.name for o in changed if o.on_reload is OnReload.RESTART]
+    config = running.with_values(**{name: getattr(new, name) for name in applied})
+    try:
+        config.check()
+    except ConfigError:
+        tls = [name for name in applied if name in _TLS]
+        applied = [name for name in applied if name not in _TLS]
+        restart = sorted(restart + tls, key=_ORDER.__getitem__)
+        config = running.with_values(**{name: getattr(new, name) for name in applied})
+    return Reloaded(config, tuple(applied), tuple(restart))
+
+
+_ORDER = {o.name: i for i, o in enumerate(OPTIONS)}

@@ -4,13 +4,17 @@ Signals: SIGTERM/SIGINT stop gracefully — units keep running (fleet stopped ev
 on shutdown, a long-standing complaint of its users) and the machine's lease is left to run out,
 so a restart within agent_ttl re-attaches and nothing moves; with `leave_on_shutdown` the
 machine leaves instead (its units stop and move at once). SIGUSR2 (`fleetd leave`) leaves and
-stops. SIGHUP re-reads the configuration without dropping the API listeners.
+stops. SIGHUP re-reads the configuration without dropping the API listeners: the options that
+can change safely take effect at once (`fleetd.config.reload_config`; the machine's metadata
+and reservations are registered again, the TLS files re-read), the others wait for a restart,
+and one event says which were which (docs/configuration.md, "Reloading").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import grp
 import os
 import signal
@@ -26,7 +30,7 @@ import structlog
 from fleetd import __version__, logs
 from fleetd.agent import Agent
 from fleetd.api.server import APIServer, TLSFiles
-from fleetd.config import Config, ConfigError, load_config
+from fleetd.config import Config, ConfigError, load_config, reload_config
 from fleetd.engine import Engine
 from fleetd.errors import PermanentError
 from fleetd.exposure import warn_if_etcd_insecure
@@ -34,7 +38,7 @@ from fleetd.facts import KEYS as FACT_KEYS
 from fleetd.facts import measure
 from fleetd.model import Machine
 from fleetd.reconcile.scheduler import Strategy
-from fleetd.registry import EtcdConfig, Registry, with_facts
+from fleetd.registry import EtcdConfig, EtcdUnavailable, Registry, with_facts
 from fleetd.rules.resources import host_policy
 from fleetd.systemd import SystemdConfig, SystemdManager
 
@@ -170,6 +174,9 @@ class Daemon:
     api: APIServer | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     leave_requested: bool = False
+    tls: ServerTLS | None = None  # the TCP API's and the peer listener's, renewed by SIGHUP
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)  # one SIGHUP at a time
+    _reloads: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def run(self) -> None:
         config = self.config
@@ -178,6 +185,10 @@ class Daemon:
         socket_group = _socket_group(config.api_socket_group)
         for name in config.ignored:
             log.warning("config.option_ignored", option=name, reason="deprecated in fleet 1.0")
+        for variable in config.unknown_variables:
+            log.warning(
+                "config.unknown_variable", variable=variable, reason="names no fleetd option"
+            )
         runtime = _prepare_runtime_dir(config)
         log.info(
             "fleetd.starting",
@@ -201,11 +212,13 @@ class Daemon:
             self.registry,
             self.systemd,
             machine,
-            ttl=max(1, round(config.agent_ttl)),
+            ttl=config.agent_lease,
             runtime_dir=runtime,
             fence_on_lease_loss=config.fence_on_lease_loss,
         )
         tls = TLSFiles(config.api_tls_cert, config.api_tls_key, config.api_tls_ca)
+        if config.api_listen or config.peer_port:
+            self.tls = _server_tls(tls)
         self.api = APIServer(
             self.registry,
             machine.id,
@@ -219,9 +232,9 @@ class Daemon:
             config.api_socket,
             socket_group=socket_group,
             tcp=_host_port(config.api_listen) if config.api_listen else None,
-            tls=tls if config.api_listen else None,
+            tls=self.tls.front if config.api_listen and self.tls else None,
             peer=(machine.public_ip or "127.0.0.1", config.peer_port) if config.peer_port else None,
-            peer_tls=tls if config.peer_port else None,
+            peer_tls=self.tls.front if config.peer_port and self.tls else None,
         )
         tasks: dict[str, asyncio.Task[None]] = {
             "agent": asyncio.create_task(self.agent.run(), name="agent"),
@@ -231,7 +244,7 @@ class Daemon:
                 self.registry,
                 machine.id,
                 version=__version__,
-                lease_ttl=max(2, round(config.agent_ttl)),
+                lease_ttl=config.engine_lease,
                 lease_file=runtime / "engine-lease",
                 strategy=Strategy(config.scheduler),
             )
@@ -294,27 +307,129 @@ class Daemon:
         self.stopping.set()
 
     def _reload(self) -> None:
-        log.info("fleetd.reloading_configuration", path=self.config_path)
-        try:
-            new = load_config(self.config_path, os.environ, self.flags)
-        except ConfigError as err:
-            log.error(
-                "fleetd.reload_failed", error=str(err), action="keeping the running configuration"
+        """SIGHUP: reload in a task of the daemon's (registering the machine again awaits
+        etcd); reloads run one after the other."""
+        task = asyncio.get_running_loop().create_task(self._reload_configuration(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloaded)
+
+    def _reloaded(self, task: asyncio.Task[None]) -> None:
+        self._reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("fleetd.reload_crashed", error=repr(task.exception()))
+
+    async def _reload_configuration(self) -> None:
+        async with self._reloading:
+            log.info("fleetd.reloading_configuration", path=self.config_path)
+            try:
+                new = load_config(self.config_path, os.environ, self.flags)
+            except ConfigError as err:
+                log.error(
+                    "fleetd.reload_failed",
+                    error=str(err),
+                    action="keeping the running configuration",
+                )
+                return
+            running = self.config
+            reloaded = reload_config(running, new)
+            self.config = reloaded.config  # leave_on_shutdown is read from it when stopping
+            applied, failed = list(reloaded.applied), {}
+            if "verbosity" in applied:
+                logs.configure(self.config.verbosity)
+            if self.engine is not None:
+                self.engine.strategy = Strategy(self.config.scheduler)
+            if self.api is not None:
+                self.api.ctx.token_limit = self.config.token_limit
+            tls = self._reload_tls()
+            if tls not in ("re-read", "no TLS listener"):
+                failed = {name: tls for name in _TLS_OPTIONS if name in applied}
+                applied = [name for name in applied if name not in failed]
+                self.config = self.config.with_values(
+                    **{name: getattr(running, name) for name in _TLS_OPTIONS}
+                )
+            machine = await self._reload_machine(applied)
+            log.info(
+                "fleetd.configuration_reloaded",
+                path=self.config_path,
+                applied=applied,
+                needs_restart=list(reloaded.restart),
+                failed=failed,
+                machine=machine,
+                tls=tls,
             )
-            return
-        if new.verbosity != self.config.verbosity:
-            logs.configure(new.verbosity)
-        changed = sorted(
-            name
-            for name in Config.__dataclass_fields__
-            if getattr(new, name) != getattr(self.config, name)
+
+    def _reload_tls(self) -> str:
+        """Read the TLS files again (also unchanged names: a certificate renewed in place) for
+        the listeners that run and for forwarding to peers; on an error the running ones stay."""
+        if self.tls is None:
+            return "no TLS listener"
+        config = self.config
+        files = TLSFiles(config.api_tls_cert, config.api_tls_key, config.api_tls_ca)
+        try:
+            self.tls.reload(files)
+            if config.peer_port and self.api is not None:
+                self.api.peers.peer_ssl = files.client_context()
+        except (OSError, ssl.SSLError) as err:
+            log.error(
+                "fleetd.tls_reload_failed",
+                error=str(err),
+                action="keeping the running certificates",
+            )
+            return f"not re-read: {err}"
+        return "re-read"
+
+    async def _reload_machine(self, applied: list[str]) -> str:
+        """Register this machine's document again when its metadata or reservations changed."""
+        if self.agent is None or not set(applied) & _MACHINE_OPTIONS:
+            return "unchanged"
+        config, current = self.config, self.agent.machine
+        facts = {k: v for k, v in current.metadata.items() if k in FACT_KEYS}  # as measured
+        policy = host_policy(config.reserved_memory, config.reserved_cpu, config.overcommit)
+        machine = dataclasses.replace(
+            current, metadata=with_facts(config.metadata, {**facts, **policy})
         )
-        self.config = new
-        log.info(
-            "fleetd.configuration_reloaded",
-            changed=changed,
-            note="etcd, machine and API settings apply at the next start",
-        )
+        try:
+            written = await self.agent.update_machine(machine)
+        except EtcdUnavailable as err:
+            log.warning("fleetd.machine_not_updated", machine=machine.id, error=str(err))
+            written = False
+        return "registered again" if written else "at the next registration"
+
+
+_TLS_OPTIONS = ("api_tls_cert", "api_tls_key", "api_tls_ca")
+# the options this machine's registered document is made of (besides its ID and IP)
+_MACHINE_OPTIONS = {"metadata", "reserved_memory", "reserved_cpu", "overcommit"}
+
+
+class ServerTLS:
+    """The TLS of the TCP API and the peer listener, renewable by SIGHUP. The listeners are
+    opened with `front`, whose SNI callback (run on every ClientHello, with or without a server
+    name) hands the handshake to the context of the files as last read: a new certificate, key
+    or CA serves new connections at once; open connections keep theirs."""
+
+    def __init__(self, files: TLSFiles) -> None:
+        self.current = files.server_context()
+        self.front = files.server_context()
+        self.front.sni_callback = self._pick
+
+    def _pick(self, connection: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        connection.context = self.current
+
+    def reload(self, files: TLSFiles) -> None:
+        """Read the files again; raises OSError or ssl.SSLError and keeps the running ones."""
+        self.current = files.server_context()
+
+
+def _server_tls(files: TLSFiles) -> ServerTLS:
+    """The listeners' TLS; files that cannot be loaded stop fleetd with one line naming the
+    three options."""
+    try:
+        return ServerTLS(files)
+    except (OSError, ssl.SSLError) as err:
+        raise PermanentError(
+            f"cannot load the API's TLS files (api_tls_cert={files.cert}, "
+            f"api_tls_key={files.key}, api_tls_ca={files.ca}): {err}"
+        ) from None
 
 
 def _peer_client_context(tls: TLSFiles) -> ssl.SSLContext:

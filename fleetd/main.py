@@ -11,21 +11,38 @@ from pathlib import Path
 import click
 
 from fleetd import __version__
-from fleetd.config import OPTIONS
+from fleetd.config import OPTIONS, Option
 from fleetd.pki import pki as pki_commands
 
 
-def _option_flags(func):  # type: ignore[no-untyped-def]
-    """One `--name` flag per fleet.conf option (dashes or underscores both work)."""
-    for option in reversed(OPTIONS):
-        names = dict.fromkeys(["--" + option.name.replace("_", "-"), "--" + option.name])
-        func = click.option(
-            *names,
+class ConfigFlag(click.Option):
+    """A fleet.conf option as a flag. fleet's spelling with underscores (`--etcd_servers`) is
+    accepted too but not listed: the help shows one line per option, with its default and its
+    environment variable. Its value is handed to the configuration as given (flags > FLEET_*
+    variables > file > defaults), so click neither reads the variable nor fills the default."""
+
+    def __init__(self, option: Option) -> None:
+        names = dict.fromkeys([option.flag, "--" + option.name])
+        extra = [f"default: {option.default}"] if option.default else []
+        super().__init__(
+            list(names),
             default=None,
-            metavar="VALUE",
-            help=option.help + (" (ignored: deprecated)" if option.deprecated else ""),
+            metavar=option.metavar,
+            help=f"{option.help}  [{'; '.join([*extra, f'env: {option.env}'])}]",
             hidden=option.deprecated,
-        )(func)
+        )
+        self.option = option
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self.hidden:
+            return None
+        return f"{self.option.flag} {self.option.metavar}", self.help or ""
+
+
+def _option_flags(func):  # type: ignore[no-untyped-def]
+    """One flag per fleet.conf option (`--etcd-servers`, and fleet's `--etcd_servers`)."""
+    for option in reversed(OPTIONS):  # click lists decorated params in reverse
+        func.__click_params__ = [*getattr(func, "__click_params__", []), ConfigFlag(option)]
     return func
 
 
@@ -46,8 +63,14 @@ def _option_flags(func):  # type: ignore[no-untyped-def]
 def fleetd(ctx: click.Context, config_path: str | None, **options: str | None) -> None:
     """fleetd: the cluster-level init system's daemon. Without a command, run it.
 
-    Settings come from flags, then FLEET_<OPTION> environment variables, then the
-    configuration file, then defaults.
+    Every option is a line of the configuration file (`agent_ttl=10s`), a FLEET_<OPTION>
+    environment variable (FLEET_AGENT_TTL=10s) and a flag (--agent-ttl=10s); flags win over
+    variables, variables over the file, the file over the defaults. SIGHUP re-reads them
+    (docs/configuration.md says which take effect at once).
+
+    \b
+    Example:
+      fleetd --etcd-servers=https://10.0.0.1:2379 --metadata=role=web,region=eu
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -148,7 +171,12 @@ def sandbox() -> None:
     help="metadata of one machine, in order (repeat per machine); default machine=mN "
     "and a role cycling web/db/misc",
 )
-@click.option("--agent-ttl", default="5s", show_default=True, help="lease TTL: 5 or 5s")
+@click.option(
+    "--agent-ttl",
+    default="5s",
+    show_default=True,
+    help="each machine's agent_ttl and engine_ttl: 5 or 5s",
+)
 @click.option(
     "--tls",
     is_flag=True,

@@ -8,7 +8,10 @@ them. One module per command group: submit (submit, load, start: they carry out 
 `fleetd.reconcile.remote`'s choice), metadata (set-metadata, unset-metadata: the plan of
 `fleetd.reconcile.set_metadata`), why (why a unit runs where it does, or nowhere: fleetd's
 `x/why`); output holds the table layout, files the local unit files,
-context the shared flags, client and waiting.
+context the shared flags, client and waiting, complete the shell completion (`fleetctl
+completion bash|zsh|fish` and click's completion protocol, which `main` answers first).
+Every command's help ends with an example (`EXAMPLES`); the group's lists the FLEETCTL_*
+variables. The man page is made from these definitions (scripts/man.py).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import click
 from click.core import ParameterSource
 
 from fleetd import __version__
-from fleetd.cli import dashboard, lists, metadata, remote, submit, units, why
+from fleetd.cli import complete, dashboard, lists, metadata, remote, submit, units, why
 from fleetd.cli.context import Failure, Settings, api_error_line
 
-__all__ = ["fleetctl", "main"]
+__all__ = ["EXAMPLES", "fleetctl", "main"]
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "auto_envvar_prefix": None}
 
@@ -41,7 +44,7 @@ class PrefixGroup(click.Group):
         matches = [name for name in self.list_commands(ctx) if name.startswith(cmd_name)]
         if len(matches) == 1:
             return super().get_command(ctx, matches[0])
-        if len(matches) > 1:
+        if len(matches) > 1 and not ctx.resilient_parsing:  # completing: nothing to resolve
             ctx.fail(f"ambiguous command {cmd_name!r}: could be {', '.join(sorted(matches))}")
         return None
 
@@ -222,7 +225,7 @@ def version() -> None:
 
 
 @fleetctl.command(name="help", help="Help about any command")
-@click.argument("command", required=False)
+@click.argument("command", required=False, shell_complete=complete.command_names)
 @click.pass_context
 def help_(ctx: click.Context, command: str | None) -> None:
     parent = ctx.parent
@@ -239,6 +242,12 @@ def help_(ctx: click.Context, command: str | None) -> None:
         click.echo(sub.get_help(sub_ctx))
 
 
+@fleetctl.command(help="Print the shell completion script for bash, zsh or fish")
+@click.argument("shell", type=click.Choice(complete.SHELLS))
+def completion(shell: str) -> None:
+    click.echo(complete.script(fleetctl, shell), nl=False)
+
+
 for _command in (
     *submit.COMMANDS,
     *units.COMMANDS,
@@ -250,9 +259,78 @@ for _command in (
 ):
     fleetctl.add_command(_command)
 
+# One example per command, shown at the end of its help (and in the man page).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "cat": ("fleetctl cat hello.service",),
+    "completion": (
+        "source <(fleetctl completion bash)    # in ~/.bashrc",
+        "source <(fleetctl completion zsh)     # in ~/.zshrc, after compinit",
+        "fleetctl completion fish > ~/.config/fish/completions/fleetctl.fish",
+    ),
+    "dashboard": ("fleetctl dashboard --port 8080 --no-open",),
+    "destroy": ("fleetctl destroy hello.service apache@1.service",),
+    "help": ("fleetctl help list-units",),
+    "journal": ("fleetctl journal --follow --lines 50 hello.service",),
+    "list-machines": ("fleetctl list-machines --full --fields machine,ip,metadata",),
+    "list-unit-files": ("fleetctl list-unit-files --output json",),
+    "list-units": ("fleetctl list-units --no-legend --fields unit,machine,active",),
+    "load": ("fleetctl load apache@1.service apache@2.service",),
+    "restart": ("fleetctl restart apache@1.service",),
+    "set-metadata": ("fleetctl set-metadata 8197e13c role=db disk=ssd",),
+    "ssh": ("fleetctl ssh hello.service systemctl status hello.service",),
+    "start": ("fleetctl start hello.service",),
+    "status": ("fleetctl status hello.service",),
+    "stop": ("fleetctl stop --no-block hello.service",),
+    "submit": ("fleetctl submit --replace hello.service",),
+    "unload": ("fleetctl unload hello.service",),
+    "unset-metadata": ("fleetctl unset-metadata 8197e13c disk",),
+    "version": ("fleetctl version",),
+    "why": ("fleetctl why apache@2.service",),
+}
+
+
+def _examples(lines: tuple[str, ...]) -> str:
+    """An epilog click prints as is (`\\b`: not re-wrapped)."""
+    return (
+        "\b\n"
+        + ("Example:" if len(lines) == 1 else "Examples:")
+        + "".join(f"\n  {line}" for line in lines)
+    )
+
+
+def _environment(group: click.Group) -> str:
+    """The group's epilog: every FLEETCTL_* variable and the flag it stands for."""
+    pairs = [
+        (param.envvar, param.opts[0])
+        for param in group.params
+        if isinstance(param, click.Option) and isinstance(param.envvar, str)
+    ]
+    width = max(len(var) for var, _ in pairs)
+    return "\b\nEnvironment (a flag on the command line wins):" + "".join(
+        f"\n  {var:<{width}}  {flag}" for var, flag in pairs
+    )
+
+
+for _name, _command in fleetctl.commands.items():
+    _command.epilog = _examples(EXAMPLES[_name])
+fleetctl.epilog = (
+    _environment(fleetctl)
+    + "\n\n"
+    + _examples(
+        (
+            "fleetctl list-machines",
+            "FLEETCTL_ENDPOINT=https://10.0.0.1:49153 fleetctl --ca-file ca.pem \\",
+            "    --cert-file me.pem --key-file me-key.pem list-units",
+        )
+    )
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `fleetctl` (and of `fleetd ctl`)."""
+    answered = complete.answer(fleetctl)  # the shell asks what the typed words complete to
+    if answered is not None:
+        return answered
     try:
         with fleetctl.make_context("fleetctl", list(sys.argv[1:] if argv is None else argv)) as ctx:
             fleetctl.invoke(ctx)

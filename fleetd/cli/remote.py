@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from fleetd.cli.complete import registered_units
 from fleetd.cli.context import Failure, emit_json, settings
 from fleetd.cli.ssh import ssh_argv
 
@@ -29,7 +30,7 @@ def _ssh_port(what: str) -> Any:
 @click.command(help="Output the status of one or more units in the cluster")
 @_ssh_port("`systemctl status`")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", help="text or json.")
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=registered_units)
 def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
     from fleetd.api.client import APIError, MachineUnreachable, Unreachable
     from fleetd.unit import mangle_name
@@ -97,7 +98,7 @@ def status(units: tuple[str, ...], ssh_port: int, output: str) -> None:
     help="The machine (ID or unique ID prefix) whose journal of a global unit to print "
     "(beyond fleet).",
 )
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=registered_units)
 def journal(
     units: tuple[str, ...], lines: int, follow: bool, ssh_port: int, sudo: bool, machine: str
 ) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from fleetd.cli.complete import unit_files
 from fleetd.cli.context import (
     Failure,
     api_failure,
@@ -101,7 +102,7 @@ def _unit_body(name: str, unit: Any, desired: str) -> dict[str, Any]:
 
 @click.command(help="Upload one or more units to the cluster without starting them")
 @_replace_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=unit_files)
 def submit(units: tuple[str, ...], replace: bool) -> None:
     _submit("submit", units, replace=replace)
 
@@ -111,7 +112,7 @@ def submit(units: tuple[str, ...], replace: bool) -> None:
 )
 @block_options(lines=True)
 @_replace_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=unit_files)
 def load(
     units: tuple[str, ...], no_block: bool, block_attempts: int, lines: int, replace: bool
 ) -> None:
@@ -127,7 +128,7 @@ def load(
 )
 @block_options(lines=True, settle=True)
 @_replace_option
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=unit_files)
 def start(
     units: tuple[str, ...],
     no_block: bool,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from fleetd.cli.complete import registered_units
 from fleetd.cli.context import (
     Failure,
     api_failure,
@@ -68,21 +69,21 @@ def _stop_or_unload(verb: str, args: tuple[str, ...], no_block: bool, block_atte
 
 @click.command(help="Instruct systemd to stop one or more units in the cluster.")
 @block_options()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=registered_units)
 def stop(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
     _stop_or_unload("stop", units, no_block, block_attempts)
 
 
 @click.command(help="Unschedule one or more units in the cluster.")
 @block_options()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=registered_units)
 def unload(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
     _stop_or_unload("unload", units, no_block, block_attempts)
 
 
 @click.command(help="Destroy one or more units in the cluster")
 @block_options()
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=registered_units)
 def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None:
     from fleetd.reconcile.lifecycle import plan_destroy
 
@@ -147,7 +148,7 @@ def _restart_global(name: str, timeout: float | bool | None, lines: int) -> str 
 
 @click.command(help="Instruct systemd to rolling restart one or more units in the cluster.")
 @block_options(lines=True, settle=True)
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=registered_units)
 def restart(
     units: tuple[str, ...], no_block: bool, block_attempts: int, lines: int, settle: float
 ) -> None:
@@ -189,7 +190,7 @@ def restart(
     default="text",
     help="text (the unit file) or json.",
 )
-@click.argument("units", nargs=-1)
+@click.argument("units", nargs=-1, shell_complete=registered_units)
 def cat(units: tuple[str, ...], output: str) -> None:
     from fleetd.unit import mangle_name
 

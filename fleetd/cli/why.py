@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from fleetd.cli.complete import registered_units
 from fleetd.cli.context import Failure, emit_json, settings
 
 __all__ = ["COMMANDS"]
@@ -21,7 +22,7 @@ __all__ = ["COMMANDS"]
     show_default=True,
     help="text (the explanation) or json (the same facts, as fleetd's x/why answers them).",
 )
-@click.argument("units", nargs=-1, metavar="UNIT")
+@click.argument("units", nargs=-1, metavar="UNIT", shell_complete=registered_units)
 def why(units: tuple[str, ...], output: str) -> None:
     from fleetd.api.client import APIError, Unreachable
     from fleetd.unit import mangle_name

@@ -127,6 +127,21 @@ class Membership(Room):
             attempt, "setting machine metadata kept conflicting with concurrent writers"
         )
 
+    async def update_machine(self, machine: Machine, lease: Lease) -> bool:
+        """Write a registered machine's document again (SIGHUP: new metadata or reservations),
+        on the lease that holds it, guarded on the key being unchanged since it was read.
+        False when `lease` no longer holds it: the next registration writes the document."""
+        key = self.keys.machine(machine.id)
+        _, current = await self.etcd.get(key)
+        if current is None or current.lease != lease.id:
+            return False
+        res = await self.etcd.txn(
+            [Cmp(key, "mod", "==", current.mod_revision)], [Put(key, machine.encode(), lease.id)]
+        )
+        if res.succeeded:
+            log.info("registry.machine_updated", machine=machine.id, lease=lease.id)
+        return res.succeeded
+
     async def _take_over_expired(self, key: str, current: KeyValue) -> KeyValue | None:
         """A key held by a lease etcd already reports expired (its keys are deleted a moment
         later, on etcd's own expiry sweep): delete it now, guarded on it being unchanged.

@@ -155,6 +155,9 @@ class Registry:
     ) -> Lease:
         return await self._membership.register_machine(machine, ttl, lease_id)
 
+    async def update_machine(self, machine: Machine, lease: Lease) -> bool:
+        return await self._membership.update_machine(machine, lease)
+
     async def set_machine_metadata(self, changes: Mapping[str, Mapping[str, str]]) -> None:
         await self._membership.set_machine_metadata(changes)
 

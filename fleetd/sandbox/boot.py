@@ -131,6 +131,7 @@ def fleetd_flags(
         f"--public-ip={record.ip}",
         f"--metadata={md}",
         f"--agent-ttl={state.agent_ttl}",
+        f"--engine-ttl={state.agent_ttl}",  # a dead leader is replaced as fast as a machine
         f"--dbus-address={machine.bus_address}",
         "--units-directory=/run/fleet/units",
         "--runtime-dir=/run/fleet",

@@ -1,6 +1,6 @@
 """docs/configuration.md against the code: every field of `Config` has a row in the reference,
-with its real default, its `FLEET_*` variable and a flag `fleetd` accepts — and the page
-documents no option that does not exist. (tests/unit/test_config.py checks names and variables;
+with its real default, its `FLEET_*` variable, a flag `fleetd` accepts and what SIGHUP does
+with it (`Option.on_reload`) — and the page documents no option that does not exist. (tests/unit/test_config.py checks names and variables;
 this also checks the defaults and flags a reader copies from the page.)"""
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.config import OPTIONS, Config, build_config
+from fleetd.config import OPTIONS, Config, OnReload, build_config
 from fleetd.main import fleetd
 
 DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
-NOT_OPTIONS = {"ignored"}  # derived: which deprecated options were given
-_ROW = re.compile(r"^\| `([a-z_]+)` \| `([^`]*)` \| `([A-Z_]+)` \| `(--[a-z-]+)` \| (.+) \|$")
+# derived: which deprecated options were given, which FLEET_* variables name no option
+NOT_OPTIONS = {"ignored", "unknown_variables"}
+_ROW = re.compile(
+    r"^\| `([a-z_]+)` \| `([^`]*)` \| `([A-Z_]+)` \| `(--[a-z-]+)` \| (.+) \| ([a-z]+) \|$"
+)
 
 
-def rows() -> dict[str, tuple[str, str, str]]:
-    found: dict[str, tuple[str, str, str]] = {}
+def rows() -> dict[str, tuple[str, str, str, str]]:
+    found: dict[str, tuple[str, str, str, str]] = {}
     for line in DOC.read_text().splitlines():
         if (m := _ROW.match(line)) is not None:
-            name, default, env, flag, _meaning = m.groups()
+            name, default, env, flag, _meaning, on_reload = m.groups()
             assert name not in found, f"{name} documented twice"
-            found[name] = (default, env, flag)
+            found[name] = (default, env, flag, on_reload)
     return found
 
 
@@ -38,7 +41,7 @@ def test_the_reference_documents_exactly_the_options() -> None:
 
 @pytest.mark.parametrize("name", FIELDS)
 def test_row_gives_the_real_default_variable_and_flag(name: str) -> None:
-    default, env, flag = rows()[name]
+    default, env, flag, _ = rows()[name]
     assert env == f"FLEET_{name.upper()}"
     assert flag == "--" + name.replace("_", "-")
     assert flag in {opt for param in fleetd.params for opt in param.opts}
@@ -48,3 +51,8 @@ def test_row_gives_the_real_default_variable_and_flag(name: str) -> None:
     else:  # the documented default, read as fleetd reads the option, is the default
         documented = getattr(build_config(flags={name: default}), name)
         assert documented == actual, f"{name}: documented {default!r}, default is {actual!r}"
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name)
+def test_row_says_what_sighup_does(option) -> None:  # type: ignore[no-untyped-def]
+    assert OnReload(rows()[option.name][3]) is option.on_reload

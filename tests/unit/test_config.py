@@ -7,14 +7,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetd.config import (
+    MAX_LEASE_TTL,
     OPTIONS,
     Config,
     ConfigError,
+    OnReload,
     build_config,
+    lease_seconds,
     load_config,
     parse_config_file,
     parse_duration,
     parse_metadata,
+    reload_config,
 )
 
 FLEET_CONF = """
@@ -60,7 +64,11 @@ def test_precedence_flags_over_env_over_file() -> None:
     ("file_values", "env", "flags", "message"),
     [
         ({"agent_tll": "5s"}, {}, {}, "unknown option 'agent_tll' (/etc/fleet/fleet.conf)"),
-        ({}, {"FLEET_BOGUS": "1"}, {}, "unknown option 'bogus' (environment variable FLEET_BOGUS)"),
+        ({}, {}, {"bogus": "1"}, "unknown option 'bogus' (flag --bogus)"),
+        ({}, {"FLEET_AGENT_TTL": "1s5"}, {}, "invalid value for agent_ttl (environment variable FLEET_AGENT_TTL)"),
+        ({"engine_ttl": "0"}, {}, {}, "invalid value for engine_ttl (/etc/fleet/fleet.conf): must be greater than zero"),
+        ({}, {}, {"engine-ttl": "10d"}, "invalid value for engine_ttl (flag --engine-ttl): invalid duration '10d'"),
+        ({"agent_ttl": "9000000001s"}, {}, {}, f"agent_ttl must be at most {MAX_LEASE_TTL}s (etcd's longest lease)"),
         (
             {},
             {},
@@ -199,3 +207,127 @@ def test_every_option_is_in_the_configuration_reference() -> None:
     for option in OPTIONS:
         assert f"| `{option.name}` |" in doc, option.name
         assert f"`FLEET_{option.name.upper()}`" in doc, option.name
+
+
+def test_unknown_fleet_variables_are_recorded_not_fatal() -> None:
+    # fleet read only the FLEET_* variables of its options and ignored the others; fleetd does
+    # the same and names them, so the daemon logs one warning per variable (config.unknown_variable)
+    env = {"FLEET_NO_SUCH": "1", "FLEET_AGENT_TTL": "5s", "FLEET_ETCD_ENDPOINT": "x", "PATH": "/bin"}
+    config = build_config({}, env, {})
+    assert config.unknown_variables == ("FLEET_ETCD_ENDPOINT", "FLEET_NO_SUCH")
+    assert config.agent_ttl == 5.0
+
+
+def test_unknown_options_in_the_file_stay_an_error() -> None:
+    # fleet silently skipped them (a typo went unnoticed); fleetd names the option and the file
+    with pytest.raises(ConfigError, match=r"unknown option 'agent_tll' \(/etc/fleet/fleet.conf\)"):
+        build_config({"agent_tll": "5s"}, {"FLEET_NO_SUCH": "1"}, {})
+
+
+def test_engine_ttl_is_its_own_option_with_fleets_10s() -> None:
+    assert Config().engine_ttl == 10.0 and Config().engine_lease == 10
+    config = build_config({"agent_ttl": "60s"})  # no longer derived from agent_ttl
+    assert (config.agent_lease, config.engine_lease) == (60, 10)
+    assert build_config({}, {"FLEET_ENGINE_TTL": "4s"}).engine_lease == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "lease"),
+    [
+        ("30s", 30),  # whole seconds stay
+        ("1.5s", 2),  # a fraction rounds up: the lease never ends before the TTL given
+        ("500ms", 1),  # sub-second values are accepted: the shortest lease, 1 s
+        ("2001ms", 3),
+        ("1m", 60),
+        ("0.001", 1),
+    ],
+)
+def test_ttls_accept_fractions_and_round_up_to_whole_seconds(text: str, lease: int) -> None:
+    config = build_config({"agent_ttl": text, "engine_ttl": text})
+    assert config.agent_ttl == parse_duration(text)
+    assert config.agent_lease == config.engine_lease == lease == lease_seconds(parse_duration(text))
+
+
+# --- SIGHUP: which changes apply at once (fleetd.config.reload_config) --------------------------
+
+# a machine serving the API on TCP: its TLS files are in use
+BASE = {
+    "metadata": "role=web",
+    "api_listen": "127.0.0.1:49153",
+    "api_tls_cert": "/etc/fleet/api.pem",
+    "api_tls_key": "/etc/fleet/api-key.pem",
+    "api_tls_ca": "/etc/fleet/ca.pem",
+}
+RUNNING = build_config(BASE)
+
+
+@pytest.mark.parametrize(
+    ("changes", "applied", "restart"),
+    [
+        pytest.param({}, (), (), id="nothing-changed"),
+        # the machine is registered again with the new metadata and reservations
+        pytest.param(
+            {"metadata": "role=db,disk=ssd", "reserved_memory": "512M", "overcommit": "true"},
+            ("metadata", "reserved_memory", "overcommit"),
+            (),
+            id="machine-document",
+        ),
+        pytest.param(
+            {"verbosity": "1", "scheduler": "binpack", "token_limit": "50", "leave_on_shutdown": "true"},
+            ("verbosity", "scheduler", "token_limit", "leave_on_shutdown"),
+            (),
+            id="logging-engine-api-shutdown",
+        ),
+        # etcd's client, the leases, the sockets and systemd's bus are opened once, at start
+        pytest.param(
+            {"etcd_servers": "http://10.0.0.9:2379", "agent_ttl": "10s", "engine_ttl": "5s", "api_socket": "/run/f.sock"},
+            (),
+            ("etcd_servers", "agent_ttl", "engine_ttl", "api_socket"),
+            id="restart-only",
+        ),
+        pytest.param(
+            {"metadata": "role=db", "public_ip": "10.0.0.2"},
+            ("metadata",),
+            ("public_ip",),
+            id="mixed",
+        ),
+        # renewed certificates are read at once by the listeners that run
+        pytest.param(
+            {"api_tls_cert": "/etc/fleet/api2.pem", "api_tls_key": "/etc/fleet/api2-key.pem"},
+            ("api_tls_cert", "api_tls_key"),
+            (),
+            id="tls-files",
+        ),
+        # a listener that runs cannot lose its certificate: only a restart closes it
+        pytest.param(
+            {"api_listen": "", "api_tls_cert": "", "api_tls_key": "", "api_tls_ca": ""},
+            (),
+            ("api_listen", "api_tls_cert", "api_tls_key", "api_tls_ca"),
+            id="tls-off-waits-for-the-listener",
+        ),
+        pytest.param({"engine_reconcile_interval": "10s", "enable_grpc": "true"}, (), (), id="unused"),
+    ],
+)
+def test_reload_splits_changes_into_applied_and_restart(changes, applied, restart) -> None:
+    new = build_config({**BASE, **changes})
+    reloaded = reload_config(RUNNING, new)
+    assert (reloaded.applied, reloaded.restart) == (applied, restart)
+    for name in applied:  # taken from the new configuration
+        assert getattr(reloaded.config, name) == getattr(new, name)
+    for name in restart:  # kept as running until the restart
+        assert getattr(reloaded.config, name) == getattr(RUNNING, name)
+    reloaded.config.check()
+
+
+def test_reloading_twice_reports_the_restart_options_again() -> None:
+    new = build_config({"agent_ttl": "10s", "metadata": "role=db"})
+    first = reload_config(Config(), new)
+    second = reload_config(first.config, new)
+    assert (first.applied, first.restart) == (("metadata",), ("agent_ttl",))
+    assert (second.applied, second.restart) == ((), ("agent_ttl",))
+
+
+def test_every_option_says_what_sighup_does_with_it() -> None:
+    kinds = {o.name: o.on_reload for o in OPTIONS}
+    assert all(isinstance(kind, OnReload) for kind in kinds.values())
+    assert all(kinds[o.name] is OnReload.UNUSED for o in OPTIONS if o.deprecated)
