@@ -10,7 +10,7 @@ LOCKS  := requirements/runtime.lock requirements/tls.lock requirements/test.lock
 WHEELHOUSE := $(VENV)/wheelhouse
 PYTEST_ARGS ?=
 
-.PHONY: all setup system-deps demo test test-quick test-faults lint bench lock dist man clean
+.PHONY: all setup system-deps demo test test-quick test-faults lint bench lock dist deb man clean
 
 all: test
 
@@ -65,6 +65,12 @@ lock:
 # the sdist, and the wheel built from it, in dist/ (offline: setuptools and build are locked)
 dist: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+# dist/fleetd_VERSION_ARCH.deb, Debian's package of fleetd (docs/packaging.md): the sdist unpacked,
+# then dpkg-buildpackage and debhelper over debian/; a virtualenv of the locked runtime and the
+# tls extra under /usr/lib/fleetd. Offline, like dist (scripts/build-deb.sh; log in build/deb/)
+deb: $(STAMP)
+	scripts/build-deb.sh dist
 
 # man/fleetctl.1 and man/fleetd.8, made from the click definitions (scripts/man.py)
 man: $(STAMP)

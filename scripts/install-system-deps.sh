@@ -14,6 +14,9 @@ declare -A need=(
   [sshd]=openssh-server      # the real sshd fleetctl ssh is tested against
   [chromium]=chromium        # the headless browser fleetctl dashboard's tests drive
   [chromedriver]=chromium-driver
+  [dpkg-buildpackage]=dpkg-dev # make deb: Debian's package (docs/packaging.md)
+  [dh]=debhelper
+  [setpriv]=util-linux         # the package's test runs fleetctl as other users
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -21,6 +24,9 @@ for cmd in "${!need[@]}"; do
     || missing+=("${need[$cmd]}")
 done
 [ -x /lib/systemd/systemd-journald ] || missing+=(systemd)
+# make deb: the package's virtualenv is Debian's python3.11's (not whichever python3 is first on
+# PATH), made with its venv module
+/usr/bin/python3.11 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3.11-venv)
 [ ${#missing[@]} -eq 0 ] && exit 0
 pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
 if [ "$(id -u)" -ne 0 ]; then
