@@ -3,8 +3,8 @@
 `SystemRoot` is what systemd-nspawn does, by hand with util-linux, over a copy-on-write view of
 the host's own root, so a package can be installed, started, used and purged for real without
 touching the host's /usr, /etc or package database:
-- a cgroup of its own in the unified hierarchy (`/sys/fs/cgroup/unified/fleetdroot-*`; this
-  host's hybrid layout binds no controller there), which the starting shell enters;
+- a cgroup of its own in the unified hierarchy (`/sys/fs/cgroup/unified/fleetdroot-*` on this
+  host's hybrid layout, which binds no controller there), which the starting shell enters;
 - new mount, UTS, IPC, network, PID and cgroup namespaces (`unshare`); in them, `root/`: an
   overlay with the host's `/` below and a tmpfs above (every write lands in that tmpfs, which
   disappears with the namespace); its own /proc (with /proc/sys read-only, so no sysctl of the
@@ -44,7 +44,12 @@ from fleetd.sandbox.notify import NotifySocket
 
 __all__ = ["RootError", "SystemRoot"]
 
-UNIFIED = Path("/sys/fs/cgroup/unified")
+# the unified (cgroup2) hierarchy: beside the v1 ones on a hybrid host like this one, else the root
+UNIFIED = next(
+    (p for p in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")) if (p / "cgroup.procs").exists()
+     and (p / "cgroup.controllers").exists()),
+    Path("/sys/fs/cgroup/unified"),
+)  # fmt: skip
 TARGET = """\
 [Unit]
 Description=fleetd's package test: the system without the host's services and timers

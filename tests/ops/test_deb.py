@@ -268,7 +268,20 @@ def test_apt_install_start_use_and_purge_under_a_real_systemd(
     assert refused.stdout == ""
 
     root.run(["fleetctl", "start", "/tmp/sleeper.service"], user="alice", timeout=DEADLINE)
-    assert systemctl_show(root, "sleeper.service", "ActiveState")["ActiveState"] == "active"
+    sleeper = systemctl_show(root, "sleeper.service", "ActiveState", "MainPID")
+    assert sleeper["ActiveState"] == "active", sleeper
+    fleetd_pid = systemctl_show(root, "fleet.service", "MainPID")["MainPID"]
+
+    # an upgrade (the same version again) restarts fleetd, which adopts the running unit; the
+    # socket keeps listening
+    root.run(["dpkg", "--install", f"/tmp/{deb.name}"], env=apt, timeout=DEADLINE)
+    state = systemctl_show(root, "fleet.service", "ActiveState", "MainPID")
+    assert state["ActiveState"] == "active" and state["MainPID"] != fleetd_pid, state
+    assert systemctl_show(root, "sleeper.service", "ActiveState", "MainPID") == sleeper
+    assert systemctl_show(root, "fleet.socket", "ActiveState")["ActiveState"] == "active"
+    listed = root.run(["fleetctl", "list-units", "--no-legend"], user="alice").stdout
+    assert listed.split()[:4] == ["sleeper.service", f"{root.machine_id[:8]}...", "active",
+                                  "running"], listed  # fmt: skip
 
     purged = root.run(["apt-get", "purge", "--yes", "fleetd"], env=apt, timeout=DEADLINE * 2)
     # the machine left the cluster before fleetd stopped (its lease revoked: no key waits for
