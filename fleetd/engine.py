@@ -260,6 +260,16 @@ class Engine:
 
 
 async def _shield(coro) -> None:  # type: ignore[no-untyped-def]
-    """Finish a clean-up step even when the surrounding task is being cancelled."""
-    with contextlib.suppress(EtcdUnavailable, asyncio.CancelledError):
-        await asyncio.shield(coro)
+    """Finish a clean-up step even when the surrounding task is being cancelled. A cancellation
+    that arrives during the step still ends the task once the step is done: swallowed, it left
+    `run()` campaigning again after stepping down, and a shutdown awaiting the cancelled engine
+    (right after `resign()` made it step down) waited forever."""
+    step = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(step)
+    except asyncio.CancelledError:
+        with contextlib.suppress(EtcdUnavailable, asyncio.CancelledError):
+            await step
+        raise
+    except EtcdUnavailable:
+        pass
