@@ -40,6 +40,7 @@ from fleetd.model import Machine
 from fleetd.reconcile.scheduler import Strategy
 from fleetd.registry import EtcdConfig, EtcdUnavailable, Registry, with_facts
 from fleetd.rules.resources import host_policy
+from fleetd.sd_notify import Notifier
 from fleetd.systemd import SystemdConfig, SystemdManager
 
 __all__ = ["Daemon", "StartupError", "machine_id_of", "machine_of", "public_ip_of", "run"]
@@ -172,6 +173,8 @@ class Daemon:
     agent: Agent | None = None
     engine: Engine | None = None
     api: APIServer | None = None
+    notifier: Notifier = field(default_factory=Notifier)  # systemd's Type=notify (sd_notify.py)
+    serving: bool = False  # READY=1 was sent: the API listens and the machine is registered
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     leave_requested: bool = False
     tls: ServerTLS | None = None  # the TCP API's and the peer listener's, renewed by SIGHUP
@@ -204,8 +207,10 @@ class Daemon:
             facts=facts,
             unmeasured=[key for key in FACT_KEYS if key not in facts],
         )
+        self.notifier.status(f"connecting to etcd ({', '.join(config.etcd_servers)})")
         self.registry = Registry(etcd_config_of(config))
         await self.registry.connect()
+        self.notifier.status("connecting to systemd, adopting the units it runs")
         self.systemd = SystemdManager(systemd_config_of(config))
         await self.systemd.start()
         self.agent = Agent(
@@ -247,10 +252,12 @@ class Daemon:
                 lease_ttl=config.engine_lease,
                 lease_file=runtime / "engine-lease",
                 strategy=Strategy(config.scheduler),
+                on_leadership=self._leadership_changed,
             )
             tasks["engine"] = asyncio.create_task(self.engine.run(), name="engine")
         self._install_signals()
         stop = asyncio.create_task(self.stopping.wait())
+        tasks["ready"] = asyncio.create_task(self._notify_ready(machine), name="sd-ready")
         try:
             done, _ = await asyncio.wait(
                 [*tasks.values(), stop], return_when=asyncio.FIRST_COMPLETED
@@ -264,7 +271,12 @@ class Daemon:
             await self._shutdown(tasks, stop)
 
     async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], stop: asyncio.Task) -> None:
-        log.info("fleetd.stopping", leave=self.leave_requested or self.config.leave_on_shutdown)
+        leave = self.leave_requested or self.config.leave_on_shutdown
+        log.info("fleetd.stopping", leave=leave)
+        self.notifier.stopping(
+            "leaving the cluster: stopping this machine's units" if leave
+            else "stopping (units keep running)"
+        )
         stop.cancel()
         if self.api is not None:
             await self.api.stop()
@@ -272,7 +284,7 @@ class Daemon:
             await self.engine.resign()
         if self.agent is not None and (self.leave_requested or self.config.leave_on_shutdown):
             await self.agent.leave()
-        for name in ("engine", "agent"):  # reverse order of start
+        for name in ("ready", "engine", "agent"):  # reverse order of start
             task = tasks.get(name)
             if task is not None:
                 task.cancel()
@@ -285,6 +297,30 @@ class Daemon:
         with contextlib.suppress(OSError):
             (Path(self.config.runtime_dir) / PID_FILE).unlink()
         log.info("fleetd.stopped")
+
+    async def _notify_ready(self, machine: Machine) -> None:
+        """READY=1 to systemd once the machine is registered (the API listens already), so
+        `systemctl start fleet` returns when fleetd serves; then wait for the stop."""
+        assert self.agent is not None
+        self.notifier.status(f"registering machine {machine.id} in etcd")
+        await self.agent.registered.wait()
+        self.serving = True
+        self.notifier.ready(self._serving_status())
+        log.info("fleetd.ready", machine=machine.id, notified=self.notifier.address is not None)
+        await self.stopping.wait()
+
+    def _serving_status(self) -> str:
+        """What `systemctl status fleet` says while fleetd serves."""
+        if self.engine is None:
+            engine = "engine disabled"
+        else:
+            engine = "engine leader" if self.engine.is_leader.is_set() else "engine standby"
+        assert self.agent is not None
+        return f"serving: machine {self.agent.machine.id[:8]} registered, {engine}"
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if self.serving and not self.stopping.is_set():
+            self.notifier.status(self._serving_status())
 
     def _peer_url(self, machine_id: str) -> str | None:
         """Where another machine's fleetd serves status and journal of its units."""
@@ -446,19 +482,26 @@ def _peer_client_context(tls: TLSFiles) -> ssl.SSLContext:
 
 def run(config_path: str | None, flags: Mapping[str, str]) -> int:
     """Entry point of `fleetd`: load the configuration and run until stopped. Returns the exit
-    code (2 for a configuration or start-up error, reported in one clear line)."""
+    code (2 for a configuration or start-up error, reported in one clear line, which is also
+    the STATUS= `systemctl status fleet` shows)."""
+    notifier = Notifier.from_environment(os.environ)
     try:
         config = load_config(config_path, os.environ, flags)
     except ConfigError as err:
         print(f"fleetd: configuration error: {err}", file=sys.stderr)
+        notifier.status(f"configuration error: {err}")
         return 2
     logs.configure(config.verbosity)
     warn_if_etcd_insecure(config)
     import uvloop
 
+    daemon = Daemon(config, config_path, dict(flags), notifier=notifier)
     try:
-        uvloop.run(Daemon(config, config_path, dict(flags)).run())
+        uvloop.run(notifier.with_watchdog(daemon.run()))
     except PermanentError as err:
         log.error("fleetd.cannot_start", error=str(err))
+        notifier.status(f"cannot start: {err}")
         return 2
+    finally:
+        notifier.close()
     return 0

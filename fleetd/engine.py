@@ -60,6 +60,7 @@ class Engine:
         lease_ttl: int = 10,
         lease_file: Path | None = None,
         strategy: Strategy = Strategy.LEASTLOADED,
+        on_leadership: Callable[[bool], None] | None = None,
     ) -> None:
         self.registry = registry
         self.strategy = strategy  # how machines that fit a unit with reservations are ranked
@@ -69,6 +70,8 @@ class Engine:
         # it and resumes the leadership at once instead of waiting for its own old lease to end.
         self.lease_file = LeaseFile(lease_file)
         self.is_leader = asyncio.Event()
+        # told True when this engine starts leading, False when it stops (the daemon's STATUS=)
+        self.on_leadership = on_leadership
         self.plans = 0  # plans computed while leader (tests and metrics)
         self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
         # machines whose units reserve more than they offer, by ID (logged when that changes)
@@ -93,7 +96,7 @@ class Engine:
             except EtcdUnavailable as err:
                 log.warning("engine.etcd_unavailable", machine=self.info.machine_id, error=str(err))
             finally:
-                self.is_leader.clear()
+                self._leading(False)
                 await _shield(lease.release())
 
     async def wait_planned(self, predicate: Callable[[Engine], bool]) -> None:
@@ -108,10 +111,20 @@ class Engine:
             with contextlib.suppress(EtcdUnavailable):
                 await self.registry.resign(leadership)
 
+    def _leading(self, leading: bool) -> None:
+        if leading == self.is_leader.is_set():
+            return
+        if leading:
+            self.is_leader.set()
+        else:
+            self.is_leader.clear()
+        if self.on_leadership is not None:
+            self.on_leadership(leading)
+
     async def _lead(self, leadership: Leadership, lease: Lease) -> None:
         self._leadership = leadership
         self.overcommitted = {}  # this term's log tells of every over-committed machine once
-        self.is_leader.set()
+        self._leading(True)
         log.info("engine.leading", machine=self.info.machine_id, lease=lease.id)
         view, dirty, stepped_down = ClusterView(), asyncio.Event(), asyncio.Event()
         watchers = {
@@ -247,6 +260,16 @@ class Engine:
 
 
 async def _shield(coro) -> None:  # type: ignore[no-untyped-def]
-    """Finish a clean-up step even when the surrounding task is being cancelled."""
-    with contextlib.suppress(EtcdUnavailable, asyncio.CancelledError):
-        await asyncio.shield(coro)
+    """Finish a clean-up step even when the surrounding task is being cancelled. A cancellation
+    that arrives during the step still ends the task once the step is done: swallowed, it left
+    `run()` campaigning again after stepping down, and a shutdown awaiting the cancelled engine
+    (right after `resign()` made it step down) waited forever."""
+    step = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(step)
+    except asyncio.CancelledError:
+        with contextlib.suppress(EtcdUnavailable, asyncio.CancelledError):
+            await step
+        raise
+    except EtcdUnavailable:
+        pass
