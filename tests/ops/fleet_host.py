@@ -160,6 +160,15 @@ class FleetHost:
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 
+    async def run_as(self, user: Sequence[str], *argv: str) -> tuple[int, str, str]:
+        """`argv` inside the machine as someone else (`user`: a setpriv prefix)."""
+        proc = await self.machine.exec(
+            *user, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
     async def fleetctl_ok(self, *args: str) -> str:
         rc, out, err = await self.fleetctl(*args)
         assert rc == 0, f"fleetctl {' '.join(args)}: {err}\n{await self.journal()}"
