@@ -78,6 +78,12 @@ def test_page_lists_machines_and_units(
     for ip, meta in (("127.0.0.11", "role=web"), ("127.0.0.12", "role=db"),
                      ("127.0.0.13", "role=misc")):  # fmt: skip
         assert ip in machines and meta in machines, machines
+    # the facts fleetd measured are not in the metadata column, but in its tooltip
+    assert "fleet." not in machines, machines
+    tooltip = browser.execute(
+        "return document.querySelector('#machines tbody tr td:nth-child(3)').title"
+    )
+    assert tooltip.startswith("measured: fleet.cpus="), tooltip
     assert browser.wait_for(
         f"return {row('hello.service', 'dstate')} === 'inactive' && "
         f"{row('hello.service', 'hash')}",

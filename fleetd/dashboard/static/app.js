@@ -130,12 +130,17 @@ function renderMachines() {
   const rows = view.machines.map((m) => {
     const units = [...view.units.values()].filter((u) => rowOf(u).machines.includes(m.id))
       .map((u) => u.name);
-    const meta = Object.entries(m.metadata || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    // the operator's metadata; the facts fleetd measured (fleet.*) are in the cell's tooltip,
+    // as `fleetctl list-machines` keeps them out of its METADATA column
+    const pairs = Object.entries(m.metadata || {});
+    const shown = (facts) => pairs.filter(([k]) => k.startsWith("fleet.") === facts)
+      .map(([k, v]) => `${k}=${v}`).join(", ");
+    const meta = shown(false), facts = shown(true);
     const bars = useBars(m.id), use = view.use.get(m.id);
     const tr = el("tr", { "data-machine": m.id },
       el("td", { class: "mono", title: m.id, text: short(m.id) }),
       el("td", { class: "mono", text: m.primaryIP || "" }),
-      el("td", { class: "wrap", text: meta || "-" }),
+      el("td", { class: "wrap", text: meta || "-", title: facts ? `measured: ${facts}` : "" }),
       el("td", { "data-col": "use" }, ...(bars.length ? bars : ["-"])),
       el("td", { class: "wrap mono", "data-col": "units", text: units.join(" ") || "-" }));
     if (bars.length && use.overcommitted) tr.classList.add("overcommitted");
