@@ -132,4 +132,4 @@ class Notifier:
         loop sends nothing. It checks nothing either: the keep-alive itself is the news."""
         while True:
             self.send("WATCHDOG=1")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval)  # the watchdog keep-alive timer, not a state poll

@@ -292,17 +292,17 @@ class ClusterState:
         reservations is offered only machines with room for it (`fleetd.reconcile.fit`), in
         the strategy's order (`_fit_key`)."""
         reserves = job.requirements.reserves
+        reserving = reserves != (0, 0.0)
+        dimension = _MEMORY if reserves[0] else _CPU  # the one a reserving unit is ranked by
         for term in job.requirements.terms:
             ids = term.candidates(job.name, self)
             if ids is not None:
-                if reserves != (0, 0.0):
-                    dimension = _MEMORY if reserves[0] else _CPU
+                if reserving:
                     yield from sorted(ids, key=lambda m: self._fit_key(dimension, m))
                 else:
                     yield from self.ordered(ids)
                 return
-        if reserves != (0, 0.0):
-            dimension = _MEMORY if reserves[0] else _CPU
+        if reserving:
             yield from self._fit(dimension).offered((reserves[0], reserves[1] * _CPU_SCALE))
         else:
             yield from self._ranked(self._heap, self._load.__getitem__)
