@@ -274,7 +274,8 @@ class Daemon:
         leave = self.leave_requested or self.config.leave_on_shutdown
         log.info("fleetd.stopping", leave=leave)
         self.notifier.stopping(
-            "leaving the cluster: stopping this machine's units" if leave
+            "leaving the cluster: stopping this machine's units"
+            if leave
             else "stopping (units keep running)"
         )
         stop.cancel()

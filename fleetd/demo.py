@@ -218,9 +218,10 @@ async def wait_active_on(
     from fleetd.registry import Registry
 
     def running(snapshot) -> bool:  # type: ignore[no-untyped-def]
-        return sum(
-            name == unit and st.active == "active" for (name, _), st in snapshot.states.items()
-        ) >= machines
+        return (
+            sum(name == unit and st.active == "active" for (name, _), st in snapshot.states.items())
+            >= machines
+        )
 
     async def follow() -> None:
         async with Registry(_etcd_config(sandbox_dir)) as registry:

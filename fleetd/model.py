@@ -21,14 +21,22 @@ SCHEMA_VERSION = 1
 __all__ = [
     "BAD_LOAD_STATES",
     "SCHEMA_VERSION",
+    "Cordon",
+    "DrainState",
     "DynamicMetadata",
     "Job",
     "JobState",
     "LeaderInfo",
     "Machine",
     "ModelError",
+    "Phase",
     "Placement",
+    "Policy",
     "RestartRequest",
+    "Rollout",
+    "RolloutAction",
+    "RolloutState",
+    "Target",
     "UnitContent",
     "UnitState",
     "short_id",
@@ -258,9 +266,23 @@ class UnitState(_Document):
     job: str = ""  # result of the agent's last start job when not "done": failed, dependency...
     # the token of the last RestartRequest done here
     restarted: str = ""
+    # the health of this instance as judged for a rollout or a drain (`gate`: its id):
+    # "checking", "healthy" or "unhealthy" (`health_reason` says why)
+    gate: str = ""
+    health: str = ""
+    health_reason: str = ""
 
     # optional fields: left out of the JSON when "" (older fleetds omit them)
-    _DETAILS: ClassVar[tuple[str, ...]] = ("result", "exit", "load_error", "job", "restarted")
+    _DETAILS: ClassVar[tuple[str, ...]] = (
+        "result",
+        "exit",
+        "load_error",
+        "job",
+        "restarted",
+        "gate",
+        "health",
+        "health_reason",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -322,3 +344,245 @@ class LeaderInfo(_Document):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LeaderInfo:
         return cls(cls._field(data, "machine", str), cls._field(data, "version", str))
+
+
+class Phase(StrEnum):
+    """Where one instance of a rollout (or one unit of a drain) stands."""
+
+    PENDING = "pending"  # not touched yet: the old version (or, drained, its old machine)
+    UPDATING = "updating"  # told to run the new version (restart, move); health being judged
+    HEALTHY = "healthy"  # updated and healthy for the minimum healthy time
+    FAILED = "failed"  # not healthy within the deadline (the reason says why)
+    REVERTING = "reverting"  # told to run the previous version again
+    REVERTED = "reverted"  # back on the previous version, running
+    SKIPPED = "skipped"  # nothing to do any more: its machine left, the unit moved or went
+
+    @property
+    def touched(self) -> bool:
+        """Told to run the new version at some point (what a revert must take back)."""
+        return self in (Phase.UPDATING, Phase.HEALTHY, Phase.FAILED)
+
+
+class RolloutState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"  # no new instance is touched until `rollout resume`
+    CANARY = "canary"  # the canaries are healthy: waiting for `rollout promote`
+    REVERTING = "reverting"  # failed (or undone): the touched instances go back
+    DONE = "done"  # every instance updated (or skipped)
+    FAILED = "failed"  # an instance failed and auto-revert is off: stopped where it was
+    REVERTED = "reverted"  # every touched instance is back on the previous version
+    CANCELLED = "cancelled"  # the unit was destroyed or replaced otherwise meanwhile
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset(
+    {RolloutState.DONE, RolloutState.FAILED, RolloutState.REVERTED, RolloutState.CANCELLED}
+)
+
+
+class RolloutAction(StrEnum):
+    UPDATE = "update"  # a new version of the unit's content
+    RESTART = "restart"  # the same version, restarted instance by instance (health-gated)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One instance of a rollout: a unit on a machine, and where it stands."""
+
+    unit: str
+    machine_id: str
+    phase: Phase = Phase.PENDING
+    reason: str = ""  # why it failed or was skipped, or what it waits for
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"unit": self.unit, "machine": self.machine_id, "phase": str(self.phase)}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+    @classmethod
+    def from_dict(cls, kind: str, data: object) -> Target:
+        if not isinstance(data, dict):
+            raise ModelError(f"{kind} document field 'targets' must hold objects")
+        try:
+            phase = Phase(data.get("phase"))
+        except ValueError:
+            raise ModelError(f"{kind} target has an invalid phase {data.get('phase')!r}") from None
+        fields = (data.get("unit"), data.get("machine"), data.get("reason", ""))
+        if not all(isinstance(f, str) for f in fields):
+            raise ModelError(f"{kind} target fields unit, machine and reason must be strings")
+        return cls(data["unit"], data["machine"], phase, data.get("reason", ""))
+
+    def at(self, phase: Phase, reason: str = "") -> Target:
+        return Target(self.unit, self.machine_id, phase, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The update policy a rollout follows, fixed when it begins (`UpdatePolicy` of the new
+    version, and the group's `DisruptionBudget`)."""
+
+    max_parallel: str = "1"
+    min_healthy: float = 10.0
+    deadline: float = 300.0
+    health_check: str = ""
+    canary: int = 0
+    auto_revert: bool = True
+    min_available: str = ""  # DisruptionBudget MinAvailable ("" = none)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_parallel": self.max_parallel,
+            "min_healthy": self.min_healthy,
+            "deadline": self.deadline,
+            "health_check": self.health_check,
+            "canary": self.canary,
+            "auto_revert": self.auto_revert,
+            "min_available": self.min_available,
+        }
+
+    @classmethod
+    def from_dict(cls, kind: str, data: object) -> Policy:
+        if not isinstance(data, dict):
+            raise ModelError(f"{kind} document field 'policy' must be an object")
+        try:
+            return cls(
+                str(data["max_parallel"]),
+                float(data["min_healthy"]),
+                float(data["deadline"]),
+                str(data["health_check"]),
+                int(data["canary"]),
+                bool(data["auto_revert"]),
+                str(data.get("min_available", "")),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{kind} document field 'policy' is invalid: {err}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout(_Document):
+    """A new version of a unit (a Global unit, or every instance of a template) rolled out
+    instance by instance, or a health-gated restart (`rollout/<name>`, no lease: it survives
+    the engine leader and every fleetd). The engine leader moves it on; the agents run the
+    version it says for their machine and report the health of the instances it is judging.
+
+    `name` is the Global unit's or the template's name; `id` is unique per rollout (the health
+    reports and restart requests of its instances carry it)."""
+
+    kind: ClassVar[str] = "rollout"
+    name: str
+    id: str
+    action: RolloutAction
+    from_hash: str
+    to_hash: str
+    policy: Policy
+    targets: tuple[Target, ...]
+    state: RolloutState = RolloutState.RUNNING
+    reason: str = ""  # why it failed, was undone or cancelled
+    started: float = 0.0  # Unix time it began
+    finished: float = 0.0  # Unix time it finished (0 while it runs)
+
+    def target(self, unit: str, machine_id: str) -> Target | None:
+        return next(
+            (t for t in self.targets if t.unit == unit and t.machine_id == machine_id), None
+        )
+
+    def hash_for(self, target: Target) -> str:
+        """The content `target`'s machine runs for its unit while this rollout is not over."""
+        if self.action is RolloutAction.RESTART:
+            return self.to_hash
+        return self.to_hash if target.phase.touched else self.from_hash
+
+    def counts(self) -> dict[Phase, int]:
+        out = dict.fromkeys(Phase, 0)
+        for target in self.targets:
+            out[target.phase] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "id": self.id,
+            "action": str(self.action),
+            "from": self.from_hash,
+            "to": self.to_hash,
+            "policy": self.policy.to_dict(),
+            "targets": [t.to_dict() for t in self.targets],
+            "state": str(self.state),
+            "reason": self.reason,
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rollout:
+        try:
+            action = RolloutAction(cls._field(data, "action", str))
+            state = RolloutState(cls._field(data, "state", str))
+        except ValueError as err:
+            raise ModelError(f"rollout document: {err}") from None
+        return cls(
+            cls._field(data, "name", str),
+            cls._field(data, "id", str),
+            action,
+            cls._field(data, "from", str),
+            cls._field(data, "to", str),
+            Policy.from_dict(cls.kind, cls._field(data, "policy", dict)),
+            tuple(Target.from_dict(cls.kind, t) for t in cls._field(data, "targets", list)),
+            state,
+            cls._field(data, "reason", str),
+            float(cls._field(data, "started", (int, float))),
+            float(cls._field(data, "finished", (int, float))),
+        )
+
+
+class DrainState(StrEnum):
+    CORDONED = "cordoned"  # no new placements; what runs there stays
+    DRAINING = "draining"  # cordoned, its units moving away one at a time
+    DRAINED = "drained"  # cordoned, nothing but Global units left (none, with stop_globals)
+
+
+@dataclass(frozen=True, slots=True)
+class Cordon(_Document):
+    """A machine that takes no new placements (`cordon/<machine-id>`, no lease: it outlives
+    the machine's registration), and the progress of its drain: each target a unit that ran
+    there, `machine_id` the machine it moved to ("" until placed)."""
+
+    kind: ClassVar[str] = "cordon"
+    machine_id: str
+    state: DrainState = DrainState.CORDONED
+    id: str = ""  # unique per drain (the health reports on the new machines carry it)
+    targets: tuple[Target, ...] = ()
+    stop_globals: bool = False  # the drain stops the machine's Global units once it is empty
+    reason: str = ""  # what the drain waits for
+    since: float = 0.0  # Unix time it was cordoned
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine_id,
+            "state": str(self.state),
+            "id": self.id,
+            "targets": [t.to_dict() for t in self.targets],
+            "stop_globals": self.stop_globals,
+            "reason": self.reason,
+            "since": self.since,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cordon:
+        try:
+            state = DrainState(cls._field(data, "state", str))
+        except ValueError as err:
+            raise ModelError(f"cordon document: {err}") from None
+        return cls(
+            cls._field(data, "machine", str),
+            state,
+            cls._field(data, "id", str),
+            tuple(Target.from_dict(cls.kind, t) for t in cls._field(data, "targets", list)),
+            cls._field(data, "stop_globals", bool),
+            cls._field(data, "reason", str),
+            float(cls._field(data, "since", (int, float))),
+        )

@@ -68,7 +68,9 @@ async def with_a_watch(endpoint: str, work: Callable[[], Awaitable[dict[str, obj
 
         watching = asyncio.ensure_future(follow())
         try:
-            await registry.create_job("fork.service", parse_unit("[Service]\nExecStart=/bin/true\n"))
+            await registry.create_job(
+                "fork.service", parse_unit("[Service]\nExecStart=/bin/true\n")
+            )
             await asyncio.wait_for(live.wait(), 10.0)
             result = await work()
         finally:

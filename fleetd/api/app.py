@@ -199,39 +199,61 @@ def _discovery(version: str) -> dict[str, Any]:
         "schemas": {
             "Unit": unit,
             "UnitPage": {"units": ["Unit"], "nextPageToken": "string"},
-            "UnitState": {"name": "string", "hash": "string", "machineID": "string",
-                          "systemdLoadState": "string", "systemdActiveState": "string",
-                          "systemdSubState": "string"},
+            "UnitState": {
+                "name": "string",
+                "hash": "string",
+                "machineID": "string",
+                "systemdLoadState": "string",
+                "systemdActiveState": "string",
+                "systemdSubState": "string",
+            },
             "UnitStatePage": {"states": ["UnitState"], "nextPageToken": "string"},
             "Machine": {"id": "string", "primaryIP": "string", "metadata": {"key": "value"}},
             "MachinePage": {"machines": ["Machine"], "nextPageToken": "string"},
             "Error": {"error": {"code": "integer", "message": "string"}},
         },
         "resources": {
-            "Units": {"methods": {
-                "List": {"httpMethod": "GET", "path": "units", "parameters": ["nextPageToken"]},
-                "Get": {"httpMethod": "GET", "path": "units/{unitName}"},
-                "Set": {"httpMethod": "PUT", "path": "units/{unitName}", "request": "Unit"},
-                "Delete": {"httpMethod": "DELETE", "path": "units/{unitName}"},
-            }},
-            "UnitState": {"methods": {
-                "List": {"httpMethod": "GET", "path": "state",
-                         "parameters": ["nextPageToken", "unitName", "machineID"]},
-            }},
-            "Machines": {"methods": {
-                "List": {"httpMethod": "GET", "path": "machines",
-                         "parameters": ["nextPageToken"]},
-                "Patch": {"httpMethod": "PATCH", "path": "machines"},
-            }},
-            "Extensions": {"methods": {
-                "Status": {"httpMethod": "GET", "path": "x/units/{unitName}/status"},
-                "Journal": {"httpMethod": "GET", "path": "x/units/{unitName}/journal",
-                            "parameters": ["lines", "follow", "machineID"]},
-                "Wait": {"httpMethod": "POST", "path": "x/wait"},
-                "Restart": {"httpMethod": "POST", "path": "x/units/{unitName}/restart"},
-                "Why": {"httpMethod": "GET", "path": "x/why/{unitName}"},
-                "Unplaced": {"httpMethod": "GET", "path": "x/unplaced"},
-                "MachinesUse": {"httpMethod": "GET", "path": "x/machines"},
-            }},
+            "Units": {
+                "methods": {
+                    "List": {"httpMethod": "GET", "path": "units", "parameters": ["nextPageToken"]},
+                    "Get": {"httpMethod": "GET", "path": "units/{unitName}"},
+                    "Set": {"httpMethod": "PUT", "path": "units/{unitName}", "request": "Unit"},
+                    "Delete": {"httpMethod": "DELETE", "path": "units/{unitName}"},
+                }
+            },
+            "UnitState": {
+                "methods": {
+                    "List": {
+                        "httpMethod": "GET",
+                        "path": "state",
+                        "parameters": ["nextPageToken", "unitName", "machineID"],
+                    },
+                }
+            },
+            "Machines": {
+                "methods": {
+                    "List": {
+                        "httpMethod": "GET",
+                        "path": "machines",
+                        "parameters": ["nextPageToken"],
+                    },
+                    "Patch": {"httpMethod": "PATCH", "path": "machines"},
+                }
+            },
+            "Extensions": {
+                "methods": {
+                    "Status": {"httpMethod": "GET", "path": "x/units/{unitName}/status"},
+                    "Journal": {
+                        "httpMethod": "GET",
+                        "path": "x/units/{unitName}/journal",
+                        "parameters": ["lines", "follow", "machineID"],
+                    },
+                    "Wait": {"httpMethod": "POST", "path": "x/wait"},
+                    "Restart": {"httpMethod": "POST", "path": "x/units/{unitName}/restart"},
+                    "Why": {"httpMethod": "GET", "path": "x/why/{unitName}"},
+                    "Unplaced": {"httpMethod": "GET", "path": "x/unplaced"},
+                    "MachinesUse": {"httpMethod": "GET", "path": "x/machines"},
+                }
+            },
         },
     }

@@ -96,9 +96,7 @@ class Client(Transport):
             raise APIError(0, f"the batch of {len(requests)} got {len(out)} answers")
         return out
 
-    def states(
-        self, *, unit_name: str | None = None, machine_id: str | None = None
-    ) -> list[dict]:
+    def states(self, *, unit_name: str | None = None, machine_id: str | None = None) -> list[dict]:
         query = {}
         if unit_name:
             query["unitName"] = unit_name
@@ -128,7 +126,10 @@ class Client(Transport):
         """Each unit's line as it reaches `state` (or, with `"failed": true`, can no longer
         reach it), then `{"done": true, "pending": [...]}`."""
         body: dict[str, Any] = {
-            "units": list(units), "state": state, "active": active, "timeout": timeout
+            "units": list(units),
+            "state": state,
+            "active": active,
+            "timeout": timeout,
         }
         if settle:
             body["settle"] = settle

@@ -115,8 +115,9 @@ async def _with_deadlines(
             getter = asyncio.ensure_future(queue.get())
             when = deadline()
             delay = None if when is None else max(0.0, when - loop.time())
-            done, _ = await asyncio.wait({getter, reader}, timeout=delay,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {getter, reader}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+            )
             if getter in done:
                 yield getter.result()
                 continue

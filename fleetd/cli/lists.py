@@ -159,8 +159,7 @@ def list_unit_files(full: bool, no_legend: bool, fields: str, output: str) -> No
         reasons = _unplaced(client) if shown else None
         if reasons and any(u["name"] in reasons for u in units if wants_machine(u)):
             units = [
-                dict(u, reason=reasons.get(u["name"], "")) if wants_machine(u) else u
-                for u in units
+                dict(u, reason=reasons.get(u["name"], "")) if wants_machine(u) else u for u in units
             ]
             if "reason" not in cols:
                 cols = [*cols, "reason"]

@@ -76,9 +76,7 @@ def wait_for_units(
     errors: list[str] = []
     failed: list[dict[str, Any]] = []
     events: Iterable[dict[str, Any]] = (
-        settings().client().wait(
-            list(names), state, active=active, timeout=timeout, settle=settle
-        )
+        settings().client().wait(list(names), state, active=active, timeout=timeout, settle=settle)
     )
     try:
         for event in events:
@@ -128,8 +126,8 @@ def explain_failure(event: dict[str, Any], lines: int) -> None:
         return
     machine = event.get("machineID") or ""
     try:
-        chunks = settings().client().journal(
-            name, lines=lines, follow=False, machine_id=machine or None
+        chunks = (
+            settings().client().journal(name, lines=lines, follow=False, machine_id=machine or None)
         )
         text = b"".join(chunks).decode("utf-8", "replace")
     except MachineUnreachable as err:  # fleet's way: journalctl there, over SSH

@@ -175,9 +175,7 @@ def _handler(dash: Dashboard) -> type[BaseHTTPRequestHandler]:
                 return self._api(lambda c: {"destroyed": c.destroy_unit(name)})
             if action in ACTIONS:
                 desired = ACTIONS[action]
-                return self._api(
-                    lambda c: {"code": c.put_unit(name, desired_state=desired)}
-                )
+                return self._api(lambda c: {"code": c.put_unit(name, desired_state=desired)})
             self._error(404, f"unknown action {action!r}")
 
         def _static(self, name: str) -> None:

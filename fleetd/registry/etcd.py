@@ -343,9 +343,7 @@ class EtcdClient:
         )
         return TxnResult(resp.succeeded, resp.header.revision, gets)
 
-    async def txns(
-        self, writes: Sequence[Guarded], first: Sequence[Put] = ()
-    ) -> list[TxnResult]:
+    async def txns(self, writes: Sequence[Guarded], first: Sequence[Put] = ()) -> list[TxnResult]:
         """Independent guarded writes in one round trip and one revision: each is a nested
         transaction of one outer txn, so each succeeds or fails on its own guards; the puts of
         `first` run unconditionally before them (each key once in all: etcd's rule). Returns
@@ -425,9 +423,9 @@ class EtcdClient:
                 raise
 
     # --- watch -----------------------------------------------------------------------------
-    async def watch(self, key: str, start_revision: int, prefix: bool = True) -> AsyncIterator[
-        WatchBatch
-    ]:
+    async def watch(
+        self, key: str, start_revision: int, prefix: bool = True
+    ) -> AsyncIterator[WatchBatch]:
         """Batches of changes from `start_revision`, until the stream breaks.
 
         Raises WatchCompacted when `start_revision` is compacted, WatchInterrupted when the

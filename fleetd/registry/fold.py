@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from fleetd.model import (
+    Cordon,
     DynamicMetadata,
     Job,
     LeaderInfo,
@@ -30,6 +31,7 @@ from fleetd.model import (
     ModelError,
     Placement,
     RestartRequest,
+    Rollout,
     UnitContent,
     UnitState,
 )
@@ -100,6 +102,8 @@ KINDS: tuple[Kind, ...] = (
          lambda d: (d.name, d.machine_id), unit=_first, machine=_second),
     Kind(KeyKind.RESTART, RestartRequest, "restarts", "name and machine",
          lambda d: (d.name, d.machine_id), unit=_first, machine=_second),
+    Kind(KeyKind.ROLLOUT, Rollout, "rollouts", "name", lambda d: d.name),
+    Kind(KeyKind.CORDON, Cordon, "cordons", "machine", lambda d: d.machine_id, machine=_whole),
     Kind(KeyKind.LEADER, LeaderInfo, "leaders", "key", lambda d: "leader"),
 )  # fmt: skip
 BY_KEY: Mapping[KeyKind, Kind] = MappingProxyType({k.key: k for k in KINDS})
@@ -159,6 +163,8 @@ class _Fields:
     dynamic_metadata: Mapping[str, Mapping[str, str]]  # API-set metadata by machine ID
     states: Mapping[tuple[str, str], UnitState]  # (name, machine)
     restarts: Mapping[tuple[str, str], RestartRequest]  # (name, machine)
+    rollouts: Mapping[str, Rollout]  # by the Global unit's or the template's name
+    cordons: Mapping[str, Cordon]  # by machine ID
     leaders: Mapping[str, LeaderInfo]  # "leader" → the engine leader, when there is one
 
     @property

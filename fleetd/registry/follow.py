@@ -80,5 +80,3 @@ async def follow(
                     units |= about
             if changed:
                 yield Update(view, tuple(changed), frozenset(units), machines, everything)
-
-

@@ -10,6 +10,9 @@ Under the configurable prefix (default `/fleet/`):
                                 the machine's registration and overrides its config metadata
     state/<name>/<machine-id>   UnitState, on the publishing agent's lease
     restart/<name>/<machine-id> RestartRequest (API restart), no lease; deleted with the job
+    rollout/<name>              Rollout of a Global unit or a template, no lease: the engine
+                                leader moves it on, the agents follow it
+    cordon/<machine-id>         Cordon (fleetctl cordon/drain), no lease: outlives the machine
     engine/leader               LeaderInfo, on the leader's lease
 
 Unit names and machine IDs never contain `/` (fleet's name rules), so the last segments split
@@ -34,6 +37,8 @@ class KeyKind(StrEnum):
     MACHINE_META = "machine-meta"
     STATE = "state"
     RESTART = "restart"
+    ROLLOUT = "rollout"
+    CORDON = "cordon"
     LEADER = "engine"
 
 
@@ -89,6 +94,12 @@ class KeyLayout:
     def restarts_of(self, name: str) -> str:
         """Prefix of every machine's restart request of one job."""
         return f"{self.prefix}restart/{name}/"
+
+    def rollout(self, name: str) -> str:
+        return f"{self.prefix}rollout/{name}"
+
+    def cordon(self, machine_id: str) -> str:
+        return f"{self.prefix}cordon/{machine_id}"
 
     @property
     def leader(self) -> str:

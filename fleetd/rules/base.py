@@ -158,6 +158,9 @@ class Term:
     judges_neighbours: ClassVar[bool] = False
     # True for soft rules that order feasible machines (Spread).
     ranks: ClassVar[bool] = False
+    # False for options that say how a unit is handled rather than where it may go (the update
+    # policy, the disruption budget): kept apart, never asked by the scheduler.
+    places: ClassVar[bool] = True
 
     @property
     def reserves(self) -> tuple[int, float]:

@@ -17,6 +17,7 @@ from fleetd.rules import (
     replaces,
     resources,
     spread,
+    update,
 )
 from fleetd.rules.base import Rule
 
@@ -32,4 +33,6 @@ RULES: tuple[Rule, ...] = (
     max_per_machine.RULE,
     resources.RULE,
     spread.RULE,
+    update.RULE,
+    update.BUDGET_RULE,
 )

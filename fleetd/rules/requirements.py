@@ -15,6 +15,7 @@ from typing import ClassVar
 from fleetd.rules.base import Placing, Rejection, RejectReason, Term, UnitValidationError
 from fleetd.rules.catalog import RULES
 from fleetd.rules.options import expand, multivalue
+from fleetd.rules.update import DEFAULT_POLICY, DisruptionBudget, UpdatePolicy
 from fleetd.unit_names import UnitName, UnitNameError, parse_name
 
 __all__ = ["READS", "XFLEET", "Invalid", "Requirements"]
@@ -60,6 +61,8 @@ class Requirements:
     judges: tuple[Term, ...] = field(default=(), compare=False, repr=False)
     ranker: Term | None = field(default=None, compare=False, repr=False)
     reserves: tuple[int, float] = field(default=(0, 0.0), compare=False, repr=False)
+    # terms that place nothing (`Term.places` False: the update policy, the disruption budget)
+    policies: tuple[Term, ...] = ()
 
     @classmethod
     def of(
@@ -95,7 +98,8 @@ class Requirements:
     @classmethod
     def from_terms(cls, terms: Iterable[Term], unknown: tuple[str, ...] = ()) -> Requirements:
         # in the catalog's order; an invalid value first: it refuses every machine
-        ordered = tuple(sorted(terms, key=lambda t: _ORDER.get(t.rule, -1)))
+        everything = sorted(terms, key=lambda t: _ORDER.get(t.rule, -1))
+        ordered = tuple(t for t in everything if t.places)
         reserves = [t.reserves for t in ordered]
         return cls(
             ordered,
@@ -103,14 +107,27 @@ class Requirements:
             tuple(t for t in ordered if t.judges_neighbours),
             next((t for t in ordered if t.ranks), None),
             (sum(m for m, _ in reserves), sum(c for _, c in reserves)),
+            tuple(t for t in everything if not t.places),
         )
 
     def term(self, rule: str) -> Term | None:
         """This unit's term of the rule named `rule`, if it uses it."""
-        return next((t for t in self.terms if t.rule == rule), None)
+        return next((t for t in self.terms + self.policies if t.rule == rule), None)
+
+    @property
+    def update(self) -> UpdatePolicy:
+        """How a new version rolls over the unit's instances (the defaults if not said)."""
+        policy = self.term("Update")
+        return policy if isinstance(policy, UpdatePolicy) else DEFAULT_POLICY
+
+    @property
+    def budget(self) -> DisruptionBudget | None:
+        """How many of the unit's group must stay healthy, if it says."""
+        budget = self.term("DisruptionBudget")
+        return budget if isinstance(budget, DisruptionBudget) else None
 
     def uses(self, rule: str) -> bool:
-        return any(t.rule == rule for t in self.terms)
+        return any(t.rule == rule for t in self.terms) or any(t.rule == rule for t in self.policies)
 
     @property
     def is_global(self) -> bool:
@@ -122,7 +139,7 @@ class Requirements:
         for term in self.terms:
             if isinstance(term, Invalid):
                 raise UnitValidationError(term.message)
-        for term in self.terms:
+        for term in self.terms + self.policies:
             problem = term.validate(self)
             if problem is not None:
                 raise UnitValidationError(problem)

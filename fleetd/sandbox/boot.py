@@ -161,6 +161,9 @@ async def _until_machine_up(registry: Registry, machine_id: str, revision: int) 
     live lease and writes its machine key again, so this holds for restarts too."""
     async with registry.watch(revision) as events:
         async for event in events:
-            if isinstance(event, Changed) and event.ident == machine_id \
-                    and event.kind is KeyKind.MACHINE:
+            if (
+                isinstance(event, Changed)
+                and event.ident == machine_id
+                and event.kind is KeyKind.MACHINE
+            ):
                 return

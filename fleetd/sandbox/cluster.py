@@ -177,9 +177,16 @@ class Sandbox:
             size = sizes[i] if i < len(sizes) else Size()
             state.machines.append(
                 MachineRecord(
-                    name, os.urandom(16).hex(), f"127.0.0.{11 + i}", md, self._cgroup_name(name),
-                    memory=size.memory, cpus=size.cpus, reserved_memory=size.reserved_memory,
-                    reserved_cpu=size.reserved_cpu, limits=limits[i],
+                    name,
+                    os.urandom(16).hex(),
+                    f"127.0.0.{11 + i}",
+                    md,
+                    self._cgroup_name(name),
+                    memory=size.memory,
+                    cpus=size.cpus,
+                    reserved_memory=size.reserved_memory,
+                    reserved_cpu=size.reserved_cpu,
+                    limits=limits[i],
                 )
             )
         state.save()
@@ -266,10 +273,12 @@ class Sandbox:
             raise SandboxError(f"{record.name} is down")
         machine = machine_of(self.dir, record).attach(record.systemd_pid)
         bin_dir = str(Path(sys.executable).parent)  # fleetctl and fleetd, as installed
-        env = machine.env({
-            "FLEETCTL_ENDPOINT": f"unix://{self.socket_of(record)}",
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        })
+        env = machine.env(
+            {
+                "FLEETCTL_ENDPOINT": f"unix://{self.socket_of(record)}",
+                "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            }
+        )
         return machine.command(list(argv)), env
 
 

@@ -333,9 +333,7 @@ class EtcdCluster:
     def __init__(self, base_dir: Path, size: int = 3, *, token: str = "fleetd-sandbox") -> None:
         ports = free_ports(2 * size)
         names = [f"m{i}" for i in range(size)]
-        initial = ",".join(
-            f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names)
-        )
+        initial = ",".join(f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names))
         self.members = [
             EtcdServer(
                 Path(base_dir) / n,

@@ -155,12 +155,17 @@ class Machine:
         return ["nsenter", "-t", str(self.systemd_pid), *namespaces, "--", *inner]
 
     async def exec(
-        self, *argv: str, env: Mapping[str, str] | None = None, join_cgroup: bool = True,
+        self,
+        *argv: str,
+        env: Mapping[str, str] | None = None,
+        join_cgroup: bool = True,
         **kwargs: object,
     ) -> asyncio.subprocess.Process:
         """Start `argv` inside the machine (its mount namespace, environment and cgroup)."""
         return await asyncio.create_subprocess_exec(
-            *self.command(argv, join_cgroup=join_cgroup), env=self.env(env), **kwargs  # type: ignore[arg-type]
+            *self.command(argv, join_cgroup=join_cgroup),
+            env=self.env(env),
+            **kwargs,  # type: ignore[arg-type]
         )
 
     async def run(self, *argv: str, check: bool = True) -> str:
@@ -176,8 +181,11 @@ class Machine:
     def systemd_config(self, **overrides: Any) -> SystemdConfig:
         """How an adapter on the host reaches this machine's systemd, journal and systemctl."""
         settings: dict[str, Any] = dict(
-            bus_address=self.bus_address, units_dir=self.units_dir, user=True,
-            wrap=lambda argv: self.command(argv, join_cgroup=False), env=self.env(),
+            bus_address=self.bus_address,
+            units_dir=self.units_dir,
+            user=True,
+            wrap=lambda argv: self.command(argv, join_cgroup=False),
+            env=self.env(),
         )
         settings.update(overrides)
         return SystemdConfig(**settings)
@@ -207,8 +215,11 @@ class Machine:
             await self.kill()
             raise
         log.info(
-            "machine.started", machine=self.name, machine_id=self.machine_id,
-            systemd_pid=self.systemd_pid, bus=self.bus_address,
+            "machine.started",
+            machine=self.name,
+            machine_id=self.machine_id,
+            systemd_pid=self.systemd_pid,
+            bus=self.bus_address,
         )
 
     def _prepare(self) -> None:
@@ -227,7 +238,8 @@ class Machine:
                 raise MachineError(f"the limits of {self.name}: {err}") from None
         if self.limits:
             log.info(
-                "machine.limited", machine=self.name,
+                "machine.limited",
+                machine=self.name,
                 limits={str(cg): files for cg, files in self.limits.items()},
             )
         (self.runtime_dir / "bus").unlink(missing_ok=True)
@@ -245,25 +257,38 @@ class Machine:
         enter_net = ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []
         with _NotifySocket(self.runtime_dir / "notify.systemd") as notify:
             self._systemd = await asyncio.create_subprocess_exec(
-                *enter_net, "unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                *enter_net,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
                 env=self.env({"NOTIFY_SOCKET": str(notify.path)}),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
             )
             await self._until_ready("systemd --user", self._systemd, notify.ready())
         # Its dbus.socket now listens on $XDG_RUNTIME_DIR/bus; connecting activates the bus, and
         # the manager registers its name once dbus.service runs.
         await self._until_ready(
-            "the systemd1 bus name", self._systemd,
+            "the systemd1 bus name",
+            self._systemd,
             wait_for_name(self.bus_address, SYSTEMD, self.start_timeout),
         )
 
     async def _start_journald(self) -> None:
         with _NotifySocket(self.runtime_dir / "notify.journald") as notify:
             self._journald = await self.exec(
-                JOURNALD, env={"NOTIFY_SOCKET": str(notify.path)},
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+                JOURNALD,
+                env={"NOTIFY_SOCKET": str(notify.path)},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
             )
             await self._until_ready("journald", self._journald, notify.ready())
         # systemd --user chose its log target before journald existed (the console, which goes
@@ -279,7 +304,8 @@ class Machine:
         died = asyncio.ensure_future(proc.wait())
         try:
             done, _ = await asyncio.wait(
-                {ready_task, died}, timeout=self.start_timeout,
+                {ready_task, died},
+                timeout=self.start_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:

@@ -34,14 +34,16 @@ DBUS_NAME = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
 
 # D-Bus errors that mean "this unit cannot be loaded": the caller sees them as a load state.
-LOAD_ERRORS = frozenset({
-    "org.freedesktop.systemd1.LoadFailed",
-    "org.freedesktop.systemd1.NoSuchUnit",
-    "org.freedesktop.systemd1.BadUnitSetting",
-    "org.freedesktop.systemd1.UnitMasked",
-    "org.freedesktop.systemd1.UnitGenerated",
-    "org.freedesktop.systemd1.UnitLinked",
-})
+LOAD_ERRORS = frozenset(
+    {
+        "org.freedesktop.systemd1.LoadFailed",
+        "org.freedesktop.systemd1.NoSuchUnit",
+        "org.freedesktop.systemd1.BadUnitSetting",
+        "org.freedesktop.systemd1.UnitMasked",
+        "org.freedesktop.systemd1.UnitGenerated",
+        "org.freedesktop.systemd1.UnitLinked",
+    }
+)
 
 
 class SystemdError(PermanentError):
@@ -92,8 +94,7 @@ _ESCAPED = re.compile(r"_([0-9a-f]{2})")
 def unit_path(name: str) -> str:
     """systemd's object path of a unit: every byte but [A-Za-z0-9] becomes _xx."""
     return UNIT_PATH_PREFIX + "".join(
-        c if c.isascii() and c.isalnum() else "".join(f"_{b:02x}" for b in c.encode())
-        for c in name
+        c if c.isascii() and c.isalnum() else "".join(f"_{b:02x}" for b in c.encode()) for c in name
     )
 
 
@@ -102,8 +103,8 @@ def unit_name_of_path(path: str) -> str | None:
         return None
     label = path[len(UNIT_PATH_PREFIX) :]
     raw = _ESCAPED.sub(lambda m: "\\x" + m.group(1), label)
-    return raw.encode("latin-1").decode("unicode_escape").encode("latin-1").decode(
-        "utf-8", "replace"
+    return (
+        raw.encode("latin-1").decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
     )
 
 
@@ -167,8 +168,12 @@ class SystemdBus:
         destination: str = SYSTEMD,
     ) -> list[Any]:
         msg = Message(
-            destination=destination, path=path, interface=interface, member=member,
-            signature=signature, body=body or [],
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body or [],
         )
         try:
             async with self._in_flight:
@@ -184,7 +189,8 @@ class SystemdBus:
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else ""
             if reply.error_name in (
-                "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Disconnected",
+                "org.freedesktop.DBus.Error.NoReply",
+                "org.freedesktop.DBus.Error.Disconnected",
                 "org.freedesktop.DBus.Error.ServiceUnknown",
             ):
                 raise BusUnavailable(f"{member}: {reply.error_name}: {text}")
@@ -244,7 +250,9 @@ async def set_log_target(address: str, target: str) -> None:
     bus = await SystemdBus.connect(address)
     try:
         await bus.call(
-            "Set", "ssv", [MANAGER_IFACE, "LogTarget", Variant("s", target)],
+            "Set",
+            "ssv",
+            [MANAGER_IFACE, "LogTarget", Variant("s", target)],
             interface=PROPS_IFACE,
         )
     finally:
@@ -262,8 +270,12 @@ async def wait_for_name(address: str, name: str, within: float) -> None:
 
     def on_message(msg: Message) -> bool:
         if (
-            msg.message_type == MessageType.SIGNAL and msg.member == "NameOwnerChanged"
-            and msg.body and msg.body[0] == name and msg.body[2] and not appeared.done()
+            msg.message_type == MessageType.SIGNAL
+            and msg.member == "NameOwnerChanged"
+            and msg.body
+            and msg.body[0] == name
+            and msg.body[2]
+            and not appeared.done()
         ):
             appeared.set_result(None)
         return False
@@ -275,7 +287,11 @@ async def wait_for_name(address: str, name: str, within: float) -> None:
             f"member='NameOwnerChanged',arg0='{name}'"
         )
         (has_owner,) = await bus.call(
-            "NameHasOwner", "s", [name], path=DBUS_PATH, interface=DBUS_NAME,
+            "NameHasOwner",
+            "s",
+            [name],
+            path=DBUS_PATH,
+            interface=DBUS_NAME,
             destination=DBUS_NAME,
         )
         if not has_owner:

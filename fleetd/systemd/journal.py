@@ -41,8 +41,13 @@ SYNC_TIMEOUT = 2.0
 
 
 def journal_argv(
-    unit: str | None, *, lines: int | None = None, follow: bool = False,
-    after_cursor: str | None = None, show_cursor: bool = False, no_tail: bool = False,
+    unit: str | None,
+    *,
+    lines: int | None = None,
+    follow: bool = False,
+    after_cursor: str | None = None,
+    show_cursor: bool = False,
+    no_tail: bool = False,
 ) -> list[str]:
     """journalctl's argv for `unit` (None: every entry of the journal). A bare `follow` starts
     from the tail, which can lose entries (see the module's docstring): JournalStream follows
@@ -83,7 +88,7 @@ def unit_matches(unit: str) -> list[str]:
 def split_cursor(lines: list[str]) -> tuple[list[str], str | None]:
     """`--show-cursor` output: the entries' lines, and the cursor after them (None: no entry)."""
     if lines and lines[-1].startswith(_CURSOR):
-        return lines[:-1], lines[-1][len(_CURSOR):].strip() or None
+        return lines[:-1], lines[-1][len(_CURSOR) :].strip() or None
     return lines, None
 
 
@@ -115,8 +120,10 @@ class JournalStream:
     async def _sync(self) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._argv(["journalctl", "--sync"]), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                *self._argv(["journalctl", "--sync"]),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
                 env=self._env,
             )
         except OSError as exc:
@@ -137,8 +144,11 @@ class JournalStream:
     ) -> asyncio.subprocess.Process:
         try:
             return await asyncio.create_subprocess_exec(
-                *self._argv(argv), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=stderr, env=self._env,
+                *self._argv(argv),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=self._env,
             )
         except OSError as exc:
             raise TemporaryError(f"cannot run journalctl: {exc}") from exc
@@ -175,9 +185,9 @@ class JournalStream:
         """Read the unit's last lines into the backlog; the argv following on from them."""
         lines = _FOLLOW_LINES if self.lines is None else self.lines
         # at least one line: its cursor is where the follow goes on (with --lines 0 too)
-        shown, cursor = split_cursor(await self._output(
-            journal_argv(self.unit, lines=max(lines, 1), show_cursor=True)
-        ))
+        shown, cursor = split_cursor(
+            await self._output(journal_argv(self.unit, lines=max(lines, 1), show_cursor=True))
+        )
         if lines:
             self._backlog.extend(shown)
         # after the unit's last entry (a cursor of the unit's own: journalctl skips one entry

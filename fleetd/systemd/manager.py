@@ -118,7 +118,9 @@ class SystemdManager:
         states = self._managed.states
         self.adopted = dict(states)
         log.info(
-            "systemd.adopted", units=len(states), bus=self.config.bus_address or "system",
+            "systemd.adopted",
+            units=len(states),
+            bus=self.config.bus_address or "system",
             running=sum(s.active == "active" for s in states.values()),
         )
         return dict(states)
@@ -283,12 +285,20 @@ class SystemdManager:
                 if not exc.is_load_error:
                     raise
                 state = await self.unit_state(name)
-                log.warning("systemd.unit_load_failed", unit=name, method=method,
-                            load=state.load, error=exc.text)
+                log.warning(
+                    "systemd.unit_load_failed",
+                    unit=name,
+                    method=method,
+                    load=state.load,
+                    error=exc.text,
+                )
                 return LOAD_FAILED
             result = await self._jobs.result(job, f"{method} {name}")
-        event = "systemd.unit_started" if method == "StartUnit" else (
-            "systemd.unit_stopped" if method == "StopUnit" else "systemd.unit_restarted")
+        event = (
+            "systemd.unit_started"
+            if method == "StartUnit"
+            else ("systemd.unit_stopped" if method == "StopUnit" else "systemd.unit_restarted")
+        )
         log.info(event, unit=name, job=job, result=result)
         return result
 
@@ -308,6 +318,9 @@ class SystemdManager:
     async def status(self, name: str, lines: int = 10) -> str:
         parse_name(name)
         return await unit_status(
-            name, user=self.config.user_manager, lines=lines, wrap=self.config.wrap,
+            name,
+            user=self.config.user_manager,
+            lines=lines,
+            wrap=self.config.wrap,
             env=self.config.env,
         )

@@ -84,7 +84,8 @@ class Reloads:
                     await bus.call("DisableUnitFiles", "asb", [sorted(batch.unlink), True])
                 if batch.link:
                     await bus.call(
-                        "LinkUnitFiles", "asbb",
+                        "LinkUnitFiles",
+                        "asbb",
                         [[str(p) for _, p in sorted(batch.link.items())], True, True],
                     )
                 self.count += 1

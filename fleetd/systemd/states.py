@@ -40,7 +40,10 @@ class UnitState:
     def same_as(self, other: UnitState | None) -> bool:
         """The same load/active/sub (whatever the details)."""
         return other is not None and (self.load, self.active, self.sub) == (
-            other.load, other.active, other.sub)
+            other.load,
+            other.active,
+            other.sub,
+        )
 
     @property
     def needs_details(self) -> bool:
@@ -223,13 +226,16 @@ class ManagedUnits:
             props = await bus.get_all(state.name, iface)
             result = str(props.get("Result") or "")
             exit_ = failed_process(props) if iface.endswith("Service") else ""
-        return UnitState(
-            state.name, state.load, state.active, state.sub, result, exit_, load_error
-        )
+        return UnitState(state.name, state.load, state.active, state.sub, result, exit_, load_error)
 
     def _emit(self, state: UnitState) -> None:
-        log.debug("systemd.unit_state", unit=state.name, load=state.load, active=state.active,
-                  sub=state.sub)
+        log.debug(
+            "systemd.unit_state",
+            unit=state.name,
+            load=state.load,
+            active=state.active,
+            sub=state.sub,
+        )
         for stream in list(self._subscribers):
             stream.push(state)
 

@@ -16,8 +16,15 @@ log = structlog.get_logger(__name__)
 
 def status_argv(unit: str, *, user: bool, lines: int = 10) -> list[str]:
     return [
-        "systemctl", *(["--user"] if user else []), "status", "--no-pager", "--full",
-        "--lines", str(lines), "--", unit,
+        "systemctl",
+        *(["--user"] if user else []),
+        "status",
+        "--no-pager",
+        "--full",
+        "--lines",
+        str(lines),
+        "--",
+        unit,
     ]
 
 
@@ -35,8 +42,10 @@ async def unit_status(
     for attempt in (1, 2):
         try:
             proc = await asyncio.create_subprocess_exec(
-                *(wrap(argv) if wrap else argv), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                *(wrap(argv) if wrap else argv),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
                 env=dict(env) if env is not None else None,
             )
         except OSError as exc:

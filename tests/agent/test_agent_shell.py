@@ -38,7 +38,10 @@ def apache(tmp: Path):
 
 @contextlib.asynccontextmanager
 async def cluster(
-    registry: Registry, count: int, ttl: int = 5, metadata: list[dict[str, str]] | None = None,
+    registry: Registry,
+    count: int,
+    ttl: int = 5,
+    metadata: list[dict[str, str]] | None = None,
     **agent_args,
 ) -> AsyncIterator[list[Node]]:
     """`count` machines, each with its agent (the in-process Node of the fault tests), and an
@@ -65,20 +68,31 @@ async def test_unit_lifecycle_on_one_machine(registry: Registry) -> None:
     async with cluster(registry, 1) as (node,):
         mid = node.doc.id
         await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
-        await until(registry, lambda s: any(st.active == "active" and st.sub == "running" for st in state_of(s, "hello.service")))
+        await until(
+            registry,
+            lambda s: any(
+                st.active == "active" and st.sub == "running" for st in state_of(s, "hello.service")
+            ),
+        )
         assert (await node.manager.unit_state("hello.service")).active == "active"
         # stop → loaded: inactive/dead, the file stays
         await registry.set_desired("hello.service", JobState.LOADED)
-        snap = await until(registry, lambda s: any(st.active == "inactive" for st in state_of(s, "hello.service")))
+        snap = await until(
+            registry, lambda s: any(st.active == "inactive" for st in state_of(s, "hello.service"))
+        )
         assert state_of(snap, "hello.service")[0].sub == "dead"
         assert (node.manager.units.path_of("hello.service")).exists()
         # unload → file removed, state gone
         await registry.set_desired("hello.service", JobState.INACTIVE)
         await until(registry, lambda s: not state_of(s, "hello.service"))
-        await asyncio.wait_for(_until(lambda: not node.manager.units.path_of("hello.service").exists(), node), 20)
+        await asyncio.wait_for(
+            _until(lambda: not node.manager.units.path_of("hello.service").exists(), node), 20
+        )
         # start again, then destroy → nothing left on the machine
         await registry.set_desired("hello.service", JobState.LAUNCHED)
-        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        await until(
+            registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service"))
+        )
         await registry.destroy("hello.service")
         await asyncio.wait_for(_until(lambda: not node.manager.units.names(), node), 20)
         assert (await node.manager.unit_state("hello.service")).load in ("not-found", "stub")
@@ -93,33 +107,53 @@ async def _until(predicate, node: Node) -> None:
         await node.agent.wait_applied()
 
 
-async def test_template_instance_runs_with_instance_name(registry: Registry, tmp_path: Path) -> None:
+async def test_template_instance_runs_with_instance_name(
+    registry: Registry, tmp_path: Path
+) -> None:
     async with cluster(registry, 1):
         await registry.create_job("apache@80.service", apache(tmp_path), JobState.LAUNCHED)
-        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "apache@80.service")))
+        await until(
+            registry,
+            lambda s: any(st.active == "active" for st in state_of(s, "apache@80.service")),
+        )
         assert (tmp_path / "apache-80").read_text().strip() == "80"
 
 
 async def test_global_unit_runs_where_metadata_matches(registry: Registry) -> None:
-    glob = parse_unit("[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n")
+    glob = parse_unit(
+        "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\nMachineMetadata=role=web\n"
+    )
     md = [{"role": "web"}, {"role": "db"}, {"role": "web"}]
     async with cluster(registry, 3, metadata=md) as nodes:
         await registry.create_job("global.service", glob, JobState.LAUNCHED)
-        snap = await until(registry, lambda s: sum(st.active == "active" for st in state_of(s, "global.service")) == 2)
+        snap = await until(
+            registry,
+            lambda s: sum(st.active == "active" for st in state_of(s, "global.service")) == 2,
+        )
         running_on = {st.machine_id for st in state_of(snap, "global.service")}
         assert running_on == {nodes[0].doc.id, nodes[2].doc.id}
         assert "global.service" not in snap.placements  # the engine never places Global units
         # dynamic metadata (PATCH /machines) overrides the configured one: web on node 1,
         # role removed on node 2 -> the Global unit runs on nodes 0 and 1
-        await registry.set_machine_metadata({nodes[1].doc.id: {"role": "web"}, nodes[2].doc.id: {"role": ""}})
-        await until(registry, lambda s: {st.machine_id for st in state_of(s, "global.service") if st.active == "active"}
-                    == {nodes[0].doc.id, nodes[1].doc.id} and len(state_of(s, "global.service")) == 2)
+        await registry.set_machine_metadata(
+            {nodes[1].doc.id: {"role": "web"}, nodes[2].doc.id: {"role": ""}}
+        )
+        await until(
+            registry,
+            lambda s: (
+                {st.machine_id for st in state_of(s, "global.service") if st.active == "active"}
+                == {nodes[0].doc.id, nodes[1].doc.id}
+                and len(state_of(s, "global.service")) == 2
+            ),
+        )
 
 
 async def test_restart_adopts_running_units_without_restarting(registry: Registry) -> None:
     async with cluster(registry, 1) as (node,):
         await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
-        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        await until(
+            registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service"))
+        )
         pid = await node.manager.main_pid("hello.service")
         lease_before = node.agent.lease.id
         await node.crash()
@@ -133,7 +167,9 @@ async def test_restart_adopts_running_units_without_restarting(registry: Registr
 async def test_leave_moves_units_at_once(registry: Registry) -> None:
     async with cluster(registry, 2, ttl=30) as nodes:
         await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
-        snap = await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        snap = await until(
+            registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service"))
+        )
         first = state_of(snap, "hello.service")[0].machine_id
         leaving = next(n for n in nodes if n.doc.id == first)
         await leaving.agent.leave()
@@ -147,22 +183,34 @@ async def test_leave_moves_units_at_once(registry: Registry) -> None:
         leaving.task.cancel()
         snap = await until(
             registry,
-            lambda s: any(st.active == "active" and st.machine_id != first for st in state_of(s, "hello.service")),
+            lambda s: any(
+                st.active == "active" and st.machine_id != first
+                for st in state_of(s, "hello.service")
+            ),
         )
         assert (await leaving.manager.unit_state("hello.service")).active != "active"
 
 
 async def test_fencing_stops_units_when_etcd_is_gone(private_etcd, key_prefix: str) -> None:
-    config = EtcdConfig(endpoints=private_etcd.endpoints, key_prefix=key_prefix, request_timeout=1.0)
-    async with Registry(config) as registry, cluster(registry, 1, ttl=3, fence_on_lease_loss=True) as (node,):
+    config = EtcdConfig(
+        endpoints=private_etcd.endpoints, key_prefix=key_prefix, request_timeout=1.0
+    )
+    async with (
+        Registry(config) as registry,
+        cluster(registry, 1, ttl=3, fence_on_lease_loss=True) as (node,),
+    ):
         await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
-        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        await until(
+            registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service"))
+        )
         changes = node.manager.changes(replay=False)
         private_etcd.stop()
+
         async def stopped() -> None:
             async for st in changes:
                 if st.name == "hello.service" and st.active in ("inactive", "failed"):
                     return
+
         await asyncio.wait_for(stopped(), 3 + 2)  # before the lease's TTL ends (+ slack)
         assert node.agent.fenced
 
@@ -180,7 +228,9 @@ async def test_restart_request_restarts_once_and_survives_a_fleetd_restart(
     async with cluster(registry, 1) as (node,):
         mid = node.doc.id
         await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
-        await until(registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service")))
+        await until(
+            registry, lambda s: any(st.active == "active" for st in state_of(s, "hello.service"))
+        )
         first = await node.manager.main_pid("hello.service")
         await registry.request_restart("hello.service", mid, "t1")
         await until(registry, restarted_with("hello.service", "t1"))
@@ -205,7 +255,9 @@ async def test_restart_request_of_a_stopped_unit_is_done_by_its_next_start(
     async with cluster(registry, 1) as (node,):
         mid = node.doc.id
         await registry.create_job("hello.service", HELLO, JobState.LOADED)
-        await until(registry, lambda s: any(st.active == "inactive" for st in state_of(s, "hello.service")))
+        await until(
+            registry, lambda s: any(st.active == "inactive" for st in state_of(s, "hello.service"))
+        )
         await registry.request_restart("hello.service", mid, "t1")
         # planned with the request in view (desired loaded: it waits, nothing starts)
         seen = lambda: ("hello.service", mid) in node.agent._view.restarts  # noqa: E731

@@ -47,8 +47,14 @@ async def test_each_request_answered_as_alone(
         put("bad/x.service", options=HELLO),  # not a unit name: 400
         put("tmpl@.service", options=HELLO, desiredState="launched"),  # template: 400
         {"method": "DELETE", "name": "gone.service"},  # 404
-        put("big.service", desiredState="launched", options=[  # a rule refused: 400
-            *HELLO, {"section": "X-Fleet", "name": "MachineMetadata", "value": "cores>=lots"}]),
+        put(
+            "big.service",
+            desiredState="launched",
+            options=[  # a rule refused: 400
+                *HELLO,
+                {"section": "X-Fleet", "name": "MachineMetadata", "value": "cores>=lots"},
+            ],
+        ),
     ]
     status, body = await asyncio.to_thread(post, sock, {"requests": requests})
     assert status == 200

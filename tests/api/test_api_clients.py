@@ -111,7 +111,9 @@ async def test_wait_streams_units_as_they_reach_the_state(
     loop = asyncio.get_running_loop()
 
     def consume() -> None:
-        for line in client.wait(["a.service", "b.service"], "launched", active=True, timeout=DEADLINE):
+        for line in client.wait(
+            ["a.service", "b.service"], "launched", active=True, timeout=DEADLINE
+        ):
             loop.call_soon_threadsafe(lines.put_nowait, line)
 
     reader = asyncio.create_task(asyncio.to_thread(consume))
@@ -143,7 +145,9 @@ async def test_wait_timeout_reports_why_units_are_pending(
     await asyncio.to_thread(client.put_unit, "idle.service", options=HELLO)
     lease = await machine(registry, M1, "10.0.0.1", role="web")
     got = await asyncio.to_thread(
-        lambda: list(client.wait(["idle.service", "db.service", "gone.service"], "loaded", timeout=0.2))
+        lambda: list(
+            client.wait(["idle.service", "db.service", "gone.service"], "loaded", timeout=0.2)
+        )
     )
     # no machine can take db.service: a definite answer, given at once
     assert got[0] == {"name": "db.service", "currentState": "inactive", "failed": True,
@@ -158,7 +162,10 @@ async def test_wait_timeout_reports_why_units_are_pending(
                                        "reason": "unit does not exist"}  # fmt: skip
     # inactive is reached at once
     got = await asyncio.to_thread(lambda: list(client.wait(["idle.service"], "inactive")))
-    assert got == [{"name": "idle.service", "currentState": "inactive"}, {"done": True, "pending": []}]
+    assert got == [
+        {"name": "idle.service", "currentState": "inactive"},
+        {"done": True, "pending": []},
+    ]
     with pytest.raises(APIError) as err:
         await asyncio.to_thread(lambda: list(client.wait(["idle.service"], "running")))
     assert err.value.code == 400
@@ -198,7 +205,9 @@ class DocClient:
     def list_units(self) -> list[dict]:
         units, token = [], ""
         while True:
-            status, page = self._request("GET", "/units" + (f"?nextPageToken={token}" if token else ""))
+            status, page = self._request(
+                "GET", "/units" + (f"?nextPageToken={token}" if token else "")
+            )
             assert status == 200
             units += page.get("units", [])
             token = page.get("nextPageToken", "")

@@ -70,9 +70,7 @@ async def test_unit_lifecycle_with_placement_and_state(
     status, _, body = await asyncio.to_thread(raw, sock, "GET", "/fleet/v1/state/hello.service")
     assert status == 200 and json.loads(body) == states[0]
 
-    assert await asyncio.to_thread(client.machines) == [
-        {"id": M1, "primaryIP": "10.0.0.1"}
-    ]
+    assert await asyncio.to_thread(client.machines) == [{"id": M1, "primaryIP": "10.0.0.1"}]
     # existing unit: a new desired state only -> 204
     assert await asyncio.to_thread(client.put_unit, "hello.service", desired_state="loaded") == 204
     assert (await registry.get_job("hello.service")).desired == "loaded"
@@ -88,9 +86,12 @@ async def test_unit_lifecycle_with_placement_and_state(
 async def test_put_with_new_options_replaces_the_unit_in_place(
     api: APIServer, client: Client, registry: Registry
 ) -> None:
-    assert await asyncio.to_thread(
-        client.put_unit, "hello.service", options=HELLO, desired_state="loaded"
-    ) == 201
+    assert (
+        await asyncio.to_thread(
+            client.put_unit, "hello.service", options=HELLO, desired_state="loaded"
+        )
+        == 201
+    )
     other = [{"section": "Service", "name": "ExecStart", "value": "/bin/true"}]
     other_hash = UnitFile.from_options(UnitOption(**o) for o in other).hash
     # different options: replaced (201, as fleet), desired state kept
@@ -101,9 +102,12 @@ async def test_put_with_new_options_replaces_the_unit_in_place(
     assert snap.jobs["hello.service"].unit_hash == other_hash
     assert set(snap.units) == {other_hash}  # the old content had no other user
     # replaced with a desired state: both change
-    assert await asyncio.to_thread(
-        client.put_unit, "hello.service", options=HELLO, desired_state="launched"
-    ) == 201
+    assert (
+        await asyncio.to_thread(
+            client.put_unit, "hello.service", options=HELLO, desired_state="launched"
+        )
+        == 201
+    )
     unit = await asyncio.to_thread(client.unit, "hello.service")
     assert (unit["options"], unit["desiredState"]) == (HELLO, "launched")
     # invalid new options are refused, nothing changes
@@ -176,7 +180,9 @@ def _bad_put_cases() -> list:
 async def test_bad_put_is_refused_in_fleets_error_shape(
     api: APIServer, registry: Registry, path: str, body, headers, code: int, message: str
 ) -> None:
-    status, got_headers, got = await asyncio.to_thread(raw, api.unix_path, "PUT", path, body, headers)
+    status, got_headers, got = await asyncio.to_thread(
+        raw, api.unix_path, "PUT", path, body, headers
+    )
     assert status == code
     assert got_headers["Content-Type"].startswith("application/json")
     assert error_of(got)[0] == code
@@ -189,13 +195,20 @@ async def test_conflicts_and_missing_units(api: APIServer, client: Client) -> No
     with pytest.raises(APIError) as err:
         await asyncio.to_thread(client.put_unit, "hello.service")
     assert (err.value.code, err.value.message) == (
-        409, "must provide DesiredState to update existing unit"
+        409,
+        "must provide DesiredState to update existing unit",
     )
-    status, _, body = await asyncio.to_thread(raw, api.unix_path, "GET", "/fleet/v1/units/nope.service")
+    status, _, body = await asyncio.to_thread(
+        raw, api.unix_path, "GET", "/fleet/v1/units/nope.service"
+    )
     assert (status, error_of(body)) == (404, (404, "unit does not exist"))
-    status, _, body = await asyncio.to_thread(raw, api.unix_path, "DELETE", "/fleet/v1/units/nope.service")
+    status, _, body = await asyncio.to_thread(
+        raw, api.unix_path, "DELETE", "/fleet/v1/units/nope.service"
+    )
     assert (status, error_of(body)) == (404, (404, "unit does not exist"))
-    status, _, body = await asyncio.to_thread(raw, api.unix_path, "GET", "/fleet/v1/state/nope.service")
+    status, _, body = await asyncio.to_thread(
+        raw, api.unix_path, "GET", "/fleet/v1/state/nope.service"
+    )
     assert (status, error_of(body)) == (404, (404, "unit state does not exist"))
 
 
@@ -237,7 +250,9 @@ async def test_body_too_large_is_413(registry: Registry, sock_dir) -> None:
 
 
 @pytest.mark.root("chown of the socket to group 0")
-async def test_unix_socket_mode_and_stale_socket(api: APIServer, registry: Registry, sock_dir) -> None:
+async def test_unix_socket_mode_and_stale_socket(
+    api: APIServer, registry: Registry, sock_dir
+) -> None:
     assert stat.S_IMODE(os.stat(api.unix_path).st_mode) == 0o660
     await api.stop()  # removes its socket; a stale socket file left behind is replaced
     import socket
@@ -256,7 +271,9 @@ async def test_unix_socket_mode_and_stale_socket(api: APIServer, registry: Regis
 
 
 # --- pagination ------------------------------------------------------------------------------
-async def test_pagination_over_250_units(api: APIServer, client: Client, registry: Registry) -> None:
+async def test_pagination_over_250_units(
+    api: APIServer, client: Client, registry: Registry
+) -> None:
     unit = UnitFile.from_options(UnitOption(**o) for o in HELLO)
     await asyncio.gather(*(registry.create_job(f"u{i:03}.service", unit) for i in range(250)))
     sock = api.unix_path
@@ -275,7 +292,9 @@ async def test_pagination_over_250_units(api: APIServer, client: Client, registr
     # fleet's token: URL-safe base64 of little-endian uint16 limit, uint16 page
     second = base64.urlsafe_b64encode(struct.pack("<HH", 100, 2)).decode()
     assert second == PageToken(100, 2).encode()
-    status, _, body = await asyncio.to_thread(raw, sock, "GET", f"/fleet/v1/units?nextPageToken={second}")
+    status, _, body = await asyncio.to_thread(
+        raw, sock, "GET", f"/fleet/v1/units?nextPageToken={second}"
+    )
     assert next(u["name"] for u in json.loads(body)["units"]) == "u100.service"
     assert [u["name"] for u in await asyncio.to_thread(client.units)] == names
 
@@ -288,13 +307,13 @@ async def test_pagination_over_250_units(api: APIServer, client: Client, registr
     ]  # fmt: skip
     for token, message in bad:
         for path in ("units", "state", "machines"):
-            status, _, body = await asyncio.to_thread(raw, sock, "GET", f"/fleet/v1/{path}?nextPageToken={token}")
+            status, _, body = await asyncio.to_thread(
+                raw, sock, "GET", f"/fleet/v1/{path}?nextPageToken={token}"
+            )
             assert status == 400 and error_of(body)[1].startswith(message), (path, token)
 
 
-async def test_exactly_full_page_is_followed_by_an_empty_page(
-    registry: Registry, sock_dir
-) -> None:
+async def test_exactly_full_page_is_followed_by_an_empty_page(registry: Registry, sock_dir) -> None:
     unit = UnitFile.from_options(UnitOption(**o) for o in HELLO)
     for i in range(4):
         await registry.create_job(f"u{i}.service", unit)
@@ -382,15 +401,20 @@ async def test_metrics(api: APIServer, client: Client) -> None:
 async def test_etcd_down_is_503(private_etcd, key_prefix: str, sock_dir) -> None:
     from fleetd.registry import EtcdConfig
 
-    config = EtcdConfig(endpoints=private_etcd.endpoints, key_prefix=key_prefix, request_timeout=1.0)
+    config = EtcdConfig(
+        endpoints=private_etcd.endpoints, key_prefix=key_prefix, request_timeout=1.0
+    )
     async with Registry(config) as registry:
         server = APIServer(registry, M1)
         await server.start(sock_dir / "down.sock")
         try:
             private_etcd.stop()
-            status, _, body = await asyncio.to_thread(raw, server.unix_path, "GET", "/fleet/v1/units")
+            status, _, body = await asyncio.to_thread(
+                raw, server.unix_path, "GET", "/fleet/v1/units"
+            )
             assert (status, error_of(body)) == (
-                503, (503, "fleet server unable to communicate with etcd")
+                503,
+                (503, "fleet server unable to communicate with etcd"),
             )
         finally:
             await server.stop()

@@ -69,18 +69,24 @@ async def test_patch_overrides_config_metadata_and_outlives_registration(
     ("ops", "message"),
     [
         ([op("move", M1, "a", "b")], "invalid op: expect add, remove, or replace"),
-        ([{"op": "add", "path": f"/{M1}/meta/a", "value": {"value": "b"}}],
-         "machine metadata path invalid"),
+        (
+            [{"op": "add", "path": f"/{M1}/meta/a", "value": {"value": "b"}}],
+            "machine metadata path invalid",
+        ),
         ([op("add", M1, "a b", "c")], "machine metadata path invalid"),
         ([op("add", M1, "a")], "invalid value: add and replace require a value"),
         ([op("replace", M1, "a", "")], "invalid value: add and replace require a value"),
         # one bad operation refuses the whole PATCH: the good one before it is not applied
-        ([op("add", M1, "ok", "1"), op("add", M1, "a")],
-         "invalid value: add and replace require a value"),
+        (
+            [op("add", M1, "ok", "1"), op("add", M1, "a")],
+            "invalid value: add and replace require a value",
+        ),
         # keys beginning with "fleet." are reserved for machine facts fleetd measures
-        ([op("add", M1, "ok", "1"), op("remove", M1, "fleet.cpus")],
-         "metadata key 'fleet.cpus' is reserved: keys beginning with 'fleet.' are machine facts "
-         "measured by fleetd"),
+        (
+            [op("add", M1, "ok", "1"), op("remove", M1, "fleet.cpus")],
+            "metadata key 'fleet.cpus' is reserved: keys beginning with 'fleet.' are machine facts "
+            "measured by fleetd",
+        ),
     ],
     ids=["bad-op", "bad-path", "bad-key", "no-value", "empty-value", "all-or-nothing", "reserved"],
 )

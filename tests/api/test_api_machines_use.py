@@ -36,7 +36,9 @@ async def test_capacity_and_use_of_every_machine(
     )  # fmt: skip
     await machine(registry, OTHER, "10.0.0.2", role="web")  # says nothing of its capacity
     # nothing reserves yet (a fleet 1.0 cluster): capacities, nothing reserved
-    status, headers, body = await asyncio.to_thread(raw, api.unix_path, "GET", "/fleet/v1/x/machines")
+    status, headers, body = await asyncio.to_thread(
+        raw, api.unix_path, "GET", "/fleet/v1/x/machines"
+    )
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     assert json.loads(body) == {
         "machines": {
@@ -76,7 +78,13 @@ async def test_capacity_and_use_of_every_machine(
     assert set(listed) == {"id", "primaryIP", "metadata"}
 
     # this fleetd's /metrics: its own machine's gauges only
-    await publish(registry, me, "big.service", MACHINE, (await registry.snapshot()).jobs["big.service"].unit_hash)
+    await publish(
+        registry,
+        me,
+        "big.service",
+        MACHINE,
+        (await registry.snapshot()).jobs["big.service"].unit_hash,
+    )
     status, _, body = await asyncio.to_thread(raw, api.unix_path, "GET", "/metrics")
     text = body.decode()
     assert status == 200
@@ -93,7 +101,9 @@ async def test_capacity_and_use_of_every_machine(
     assert OTHER not in text
 
 
-async def test_an_over_committed_machine(api: APIServer, client: Client, registry: Registry) -> None:
+async def test_an_over_committed_machine(
+    api: APIServer, client: Client, registry: Registry
+) -> None:
     # fleetd restarted with less memory under a unit running there (re-registered on its lease)
     lease = await machine(registry, MACHINE, "10.0.0.1", **{"fleet.memory": str(4 * G)})
     await asyncio.to_thread(

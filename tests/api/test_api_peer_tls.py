@@ -117,6 +117,7 @@ async def test_peer_listener_refuses_clients_without_a_certificate_of_the_cluste
         # connection) comes instead of any answer
         with pytest.raises((ssl.SSLError, ConnectionError)):
             await asyncio.to_thread(_get_status, peer_b, _client_ctx(cluster / "ca.pem", cert))
+
     # plain HTTP gets no answer either (the listener speaks TLS only)
     def plain() -> bytes:
         with socket.create_connection((B_IP, peer_b), timeout=10) as sock:
@@ -167,6 +168,7 @@ async def test_no_peer_listener_known_answers_502_machine_unreachable(
     a = APIServer(registry, A)  # forwards to nobody: no peer URL for any machine
     await a.start(sock_dir / "a.sock")
     try:
+
         def raw() -> tuple[int, dict]:
             conn = http.client.HTTPConnection("x", timeout=10)
             conn.sock = socket.socket(socket.AF_UNIX)

@@ -49,16 +49,31 @@ async def global_unit_on(registry: Registry, *mids: str) -> dict[str, Lease]:
         (b'{"machineID": 7}', "machineID must be the ID of a machine running the unit"),
         (b'{"machineID": ""}', "machineID must be the ID of a machine running the unit"),
         (b'{"machineID": "M", "wait": "yes"}', "wait must be true or false"),
-        (b'{"machineID": "M", "timeout": -1}',
-         "timeout must be a non-negative number of seconds or null"),
-        (b'{"machineID": "M", "timeout": true}',
-         "timeout must be a non-negative number of seconds or null"),
-        (b'{"machineID": "M", "machine": "M"}',
-         "unknown field 'machine': expected machineID, wait and timeout"),
+        (
+            b'{"machineID": "M", "timeout": -1}',
+            "timeout must be a non-negative number of seconds or null",
+        ),
+        (
+            b'{"machineID": "M", "timeout": true}',
+            "timeout must be a non-negative number of seconds or null",
+        ),
+        (
+            b'{"machineID": "M", "machine": "M"}',
+            "unknown field 'machine': expected machineID, wait and timeout",
+        ),
         (b"{nope", "unable to decode body: Expecting property name enclosed in double quotes"),
     ],
-    ids=["not-object", "no-machine", "machine-not-string", "machine-empty", "wait-not-bool",
-         "timeout-negative", "timeout-bool", "unknown-field", "not-json"],
+    ids=[
+        "not-object",
+        "no-machine",
+        "machine-not-string",
+        "machine-empty",
+        "wait-not-bool",
+        "timeout-negative",
+        "timeout-bool",
+        "unknown-field",
+        "not-json",
+    ],
 )
 async def test_bad_bodies_are_refused_and_write_nothing(
     api: APIServer, registry: Registry, body: bytes, message: str
@@ -111,7 +126,10 @@ def watching() -> asyncio.Event:
 
 
 async def act_as_agent(
-    registry: Registry, lease: Lease, mid: str, watching: asyncio.Event,
+    registry: Registry,
+    lease: Lease,
+    mid: str,
+    watching: asyncio.Event,
     *states: tuple[str, bool],
 ) -> None:
     """Wait for the restart request for `mid` (a watch event from now on: the caller asks

@@ -72,16 +72,27 @@ async def cluster(
         inspector = Recording(mgr)
         pki = tmp_path / "pki"  # the peer listener speaks mutual TLS (test_api_peer_tls.py)
         make_peer_pki(pki, {"a": "127.0.0.1", "b": "127.0.0.1"})
-        tls = {n: TLSFiles(str(pki / f"{n}.pem"), str(pki / f"{n}-key.pem"), str(pki / "ca.pem")) for n in "ab"}
+        tls = {
+            n: TLSFiles(str(pki / f"{n}.pem"), str(pki / f"{n}-key.pem"), str(pki / "ca.pem"))
+            for n in "ab"
+        }
         b = APIServer(registry, B, inspector=inspector)
         await b.start(sock_dir / "b.sock", peer=("127.0.0.1", 0), peer_tls=tls["b"])
         peer_port = b.peer_address[1]
-        a = APIServer(registry, A, peer_url=lambda m: f"https://127.0.0.1:{peer_port}" if m == B else None,
-                      peer_ssl=tls["a"].client_context())
+        a = APIServer(
+            registry,
+            A,
+            peer_url=lambda m: f"https://127.0.0.1:{peer_port}" if m == B else None,
+            peer_ssl=tls["a"].client_context(),
+        )
         await a.start(sock_dir / "a.sock")
         leases = [await machine(registry, B, "127.0.0.2"), await machine(registry, A, "127.0.0.1")]
         try:
-            yield Client(f"unix://{a.unix_path}", timeout=10), Client(f"unix://{b.unix_path}", timeout=10), inspector
+            yield (
+                Client(f"unix://{a.unix_path}", timeout=10),
+                Client(f"unix://{b.unix_path}", timeout=10),
+                inspector,
+            )
         finally:
             await a.stop()
             await b.stop()
@@ -93,7 +104,10 @@ async def run_on_b(registry: Registry, cluster, name: str, unit=HELLO) -> None: 
     """Submit `name` pinned to B, let the engine place it, start it as B's agent would."""
     options = [*unit, {"section": "X-Fleet", "name": "MachineID", "value": B}]
     client_a, _, inspector = cluster
-    assert await asyncio.to_thread(client_a.put_unit, name, options=options, desired_state="launched") == 201
+    assert (
+        await asyncio.to_thread(client_a.put_unit, name, options=options, desired_state="launched")
+        == 201
+    )
     async with engine_running(registry, A):
         await until(registry, lambda s: name in s.placements)
     unit = UnitFile.from_options(UnitOption(**o) for o in options)
@@ -117,10 +131,16 @@ async def test_status_locally_and_forwarded(registry: Registry, cluster) -> None
     await registry.create_job("idle.service", HELLO_UNIT, JobState.INACTIVE)
     with pytest.raises(APIError) as err:
         await asyncio.to_thread(client_a.status, "idle.service")
-    assert (err.value.code, err.value.message) == (409, "Unit idle.service does not appear to be loaded.")
+    assert (err.value.code, err.value.message) == (
+        409,
+        "Unit idle.service does not appear to be loaded.",
+    )
     with pytest.raises(APIError) as err:
         await asyncio.to_thread(lambda: list(client_a.journal("idle.service")))
-    assert (err.value.code, err.value.message) == (409, "Unit idle.service does not appear to be running.")
+    assert (err.value.code, err.value.message) == (
+        409,
+        "Unit idle.service does not appear to be running.",
+    )
     await inspector.manager.stop_unit("hello.service")
 
 

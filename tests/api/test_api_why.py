@@ -19,7 +19,9 @@ NOT_EU = [*HELLO, {"section": "X-Fleet", "name": "MachineMetadata", "value": "re
 
 async def test_why_refuses_bad_names_and_unknown_units(api: APIServer) -> None:
     sock = api.unix_path
-    status, _, body = await asyncio.to_thread(raw, sock, "GET", "/fleet/v1/x/why/bad%20name.service")
+    status, _, body = await asyncio.to_thread(
+        raw, sock, "GET", "/fleet/v1/x/why/bad%20name.service"
+    )
     assert (status, error_of(body)) == (400, (400, "invalid character ' ' in unit name"))
     status, _, body = await asyncio.to_thread(raw, sock, "GET", "/fleet/v1/x/why/hello")
     assert (status, error_of(body)) == (400, (400, 'unit name must contain "."'))

@@ -135,8 +135,12 @@ async def test_error_cases(cluster: Cluster, tmp_path_factory) -> None:
     # unknown unit: fleet's messages
     rc, out, err = await run("start", "nosuch.service")
     fleet_rc, fleet_line = captured("errors.txt", "start nosuch.service")
-    assert (rc, out + err) == (  # fleet's message, then the path looked at
-        fleet_rc, f"{fleet_line[:-1]} (looked for file {cluster.workdir}/nosuch.service)\n"
+    assert (
+        (rc, out + err)
+        == (  # fleet's message, then the path looked at
+            fleet_rc,
+            f"{fleet_line[:-1]} (looked for file {cluster.workdir}/nosuch.service)\n",
+        )
     )
     rc, out, err = await run("cat", "nosuch.service")
     assert (rc, out + err) == captured("errors.txt", "cat nosuch.service")

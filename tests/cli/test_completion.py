@@ -115,7 +115,10 @@ async def test_unit_names_complete_from_the_api(cluster: Cluster) -> None:
         rc, _, err = await cluster.fleetctl("submit", name)
         assert rc == 0, err
     env = cluster.env | {"_FLEETCTL_COMPLETE": "bash_complete", "COMP_CWORD": "4"}
-    for typed, names in (("apache", ["apache@1.service", "apache@2.service"]), ("h", ["hello.service"])):
+    for typed, names in (
+        ("apache", ["apache@1.service", "apache@2.service"]),
+        ("h", ["hello.service"]),
+    ):
         env["COMP_WORDS"] = f"fleetctl --endpoint {cluster.endpoint} status {typed}"
         proc = await asyncio.create_subprocess_exec(  # the loop keeps serving the API
             str(BIN / "fleetctl"), env=env,

@@ -228,10 +228,16 @@ async def test_an_api_nobody_serves_is_named_with_the_hint(
     finally:
         close()
     why = reason.replace("{tmp}", str(sock_dir))
-    assert (rc, out, err) == (1, "", f"Error: cannot reach the fleet API at {endpoint}: {why}; {HINT}\n")
+    assert (rc, out, err) == (
+        1,
+        "",
+        f"Error: cannot reach the fleet API at {endpoint}: {why}; {HINT}\n",
+    )
 
 
-async def test_the_endpoint_from_the_environment_is_named_too(workdir: Path, sock_dir: Path) -> None:
+async def test_the_endpoint_from_the_environment_is_named_too(
+    workdir: Path, sock_dir: Path
+) -> None:
     from tests.cli.conftest import fleetctl_env
 
     env = {**fleetctl_env(), "FLEETCTL_ENDPOINT": f"unix://{sock_dir}/none.sock"}
@@ -339,7 +345,9 @@ async def test_replace_with_an_unusable_file_says_why(cluster: Cluster) -> None:
 
 
 @pytest.mark.parametrize("command", ["stop", "unload", "destroy"])
-async def test_units_not_found_exit_0_in_stop_unload_destroy(cluster: Cluster, command: str) -> None:
+async def test_units_not_found_exit_0_in_stop_unload_destroy(
+    cluster: Cluster, command: str
+) -> None:
     # fleet 1.0 printed `Units not found in registry` and exited 0 in all three (nothing to
     # stop, unload or destroy: the end state holds)
     assert await cluster.fleetctl(command, "nosuch.service") == (

@@ -107,7 +107,9 @@ def test_a_template_is_read_once_for_many_instances(walkthrough: Path) -> None:
         ("etcd@10.0.0.1", ["looked for file {d}/etcd@10.0.0.1.service", "looked for file {d}/etcd@.service"]),
     ],
 )  # fmt: skip
-def test_where_it_looked_when_nothing_is_there(walkthrough: Path, arg: str, looked_at: list[str]) -> None:
+def test_where_it_looked_when_nothing_is_there(
+    walkthrough: Path, arg: str, looked_at: list[str]
+) -> None:
     [found] = read_arguments([arg])
     assert found.local is None
     assert list(found.looked_at) == [p.replace("{d}", os.getcwd()) for p in looked_at]

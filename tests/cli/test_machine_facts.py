@@ -45,7 +45,11 @@ async def one_machine(
     server = APIServer(registry, MID)
     await server.start(sock_dir / "fleet.sock")
     try:
-        yield Cluster(f"unix://{sock_dir}/fleet.sock", registry, tmp_path, fleetctl_env()), machine, facts
+        yield (
+            Cluster(f"unix://{sock_dir}/fleet.sock", registry, tmp_path, fleetctl_env()),
+            machine,
+            facts,
+        )
     finally:
         await server.stop()
         await lease.revoke()
@@ -76,7 +80,10 @@ async def test_facts_are_metadata_of_the_api_and_a_column_of_their_own_in_fleetc
     # the table stays fleet's: no facts in METADATA, with or without --full
     for args in ((), ("--full",)):
         rc, out, _ = await cluster.fleetctl("list-machines", "--no-legend", *args)
-        assert (rc, out.split()) == (0, [MID if args else f"{MID[:8]}...", "127.0.0.11", "role=web"])
+        assert (rc, out.split()) == (
+            0,
+            [MID if args else f"{MID[:8]}...", "127.0.0.11", "role=web"],
+        )
     # a FACTS column when asked for
     rc, out, _ = await cluster.fleetctl("list-machines", "--fields", "machine,facts")
     assert (rc, out.splitlines()[1].split("\t")[-1]) == (0, as_text)

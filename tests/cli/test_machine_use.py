@@ -27,8 +27,12 @@ G = 1 << 30
 FACTS = {
     M1: {"fleet.memory": str(8 * G), "fleet.cpus": "4"},
     # 1G and half a CPU held back for the host: it offers 3G and 1.5 CPUs
-    M2: {"fleet.memory": str(4 * G), "fleet.cpus": "2", "fleet.memory-reserved": str(G),
-         "fleet.cpus-reserved": "0.5"},
+    M2: {
+        "fleet.memory": str(4 * G),
+        "fleet.cpus": "2",
+        "fleet.memory-reserved": str(G),
+        "fleet.cpus-reserved": "0.5",
+    },
     M3: {},
 }
 BIG = "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nMemoryReservation=2G\nCPUReservation=1.5\nMachineMetadata=role=db\n"
@@ -45,9 +49,7 @@ class Measured(Cluster):
 
 
 @pytest.fixture
-async def measured(
-    registry: Registry, sock_dir: Path, workdir: Path
-) -> AsyncIterator[Measured]:
+async def measured(registry: Registry, sock_dir: Path, workdir: Path) -> AsyncIterator[Measured]:
     leases = {
         mid: await registry.register_machine(Machine(mid, ip, {**meta, **FACTS[mid]}), 30)
         for mid, (ip, meta) in MACHINES.items()
@@ -87,7 +89,10 @@ async def test_fleets_table_until_a_unit_reserves_then_the_use_columns(measured:
 
     # a unit reserves 2G and 1.5 CPUs of M2 (role=db): -l adds the columns at the end
     rc, out, err = await run("start", "big.service")
-    assert (rc, out.splitlines()[-1]) == (0, "Unit big.service launched on 929c22af.../127.0.0.12"), err
+    assert (rc, out.splitlines()[-1]) == (
+        0,
+        "Unit big.service launched on 929c22af.../127.0.0.12",
+    ), err
     rc, out, err = await run("list-machines", "-l")
     assert (rc, err) == (0, "")
     assert out == (
@@ -150,7 +155,10 @@ async def test_fields_and_json_numbers_and_an_over_committed_machine(measured: M
     rc, out, _ = await run("list-machines", "--output", "json", "--fields",
                            "memory,memory-free,overcommitted,memory-use")  # fmt: skip
     assert json.loads(out)[-1] == {
-        "memory": G, "memory-free": 0, "overcommitted": True, "memory-use": "2G/1G!"
+        "memory": G,
+        "memory-free": 0,
+        "overcommitted": True,
+        "memory-use": "2G/1G!",
     }
     assert (await measured.registry.snapshot()).placements["big.service"] == M2
     # a field that does not exist: fleet's message, exit 1

@@ -73,9 +73,10 @@ def test_list_machines_keeps_the_facts_in_a_column_of_their_own() -> None:
     measured = [dict(m, metadata={**m.get("metadata", {}), "fleet.os": "debian",
                                   "fleet.cpus": "1.5"}) for m in rows[:-1]] + rows[-1:]  # fmt: skip
     cols = parse_fields("machine,ip,metadata", FIELDS_MACHINES)
-    assert table(measured, cols, FIELDS_MACHINES, ips={}, full=False, legend=True) == block(
-        "list-machines.txt", "list-machines"
-    ).output
+    assert (
+        table(measured, cols, FIELDS_MACHINES, ips={}, full=False, legend=True)
+        == block("list-machines.txt", "list-machines").output
+    )
     facts = table(measured, ["facts"], FIELDS_MACHINES, ips={}, full=False, legend=True)
     assert facts.splitlines() == ["FACTS", *["fleet.cpus=1.5,fleet.os=debian"] * 2, "-"]
 

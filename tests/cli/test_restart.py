@@ -22,5 +22,9 @@ async def test_global_unit_running_nowhere_or_not_launched(cluster: Cluster) -> 
         "Unable to restart unit h.service in state loaded",
     ]
     rc, out, err = await cluster.fleetctl("restart", "--no-block", "g.service")
-    assert (rc, out, err) == (1, "", "Unable to restart global unit g.service: no machine runs it\n")
+    assert (rc, out, err) == (
+        1,
+        "",
+        "Unable to restart global unit g.service: no machine runs it\n",
+    )
     assert (await cluster.registry.snapshot()).restarts == {}  # nothing was asked

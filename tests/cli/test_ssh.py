@@ -192,7 +192,10 @@ async def test_status_and_journal_of_a_unit_on_an_unreachable_machine_run_over_s
                                           "--lines", "5", "--ssh-port", "1", "hello")  # fmt: skip
     assert rc == 255 and out == "", err
     assert "'-p', '1'," in err and "'-A'" not in err  # no agent forwarding, as fleet
-    assert f"'{SSHD_IP}', '--', 'sudo', 'journalctl', '--unit', 'hello.service', '--no-pager', '-n', '5', '-f']" in err
+    assert (
+        f"'{SSHD_IP}', '--', 'sudo', 'journalctl', '--unit', 'hello.service', '--no-pager', '-n', '5', '-f']"
+        in err
+    )
 
 
 @needs_sshd
@@ -257,14 +260,24 @@ async def test_a_failed_units_journal_is_read_over_ssh_when_the_api_cannot_reach
     registry, unit_hash = remote.cluster.registry, (await remote.cluster.registry.snapshot()).jobs[
         "hello.service"].unit_hash  # fmt: skip
     lease = await registry.grant_lease(30)
-    failed = UnitState("hello.service", B, unit_hash, "loaded", "failed", "failed",
-                       result="exit-code", exit="main process (code=killed, status=9/KILL)")
+    failed = UnitState(
+        "hello.service",
+        B,
+        unit_hash,
+        "loaded",
+        "failed",
+        "failed",
+        result="exit-code",
+        exit="main process (code=killed, status=9/KILL)",
+    )
     await registry.publish_state(failed, lease)
     rc, out, err = await remote.cluster.fleetctl(*remote.flags, "--debug", "start", "hello")
     assert rc == 1, err
     assert out == f"Unit hello.service failed on {B[:8]}.../{SSHD_IP}\n"
-    assert ("hello.service: systemd reports ActiveState=failed SubState=failed, "
-            "Result=exit-code, main process (code=killed, status=9/KILL)\n") in err
+    assert (
+        "hello.service: systemd reports ActiveState=failed SubState=failed, "
+        "Result=exit-code, main process (code=killed, status=9/KILL)\n"
+    ) in err
     assert f"'{SSHD_IP}', '--', 'journalctl', '--unit', 'hello.service', '--no-pager', '-n', " \
            "'10']" in err  # fmt: skip
     assert "hello.service: journal unavailable: ssh exited 255: " in err

@@ -69,7 +69,11 @@ async def test_why_and_the_lists_show_what_keeps_a_unit_off_every_machine(
     ]
     short = [[r[0], r[1][:7], *r[2:]] for r in rows]
     rc, out, err = await run("list-unit-files")
-    assert (rc, out, err) == (0, tabwrite([["UNIT", "HASH", "DSTATE", "STATE", "TARGET"], *short]), "")
+    assert (rc, out, err) == (
+        0,
+        tabwrite([["UNIT", "HASH", "DSTATE", "STATE", "TARGET"], *short]),
+        "",
+    )
     full = [[*r[:4], r[4].replace("5ab7f3b4...", M1).replace("929c22af...", M2)] for r in rows]
     expected = tabwrite([
         ["UNIT", "HASH", "DSTATE", "STATE", "TARGET", "REASON"],

@@ -29,9 +29,9 @@ def main(out: Path) -> None:
                              "dbonly.service"]  # fmt: skip
                     browser.wait_for(
                         f"return {names!r}.every(n => {{"
-                        " const c = document.querySelector(`tr[data-unit=\"${n}\"] [data-col=sub]`);"
+                        ' const c = document.querySelector(`tr[data-unit="${n}"] [data-col=sub]`);'
                         " return c && c.textContent === 'running'; })"
-                        " && document.querySelector('tr[data-unit=\"global.service\"] "
+                        ' && document.querySelector(\'tr[data-unit="global.service"] '
                         "[data-col=sub]')?.textContent === 'running'",
                         "every unit running",
                     )

@@ -32,7 +32,7 @@ pytestmark = [
 def row(unit: str, col: str) -> str:
     """JS: the text of a column of a unit's row ('' while the row is absent)."""
     return (
-        f"(document.querySelector('tr[data-unit=\"{unit}\"] [data-col=\"{col}\"]') || "
+        f'(document.querySelector(\'tr[data-unit="{unit}"] [data-col="{col}"]\') || '
         "{textContent: ''}).textContent"
     )
 
@@ -84,11 +84,14 @@ def test_page_lists_machines_and_units(
         "return document.querySelector('#machines tbody tr td:nth-child(3)').title"
     )
     assert tooltip.startswith("measured: fleet.cpus="), tooltip
-    assert browser.wait_for(
-        f"return {row('hello.service', 'dstate')} === 'inactive' && "
-        f"{row('hello.service', 'hash')}",
-        "hello.service listed, inactive",
-    ) == "44d32a9"
+    assert (
+        browser.wait_for(
+            f"return {row('hello.service', 'dstate')} === 'inactive' && "
+            f"{row('hello.service', 'hash')}",
+            "hello.service listed, inactive",
+        )
+        == "44d32a9"
+    )
     assert browser.execute("return document.getElementById('banner').hidden") is True
 
 
@@ -265,8 +268,7 @@ def test_an_unplaced_unit_shows_why_where_its_machine_would_be(
     browser.get(dashboard.url)
     cluster.fleetctl("start", "--no-block", "nowhere.service")
     target = browser.wait_for(
-        f"const t = {row('nowhere.service', 'target')};"
-        "return t.startsWith('not placed: ') && t",
+        f"const t = {row('nowhere.service', 'target')};return t.startsWith('not placed: ') && t",
         "nowhere.service shown with its reason",
     )
     assert target == "not placed: no machine matches MachineMetadata role=nosuch"

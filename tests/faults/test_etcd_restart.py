@@ -105,8 +105,12 @@ async def test_etcd_restart_loses_nothing_and_watches_resume(cluster: Cluster) -
 
 def _active_anywhere(unit: str) -> Callable[[Event], bool]:
     def check(event: Event) -> bool:
-        return put(KeyKind.STATE)(event) and event.ident[0] == unit and (  # type: ignore[union-attr]
-            event.doc.active == "active"  # type: ignore[union-attr]
+        return (
+            put(KeyKind.STATE)(event)
+            and event.ident[0] == unit
+            and (  # type: ignore[union-attr]
+                event.doc.active == "active"  # type: ignore[union-attr]
+            )
         )
 
     return check

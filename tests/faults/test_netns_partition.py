@@ -105,8 +105,16 @@ def link() -> Iterator[Link]:
     _ip_ok("netns", "add", made.netns)
     try:
         _ip_ok(
-            "link", "add", made.host_if, "type", "veth", "peer", "name", made.ns_if,
-            "netns", made.netns,
+            "link",
+            "add",
+            made.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            made.ns_if,
+            "netns",
+            made.netns,
         )
         _ip_ok("addr", "add", f"{made.host_ip}/30", "dev", made.host_if)
         _ip_ok("link", "set", made.host_if, "up")

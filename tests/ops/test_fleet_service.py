@@ -109,7 +109,10 @@ async def test_a_fleetd_whose_event_loop_is_stuck_is_restarted_and_adopts_its_un
     assert await host.main_pid("hello.service") == unit_pid
     units = await host.fleetctl_ok("list-units", "--full", "--no-legend")
     assert units.split() == [
-        "hello.service", f"{host.machine.machine_id}/127.0.0.1", "active", "running"
+        "hello.service",
+        f"{host.machine.machine_id}/127.0.0.1",
+        "active",
+        "running",
     ]
     async with host.watch("hello.service") as hello:
         await host.fleetctl_ok("stop", "hello.service")

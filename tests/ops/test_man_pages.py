@@ -54,7 +54,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, pages: dict[str, str]) ->
             out[name] = page.replace("\\-", "-").replace("\\e", "\\")
             continue
         env = {**os.environ, "MANWIDTH": "120", "MAN_KEEP_FORMATTING": "", "LANG": "C.UTF-8"}
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, check=False, env=env
+        )
         assert (done.returncode, done.stderr) == (0, ""), done.stderr
         out[name] = re.sub(r".\x08", "", done.stdout).replace("\u2212", "-")  # no overstrike
     return out

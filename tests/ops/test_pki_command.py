@@ -39,11 +39,29 @@ def pki(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     ("kind", "name", "ips", "sans", "serves"),
     [
         # etcd's server certificate: its name, its addresses, and 127.0.0.1 for local clients
-        ("etcd-server", "host1", ["10.0.0.11"], ["DNS:host1", "IP:10.0.0.11", "IP:127.0.0.1"], True),
+        (
+            "etcd-server",
+            "host1",
+            ["10.0.0.11"],
+            ["DNS:host1", "IP:10.0.0.11", "IP:127.0.0.1"],
+            True,
+        ),
         # 127.0.0.1 given already is not repeated; addresses are normalised and deduplicated
-        ("etcd-server", "host1", ["127.0.0.1", "10.0.0.11", " 10.0.0.11"], ["DNS:host1", "IP:127.0.0.1", "IP:10.0.0.11"], True),
+        (
+            "etcd-server",
+            "host1",
+            ["127.0.0.1", "10.0.0.11", " 10.0.0.11"],
+            ["DNS:host1", "IP:127.0.0.1", "IP:10.0.0.11"],
+            True,
+        ),
         # a peer certificate: the member's addresses only
-        ("etcd-peer", "etcd-2.example", ["10.0.0.12", "fd00::12"], ["DNS:etcd-2.example", "IP:10.0.0.12", "IP:fd00::12"], True),
+        (
+            "etcd-peer",
+            "etcd-2.example",
+            ["10.0.0.12", "fd00::12"],
+            ["DNS:etcd-2.example", "IP:10.0.0.12", "IP:fd00::12"],
+            True,
+        ),
         # clients are known by their name alone
         ("etcd-client", "host3", [], ["DNS:host3"], False),
         ("fleetctl", "alice-laptop", [], ["DNS:alice-laptop"], False),
@@ -74,7 +92,17 @@ def test_certificate_spec(
         ("fleetd", "-host1", ["10.0.0.11"], "is not a host name"),
         ("fleetd", "h" * 65, ["10.0.0.11"], "at most 64 characters"),
     ],
-    ids=["kind", "server-no-ip", "fleetd-no-ip", "client-with-ip", "bad-ip", "path", "underscore", "dash-first", "too-long"],
+    ids=[
+        "kind",
+        "server-no-ip",
+        "fleetd-no-ip",
+        "client-with-ip",
+        "bad-ip",
+        "path",
+        "underscore",
+        "dash-first",
+        "too-long",
+    ],
 )
 def test_certificate_spec_refuses(kind: str, name: str, ips: list[str], words: str) -> None:
     with pytest.raises(PkiError, match=words.replace("(", r"\(").replace(".", r"\.")):
@@ -82,7 +110,9 @@ def test_certificate_spec_refuses(kind: str, name: str, ips: list[str], words: s
 
 
 def test_init_and_issue_write_what_each_host_needs(tmp_path: Path) -> None:
-    assert pki("init", "--dir", "fleet-pki", "--name", "test fleet CA", cwd=tmp_path).returncode == 0
+    assert (
+        pki("init", "--dir", "fleet-pki", "--name", "test fleet CA", cwd=tmp_path).returncode == 0
+    )
     issued = [
         ("--ip", "127.0.0.11", "etcd-server", "host1"),
         ("--ip", "127.0.0.11", "etcd-peer", "host1"),
@@ -158,11 +188,26 @@ def test_bad_requests_change_nothing(tmp_path: Path) -> None:
         # a second CA over the first would orphan every certificate it signed
         (("init", "--dir", "fleet-pki"), "fleet-pki already holds a CA (ca.pem, ca-key.pem)"),
         # a certificate is never overwritten
-        (("issue", "--dir", "fleet-pki", "etcd-client", "host1"), "fleet-pki/host1/etcd-client.pem and fleet-pki/host1/etcd-client-key.pem already exist"),
-        (("issue", "--dir", "fleet-pki", "etcd-server", "host2"), "an etcd-server certificate needs --ip"),
-        (("issue", "--dir", "fleet-pki", "--ip", "10.0.0.1", "fleetctl", "host2"), "--ip is for certificates a server presents"),
-        (("issue", "--dir", "fleet-pki", "--ip", "host2", "fleetd", "host2"), "--ip 'host2' is not an IP address"),
-        (("issue", "--dir", "fleet-pki", "--days", "0", "fleetctl", "host2"), "--days must be at least 1"),
+        (
+            ("issue", "--dir", "fleet-pki", "etcd-client", "host1"),
+            "fleet-pki/host1/etcd-client.pem and fleet-pki/host1/etcd-client-key.pem already exist",
+        ),
+        (
+            ("issue", "--dir", "fleet-pki", "etcd-server", "host2"),
+            "an etcd-server certificate needs --ip",
+        ),
+        (
+            ("issue", "--dir", "fleet-pki", "--ip", "10.0.0.1", "fleetctl", "host2"),
+            "--ip is for certificates a server presents",
+        ),
+        (
+            ("issue", "--dir", "fleet-pki", "--ip", "host2", "fleetd", "host2"),
+            "--ip 'host2' is not an IP address",
+        ),
+        (
+            ("issue", "--dir", "fleet-pki", "--days", "0", "fleetctl", "host2"),
+            "--days must be at least 1",
+        ),
         (("init", "--dir", "other", "--days", "0"), "--days must be at least 1"),
     ]
     for args, words in refused:

@@ -255,9 +255,7 @@ def test_restart_requests(desired, actual, expected) -> None:
 
 def test_desired_units_carry_the_requested_token() -> None:
     jobs = {"g.service": job("g.service", glob_unit("")), "hello.service": job("hello.service")}
-    got = desired_units(
-        ME, {}, jobs, {"hello.service": ME}, {"g.service": T1, "x.service": T2}
-    )
+    got = desired_units(ME, {}, jobs, {"hello.service": ME}, {"g.service": T1, "x.service": T2})
     assert got["g.service"].restart == T1
     assert got["hello.service"].restart == ""
 
@@ -414,11 +412,7 @@ actual_st = st.dictionaries(
         st.booleans(),
         st.sampled_from(["", T1]),
     ),
-).map(
-    lambda d: {
-        n: ActualUnit(n, h, a, s or a == "active", r) for n, (h, a, s, r) in d.items()
-    }
-)
+).map(lambda d: {n: ActualUnit(n, h, a, s or a == "active", r) for n, (h, a, s, r) in d.items()})
 
 
 @settings(max_examples=500)

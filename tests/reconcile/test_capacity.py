@@ -27,8 +27,7 @@ LAUNCHED, INACTIVE = JobState.LAUNCHED, JobState.INACTIVE
 
 def unit(service: str = "", xfleet: str = "") -> UnitFile:
     return parse_unit(
-        f"[Service]\nExecStart=/bin/true\n{service}"
-        + (f"[X-Fleet]\n{xfleet}\n" if xfleet else "")
+        f"[Service]\nExecStart=/bin/true\n{service}" + (f"[X-Fleet]\n{xfleet}\n" if xfleet else "")
     )
 
 
@@ -93,11 +92,11 @@ EIGHT = facts(8 * G, "4")
 @pytest.mark.parametrize(
     ("snapshot", "expected"),
     [
+        pytest.param(cluster({}, {M1: {"role": "web"}}), use(), id="no-facts-capacity-unknown"),
         pytest.param(
-            cluster({}, {M1: {"role": "web"}}), use(), id="no-facts-capacity-unknown"
-        ),
-        pytest.param(
-            cluster({}, {M1: EIGHT}), use((8 * G, 0, 0), (4.0, 0.0, 0.0)), id="facts-nothing-reserved"
+            cluster({}, {M1: EIGHT}),
+            use((8 * G, 0, 0), (4.0, 0.0, 0.0)),
+            id="facts-nothing-reserved",
         ),
         # the operator holds memory and CPUs back for the host: the machine offers the rest
         pytest.param(
@@ -111,15 +110,21 @@ EIGHT = facts(8 * G, "4")
             id="placed-unit-reserves",
         ),
         pytest.param(
-            cluster({"small.service": SMALL, "big.service": BIG}, {M1: EIGHT},
-                    {"small.service": M1, "big.service": M1}),
+            cluster(
+                {"small.service": SMALL, "big.service": BIG},
+                {M1: EIGHT},
+                {"small.service": M1, "big.service": M1},
+            ),
             use((8 * G, 0, 2 * G + 512 * M), (4.0, 0.0, 2.0)),
             id="memorymax-and-cpuquota-reserve-too",
         ),
         # a unit placed elsewhere, or on a machine that is gone, reserves nothing here
         pytest.param(
-            cluster({"big.service": BIG, "b.service": BIG}, {M1: EIGHT},
-                    {"big.service": M2, "b.service": M3}),
+            cluster(
+                {"big.service": BIG, "b.service": BIG},
+                {M1: EIGHT},
+                {"big.service": M2, "b.service": M3},
+            ),
             use((8 * G, 0, 0), (4.0, 0.0, 0.0)),
             id="placed-elsewhere",
         ),
@@ -140,30 +145,43 @@ EIGHT = facts(8 * G, "4")
         ),
         # the effective metadata: role=db set through the API makes the Global unit run here
         pytest.param(
-            cluster({"db.service": GLOBAL_DB}, {M1: {**EIGHT, "role": "web"}},
-                    dynamic={M1: {"role": "db", "fleet.memory": str(G)}}),
+            cluster(
+                {"db.service": GLOBAL_DB},
+                {M1: {**EIGHT, "role": "web"}},
+                dynamic={M1: {"role": "db", "fleet.memory": str(G)}},
+            ),
             use((8 * G, 0, 0), (4.0, 0.0, 1.0)),
             id="dynamic-metadata-counts-but-never-a-fact",
         ),
         # fleetd restarted with less memory: the unit running there is not moved, the machine
         # is over-committed and has nothing free
         pytest.param(
-            cluster({"big.service": BIG}, {M1: facts(G, "1")}, {"big.service": M1},
-                    running=("big.service",)),
+            cluster(
+                {"big.service": BIG},
+                {M1: facts(G, "1")},
+                {"big.service": M1},
+                running=("big.service",),
+            ),
             use((G, 0, 2 * G), (1.0, 0.0, 1.5)),
             id="over-committed-after-a-restart",
         ),
         pytest.param(
-            cluster({"big.service": BIG}, {M1: facts(G, "8", overcommit="true")},
-                    {"big.service": M1}),
+            cluster(
+                {"big.service": BIG}, {M1: facts(G, "8", overcommit="true")}, {"big.service": M1}
+            ),
             use((G, 0, 2 * G), (8.0, 0.0, 1.5), overcommit=True),
             id="overcommit-allowed",
         ),
         # CPUs are floats: sums are shown rounded
         pytest.param(
-            cluster({f"u{i}.service": unit("", f"CPUReservation={c}") for i, c in
-                     enumerate(("0.1", "0.2"))}, {M1: facts(None, "1")},
-                    {"u0.service": M1, "u1.service": M1}),
+            cluster(
+                {
+                    f"u{i}.service": unit("", f"CPUReservation={c}")
+                    for i, c in enumerate(("0.1", "0.2"))
+                },
+                {M1: facts(None, "1")},
+                {"u0.service": M1, "u1.service": M1},
+            ),
             use((None, 0, 0), (1.0, 0.0, 0.3)),
             id="cpus-rounded",
         ),

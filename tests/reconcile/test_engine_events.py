@@ -51,14 +51,18 @@ ALL_KINDS = [
 STILL = {KeyKind.STATE, KeyKind.RESTART}
 
 
-@pytest.mark.parametrize(("kind", "ident", "doc"), [pytest.param(*k, id=k[0].value) for k in ALL_KINDS])
+@pytest.mark.parametrize(
+    ("kind", "ident", "doc"), [pytest.param(*k, id=k[0].value) for k in ALL_KINDS]
+)
 @pytest.mark.parametrize("removed", [False, True], ids=["changed", "removed"])
 def test_moves_jobs(kind, ident, doc, removed) -> None:
     event = gone(kind, ident) if removed else put(kind, ident, doc)
     assert moves_jobs(event) is (kind not in STILL)
 
 
-@pytest.mark.parametrize(("kind", "ident", "doc"), [pytest.param(*k, id=k[0].value) for k in ALL_KINDS])
+@pytest.mark.parametrize(
+    ("kind", "ident", "doc"), [pytest.param(*k, id=k[0].value) for k in ALL_KINDS]
+)
 def test_about_leader(kind, ident, doc) -> None:
     assert about_leader(put(kind, ident, doc)) is (kind is KeyKind.LEADER)
     assert about_leader(gone(kind, ident)) is (kind is KeyKind.LEADER)

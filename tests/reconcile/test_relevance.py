@@ -35,9 +35,7 @@ def job(name: str, unit=HELLO, desired: JobState = JobState.LAUNCHED) -> Job:
     return Job(name, unit.hash, desired)
 
 
-def cluster(
-    jobs=(), units=(HELLO, GLOBAL), placements=None, **fields
-) -> ClusterView:
+def cluster(jobs=(), units=(HELLO, GLOBAL), placements=None, **fields) -> ClusterView:
     return ClusterView(
         Snapshot(
             1,
@@ -207,7 +205,9 @@ def test_content_arrives(waiting, relevant) -> None:
     local = started(view)
     if waiting:
         fold(view, local, put(KeyKind.JOB, "late.service", job("late.service", WEB_GLOBAL)))
-    assert fold(view, local, put(KeyKind.UNIT, WEB_GLOBAL.hash, UnitContent(WEB_GLOBAL))) is relevant
+    assert (
+        fold(view, local, put(KeyKind.UNIT, WEB_GLOBAL.hash, UnitContent(WEB_GLOBAL))) is relevant
+    )
 
 
 def test_an_unsure_job_is_sorted_out_when_its_content_arrives() -> None:
@@ -339,14 +339,19 @@ MACHINES = [ME, OTHER]
 def events_st():
     schedule = st.builds(
         lambda n, m: put(KeyKind.SCHEDULE, n, Placement(n, m)),
-        st.sampled_from(NAMES), st.sampled_from(MACHINES),
+        st.sampled_from(NAMES),
+        st.sampled_from(MACHINES),
     )
     unschedule = st.builds(lambda n: gone(KeyKind.SCHEDULE, n), st.sampled_from(NAMES))
     new_job = st.builds(
-        lambda n, u: put(KeyKind.JOB, n, job(n, u)), st.sampled_from(NAMES), st.sampled_from(CONTENTS)
+        lambda n, u: put(KeyKind.JOB, n, job(n, u)),
+        st.sampled_from(NAMES),
+        st.sampled_from(CONTENTS),
     )
     destroy = st.builds(lambda n: gone(KeyKind.JOB, n), st.sampled_from(NAMES))
-    content = st.builds(lambda u: put(KeyKind.UNIT, u.hash, UnitContent(u)), st.sampled_from(CONTENTS))
+    content = st.builds(
+        lambda u: put(KeyKind.UNIT, u.hash, UnitContent(u)), st.sampled_from(CONTENTS)
+    )
     return st.lists(st.one_of(schedule, unschedule, new_job, destroy, content), max_size=25)
 
 

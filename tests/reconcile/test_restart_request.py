@@ -92,11 +92,13 @@ def test_a_good_request_says_whether_and_how_long_to_wait(
         # a global unit runs where machines report it
         (view(G, state("g.service", M1), state("g.service", M2, "failed")), "g.service", {M1, M2}),
         # a non-global unit: only on its placed machine (a stale state elsewhere does not count)
-        (view(P, state("p.service", M1), state("p.service", M2), placement=M2), "p.service",
-         {M2}),
+        (view(P, state("p.service", M1), state("p.service", M2), placement=M2), "p.service", {M2}),
         # desired loaded: it runs nowhere as far as a restart goes
-        (view(Job("g.service", GLOBAL.hash, JobState.LOADED), state("g.service", M1)),
-         "g.service", set()),
+        (
+            view(Job("g.service", GLOBAL.hash, JobState.LOADED), state("g.service", M1)),
+            "g.service",
+            set(),
+        ),
         (view(None), "g.service", None),  # no such unit
     ],
     ids=["global", "placed", "not-launched", "unknown"],
@@ -135,23 +137,42 @@ def test_a_restart_is_asked_only_where_the_unit_runs(
         (view(G, state("g.service", M1, "activating", "t1")), None),
         (view(G, state("g.service", M1, "deactivating", "t1")), None),
         # done and failed, or not running: a definite answer, in systemd's words
-        (view(G, state("g.service", M1, "failed", "t1")),
-         Outcome(False, "systemd reports ActiveState=failed SubState=failed")),
-        (view(G, state("g.service", M1, "inactive", "t1")),
-         Outcome(False, "systemd reports loaded/inactive/dead")),
-        (view(G, state("g.service", M1, "inactive", "t1", load="not-found")),
-         Outcome(False, "systemd cannot load it: LoadState=not-found")),
+        (
+            view(G, state("g.service", M1, "failed", "t1")),
+            Outcome(False, "systemd reports ActiveState=failed SubState=failed"),
+        ),
+        (
+            view(G, state("g.service", M1, "inactive", "t1")),
+            Outcome(False, "systemd reports loaded/inactive/dead"),
+        ),
+        (
+            view(G, state("g.service", M1, "inactive", "t1", load="not-found")),
+            Outcome(False, "systemd cannot load it: LoadState=not-found"),
+        ),
         # a later request that replaced ours was done: its restart came after ours was asked
         (view(G, state("g.service", M1, "active", "t2")), Outcome(True)),
         # the machine's state is gone (unloaded, or its lease expired)
         (view(G), Outcome(False, f"machine {M1} no longer reports the unit")),
         (view(None), Outcome(False, "the unit was destroyed")),
         # stopped meanwhile: the agent will not do it
-        (view(Job("g.service", GLOBAL.hash, JobState.LOADED), state("g.service", M1)),
-         Outcome(False, "its desired state is now loaded")),
+        (
+            view(Job("g.service", GLOBAL.hash, JobState.LOADED), state("g.service", M1)),
+            Outcome(False, "its desired state is now loaded"),
+        ),
     ],
-    ids=["restarted", "pending", "activating", "deactivating", "failed", "inactive",
-         "not-found", "replaced-request-done", "state-gone", "destroyed", "stopped"],
+    ids=[
+        "restarted",
+        "pending",
+        "activating",
+        "deactivating",
+        "failed",
+        "inactive",
+        "not-found",
+        "replaced-request-done",
+        "state-gone",
+        "destroyed",
+        "stopped",
+    ],
 )
 def test_restart_outcome(snapshot, expected) -> None:
     assert restart_outcome(snapshot, "g.service", M1, {"t1", "t2"}) == expected

@@ -28,7 +28,9 @@ from fleetd.unit import UnitFile, parse_unit
 
 def seed(name: str) -> UnitFile:
     """One of the seed's unit files (examples/seed), the walkthrough's hello and apache@."""
-    return parse_unit((Path(__file__).resolve().parents[2] / "examples" / "seed" / name).read_text())
+    return parse_unit(
+        (Path(__file__).resolve().parents[2] / "examples" / "seed" / name).read_text()
+    )
 
 
 HELLO, APACHE = seed("hello.service"), seed("apache@.service")
@@ -264,13 +266,17 @@ def test_unknown_x_fleet_keys_are_warned_of_and_the_unit_created() -> None:
 
 def test_an_argument_naming_a_unit_twice_counts_once() -> None:
     # `hello`, `hello.service` and `b/hello.service` are one unit: the first file is used
-    p = plan("load", own("hello", HELLO), own("hello.service", OTHER), own("b/hello.service", OTHER))
+    p = plan(
+        "load", own("hello", HELLO), own("hello.service", OTHER), own("b/hello.service", OTHER)
+    )
     assert p.writes == (Write("hello.service", HELLO, "loaded"),)
     assert p.wait == Wait(("hello.service",), "loaded")
 
 
 def test_created_units_are_announced_non_global_first() -> None:
-    p = plan("submit", own("g.service", GLOBAL), own("hello.service", HELLO), own("b.service", OTHER))
+    p = plan(
+        "submit", own("g.service", GLOBAL), own("hello.service", HELLO), own("b.service", OTHER)
+    )
     assert [w.name for w in p.writes] == ["g.service", "hello.service", "b.service"]
     assert p.written == out(
         "Unit hello.service inactive", "Unit b.service inactive", "Unit g.service inactive"

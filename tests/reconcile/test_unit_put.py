@@ -193,7 +193,9 @@ def test_a_template_cannot_be_activated(desired: str | None, expected: object) -
         pytest.param("x@.service", {"desiredState": "up"}, "invalid desiredState 'up': expected inactive, loaded or launched", id="desired-before-template"),
     ],
 )  # fmt: skip
-def test_the_first_fault_in_fleets_order_is_the_answer(name: str, body: object, message: str) -> None:
+def test_the_first_fault_in_fleets_order_is_the_answer(
+    name: str, body: object, message: str
+) -> None:
     assert read_put(name, body) == Refuse(400, message)
 
 
@@ -344,7 +346,9 @@ def test_each_action_answers_with_fleets_status(decision: object, status: int) -
         pytest.param({"desiredState": "launched"}, job(HELLO), id="start"),
     ],
 )  # fmt: skip
-def test_the_same_put_again_stores_nothing_new(body: dict[str, object], existing: Job | None) -> None:
+def test_the_same_put_again_stores_nothing_new(
+    body: dict[str, object], existing: Job | None
+) -> None:
     # a PUT repeated (a retry after a lost answer) never creates or replaces a second time
     req = read_put("hello.service", body)
     assert isinstance(req, PutRequest)

@@ -235,7 +235,9 @@ JOB_OF_A = Changed(5, KeyKind.JOB, "a.service", Job("a.service", HELLO.hash, Job
 def test_the_planner_is_asked_again_only_when_placement_may_change(
     update: Update, expected: bool
 ) -> None:
-    progress = WaitProgress(unit(cluster(), placed=False), WaitAsk(("a.service",), JobState.LAUNCHED))
+    progress = WaitProgress(
+        unit(cluster(), placed=False), WaitAsk(("a.service",), JobState.LAUNCHED)
+    )
     assert progress.placement_may_change(update) is expected
 
 

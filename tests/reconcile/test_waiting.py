@@ -53,8 +53,9 @@ def state(active: str = "failed", sub: str = "failed", **kw: str) -> UnitState:
         pytest.param(state("active", "running"), JobState.LAUNCHED, None, id="active"),
         pytest.param(state("activating", "start-pre"), JobState.LAUNCHED, None, id="start-pre"),
         # Restart= between two attempts is activating/auto-restart, not a failure
-        pytest.param(state("activating", "auto-restart"), JobState.LAUNCHED, None,
-                     id="auto-restart"),
+        pytest.param(
+            state("activating", "auto-restart"), JobState.LAUNCHED, None, id="auto-restart"
+        ),
         # failed: systemd's words, with Result= and the process that failed
         pytest.param(
             state(result="exit-code", exit="ExecStart=/bin/false (code=exited, status=1/FAILURE)"),
@@ -65,28 +66,35 @@ def state(active: str = "failed", sub: str = "failed", **kw: str) -> UnitState:
         ),
         # Restart=always that keeps failing: systemd gives up with start-limit-hit
         pytest.param(
-            state(result="start-limit-hit"), JobState.LAUNCHED,
+            state(result="start-limit-hit"),
+            JobState.LAUNCHED,
             "systemd reports ActiveState=failed SubState=failed, Result=start-limit-hit",
             id="start-limit-hit",
         ),
         # a unit systemd refuses to load can reach neither loaded nor launched
         pytest.param(
-            state("inactive", "dead", load="bad-setting",
-                  load_error="Unit bad.service has a bad unit file setting."),
+            state(
+                "inactive",
+                "dead",
+                load="bad-setting",
+                load_error="Unit bad.service has a bad unit file setting.",
+            ),
             JobState.LOADED,
             "systemd cannot load it: LoadState=bad-setting (Unit bad.service has a bad unit "
             "file setting.)",
             id="bad-setting-load",
         ),
         pytest.param(
-            state("inactive", "dead", load="not-found"), JobState.LAUNCHED,
-            "systemd cannot load it: LoadState=not-found", id="not-found",
+            state("inactive", "dead", load="not-found"),
+            JobState.LAUNCHED,
+            "systemd cannot load it: LoadState=not-found",
+            id="not-found",
         ),
         # a start job that ended badly while the unit stays inactive (a dependency failed)
         pytest.param(
-            state("inactive", "dead", job="dependency"), JobState.LAUNCHED,
-            "systemd's start job ended with result dependency (ActiveState=inactive "
-            "SubState=dead)",
+            state("inactive", "dead", job="dependency"),
+            JobState.LAUNCHED,
+            "systemd's start job ended with result dependency (ActiveState=inactive SubState=dead)",
             id="dependency",
         ),
         # waiting for loaded: a failed run says nothing about being loaded
@@ -110,10 +118,13 @@ def test_systemd_reason(unit_state: UnitState, target: JobState, expected: str |
         pytest.param(view(state()), JobState.INACTIVE, False, id="waiting-for-inactive"),
         # a global unit is never waited for
         pytest.param(
-            view(state(hash=unit("[Service]\nExecStart=/bin/false\n[X-Fleet]\nGlobal=true\n")
-                       .hash),
-                 content=unit("[Service]\nExecStart=/bin/false\n[X-Fleet]\nGlobal=true\n")),
-            JobState.LAUNCHED, False, id="global",
+            view(
+                state(hash=unit("[Service]\nExecStart=/bin/false\n[X-Fleet]\nGlobal=true\n").hash),
+                content=unit("[Service]\nExecStart=/bin/false\n[X-Fleet]\nGlobal=true\n"),
+            ),
+            JobState.LAUNCHED,
+            False,
+            id="global",
         ),
     ],
 )
@@ -153,8 +164,12 @@ def test_failed_is_not_reached_and_active_is() -> None:
         pytest.param("[Service]\nBusName=a.b\nExecStart=/x\n", "a.service", False, id="dbus"),
         pytest.param("[Service]\nExecStop=/x\n", "a.service", False, id="no-execstart-oneshot"),
         # the last Type= wins, as in systemd
-        pytest.param("[Service]\nType=oneshot\nType=simple\nExecStart=/x\n", "a.service", True,
-                     id="last-type-wins"),
+        pytest.param(
+            "[Service]\nType=oneshot\nType=simple\nExecStart=/x\n",
+            "a.service",
+            True,
+            id="last-type-wins",
+        ),
         pytest.param("[Socket]\nListenStream=80\n", "a.socket", False, id="socket"),
     ],
 )

@@ -116,8 +116,7 @@ def test_an_unknown_unit_is_not_found() -> None:
         ),
         # the case: no machine has a region other than eu
         pytest.param(
-            cluster({"web.service": unit("MachineMetadata=region!=eu")},
-                    {M1: EU, M2: EU, M3: {}}),
+            cluster({"web.service": unit("MachineMetadata=region!=eu")}, {M1: EU, M2: EU, M3: {}}),
             "web.service",
             [
                 "Unit web.service is not placed on any machine.",
@@ -132,8 +131,10 @@ def test_an_unknown_unit_is_not_found() -> None:
         ),
         # at most three machines are named per rule, the rest counted
         pytest.param(
-            cluster({"web.service": (unit("MachineMetadata=region!=eu"), LOADED)},
-                    {M1: EU, M2: EU, M3: EU, M4: EU, M5: {}}),
+            cluster(
+                {"web.service": (unit("MachineMetadata=region!=eu"), LOADED)},
+                {M1: EU, M2: EU, M3: EU, M4: EU, M5: {}},
+            ),
             "web.service",
             [
                 "Unit web.service is not placed on any machine.",
@@ -151,8 +152,10 @@ def test_an_unknown_unit_is_not_found() -> None:
         pytest.param(
             cluster(
                 {
-                    "db.service": unit("MachineMetadata=disk=ssd\nConflicts=web.service\n"
-                                       "MaxPerMachine=2 db*.service"),
+                    "db.service": unit(
+                        "MachineMetadata=disk=ssd\nConflicts=web.service\n"
+                        "MaxPerMachine=2 db*.service"
+                    ),
                     "web.service": unit(),
                 },
                 {M1: {"disk": "ssd"}, M2: {"disk": "hdd"}, M3: {}},
@@ -201,8 +204,11 @@ def test_an_unknown_unit_is_not_found() -> None:
         # two units on one machine objecting: the machine counts once, the first named
         pytest.param(
             cluster(
-                {"x.service": unit(), "a.service": unit("Conflicts=x.service"),
-                 "b.service": unit("Conflicts=x.service")},
+                {
+                    "x.service": unit(),
+                    "a.service": unit("Conflicts=x.service"),
+                    "b.service": unit("Conflicts=x.service"),
+                },
                 {M1: {}},
                 {"a.service": M1, "b.service": M1},
             ),
@@ -284,8 +290,9 @@ def test_an_unknown_unit_is_not_found() -> None:
         ),
         # placed on a machine that left: unplaced until the engine moves it
         pytest.param(
-            cluster({"web.service": unit("MachineMetadata=region!=eu")}, {M1: EU},
-                    {"web.service": M6}),
+            cluster(
+                {"web.service": unit("MachineMetadata=region!=eu")}, {M1: EU}, {"web.service": M6}
+            ),
             "web.service",
             [
                 "Unit web.service is not placed on any machine.",
@@ -300,8 +307,11 @@ def test_an_unknown_unit_is_not_found() -> None:
         # placed: its machine, each rule as it holds there, the feasible machines, the ranking
         pytest.param(
             cluster(
-                {"web.service": unit("MachineMetadata=region!=eu"), "a.service": unit(),
-                 "b.service": unit()},
+                {
+                    "web.service": unit("MachineMetadata=region!=eu"),
+                    "a.service": unit(),
+                    "b.service": unit(),
+                },
                 {M1: EU, M2: US, M3: {"region": "ap"}},
                 {"web.service": M2, "a.service": M2, "b.service": M3},
                 states=(("web.service", M2),),
@@ -335,9 +345,14 @@ def test_an_unknown_unit_is_not_found() -> None:
         # every rule kind that holds says what it saw
         pytest.param(
             cluster(
-                {"w@1.service": unit("MachineOf=db.service\nMaxPerMachine=2\n"
-                                     "MachineMetadata=disk=ssd\nMachineMetadata=cores>=8"),
-                 "w@2.service": unit(), "db.service": unit("Conflicts=x.service")},
+                {
+                    "w@1.service": unit(
+                        "MachineOf=db.service\nMaxPerMachine=2\n"
+                        "MachineMetadata=disk=ssd\nMachineMetadata=cores>=8"
+                    ),
+                    "w@2.service": unit(),
+                    "db.service": unit("Conflicts=x.service"),
+                },
                 {M1: {"disk": "ssd|nvme", "cores": "16"}, M2: {}},
                 {"w@1.service": M1, "w@2.service": M1, "db.service": M1},
             ),
@@ -358,8 +373,11 @@ def test_an_unknown_unit_is_not_found() -> None:
         ),
         # a rule that no longer holds where it is (metadata changed): the engine moves it
         pytest.param(
-            cluster({"web.service": unit("MachineMetadata=region!=eu\nConflicts=x.service")},
-                    {M1: EU}, {"web.service": M1}),
+            cluster(
+                {"web.service": unit("MachineMetadata=region!=eu\nConflicts=x.service")},
+                {M1: EU},
+                {"web.service": M1},
+            ),
             "web.service",
             [
                 "Unit web.service is placed on 5ab7f3b4.../10.0.0.1.",
@@ -374,8 +392,11 @@ def test_an_unknown_unit_is_not_found() -> None:
         # Spread: its machine's tier first, then the least loaded
         pytest.param(
             cluster(
-                {"s@1.service": unit("Spread=zone"), "s@2.service": unit("Spread=zone"),
-                 "s@3.service": unit("Spread=zone")},
+                {
+                    "s@1.service": unit("Spread=zone"),
+                    "s@2.service": unit("Spread=zone"),
+                    "s@3.service": unit("Spread=zone"),
+                },
                 {M1: {"zone": "a"}, M2: {"zone": "b"}, M3: {"zone": "a"}, M4: {}},
                 {"s@1.service": M1, "s@2.service": M2, "s@3.service": M3},
             ),
@@ -395,8 +416,10 @@ def test_an_unknown_unit_is_not_found() -> None:
         # Global: per machine, as its agent decides
         pytest.param(
             cluster(
-                {"g.service": unit("Global=true\nMachineMetadata=role=web"),
-                 "solo.service": unit("Conflicts=g.service")},
+                {
+                    "g.service": unit("Global=true\nMachineMetadata=role=web"),
+                    "solo.service": unit("Conflicts=g.service"),
+                },
                 {M1: {"role": "web"}, M2: {"role": "db"}, M3: {"role": "web"}},
                 {"solo.service": M3},
                 states=(("g.service", M1),),
@@ -416,8 +439,10 @@ def test_an_unknown_unit_is_not_found() -> None:
         # two conflicting Global units: the first by name wins a machine
         pytest.param(
             cluster(
-                {"a.service": unit("Global=true\nConflicts=b.service"),
-                 "b.service": unit("Global=true")},
+                {
+                    "a.service": unit("Global=true\nConflicts=b.service"),
+                    "b.service": unit("Global=true"),
+                },
                 {M1: {}},
             ),
             "b.service",
@@ -481,8 +506,11 @@ def test_json_carries_the_same_facts() -> None:
         # everything placed (or not wanting a machine): nothing, and no plan is needed
         pytest.param(
             cluster(
-                {"a.service": unit(), "b.service": (unit(), INACTIVE),
-                 "g.service": unit("Global=true\nMachineMetadata=role=none")},
+                {
+                    "a.service": unit(),
+                    "b.service": (unit(), INACTIVE),
+                    "g.service": unit("Global=true\nMachineMetadata=role=none"),
+                },
                 {M1: {}},
                 {"a.service": M1},
             ),
@@ -492,8 +520,11 @@ def test_json_carries_the_same_facts() -> None:
         # units without a machine, each with the planner's reason (or why not yet)
         pytest.param(
             cluster(
-                {"a.service": unit(), "web.service": unit("MachineMetadata=region!=eu"),
-                 "gone.service": unit("MachineMetadata=region=eu")},
+                {
+                    "a.service": unit(),
+                    "web.service": unit("MachineMetadata=region!=eu"),
+                    "gone.service": unit("MachineMetadata=region=eu"),
+                },
                 {M1: EU},
                 {"gone.service": M6},
             ),

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from registry_helpers import state, unit
 
 from fleetd.model import (
+    Cordon,
     DynamicMetadata,
     Job,
     JobState,
@@ -17,7 +18,11 @@ from fleetd.model import (
     Machine,
     ModelError,
     Placement,
+    Policy,
     RestartRequest,
+    Rollout,
+    RolloutAction,
+    Target,
     UnitContent,
 )
 from fleetd.registry import ClusterView, KeyKind, KeyLayout, Snapshot
@@ -35,6 +40,7 @@ from fleetd.registry.fold import (
 
 L = KeyLayout()
 CONTENT = UnitContent(unit())
+ROLLOUT = Rollout("a", "r1", RolloutAction.UPDATE, "h1", "h2", Policy(), (Target("a", "m"),))
 
 # (key, document, the ident the view keeps it at, the field, what the field holds)
 DOCUMENTS = [
@@ -47,9 +53,12 @@ DOCUMENTS = [
     (L.state("a", "m"), state("a", "m"), ("a", "m"), "states", state("a", "m")),
     (L.restart("a", "m"), RestartRequest("a", "m", "t"), ("a", "m"), "restarts",
      RestartRequest("a", "m", "t")),
+    (L.rollout("a"), ROLLOUT, "a", "rollouts", ROLLOUT),
+    (L.cordon("m"), Cordon("m"), "m", "cordons", Cordon("m")),
     (L.leader, LeaderInfo("m"), "leader", "leaders", LeaderInfo("m")),
 ]  # fmt: skip
-IDS = ["job", "unit", "schedule", "machine", "machine-meta", "state", "restart", "leader"]
+IDS = ["job", "unit", "schedule", "machine", "machine-meta", "state", "restart", "rollout",
+       "cordon", "leader"]  # fmt: skip
 
 
 def test_every_key_kind_has_exactly_one_row() -> None:
@@ -93,9 +102,7 @@ def test_the_same_document_again_changes_nothing(key, doc, ident, field, kept) -
 
 
 @pytest.mark.parametrize(("key", "doc", "ident", "field", "kept"), DOCUMENTS, ids=IDS)
-def test_a_delete_forgets_and_says_whether_there_was_anything(
-    key, doc, ident, field, kept
-) -> None:
+def test_a_delete_forgets_and_says_whether_there_was_anything(key, doc, ident, field, kept) -> None:
     view = ClusterView()
     view.put_doc(doc)
     removed = decode_change(L, Change("delete", key, b"", 9))

@@ -25,9 +25,7 @@ async def test_registry_survives_a_member_killed(etcd_cluster: EtcdCluster, key_
             for name in names[10:]:
                 await retrying(lambda name=name: reg.create_job(name, unit()))
             assert await retrying(lambda: reg.schedule(names[0], "m1"))
-            _, seen = await next_matching(
-                events, put(KeyKind.JOB, names[-1]), 30
-            )
+            _, seen = await next_matching(events, put(KeyKind.JOB, names[-1]), 30)
         final = await retrying(reg.snapshot)
         assert lease.alive and "m1" in final.machines  # the keep-alive found another member
         await retrying(lease.revoke)

@@ -37,7 +37,13 @@ L = KeyLayout()
         ("/fleet/engine/leader", KeyKind.LEADER, ("leader",)),
     ],
     ids=[
-        "job", "unit", "schedule-instance", "machine", "machine-meta", "state", "restart",
+        "job",
+        "unit",
+        "schedule-instance",
+        "machine",
+        "machine-meta",
+        "state",
+        "restart",
         "leader",
     ],
 )
@@ -82,9 +88,11 @@ def test_prefix_gets_a_trailing_slash_and_must_be_absolute() -> None:
         ({"role": "web", "az": "1"}, {"role": "", "x": ""}, {"az": "1"}),
         # a fact (fleet.*, registered by its fleetd) is neither overridden nor deleted by a
         # dynamic value written past the API's check (into etcd by hand), nor added by one
-        ({"role": "web", "fleet.cpus": "2", "fleet.os": "debian"},
-         {"fleet.cpus": "64", "fleet.os": "", "fleet.gpu": "1", "role": "db"},
-         {"role": "db", "fleet.cpus": "2", "fleet.os": "debian"}),
+        (
+            {"role": "web", "fleet.cpus": "2", "fleet.os": "debian"},
+            {"fleet.cpus": "64", "fleet.os": "", "fleet.gpu": "1", "role": "db"},
+            {"role": "db", "fleet.cpus": "2", "fleet.os": "debian"},
+        ),
     ],
     ids=["none", "added", "overridden", "deleted", "facts-kept"],
 )

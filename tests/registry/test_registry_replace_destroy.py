@@ -195,7 +195,9 @@ async def test_restart_requests_are_in_the_view_replaced_and_go_with_the_job(
     await asyncio.wait_for(follow(), 20)
     asks = [(e.doc.name, e.doc.machine_id, e.doc.token) for e in seen if requested(e)]
     assert asks == [
-        ("a.service", "m1", "t1"), ("a.service", "m2", "t2"), ("b.service", "m1", "t3"),
+        ("a.service", "m1", "t1"),
+        ("a.service", "m2", "t2"),
+        ("b.service", "m1", "t3"),
         ("a.service", "m1", "t4"),
     ]
     removed = sorted(e.ident for e in seen if deleted(e))

@@ -81,9 +81,7 @@ async def test_wrong_password_is_refused(secure_etcd: EtcdServer, pki: Pki) -> N
         await Registry(config(secure_etcd, pki, password="wrong")).connect()
 
 
-async def test_permission_outside_the_prefix_is_refused(
-    secure_etcd: EtcdServer, pki: Pki
-) -> None:
+async def test_permission_outside_the_prefix_is_refused(secure_etcd: EtcdServer, pki: Pki) -> None:
     with pytest.raises(EtcdAuthError, match="permission"):
         async with Registry(config(secure_etcd, pki, key_prefix="/elsewhere/")) as reg:
             await reg.create_job("hello.service", unit())

@@ -175,9 +175,7 @@ async def test_compaction_while_behind_relists(private_etcd: EtcdServer, key_pre
     assert (view.jobs, view.units, view.placements) == (after.jobs, after.units, after.placements)
 
 
-async def test_compaction_during_a_disconnect_relists(
-    private_etcd: EtcdServer, key_prefix
-) -> None:
+async def test_compaction_during_a_disconnect_relists(private_etcd: EtcdServer, key_prefix) -> None:
     """A live watcher loses its stream; while it is away history is compacted past it."""
     config = EtcdConfig(private_etcd.endpoints, key_prefix=key_prefix, request_timeout=2.0)
     async with Registry(config) as reg, Registry(config) as writer:

@@ -19,8 +19,14 @@ def test_every_rule_has_a_unique_name_and_options() -> None:
     options = [option for rule in RULES for option in rule.options]
     assert len(set(names)) == len(names)
     assert len(set(options)) == len(options)
-    # the modern name first (a rule of two options, Reservation, is named after neither)
-    assert all(rule.options[0] == rule.name or len(rule.options) == 2 for rule in RULES)
+    # the modern name first (a rule of two options, Reservation, is named after neither; the
+    # update policy's options all begin with its name)
+    assert all(
+        rule.options[0] == rule.name
+        or len(rule.options) == 2
+        or all(o.startswith(rule.name) for o in rule.options)
+        for rule in RULES
+    )
 
 
 def test_no_known_option_is_reported_unknown() -> None:

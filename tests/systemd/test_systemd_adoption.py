@@ -35,7 +35,8 @@ async def test_a_restarted_adapter_adopts_running_units_without_restarting_them(
     async with SystemdManager(config) as second:
         adopted = second.adopted  # what start() found, before anything was asked of systemd
         assert {n: (s.active, s.sub) for n, s in adopted.items()} == {
-            "adopt1.service": ("active", "running"), "adopt2.service": ("active", "running"),
+            "adopt1.service": ("active", "running"),
+            "adopt2.service": ("active", "running"),
         }
         for name, pid in pids.items():
             assert await second.main_pid(name) == pid

@@ -59,7 +59,9 @@ async def test_a_follow_opened_before_the_units_first_line_shows_every_line(
     manager: SystemdManager,
 ) -> None:
     # journalctl 252's own `--follow --lines N` lost the first lines of a unit that had none yet
-    five = "[Service]\nExecStart=/bin/sh -c 'for i in 1 2 3 4 5; do echo L$i; done; exec sleep 600'\n"
+    five = (
+        "[Service]\nExecStart=/bin/sh -c 'for i in 1 2 3 4 5; do echo L$i; done; exec sleep 600'\n"
+    )
     async with manager.journal("fresh.service", lines=10, follow=True) as follow:
         await manager.load("fresh.service", five)
         await manager.start_unit("fresh.service")

@@ -37,9 +37,7 @@ async def test_three_machines_each_see_only_their_own_units_and_journal(tmp_path
     machines = [Machine(f"side{i}{tag}") for i in range(3)]
     try:
         await asyncio.gather(*(m.start() for m in machines))
-        managers = [
-            SystemdManager(m.systemd_config(units_dir=tmp_path / m.name)) for m in machines
-        ]
+        managers = [SystemdManager(m.systemd_config(units_dir=tmp_path / m.name)) for m in machines]
         await asyncio.gather(*(mgr.start() for mgr in managers))
         # the same unit name on every machine (a Global unit) plus one unit of each machine's own
         for m, mgr in zip(machines, managers, strict=True):
@@ -53,8 +51,9 @@ async def test_three_machines_each_see_only_their_own_units_and_journal(tmp_path
         for m, mgr in zip(machines, managers, strict=True):
             others = [o.name for o in machines if o is not m]
             assert set(await mgr.states()) == {"app.service", f"only-{m.name}.service"}
-            listed = await m.run("systemctl", "--user", "list-units", "--all", "--plain",
-                                 "--no-legend", "only-*")
+            listed = await m.run(
+                "systemctl", "--user", "list-units", "--all", "--plain", "--no-legend", "only-*"
+            )
             assert f"only-{m.name}.service" in listed
             assert not any(f"only-{o}.service" in listed for o in others)
             async with mgr.journal("app.service", lines=20) as journal:
@@ -108,8 +107,11 @@ async def test_kill_crashes_every_process_and_start_brings_the_same_machine_back
 async def test_commands_run_inside_the_machine_namespace_with_its_environment(
     machine: Machine,
 ) -> None:
-    out = await machine.run("sh", "-c", 'echo "$XDG_RUNTIME_DIR $DBUS_SESSION_BUS_ADDRESS"; '
-                            "ls /run/fleet; cat /proc/self/cgroup")
+    out = await machine.run(
+        "sh",
+        "-c",
+        'echo "$XDG_RUNTIME_DIR $DBUS_SESSION_BUS_ADDRESS"; ls /run/fleet; cat /proc/self/cgroup',
+    )
     assert f"{machine.runtime_dir} {machine.bus_address}" in out
     assert "units" in out.splitlines()[1]
     assert f"/{machine.slice}" in out

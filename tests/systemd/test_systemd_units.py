@@ -95,7 +95,9 @@ async def test_template_instance_runs_with_its_instance_name(
     out.mkdir()
     # ExecStartPre ends before the main process starts: at `active` the file is written (an
     # `echo` in ExecStart could still be pending then, and a stop right after would lose it)
-    template = f"[Service]\nExecStartPre=/bin/sh -c 'echo %i > {out}/port'\nExecStart=/bin/sleep 600\n"
+    template = (
+        f"[Service]\nExecStartPre=/bin/sh -c 'echo %i > {out}/port'\nExecStart=/bin/sleep 600\n"
+    )
     changes = manager.changes()
     await manager.load("apache@.service", template)
     assert await manager.start_unit("apache@80.service") == "done"
@@ -111,13 +113,16 @@ async def test_an_instance_file_gets_its_instance_from_its_name(
     manager: SystemdManager, tmp_path: Path
 ) -> None:
     out = tmp_path / "port"
-    await manager.load("web@8080.service", f"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo %i > {out}'\n")
+    await manager.load(
+        "web@8080.service", f"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo %i > {out}'\n"
+    )
     assert await manager.start_unit("web@8080.service") == "done"
     assert out.read_text().strip() == "8080"
 
 
 @pytest.mark.parametrize(
-    "name", ["../escape.service", "a/b.service", ".hidden.service", "noext", "x.unknown"],
+    "name",
+    ["../escape.service", "a/b.service", ".hidden.service", "noext", "x.unknown"],
 )
 async def test_bad_names_never_touch_the_units_dir(manager: SystemdManager, name: str) -> None:
     with pytest.raises(BadUnitName):

@@ -65,10 +65,30 @@ def test_precedence_flags_over_env_over_file() -> None:
     [
         ({"agent_tll": "5s"}, {}, {}, "unknown option 'agent_tll' (/etc/fleet/fleet.conf)"),
         ({}, {}, {"bogus": "1"}, "unknown option 'bogus' (flag --bogus)"),
-        ({}, {"FLEET_AGENT_TTL": "1s5"}, {}, "invalid value for agent_ttl (environment variable FLEET_AGENT_TTL)"),
-        ({"engine_ttl": "0"}, {}, {}, "invalid value for engine_ttl (/etc/fleet/fleet.conf): must be greater than zero"),
-        ({}, {}, {"engine-ttl": "10d"}, "invalid value for engine_ttl (flag --engine-ttl): invalid duration '10d'"),
-        ({"agent_ttl": "9000000001s"}, {}, {}, f"agent_ttl must be at most {MAX_LEASE_TTL}s (etcd's longest lease)"),
+        (
+            {},
+            {"FLEET_AGENT_TTL": "1s5"},
+            {},
+            "invalid value for agent_ttl (environment variable FLEET_AGENT_TTL)",
+        ),
+        (
+            {"engine_ttl": "0"},
+            {},
+            {},
+            "invalid value for engine_ttl (/etc/fleet/fleet.conf): must be greater than zero",
+        ),
+        (
+            {},
+            {},
+            {"engine-ttl": "10d"},
+            "invalid value for engine_ttl (flag --engine-ttl): invalid duration '10d'",
+        ),
+        (
+            {"agent_ttl": "9000000001s"},
+            {},
+            {},
+            f"agent_ttl must be at most {MAX_LEASE_TTL}s (etcd's longest lease)",
+        ),
         (
             {},
             {},
@@ -212,7 +232,12 @@ def test_every_option_is_in_the_configuration_reference() -> None:
 def test_unknown_fleet_variables_are_recorded_not_fatal() -> None:
     # fleet read only the FLEET_* variables of its options and ignored the others; fleetd does
     # the same and names them, so the daemon logs one warning per variable (config.unknown_variable)
-    env = {"FLEET_NO_SUCH": "1", "FLEET_AGENT_TTL": "5s", "FLEET_ETCD_ENDPOINT": "x", "PATH": "/bin"}
+    env = {
+        "FLEET_NO_SUCH": "1",
+        "FLEET_AGENT_TTL": "5s",
+        "FLEET_ETCD_ENDPOINT": "x",
+        "PATH": "/bin",
+    }
     config = build_config({}, env, {})
     assert config.unknown_variables == ("FLEET_ETCD_ENDPOINT", "FLEET_NO_SUCH")
     assert config.agent_ttl == 5.0
@@ -273,14 +298,24 @@ RUNNING = build_config(BASE)
             id="machine-document",
         ),
         pytest.param(
-            {"verbosity": "1", "scheduler": "binpack", "token_limit": "50", "leave_on_shutdown": "true"},
+            {
+                "verbosity": "1",
+                "scheduler": "binpack",
+                "token_limit": "50",
+                "leave_on_shutdown": "true",
+            },
             ("verbosity", "scheduler", "token_limit", "leave_on_shutdown"),
             (),
             id="logging-engine-api-shutdown",
         ),
         # etcd's client, the leases, the sockets and systemd's bus are opened once, at start
         pytest.param(
-            {"etcd_servers": "http://10.0.0.9:2379", "agent_ttl": "10s", "engine_ttl": "5s", "api_socket": "/run/f.sock"},
+            {
+                "etcd_servers": "http://10.0.0.9:2379",
+                "agent_ttl": "10s",
+                "engine_ttl": "5s",
+                "api_socket": "/run/f.sock",
+            },
             (),
             ("etcd_servers", "agent_ttl", "engine_ttl", "api_socket"),
             id="restart-only",
@@ -305,7 +340,9 @@ RUNNING = build_config(BASE)
             ("api_listen", "api_tls_cert", "api_tls_key", "api_tls_ca"),
             id="tls-off-waits-for-the-listener",
         ),
-        pytest.param({"engine_reconcile_interval": "10s", "enable_grpc": "true"}, (), (), id="unused"),
+        pytest.param(
+            {"engine_reconcile_interval": "10s", "enable_grpc": "true"}, (), (), id="unused"
+        ),
     ],
 )
 def test_reload_splits_changes_into_applied_and_restart(changes, applied, restart) -> None:

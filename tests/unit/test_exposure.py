@@ -47,9 +47,19 @@ LAN = "https://10.0.0.11:2379"
         (["http://LOCALHOST.:2379"], set(), [], []),
         (["http://[::1]:2379"], set(), [], []),
         # one endpoint off the host is enough; only it is named
-        (["http://127.0.0.1:2379", "http://10.0.0.12:2379"], set(), ["http://10.0.0.12:2379"], [PLAINTEXT, UNAUTHENTICATED]),
+        (
+            ["http://127.0.0.1:2379", "http://10.0.0.12:2379"],
+            set(),
+            ["http://10.0.0.12:2379"],
+            [PLAINTEXT, UNAUTHENTICATED],
+        ),
         # a name is not resolved: it counts as off the host
-        (["http://etcd.example:2379"], set(), ["http://etcd.example:2379"], [PLAINTEXT, UNAUTHENTICATED]),
+        (
+            ["http://etcd.example:2379"],
+            set(),
+            ["http://etcd.example:2379"],
+            [PLAINTEXT, UNAUTHENTICATED],
+        ),
         # every address, not just a LAN's (0.0.0.0 reaches whatever listens on any interface)
         (["http://0.0.0.0:2379"], set(), ["http://0.0.0.0:2379"], [PLAINTEXT, UNAUTHENTICATED]),
         (["http://[2001:db8::1]:2379"], {TLS}, ["http://[2001:db8::1]:2379"], [UNAUTHENTICATED]),
