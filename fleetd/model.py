@@ -369,7 +369,9 @@ class RolloutState(StrEnum):
     CANARY = "canary"  # the canaries are healthy: waiting for `rollout promote`
     REVERTING = "reverting"  # failed (or undone): the touched instances go back
     DONE = "done"  # every instance updated (or skipped)
-    FAILED = "failed"  # an instance failed and auto-revert is off: stopped where it was
+    # an instance failed and auto-revert is off: stopped where it was, each instance kept on
+    # its version until `rollout resume` (tries again) or `rollout undo`
+    FAILED = "failed"
     REVERTED = "reverted"  # every touched instance is back on the previous version
     CANCELLED = "cancelled"  # the unit was destroyed or replaced otherwise meanwhile
 
@@ -378,9 +380,7 @@ class RolloutState(StrEnum):
         return self in _FINISHED
 
 
-_FINISHED = frozenset(
-    {RolloutState.DONE, RolloutState.FAILED, RolloutState.REVERTED, RolloutState.CANCELLED}
-)
+_FINISHED = frozenset({RolloutState.DONE, RolloutState.REVERTED, RolloutState.CANCELLED})
 
 
 class RolloutAction(StrEnum):
@@ -481,9 +481,10 @@ class Rollout(_Document):
     policy: Policy
     targets: tuple[Target, ...]
     state: RolloutState = RolloutState.RUNNING
-    reason: str = ""  # why it failed, was undone or cancelled
+    reason: str = ""  # why it failed, was undone or cancelled; what it waits for
     started: float = 0.0  # Unix time it began
     finished: float = 0.0  # Unix time it finished (0 while it runs)
+    promoted: bool = False  # its canaries were promoted: the rest follows
 
     def target(self, unit: str, machine_id: str) -> Target | None:
         return next(
@@ -502,6 +503,26 @@ class Rollout(_Document):
             out[target.phase] += 1
         return out
 
+    @property
+    def progress(self) -> str:
+        """`3/20 updated, 2 in progress, 15 pending` (and failed, reverted when some are)."""
+        counts = self.counts()
+        total = len(self.targets) - counts[Phase.SKIPPED]
+        verb = "restarted" if self.action is RolloutAction.RESTART else "updated"
+        parts = [f"{counts[Phase.HEALTHY]}/{total} {verb}"]
+        if counts[Phase.UPDATING]:
+            parts.append(f"{counts[Phase.UPDATING]} in progress")
+        if counts[Phase.PENDING]:
+            parts.append(f"{counts[Phase.PENDING]} pending")
+        if counts[Phase.FAILED]:
+            parts.append(f"{counts[Phase.FAILED]} failed")
+        back = counts[Phase.REVERTING] + counts[Phase.REVERTED]
+        if back:
+            parts.append(f"{counts[Phase.REVERTED]}/{back} reverted")
+        if counts[Phase.SKIPPED]:
+            parts.append(f"{counts[Phase.SKIPPED]} skipped")
+        return ", ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -515,6 +536,7 @@ class Rollout(_Document):
             "reason": self.reason,
             "started": self.started,
             "finished": self.finished,
+            "promoted": self.promoted,
         }
 
     @classmethod
@@ -536,6 +558,7 @@ class Rollout(_Document):
             cls._field(data, "reason", str),
             float(cls._field(data, "started", (int, float))),
             float(cls._field(data, "finished", (int, float))),
+            bool(data.get("promoted", False)),
         )
 
 

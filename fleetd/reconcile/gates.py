@@ -65,7 +65,7 @@ def pinned_hash(view: ClusterView | Snapshot, unit: str, machine_id: str) -> str
     if rollout is None:
         return None
     target = rollout.target(unit, machine_id)
-    if target is None:
+    if target is None or target.phase is Phase.SKIPPED:
         return None
     return rollout.hash_for(target)
 

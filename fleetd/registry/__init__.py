@@ -13,6 +13,7 @@ from fleetd.registry.errors import (
     MachineIdInUse,
     RegistryConflict,
     RegistryError,
+    RolloutInProgress,
     UnitExists,
     WatchCompacted,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "RegistryError",
     "Removed",
     "Resync",
+    "RolloutInProgress",
     "Snapshot",
     "Submitted",
     "UnitExists",

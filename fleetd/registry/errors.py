@@ -96,3 +96,14 @@ class WatchCompacted(RegistryError, TemporaryError):
     def __init__(self, compact_revision: int) -> None:
         self.compact_revision = compact_revision
         super().__init__(f"etcd history compacted up to revision {compact_revision}")
+
+
+class RolloutInProgress(RegistryError, PermanentError):
+    """A rollout of the unit (or template) is running: one at a time."""
+
+    def __init__(self, name: str, progress: str) -> None:
+        self.name = name
+        super().__init__(
+            f"a rollout of {name} is in progress ({progress}): wait for it "
+            f"(fleetctl rollout status {name}) or undo it (fleetctl rollout undo {name})"
+        )

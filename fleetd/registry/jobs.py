@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import structlog
 
-from fleetd.model import Job, JobState, UnitContent
+from fleetd.model import Job, JobState, Rollout, UnitContent
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
 from fleetd.registry.keys import KeyKind
@@ -233,12 +233,16 @@ class Jobs(Room):
                 raise JobNotFound(name)
             job = self.decode(mine)
             unit_hash = job.unit_hash if isinstance(job, Job) else None  # corrupt: none known
+            rollout = await self.read(self.keys.rollout(name), Rollout)
             deleted = await self._commit_job_change(mine, unit_hash, self._job_deletes(name))
             if deleted is LOST:
                 return LOST
             log.info("registry.job_destroyed", unit=name, unit_deleted=deleted)
             if unit_hash is not None and not deleted:
                 await self._collect_unit(unit_hash)
+            if rollout is not None:  # the versions its rollout kept, gone with it
+                for kept in {rollout.from_hash, rollout.to_hash} - {unit_hash}:
+                    await self._collect_unit(kept)
             return None
 
         await until_won(attempt, f"destroying unit {name} kept conflicting with concurrent writers")
@@ -306,12 +310,13 @@ class Jobs(Room):
 
     def _job_deletes(self, name: str) -> list[Delete]:
         """What destroying a job deletes besides its content: the job, placement, states,
-        restart requests."""
+        restart requests, and its rollout (a Global unit's; a template's stays with it)."""
         return [
             Delete(self.keys.job(name)),
             Delete(self.keys.schedule(name)),
             Delete(self.keys.states_of(name), prefix=True),
             Delete(self.keys.restarts_of(name), prefix=True),
+            Delete(self.keys.rollout(name)),  # a Global unit's rollout goes with it
         ]
 
     async def _commit_job_change(
@@ -353,7 +358,21 @@ class Jobs(Room):
             other = self.decode(kv)
             if isinstance(other, Job) and other.unit_hash == unit_hash:
                 return None
+        # a running rollout keeps both versions: its machines run one or the other
+        _, rollouts = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.ROLLOUT))
+        for kv in rollouts:
+            rollout = self.decode(kv)
+            if (
+                isinstance(rollout, Rollout)
+                and not rollout.state.finished
+                and unit_hash in (rollout.from_hash, rollout.to_hash)
+            ):
+                return None
         return Cmp(unit_key, "mod", "==", unit_kv.mod_revision)
+
+    async def collect_unit(self, unit_hash: str) -> None:
+        """Delete the content `unit_hash` if no job (and no running rollout) uses it."""
+        await self._collect_unit(unit_hash)
 
     async def _collect_unit(self, unit_hash: str) -> None:
         """Delete a content no job uses any more (after its last users went concurrently).

@@ -28,7 +28,18 @@ from types import TracebackType
 
 import structlog
 
-from fleetd.model import Job, JobState, LeaderInfo, Machine, RestartRequest, UnitContent, UnitState
+from fleetd.model import (
+    Cordon,
+    Job,
+    JobState,
+    LeaderInfo,
+    Machine,
+    RestartRequest,
+    Rollout,
+    Target,
+    UnitContent,
+    UnitState,
+)
 from fleetd.registry.config import EtcdConfig
 from fleetd.registry.election import Election, Leadership
 from fleetd.registry.errors import EtcdUnavailable, RegistryConflict, UnitExists
@@ -41,6 +52,7 @@ from fleetd.registry.leases import Lease
 from fleetd.registry.membership import Membership
 from fleetd.registry.placement import Placements
 from fleetd.registry.reads import UNITS_SNAPSHOT_MAX, Reads
+from fleetd.registry.rollouts import Rollouts
 from fleetd.registry.watch import EventStream
 from fleetd.unit import UnitFile
 
@@ -61,6 +73,7 @@ class Registry:
         self._reads = Reads(self._etcd, self.keys)
         self._election = Election(self._etcd, self.keys, self._reads)
         self._placements = Placements(self._etcd, self.keys)
+        self._rollouts = Rollouts(self._etcd, self.keys, self._jobs.collect_unit)
 
     @classmethod
     async def open(cls, config: EtcdConfig) -> Registry:
@@ -145,6 +158,32 @@ class Registry:
 
     async def place(self, changes: Sequence[tuple[str, str | None, str | None]]) -> list[bool]:
         return await self._placements.place(changes)
+
+    # --- rollouts and cordons: registry/rollouts.py -----------------------------------------
+    async def get_rollout(self, name: str) -> Rollout | None:
+        return await self._rollouts.get_rollout(name)
+
+    async def begin_rollout(self, rollout: Rollout, unit: UnitFile | None = None) -> Rollout:
+        return await self._rollouts.begin_rollout(rollout, unit)
+
+    async def advance_rollout(
+        self,
+        old: Rollout,
+        new: Rollout,
+        *,
+        restarts: Sequence[Target] = (),
+        revert: bool = False,
+    ) -> bool:
+        return await self._rollouts.advance_rollout(old, new, restarts=restarts, revert=revert)
+
+    async def get_cordon(self, machine_id: str) -> Cordon | None:
+        return await self._rollouts.get_cordon(machine_id)
+
+    async def put_cordon(self, cordon: Cordon, expected: Cordon | None) -> bool:
+        return await self._rollouts.put_cordon(cordon, expected)
+
+    async def remove_cordon(self, machine_id: str) -> bool:
+        return await self._rollouts.remove_cordon(machine_id)
 
     # --- machines, states, leases: registry/membership.py ----------------------------------
     async def grant_lease(self, ttl: int, lease_id: int | None = None) -> Lease:
