@@ -31,10 +31,12 @@ from fleetd.reconcile.engine import (
     steps,
 )
 from fleetd.reconcile.relevance import deposed, replans
+from fleetd.reconcile.rollout import plan_rollout, steps_due
 from fleetd.reconcile.scheduler import JobSpec, Strategy
 from fleetd.registry import (
     ClusterView,
     EtcdUnavailable,
+    KeyKind,
     Leadership,
     Lease,
     Registry,
@@ -127,9 +129,11 @@ class Engine:
         self._leading(True)
         log.info("engine.leading", machine=self.info.machine_id, lease=lease.id)
         view, dirty, stepped_down = ClusterView(), asyncio.Event(), asyncio.Event()
+        rolling = asyncio.Event()
         watchers = {
-            "watch": asyncio.create_task(self._follow(view, dirty, stepped_down)),
+            "watch": asyncio.create_task(self._follow(view, dirty, stepped_down, rolling)),
             "planner": asyncio.create_task(self._act(view, dirty)),
+            "rollouts": asyncio.create_task(self._roll(view, rolling)),
             "lease lost": asyncio.create_task(lease.lost.wait()),
             "another engine leads": asyncio.create_task(stepped_down.wait()),
         }
@@ -156,9 +160,14 @@ class Engine:
             log.warning("engine.stepping_down", machine=self.info.machine_id, reason=why)
 
     async def _follow(
-        self, view: ClusterView, dirty: asyncio.Event, stepped_down: asyncio.Event
+        self,
+        view: ClusterView,
+        dirty: asyncio.Event,
+        stepped_down: asyncio.Event,
+        rolling: asyncio.Event,
     ) -> None:
-        """Fold the registry into the view; wake the planner when what changed can move jobs."""
+        """Fold the registry into the view; wake the planner when what changed can move jobs,
+        and the rollouts' stepper when it can move a rollout on."""
         async with aclosing(self.registry.follow(view=view)) as updates:
             async for update in updates:
                 if any(isinstance(e, Resync) for e in update.events):
@@ -168,6 +177,39 @@ class Engine:
                     return
                 if replans(update.events):
                     dirty.set()
+                if steps_due(view, update.events):
+                    rolling.set()
+
+    async def _roll(self, view: ClusterView, rolling: asyncio.Event) -> None:
+        """Move every running rollout on (`plan_rollout`), one compare-and-swap of its
+        document each; a write lost to a newer document is planned again from it."""
+        while True:
+            await rolling.wait()
+            rolling.clear()
+            for rollout in [r for r in view.rollouts.values() if not r.state.finished]:
+                step = plan_rollout(rollout, view, time.time())
+                if not step.changed:
+                    continue
+                new = step.rollout
+                won = await self.registry.advance_rollout(
+                    rollout, new, restarts=step.restarts, revert=step.revert
+                )
+                METRICS.inc("fleetd_engine_rollout_steps_total", outcome="won" if won else "lost")
+                if not won:
+                    continue  # its newer document is on its way: planned again from it
+                if view.rollouts.get(new.name) == rollout:
+                    view.put(KeyKind.ROLLOUT, new.name, new)
+                for change in step.changes:
+                    log.info(
+                        "engine.rollout_step",
+                        unit=new.name,
+                        rollout=new.id,
+                        change=change,
+                        state=str(new.state),
+                        progress=new.progress,
+                    )
+                if new.state.finished:
+                    METRICS.inc("fleetd_rollouts_finished_total", state=str(new.state))
 
     async def _act(self, view: ClusterView, dirty: asyncio.Event) -> None:
         """Plan the whole view whenever it changed, and apply the plan."""

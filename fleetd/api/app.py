@@ -15,7 +15,18 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from fleetd.api import capacity, events, machines, restart, state, status, units, wait, why
+from fleetd.api import (
+    capacity,
+    events,
+    machines,
+    restart,
+    rollouts,
+    state,
+    status,
+    units,
+    wait,
+    why,
+)
 from fleetd.api.context import Context, Peers
 from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.streams import on_shutdown
@@ -106,7 +117,7 @@ def application(
         for resource in (units, state, machines):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes(status.routes(ctx, peers, prefix))
-        for resource in (wait, events, restart, why, capacity):
+        for resource in (wait, events, restart, why, capacity, rollouts):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes([
             web.route("*", f"{prefix}/discovery", discovery),

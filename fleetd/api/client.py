@@ -166,6 +166,35 @@ class Client(Transport):
         "reservingUnits": n}`. A server without the extension answers 404 (APIError)."""
         return self._call("GET", "/x/machines")[1] or {}
 
+    # --- rollouts (docs/rolling-updates.md) -----------------------------------------------
+    def begin_rollout(
+        self, name: str, action: str, options: Sequence[dict[str, str]] | None = None
+    ) -> dict:
+        """Begin a rollout (`POST x/rollouts`): `{"rollout": {...}}`, or `{"rollout": null,
+        "replaced": true}` when no instance ran (the units were replaced at once)."""
+        body: dict[str, Any] = {"name": name, "action": action}
+        if options is not None:
+            body["options"] = list(options)
+        return self._call("POST", "/x/rollouts", body=body)[1] or {}
+
+    def rollouts(self) -> list[dict]:
+        return list((self._call("GET", "/x/rollouts")[1] or {}).get("rollouts") or [])
+
+    def rollout(self, name: str) -> dict:
+        """The rollout of `name` (404, APIError, when there is none)."""
+        return self._call("GET", f"/x/rollouts/{_q(name)}")[1] or {}
+
+    def follow_rollout(self, name: str) -> Iterator[dict]:
+        """The rollout of `name`, then again each time it changes, until it is finished."""
+        path, query = f"/x/rollouts/{_q(name)}", {"follow": "true"}
+        for line in self._stream("GET", path, endless=False, query=query):
+            if line.strip():
+                yield json.loads(line)
+
+    def rollout_command(self, name: str, verb: str) -> dict:
+        """`pause`, `resume`, `promote` or `undo` the rollout of `name`: the new document."""
+        return self._call("POST", f"/x/rollouts/{_q(name)}/{_q(verb)}", body={})[1] or {}
+
     def events(self) -> Iterator[dict]:
         """The registry's changes (`GET /x/events`): a `snapshot` line, then `units` and
         `machines` lines as they happen, until the server goes away (then `Unreachable`)."""

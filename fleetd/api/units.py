@@ -11,9 +11,11 @@ from aiohttp import web
 
 from fleetd.api.context import Context
 from fleetd.api.pagination import paged
+from fleetd.api.rolling import begin_rollout
 from fleetd.api.schema import unit_json
 from fleetd.api.serialization import Fail, failure_of, granted, json_response, read_json
-from fleetd.model import JobState
+from fleetd.model import JobState, RolloutAction
+from fleetd.reconcile.rollout import rolls_out
 from fleetd.reconcile.unit_batch import BatchItem, creates, read_batch
 from fleetd.reconcile.unit_put import (
     Create,
@@ -164,6 +166,12 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         return True
 
     async def replace(name: str, decision: Replace) -> None:
+        """Replace the unit's content — or, for a launched Global unit, begin a rollout of the
+        new version (docs/rolling-updates.md): every machine at once was fleet's way."""
+        snapshot = await ctx.registry.units_snapshot([name])
+        if rolls_out(snapshot, name, decision.unit, decision.desired):
+            await begin_rollout(ctx, name, RolloutAction.UPDATE, decision.unit)
+            return
         try:
             job = await ctx.registry.replace_job(name, decision.unit, decision.previous)
             if decision.desired is not None and decision.desired != job.desired:

@@ -26,7 +26,17 @@ import click
 from click.core import ParameterSource
 
 from fleetd import __version__
-from fleetd.cli import complete, dashboard, lists, metadata, remote, submit, units, why
+from fleetd.cli import (
+    complete,
+    dashboard,
+    lists,
+    metadata,
+    remote,
+    rollout,
+    submit,
+    units,
+    why,
+)
 from fleetd.cli.context import Failure, Settings, api_error_line
 
 __all__ = ["EXAMPLES", "fleetctl", "main"]
@@ -256,6 +266,7 @@ for _command in (
     *metadata.COMMANDS,
     *dashboard.COMMANDS,
     *why.COMMANDS,
+    *rollout.COMMANDS,
 ):
     fleetctl.add_command(_command)
 
@@ -276,6 +287,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "list-units": ("fleetctl list-units --no-legend --fields unit,machine,active",),
     "load": ("fleetctl load apache@1.service apache@2.service",),
     "restart": ("fleetctl restart apache@1.service",),
+    "rolling-replace": ("fleetctl rolling-replace web@.service",),
+    "rollout": ("fleetctl rollout status web@.service",),
     "set-metadata": ("fleetctl set-metadata 8197e13c role=db disk=ssd",),
     "ssh": ("fleetctl ssh hello.service systemctl status hello.service",),
     "start": ("fleetctl start hello.service",),

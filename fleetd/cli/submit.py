@@ -72,6 +72,26 @@ def _submit(
             active=plan.wait.state == "launched", settle=settle, quiet=plan.wait.quiet,
         )  # fmt: skip
         report_wait_errors(errors)
+    if timeout is not False:
+        _follow_rollouts(plan, lines)
+
+
+def _follow_rollouts(plan: SubmitPlan, lines: int) -> None:
+    """A replaced launched Global unit is rolled out, not replaced everywhere at once
+    (docs/rolling-updates.md): follow each such rollout until it is over."""
+    from fleetd.api.client import APIError
+    from fleetd.cli.rollout import follow_rollout
+
+    client = settings().client()
+    for write in plan.writes:
+        if write.desired:  # created, not replaced
+            continue
+        try:
+            doc = client.rollout(write.name)
+        except APIError:  # none (or a fleet without rollouts)
+            continue
+        if doc.get("to") == write.unit.hash and doc.get("state") not in ("done", "cancelled"):
+            follow_rollout(doc, lines=lines)
 
 
 def _carry_out(plan: SubmitPlan) -> None:

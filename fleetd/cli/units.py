@@ -25,7 +25,7 @@ from fleetd.cli.context import (
     unit_options,
 )
 from fleetd.cli.output import listed_unit, unit_file_of
-from fleetd.cli.waiting import explain_failure, report_wait_errors, wait_for_units
+from fleetd.cli.waiting import report_wait_errors, wait_for_units
 
 if TYPE_CHECKING:  # imported when a command runs: `fleetctl version` loads no unit model
     from fleetd.reconcile.lifecycle import Listed
@@ -100,12 +100,14 @@ def destroy(units: tuple[str, ...], no_block: bool, block_attempts: int) -> None
 
 
 def _restart_global(name: str, timeout: float | bool | None, lines: int) -> str | None:
-    """Carry out the rolling restart of the Global unit `name` (`plan_rolling_restart`): each
-    machine asked in turn and, unless --no-block (`timeout` False), waited for; the first
-    failure is explained (systemd's words, the journal) and ends the command. Returns the
-    problem to report with the other units', or None."""
+    """The rolling restart of the Global unit `name` (`plan_rolling_restart` for what to say):
+    a health-gated restart rollout (docs/rolling-updates.md) — a few machines at a time as the
+    unit's `Update*=` options say, each healthy again before the next — followed unless
+    --no-block (`timeout` False); a failure is explained (systemd's words, the journal) and
+    ends the command. Returns the problem to report with the other units', or None."""
     from fleetd.api.client import APIError
     from fleetd.cli.output import machine_full_legend
+    from fleetd.cli.rollout import follow_restart
     from fleetd.reconcile.lifecycle import plan_rolling_restart
 
     client = settings().client()
@@ -116,33 +118,21 @@ def _restart_global(name: str, timeout: float | bool | None, lines: int) -> str 
     rolling = plan_rolling_restart(name, reporting, block=timeout is not False)
     if rolling.problem:
         return rolling.problem
+    try:
+        answer = client.begin_rollout(name, "restart")
+    except APIError as err:
+        raise api_failure(f"Error restarting unit {name}", err) from None
     if not rolling.wait:
-        refused: dict[str, str] = {}
-        for machine in rolling.machines:
-            try:
-                client.restart(name, machine)
-            except APIError as err:
-                refused[machine] = err.message or str(err)
         echo_lines(rolling.triggered)
-        if refused:
-            raise Failure(rolling.unasked(refused))
         return None
     try:
         ips = {m["id"]: m.get("primaryIP") or "" for m in client.machines()}
     except APIError as err:
         raise api_failure("Error retrieving the machines", err) from None
-    legends = {m: machine_full_legend(m, ips.get(m, ""), full=False) for m in rolling.machines}
-    for machine in rolling.machines:
-        try:
-            answer = client.restart(name, machine, wait=True, timeout=timeout)
-        except APIError as err:
-            answer = {"restarted": False, "reason": err.message or str(err)}
-        if answer.get("restarted"):
-            echo_lines((rolling.restarted(legends[machine]),))
-            continue
-        reason = answer.get("reason")
-        explain_failure({"name": name, "reason": reason, "machineID": machine}, lines)
-        raise Failure(rolling.stopped_at(machine, str(reason), legends))
+    doc = answer.get("rollout") or {}
+    machines = sorted({t["machine"] for t in doc.get("targets") or ()} | set(rolling.machines))
+    legends = {m: machine_full_legend(m, ips.get(m, ""), full=False) for m in machines}
+    follow_restart(doc, rolling, legends, lines)
     return None
 
 

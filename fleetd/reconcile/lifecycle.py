@@ -258,11 +258,21 @@ class Rolling:
         """Said once it is active again on the machine `legend` shows (`5ab7f3b4.../ip`)."""
         return Line(f"Unit {self.name} restarted on {legend}")
 
-    def stopped_at(self, machine: str, reason: str, legends: Mapping[str, str]) -> str:
+    def stopped_at(
+        self,
+        machine: str,
+        reason: str,
+        legends: Mapping[str, str],
+        untouched: Iterable[str] | None = None,
+    ) -> str:
         """The failure of the rolling restart on `machine` (`reason`: systemd's words, or the
-        API's), naming the machines it did not get to."""
+        API's), naming the machines it did not get to (`untouched`; by default those after
+        `machine` in order)."""
         errors = [f"Error restarting unit {self.name} on {legends[machine]}: {reason}"]
-        rest = self.machines[self.machines.index(machine) + 1 :]
+        if untouched is None:
+            rest = self.machines[self.machines.index(machine) + 1 :]
+        else:
+            rest = tuple(m for m in self.machines if m in set(untouched))
         if rest:
             errors.append(
                 f"Unit {self.name} was not restarted on {' '.join(legends[m] for m in rest)} "

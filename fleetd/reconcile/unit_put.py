@@ -36,6 +36,7 @@ __all__ = [
     "plan_put",
     "plan_update",
     "read_put",
+    "unit_of",
 ]
 
 
@@ -151,12 +152,12 @@ def plan_put(request: PutRequest, existing: Job | None) -> PutDecision:
     if existing is None:
         if not request.options:
             return Refuse(409, "unit does not exist and options field empty")
-        unit = _unit(request)
+        unit = unit_of(request)
         if isinstance(unit, Refuse):
             return unit
         return Create(unit, request.desired or JobState.INACTIVE)
     if request.options:
-        unit = _unit(request)
+        unit = unit_of(request)
         if isinstance(unit, Refuse):
             return unit
         if unit.hash != existing.unit_hash:
@@ -186,7 +187,7 @@ def plan_created_meanwhile(
     return plan_update(request)
 
 
-def _unit(request: PutRequest) -> UnitFile | Refuse:
+def unit_of(request: PutRequest) -> UnitFile | Refuse:
     """The unit file of the request's options, its [X-Fleet] requirements checked."""
     try:
         unit = UnitFile.from_options(request.options)
