@@ -94,12 +94,21 @@ async def test_rolling_replace_of_a_template_goes_batch_by_batch_to_done(
 ) -> None:
     await started(cluster)
     new_version(cluster)
-    async with judged(cluster, lambda unit, machine: ("healthy", "")):
+    in_flight: list[int] = []  # instances being updated, in every rollout document written
+
+    async def record() -> None:
+        async with contextlib.aclosing(cluster.registry.follow()) as updates:
+            async for update in updates:
+                rollout = update.view.rollouts.get("web@.service")
+                if rollout is not None:
+                    in_flight.append(rollout.counts()[Phase.UPDATING])
+
+    async with running(record()), judged(cluster, lambda unit, machine: ("healthy", "")):
         rc, out, err = await cluster.fleetctl("rolling-replace", "web@.service")
     assert rc == 0, err
+    assert max(in_flight) == 2  # UpdateMaxParallel=2
     lines = out.splitlines()
     assert lines[0] == "web@.service: 0/3 updated, 3 pending"  # as it began
-    assert "web@.service: 0/3 updated, 2 in progress, 1 pending" in lines  # two at a time
     assert lines[-1] == "web@.service: 3/3 updated (done)"
     snapshot = await cluster.registry.snapshot()
     rollout = snapshot.rollouts["web@.service"]
