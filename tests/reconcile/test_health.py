@@ -138,7 +138,7 @@ def test_judging_with_systemd(gate, steps, health, reason, last) -> None:
 C_OPENED = [(1.0, seen()), (1.0, RestartsRead(1, 0))]
 C_ENDED = [*C_OPENED, (11.0, Fired(Timer.WINDOW, 3)), (11.0, RestartsRead(4, 0))]  # RunCheck(5)
 REFUSED = "curl: (7) Failed to connect to 127.0.0.1 port 8080: Connection refused\nmore\n"
-CURL_7 = f"health check `{CURL}` exited 7: curl: (7) Failed to connect to 127.0.0.1 port 8080: Connection refused"  # noqa: E501
+CURL_7 = f"health check `{CURL}` exited 7: curl: (7) Failed to connect to 127.0.0.1 port 8080: Connection refused"
 
 
 @pytest.mark.parametrize(
@@ -213,7 +213,7 @@ def test_deadline_says_what_was_wrong_last(gate, steps, reason) -> None:
 
 
 def test_backoff_is_capped_at_ten_seconds() -> None:
-    judge, actions = feed(CHECKED, C_ENDED)
+    judge, _ = feed(CHECKED, C_ENDED)
     delays, ask, now = [], 5, 11.0
     for _ in range(6):  # fail, retry (NRestarts, check), fail, ...
         (arm,) = judge.handle(CheckDone(ask, 1, "no"), now)
