@@ -129,8 +129,7 @@ class HealthGates:
             check=gate.check or None,
             settled=judge.health if judge.done else None,
         )
-        self._act(name, judge, judge.start())
-        self._record(name, judge)
+        self._act(name, judge, judge.start())  # its verdict is recorded once it has seen the unit
 
     def _end(self, name: str, why: str, *, quiet: bool = False) -> None:
         judge = self._judges.pop(name)
