@@ -341,7 +341,8 @@ def systemd_failure(seen: Seen) -> str:
 
 
 def check_failure(command: str, done: CheckDone) -> str:
-    """What a failed health check says: its exit and the first line of its output."""
+    """What a failed health check says: its exit and the last line of its output (where
+    programs put the error: a traceback's last line, curl's message)."""
     check = f"health check `{_short(command)}`"
     if done.status is None:
         return f"{check} {done.error}"
@@ -349,7 +350,7 @@ def check_failure(command: str, done: CheckDone) -> str:
         what = f"{check} was killed by signal {-done.status}"
     else:
         what = f"{check} exited {done.status}"
-    line = next((line.strip() for line in done.output.splitlines() if line.strip()), "")
+    line = next((line.strip() for line in reversed(done.output.splitlines()) if line.strip()), "")
     return f"{what}: {_short(line, 200)}" if line else what
 
 

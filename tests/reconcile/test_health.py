@@ -137,7 +137,7 @@ def test_judging_with_systemd(gate, steps, health, reason, last) -> None:
 # a checked instance, active at 1 s: ReadRestarts(1), RunCheck(2), Arm(WINDOW, 10, 3)
 C_OPENED = [(1.0, seen()), (1.0, RestartsRead(1, 0))]
 C_ENDED = [*C_OPENED, (11.0, Fired(Timer.WINDOW, 3)), (11.0, RestartsRead(4, 0))]  # RunCheck(5)
-REFUSED = "curl: (7) Failed to connect to 127.0.0.1 port 8080: Connection refused\nmore\n"
+REFUSED = "  % Total    % Received\ncurl: (7) Failed to connect to 127.0.0.1 port 8080: Connection refused\n\n"  # the last line says it
 CURL_7 = f"health check `{CURL}` exited 7: curl: (7) Failed to connect to 127.0.0.1 port 8080: Connection refused"
 
 
