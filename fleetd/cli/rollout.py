@@ -9,6 +9,7 @@ following ends and whether the command failed are decided by the pure
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -58,7 +59,7 @@ def follow_rollout(
             docs = settings().client().follow_rollout(name)
         except APIError as err:
             raise api_failure(f"Error following the rollout of {name}", err) from None
-    for current in (doc, *docs) if block else (doc,):
+    for current in itertools.chain((doc,), docs if block else ()):
         said = report(current, goal=goal)
         if output == "json":
             click.echo(json.dumps(current, separators=(",", ":")))
@@ -103,7 +104,7 @@ def follow_restart(doc: dict[str, Any], rolling: Any, legends: dict[str, str], l
         except APIError as err:
             raise api_failure(f"Error following the restart of {name}", err) from None
     current = doc
-    for current in (doc, *docs):
+    for current in itertools.chain((doc,), docs):  # as they come
         for target in current.get("targets") or ():
             if target.get("phase") == "healthy" and target["machine"] not in said_healthy:
                 said_healthy.add(target["machine"])

@@ -66,23 +66,27 @@ def _submit(
     arguments = files.read_arguments(args)
     plan = plan_submit(command, arguments, registered, replace=replace, block=timeout is not False)
     _carry_out(plan)
-    if timeout is not False:  # a rollout first: the units' states reach the goal after it
-        _follow_rollouts(plan, lines)
-    if plan.wait is not None and timeout is not False:
+    rolled: set[str] = set()
+    if timeout is not False:  # a rollout's units are judged by the rollout, not waited for
+        rolled = _follow_rollouts(plan, lines)
+    waited = tuple(n for n in plan.wait.units if n not in rolled) if plan.wait else ()
+    if plan.wait is not None and waited and timeout is not False:
         errors = wait_for_units(
-            plan.wait.units, plan.wait.state, timeout=timeout, lines=lines,
+            waited, plan.wait.state, timeout=timeout, lines=lines,
             active=plan.wait.state == "launched", settle=settle, quiet=plan.wait.quiet,
         )  # fmt: skip
         report_wait_errors(errors)
 
 
-def _follow_rollouts(plan: SubmitPlan, lines: int) -> None:
+def _follow_rollouts(plan: SubmitPlan, lines: int) -> set[str]:
     """A replaced launched Global unit is rolled out, not replaced everywhere at once
-    (docs/rolling-updates.md): follow each such rollout until it is over."""
+    (docs/rolling-updates.md): follow each such rollout until it is over (done, or waiting
+    for the user: canaries, paused); returns the units followed."""
     from fleetd.api.client import APIError
     from fleetd.cli.rollout import follow_rollout
 
     client = settings().client()
+    followed: set[str] = set()
     for write in plan.writes:
         if write.desired:  # created, not replaced
             continue
@@ -92,6 +96,8 @@ def _follow_rollouts(plan: SubmitPlan, lines: int) -> None:
             continue
         if doc.get("to") == write.unit.hash and doc.get("state") not in ("done", "cancelled"):
             follow_rollout(doc, lines=lines)
+            followed.add(write.name)
+    return followed
 
 
 def _carry_out(plan: SubmitPlan) -> None:
