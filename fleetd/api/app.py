@@ -31,6 +31,7 @@ from fleetd.api.context import Context, Peers
 from fleetd.api.serialization import Fail, error_response, failure_of, json_response
 from fleetd.api.streams import on_shutdown
 from fleetd.metrics import METRICS, gauge
+from fleetd.model import DrainState, Phase, RolloutState
 from fleetd.reconcile.capacity import cluster_use
 from fleetd.reconcile.waiting import current_state
 from fleetd.registry import EtcdUnavailable, Snapshot
@@ -145,6 +146,21 @@ def _cluster_lines(snapshot: Snapshot) -> list[str]:
               for s, n in sorted(current.items())]  # fmt: skip
     lines += ["# HELP fleetd_machines Live machines.", "# TYPE fleetd_machines gauge",
               f"fleetd_machines {len(snapshot.machines)}"]  # fmt: skip
+    rollouts = Counter(str(r.state) for r in snapshot.rollouts.values())
+    lines += ["# HELP fleetd_rollouts Rollouts the cluster keeps, by state (running, paused, "
+              "canary, reverting, failed: not over; done, reverted, cancelled: the last one "
+              "of each unit).", "# TYPE fleetd_rollouts gauge"]  # fmt: skip
+    lines += [f'fleetd_rollouts{{state="{s}"}} {rollouts.get(s, 0)}' for s in RolloutState]
+    instances = Counter(
+        str(t.phase) for r in snapshot.rollouts.values() if not r.state.finished for t in r.targets
+    )
+    lines += ["# HELP fleetd_rollout_instances Instances of the rollouts not over, by phase.",
+              "# TYPE fleetd_rollout_instances gauge"]  # fmt: skip
+    lines += [f'fleetd_rollout_instances{{phase="{p}"}} {instances.get(p, 0)}' for p in Phase]
+    cordons = Counter(str(c.state) for c in snapshot.cordons.values())
+    lines += ["# HELP fleetd_cordoned_machines Machines taking no new placements, by state.",
+              "# TYPE fleetd_cordoned_machines gauge"]  # fmt: skip
+    lines += [f'fleetd_cordoned_machines{{state="{s}"}} {cordons.get(s, 0)}' for s in DrainState]
     return lines
 
 

@@ -7,6 +7,7 @@ real machines: tests/e2e/test_rolling_updates.py."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ import pytest
 from fleetd.model import Phase, RolloutState, UnitState
 from fleetd.registry import ClusterView, Registry
 from fleetd.registry.fold import Snapshot
+from tests.api.api_helpers import raw
 from tests.cli.conftest import M1, M2, M3, Cluster
 from tests.running import running
 from tests.waiting import until
@@ -115,6 +117,11 @@ async def test_rolling_replace_of_a_template_goes_batch_by_batch_to_done(
     assert rollout.state is RolloutState.DONE
     assert {snapshot.jobs[n].unit_hash for n in instances()} == {rollout.to_hash}
     assert rollout.from_hash not in snapshot.units  # the previous version was collected
+    # /metrics counts rollouts by state
+    sock = cluster.endpoint.removeprefix("unix://")
+    _, _, body = await asyncio.to_thread(raw, sock, "GET", "/metrics")
+    assert 'fleetd_rollouts{state="done"} 1' in body.decode()
+    assert 'fleetd_rollouts{state="running"} 0' in body.decode()
     # the finished rollout is kept for `rollout status` and `rollout list`
     rc, out, _ = await cluster.fleetctl("rollout", "list")
     assert out.splitlines() == [
@@ -229,3 +236,38 @@ async def test_bad_arguments_say_why_and_change_nothing(
 
 
 MACHINE_IDS = (M1, M2, M3)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("POST", "/fleet/v1/x/rollouts", "[]", 400, "unable to decode body: expected a JSON object"),
+        ("POST", "/fleet/v1/x/rollouts", '{"name": "../x.service"}', 400, "invalid"),
+        ("POST", "/fleet/v1/x/rollouts", '{"name": "web@.service", "action": "explode"}', 400,
+         "invalid action 'explode': expected update or restart"),
+        ("POST", "/fleet/v1/x/rollouts", '{"name": "web@.service"}', 400,
+         "an update rollout needs the new version's options"),
+        ("POST", "/fleet/v1/x/rollouts",
+         '{"name": "web@.service", "options": [{"section": "X-Fleet", "name": '
+         '"UpdateMaxParallel", "value": "0"}]}', 400,
+         "UpdateMaxParallel=0: expected a whole number of at least 1 or a percentage (N%)"),
+        ("POST", "/fleet/v1/x/rollouts", '{"name": "g.service", "action": "restart", '
+         '"options": [{"section": "Service", "name": "ExecStart", "value": "/bin/true"}]}', 400,
+         "a restart rollout takes no options"),
+        ("POST", "/fleet/v1/x/rollouts/web@.service/explode", "{}", 404,
+         "no such rollout command 'explode'"),
+    ],
+)  # fmt: skip
+async def test_bad_api_requests_are_refused_and_change_nothing(
+    cluster: Cluster, method: str, path: str, body: str, status: int, message: str
+) -> None:
+    before = await cluster.registry.snapshot()
+    sock = cluster.endpoint.removeprefix("unix://")
+    got, _, answer = await asyncio.to_thread(
+        raw, sock, method, path, body, {"Content-Type": "application/json"}
+    )
+    error = json.loads(answer)["error"]
+    assert (got, error["code"]) == (status, status)
+    assert message in error["message"], error
+    after = await cluster.registry.snapshot()
+    assert (after.jobs, after.units, after.rollouts) == (before.jobs, before.units, before.rollouts)
