@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from fleetd.model import Job
 from fleetd.reconcile.agent import AgentJob, DesiredUnit, desired_units
+from fleetd.reconcile.drain import stops_globals
 from fleetd.reconcile.globals import globals_refused, runs_globally
 from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.registry.fold import Changed, ClusterView, Event, Removed, Resync
@@ -81,6 +82,11 @@ class LocalJobs:
             ):
                 return machine_id == me  # this machine's metadata: which Global units run here
             case (
+                Changed(kind=KeyKind.CORDON, ident=machine_id)
+                | Removed(kind=KeyKind.CORDON, ident=machine_id)
+            ) if machine_id == me:
+                return True  # this machine's drain: drained with stop_globals, no Global unit
+            case (
                 Changed(kind=KeyKind.RESTART, ident=(_, machine_id))
                 | Removed(kind=KeyKind.RESTART, ident=(_, machine_id))
             ):
@@ -136,6 +142,8 @@ class LocalJobs:
         its metadata as the cluster sees it and the restarts requested here."""
         me = self.machine_id
         jobs = self.jobs(view)
+        if view.cordons and stops_globals(view, me):
+            jobs = {name: job for name, job in jobs.items() if name not in self.globals}
         restarts = {
             name: request.token
             for name in jobs
