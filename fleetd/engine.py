@@ -22,6 +22,7 @@ from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
 from fleetd.model import Cordon, DrainState, Job, LeaderInfo
 from fleetd.reconcile.capacity import MachineUse, cluster_use, overcommit_changes, placed_after
+from fleetd.reconcile.drain import drains_due, plan_drain
 from fleetd.reconcile.engine import (
     Action,
     EnginePlan,
@@ -30,7 +31,6 @@ from fleetd.reconcile.engine import (
     record_won,
     steps,
 )
-from fleetd.reconcile.drain import drains_due, plan_drain
 from fleetd.reconcile.relevance import deposed, replans
 from fleetd.reconcile.rollout import plan_rollout, steps_due
 from fleetd.reconcile.scheduler import JobSpec, Strategy

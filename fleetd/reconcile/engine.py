@@ -126,8 +126,10 @@ def plan_engine(
             break
     for name in sorted(released):  # taken by none after all: back where it was
         was = placements.get(name)
-        if why.get(name, (None,))[0] is Reason.DRAINED and name not in state.placements and (
-            was in state.machines
+        if (
+            why.get(name, (None,))[0] is Reason.DRAINED
+            and name not in state.placements
+            and (was in state.machines)
         ):
             state.assign(name, was)
             held[name] = _explain(unplaced.pop(name, []), bool(machines))
@@ -172,9 +174,7 @@ def _unplace_reason(
     return None
 
 
-def _release(
-    name: str, state: ClusterState, held: dict[str, str]
-) -> tuple[Reason, str] | None:
+def _release(name: str, state: ClusterState, held: dict[str, str]) -> tuple[Reason, str] | None:
     """A unit a drain released: taken off its machine when another machine can take it (the
     placing rounds then place it), else left there, with why in `held`."""
     machine_id = state.placements.get(name)

@@ -456,9 +456,7 @@ def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection
                 return found, rejections
     if not rejections and job.requirements.reserves != (0, 0.0):
         # no machine had room: what each machine says (the unit waits, so this is rare)
-        rejections = [
-            r for m in sorted(state.machines) if (r := _placing_refusal(job, m, state))
-        ]
+        rejections = [r for m in sorted(state.machines) if (r := _placing_refusal(job, m, state))]
     if not rejections:
         rejections.append(state.nothing_left(job))
     return None, rejections
