@@ -135,7 +135,7 @@ class Engine:
         watchers = {
             "watch": asyncio.create_task(self._follow(view, dirty, stepped_down, rolling)),
             "planner": asyncio.create_task(self._act(view, dirty, rolling)),
-            "rollouts": asyncio.create_task(self._roll(view, rolling)),
+            "rollouts": asyncio.create_task(self._roll(view, rolling, dirty)),
             "lease lost": asyncio.create_task(lease.lost.wait()),
             "another engine leads": asyncio.create_task(stepped_down.wait()),
         }
@@ -182,7 +182,7 @@ class Engine:
                 if steps_due(view, update.events) or drains_due(view, update.events):
                     rolling.set()
 
-    async def _roll(self, view: ClusterView, rolling: asyncio.Event) -> None:
+    async def _roll(self, view: ClusterView, rolling: asyncio.Event, dirty: asyncio.Event) -> None:
         """Move every running rollout on (`plan_rollout`) and every drain (`plan_drain`), one
         compare-and-swap of its document each; a write lost to a newer document is planned
         again from it."""
@@ -190,7 +190,8 @@ class Engine:
             await rolling.wait()
             rolling.clear()
             for cordon in [c for c in view.cordons.values() if c.state is DrainState.DRAINING]:
-                await self._drain(view, cordon)
+                if await self._drain(view, cordon):
+                    dirty.set()  # it released a unit: the planner moves it
             for rollout in [r for r in view.rollouts.values() if not r.state.finished]:
                 step = plan_rollout(rollout, view, time.time())
                 if not step.changed:
@@ -216,17 +217,18 @@ class Engine:
                 if new.state.finished:
                     METRICS.inc("fleetd_rollouts_finished_total", state=str(new.state))
 
-    async def _drain(self, view: ClusterView, cordon: Cordon) -> None:
-        """One step of a drain: the next document, written as a compare-and-swap."""
+    async def _drain(self, view: ClusterView, cordon: Cordon) -> bool:
+        """One step of a drain: the next document, written as a compare-and-swap; whether it
+        released a unit (recorded in the view here, so its watch event will not come back)."""
         waiting = {**self.unplaced, **self.held}
         step = plan_drain(cordon, view, time.time(), waiting)
         if not step.changed:
-            return
+            return False
         new = step.cordon
         won = await self.registry.put_cordon(new, cordon)
         METRICS.inc("fleetd_engine_drain_steps_total", outcome="won" if won else "lost")
         if not won:
-            return  # its newer document is on its way: planned again from it
+            return False  # its newer document is on its way: planned again from it
         if view.cordons.get(new.machine_id) == cordon:
             view.put(KeyKind.CORDON, new.machine_id, new)
         for unit, change in step.changes:
@@ -238,6 +240,7 @@ class Engine:
                 change=change,
                 state=str(new.state),
             )
+        return bool(step.released)
 
     async def _act(self, view: ClusterView, dirty: asyncio.Event, rolling: asyncio.Event) -> None:
         """Plan the whole view whenever it changed, and apply the plan (a drain waiting for a

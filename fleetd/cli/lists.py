@@ -9,8 +9,8 @@ column (`--fields machine,ip,metadata,facts`), which `--output json` adds to the
 and their capacity and use (fleetd's `x/machines`: `--fields cpus,memory-free,...`), which `-l`
 adds as CPU-USE and MEMORY-USE columns only when some unit of the cluster reserves memory or
 CPUs, so a fleet cluster's output stays fleet's; likewise its STATE column (cordoned, draining,
-drained: fleetd's `x/cordons`, `--fields ...,state`), which `-l` adds only when some machine is
-cordoned and `--output json` always shows.
+drained: fleetd's `x/cordons`, `--fields ...,state`), which `-l` and `--output json` add only
+when some machine is cordoned.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def list_machines(full: bool, no_legend: bool, fields: str, output: str) -> None
         cordons = _cordons(client)
         if cordons is not None:
             machines = [dict(m, cordon=cordons.get(m.get("id") or "")) for m in machines]
-            if "state" not in cols and (output == "json" or cordons):  # else fleet's table
+            if "state" not in cols and cordons:  # else fleet's table (and json) as it was
                 at = cols.index("metadata") + 1 if "metadata" in cols else len(cols)
                 cols = [*cols[:at], "state", *cols[at:]]
     if output == "json":
