@@ -8,9 +8,10 @@ keeps the machines' facts (`fleet.*` metadata) out of its METADATA column: they 
 column (`--fields machine,ip,metadata,facts`), which `--output json` adds to the default fields;
 and their capacity and use (fleetd's `x/machines`: `--fields cpus,memory-free,...`), which `-l`
 adds as CPU-USE and MEMORY-USE columns only when some unit of the cluster reserves memory or
-CPUs, so a fleet cluster's output stays fleet's; likewise its STATE column (cordoned, draining,
-drained: fleetd's `x/cordons`, `--fields ...,state`), which `-l` and `--output json` add only
-when some machine is cordoned.
+CPUs, so a fleet cluster's output stays fleet's. Its STATE column (cordoned, draining, drained:
+fleetd's `x/cordons`) is asked for with `--fields machine,ip,metadata,state`; `--output json`
+adds it to the default fields when some machine is cordoned (a table's `-l` asks nothing more
+than the use columns: one request beyond fleet's).
 """
 
 from __future__ import annotations
@@ -219,11 +220,11 @@ def list_machines(full: bool, no_legend: bool, fields: str, output: str) -> None
             machines = [dict(m, use=by_id.get(m.get("id"))) for m in machines]
             if not asked and use.get("reservingUnits"):  # else fleet's table, byte for byte
                 cols = [*cols, *(_USE_NUMBERS if output == "json" else _USE_COLUMNS)]
-    if "state" in cols or (default and (full or output == "json")):  # one more request
+    if "state" in cols or (default and output == "json"):  # one more request
         cordons = _cordons(client)
         if cordons is not None:
             machines = [dict(m, cordon=cordons.get(m.get("id") or "")) for m in machines]
-            if "state" not in cols and cordons:  # else fleet's table (and json) as it was
+            if "state" not in cols and cordons:  # else the json as it was
                 at = cols.index("metadata") + 1 if "metadata" in cols else len(cols)
                 cols = [*cols[:at], "state", *cols[at:]]
     if output == "json":

@@ -23,6 +23,7 @@ from tests.cli.conftest import M1, M2, M3, Cluster
 from tests.running import running
 from tests.waiting import until
 
+STATE_FIELDS = "machine,ip,metadata,state"
 WEB = (
     "[Service]\nExecStart=/bin/sleep 1000\n\n[X-Fleet]\nMachineMetadata=role=web\n"
     "DisruptionBudget=MinAvailable=2\n"
@@ -103,22 +104,28 @@ async def test_cordon_and_uncordon(cluster: Cluster) -> None:
     rc, out, _ = await cluster.fleetctl("why", "pinned.service")
     assert "machine is cordoned" in out
 
-    # list-machines: fleet's table as it was; -l adds the STATE column
+    # list-machines: fleet's table as it was; the STATE column when asked for; json adds it
     rc, out, _ = await cluster.fleetctl("list-machines")
     assert out.splitlines()[0] == "MACHINE\t\tIP\t\tMETADATA"
-    rc, out, _ = await cluster.fleetctl("list-machines", "-l")
+    rc, out, _ = await cluster.fleetctl("list-machines", "-l", "--fields", STATE_FIELDS)
     lines = out.splitlines()
     assert lines[0].split() == ["MACHINE", "IP", "METADATA", "STATE"]
     assert f"{M1}\t127.0.0.11\tmachine=m1,role=web\tcordoned" in lines
     assert f"{M2}\t127.0.0.12\tmachine=m2,role=db\t-" in lines
+    rc, out, _ = await cluster.fleetctl("list-machines", "--output", "json")
+    assert {row["machine"][:8]: row["state"] for row in json.loads(out)} == {
+        "5ab7f3b4": "cordoned",
+        "929c22af": "-",
+        "8197e13c": "-",
+    }
 
     rc, out, err = await cluster.fleetctl("uncordon", "5ab7")
     assert (rc, out, err) == (0, "Uncordoned machine 5ab7f3b4: it takes new units again\n", "")
     await until(cluster.registry, lambda s: s.placements.get("pinned.service") == M1)
     rc, out, err = await cluster.fleetctl("uncordon", "5ab7")
     assert (rc, out, err) == (0, "Machine 5ab7f3b4 is not cordoned\n", "")
-    rc, out, _ = await cluster.fleetctl("list-machines", "-l")
-    assert out.splitlines()[0].split() == ["MACHINE", "IP", "METADATA"]
+    rc, out, _ = await cluster.fleetctl("list-machines", "--output", "json")
+    assert "state" not in json.loads(out)[0]  # nothing cordoned: the json as it was
 
 
 async def test_unknown_or_ambiguous_machine_changes_nothing(cluster: Cluster) -> None:
@@ -160,7 +167,7 @@ async def test_drain_moves_units_one_at_a_time_then_drained(cluster: Cluster) ->
         sum(t.phase is Phase.UPDATING for t in c.targets) <= 1 for c in versions
     )
 
-    rc, out, _ = await cluster.fleetctl("list-machines", "-l")
+    rc, out, _ = await cluster.fleetctl("list-machines", "-l", "--fields", STATE_FIELDS)
     assert f"{M1}\t127.0.0.11\tmachine=m1,role=web\tdrained" in out.splitlines()
     # drained again: nothing there, drained at once
     rc, out, err = await cluster.fleetctl("drain", M1)
