@@ -4,7 +4,9 @@ It registers the machine under a lease (kept in the runtime dir, so a restarted 
 to its still-live lease and nothing fails over), follows the registry's watch and systemd's
 pushed state changes, plans with the pure `plan_agent`, applies the tasks through the systemd
 adapter, and publishes each unit's state when it really changes (a burst of D-Bus signals is one
-put). Nothing polls: watch events, D-Bus signals and the lease drive everything; a systemd
+put). A rollout pins the units it covers here to a version (`LocalJobs`), and the units a rollout
+or a drain judges here have their health judged (`fleetd/gates.py`) and published with their
+state. Nothing polls: watch events, D-Bus signals and the lease drive everything; a systemd
 action that failed is retried by a plan after a growing delay.
 
 Longer than 400 lines, on purpose: membership, following, applying and publishing share one
@@ -24,11 +26,20 @@ from pathlib import Path
 import structlog
 
 from fleetd.errors import FleetdError
+from fleetd.gates import HealthGates
 from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
 from fleetd.model import Machine, UnitState
 from fleetd.reconcile.agent import AgentTask, DesiredUnit, Kind, actual_units, plan_agent
-from fleetd.reconcile.publish import restarts_done_before, state_document, states_to_publish
+from fleetd.reconcile.environment import check_environment
+from fleetd.reconcile.gates import Gate, gates_on
+from fleetd.reconcile.health import Seen
+from fleetd.reconcile.publish import (
+    restarts_done_before,
+    state_document,
+    states_to_publish,
+    verdicts_before,
+)
 from fleetd.reconcile.relevance import LocalJobs
 from fleetd.reconcile.states import adopted_as_started
 from fleetd.registry import ClusterView, EtcdUnavailable, Lease, Registry
@@ -87,6 +98,8 @@ class Agent:
         self._failed = False  # a systemd action of the plan being applied failed
         self._retry = _RETRY_FIRST  # seconds until a plan after a failed action
         self._retrying: asyncio.TimerHandle | None = None
+        # the units a rollout or a drain judges here, and the last verdict of each
+        self._health = HealthGates(systemd, machine.id, self._publish_dirty.set)
 
     # ---- life cycle
 
@@ -103,6 +116,7 @@ class Agent:
                 group.create_task(self._publish(), name="agent-publish")
                 group.create_task(self._keep_membership(), name="agent-lease")
         finally:
+            self._health.close()
             changes.close()
             if self.lease is not None:
                 await self.lease.release()  # stop renewing; keys live on until the TTL ends
@@ -204,6 +218,7 @@ class Agent:
                         self._restarted.update(
                             restarts_done_before(view, self.machine.id, self._hashes, self._started)
                         )
+                        self._health.keep(verdicts_before(view, self.machine.id, self._hashes))
                         self._publish_dirty.set()  # published once the tokens are known
                 # every event is indexed (no short cut): the index must see them all
                 relevant = [self._local.note(view, e) for e in update.events or (None,)]
@@ -222,6 +237,7 @@ class Agent:
             connects = self.systemd.connect_count
             if before is None or before.active != state.active or reconnected:
                 self._dirty.set()
+            self._health.observe(state.name, self._seen(state.name))
             self._publish_dirty.set()
 
     def _adopt_files(self) -> None:
@@ -282,8 +298,40 @@ class Agent:
                     self._failed = False
                     await self._apply(tasks)
                     self._retry_if_failed()
+                self._judge()
             async with self._applied:
                 self._applied.notify_all()
+
+    def _judge(self) -> None:
+        """The units a rollout or a drain judges here now (their gates started, ended or
+        replaced), each told what the agent sees of it after the plan."""
+        view = self._view
+        assert view is not None
+        gates = (
+            gates_on(view, self.machine.id, self._local.policies)
+            if view.rollouts or view.cordons
+            else {}
+        )
+        self._health.follow(gates, self._seen, self._environment)
+
+    def _seen(self, name: str) -> Seen:
+        """What the agent knows of a unit, as a health gate judges it."""
+        state = self._states.get(name)
+        return Seen(
+            self._hashes.get(name, ""),
+            name in self._started,
+            self._restarted.get(name, ""),
+            state.active if state else "inactive",
+            state.sub if state else "dead",
+            state.result if state else "",
+            state.exit if state else "",
+        )
+
+    def _environment(self, name: str, gate: Gate) -> dict[str, str]:
+        """The environment of the unit's health check: that of the content judged."""
+        assert self._view is not None
+        content = self._view.units.get(gate.hash)
+        return check_environment(content.unit if content else None, name, self.machine.id)
 
     async def _apply(self, tasks: list[AgentTask]) -> None:
         by_kind: dict[Kind, list[AgentTask]] = {}
@@ -374,6 +422,7 @@ class Agent:
         self._started.discard(name)
         self._states.pop(name, None)
         self._restarted.pop(name, None)
+        self._health.forget(name)
         if self._published.pop(name, None) is not None:
             with contextlib.suppress(EtcdUnavailable):
                 await self.registry.remove_state(name, self.machine.id)
@@ -431,6 +480,7 @@ class Agent:
             self._states.get(name),
             self._jobs.get(name, ""),
             self._restarted.get(name, ""),
+            self._health.verdicts.get(name),
         )
 
     async def _publish_one(self, state: UnitState) -> None:
@@ -455,4 +505,7 @@ class Agent:
             load_error=state.load_error or None,
             job=state.job or None,
             restarted=state.restarted or None,
+            gate=state.gate or None,
+            health=state.health or None,
+            health_reason=state.health_reason or None,
         )

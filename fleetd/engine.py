@@ -203,7 +203,9 @@ class Engine:
                 METRICS.inc("fleetd_engine_rollout_steps_total", outcome="won" if won else "lost")
                 if not won:
                     continue  # its newer document is on its way: planned again from it
-                if view.rollouts.get(new.name) == rollout:
+                if view.rollouts.get(new.name) == rollout and not step.revert:
+                    # recorded before its watch event comes (not with a revert: the jobs it
+                    # changed come with that event, and a plan must not see one without them)
                     view.put(KeyKind.ROLLOUT, new.name, new)
                 for change in step.changes:
                     log.info(

@@ -66,14 +66,14 @@ def _submit(
     arguments = files.read_arguments(args)
     plan = plan_submit(command, arguments, registered, replace=replace, block=timeout is not False)
     _carry_out(plan)
+    if timeout is not False:  # a rollout first: the units' states reach the goal after it
+        _follow_rollouts(plan, lines)
     if plan.wait is not None and timeout is not False:
         errors = wait_for_units(
             plan.wait.units, plan.wait.state, timeout=timeout, lines=lines,
             active=plan.wait.state == "launched", settle=settle, quiet=plan.wait.quiet,
         )  # fmt: skip
         report_wait_errors(errors)
-    if timeout is not False:
-        _follow_rollouts(plan, lines)
 
 
 def _follow_rollouts(plan: SubmitPlan, lines: int) -> None:

@@ -3,19 +3,28 @@ put, and the restarts it did before it was restarted itself. Pure: the shell pub
 
 A unit's state is published when what a reader sees of it really changes — systemd's three
 states, why it is not running (`result`, `exit`, `load_error`, the start job's result when it
-was not `done`) and the last restart token done here — so a burst of D-Bus signals that
+was not `done`), the last restart token done here and the unit's health as judged for a
+rollout or a drain (`gate`, `health`, `health_reason`) — so a burst of D-Bus signals that
 changes nothing costs no write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from fleetd.model import UnitState
 from fleetd.registry.fold import ClusterView
 
-__all__ = ["SystemdWord", "restarts_done_before", "state_document", "states_to_publish"]
+__all__ = [
+    "SystemdWord",
+    "Verdict",
+    "restarts_done_before",
+    "state_document",
+    "states_to_publish",
+    "verdicts_before",
+]
 
 
 class SystemdWord(Protocol):
@@ -35,6 +44,15 @@ class SystemdWord(Protocol):
     def load_error(self) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The health of a unit as judged for the rollout or drain `gate` (its id)."""
+
+    gate: str
+    health: str  # reconcile/gates.py: Health
+    reason: str
+
+
 def state_document(
     machine_id: str,
     name: str,
@@ -42,15 +60,18 @@ def state_document(
     said: SystemdWord | None,
     job: str = "",
     restarted: str = "",
+    verdict: Verdict | None = None,
 ) -> UnitState | None:
     """The state to publish for `name`: what systemd says, with why it is not running, the
-    result of the last start job when it was not `done` (`job`) and the token of the last
-    restart done here; None while systemd has said nothing of the unit yet."""
+    result of the last start job when it was not `done` (`job`), the token of the last
+    restart done here and the last health verdict of a gate; None while systemd has said
+    nothing of the unit yet."""
     if said is None:
         return None
+    gate, health, reason = (verdict.gate, verdict.health, verdict.reason) if verdict else ("",) * 3
     return UnitState(
         name, machine_id, unit_hash, said.load, said.active, said.sub,
-        said.result, said.exit, said.load_error, job, restarted,
+        said.result, said.exit, said.load_error, job, restarted, gate, health, reason,
     )  # fmt: skip
 
 
@@ -83,3 +104,13 @@ def restarts_done_before(
         elif name in started and request is not None:
             done[name] = request.token
     return done
+
+
+def verdicts_before(view: ClusterView, machine_id: str, units: Iterable[str]) -> dict[str, Verdict]:
+    """The health verdicts this machine published before this fleetd started, by unit: they
+    stay published, and a gate still judging under the same token keeps a final one."""
+    return {
+        name: Verdict(published.gate, published.health, published.health_reason)
+        for name in units
+        if (published := view.states.get((name, machine_id))) is not None and published.gate
+    }

@@ -7,6 +7,11 @@ costs it no plan at all (a bulk submit elsewhere). `LocalJobs` keeps those names
 events arrive. A job whose content has not arrived yet may be Global: it stays "unsure", and
 matters here, until its content says.
 
+A running rollout pins the units it covers on this machine to a version (`pinned_hash`): the
+agent runs that content, not the job's. A rollout or a drain (`Cordon`) matters here when it
+names a unit held here or a target on this machine — now or in its last version (`concerned`
+remembers which did), so the event that moves this machine's target on is never missed.
+
 Every method takes the view *after* the event was folded into it: the follower folds a whole
 watch batch before it hands the events over.
 """
@@ -15,15 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fleetd.model import Job
+from fleetd.model import Cordon, Job, Rollout
 from fleetd.reconcile.agent import AgentJob, DesiredUnit, desired_units
 from fleetd.reconcile.drain import stops_globals
+from fleetd.reconcile.gates import pinned_hash
 from fleetd.reconcile.globals import globals_refused, runs_globally
 from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.registry.fold import Changed, ClusterView, Event, Removed, Resync
 from fleetd.registry.keys import KeyKind
 from fleetd.registry.metadata import effective_metadata
-from fleetd.unit import Requirements, UnitNameError, validate_name
+from fleetd.rules.update import UpdatePolicy
+from fleetd.unit import Requirements, UnitNameError, parse_name, validate_name
 
 __all__ = ["LocalJobs", "about_leader", "deposed", "moves_jobs", "replans"]
 
@@ -44,6 +51,12 @@ class LocalJobs:
         # Global units that should run and that this machine's rules keep off it, with why
         # (as of the last `desired`): the agent reports each change.
         self.kept_off: dict[str, str] = {}
+        # the update policy of each unit this machine should hold (as of the last `desired`):
+        # what `gates_on` asks
+        self.policies: dict[str, UpdatePolicy] = {}
+        # the rollouts (by name) and drains (by machine) that named a unit held here or a
+        # target on this machine in the version last seen
+        self.concerned: set[tuple[KeyKind, str]] = set()
         self._requirements: dict[tuple[str, str], Requirements] = {}
 
     def note(self, view: ClusterView, event: Event | None) -> bool:
@@ -55,6 +68,15 @@ class LocalJobs:
                 self.placed = {n for n, m in view.placements.items() if m == me}
                 self.globals = set()
                 self.unsure = set(view.jobs)
+                self.concerned = {
+                    (kind, ident)
+                    for kind, docs in (
+                        (KeyKind.ROLLOUT, view.rollouts),
+                        (KeyKind.CORDON, view.cordons),
+                    )
+                    for ident, doc in docs.items()
+                    if self._names_me(doc)
+                }
                 return True
             case Changed(kind=KeyKind.SCHEDULE, ident=name, doc=placement):
                 was = name in self.placed
@@ -91,7 +113,31 @@ class LocalJobs:
                 | Removed(kind=KeyKind.RESTART, ident=(_, machine_id))
             ):
                 return machine_id == me
+            case Changed(kind=KeyKind.ROLLOUT | KeyKind.CORDON as kind, ident=ident, doc=doc):
+                was = (kind, ident) in self.concerned
+                if self._names_me(doc):
+                    self.concerned.add((kind, ident))
+                    return True
+                self.concerned.discard((kind, ident))
+                return was
+            case Removed(kind=KeyKind.ROLLOUT | KeyKind.CORDON as kind, ident=ident):
+                was = (kind, ident) in self.concerned
+                self.concerned.discard((kind, ident))
+                return was
         return False  # states, the leader, a content deleted (its jobs' requirements are kept)
+
+    def _names_me(self, doc: Rollout | Cordon) -> bool:
+        """Whether a rollout or a drain names a target on this machine or a unit held here
+        (a rollout: the Global unit itself or an instance of the template)."""
+        me = self.machine_id
+        if any(t.machine_id == me for t in doc.targets):
+            return True
+        held = self.placed | self.globals
+        if isinstance(doc, Cordon):
+            return any(t.unit in held for t in doc.targets)
+        return doc.name in held or (
+            "@." in doc.name and any(_template_of(name) == doc.name for name in held)
+        )
 
     def classify(self, view: ClusterView, name: str) -> bool:
         """Sort a job into Global or not (`unsure` while its content is unknown); returns
@@ -109,14 +155,18 @@ class LocalJobs:
         self.globals.discard(name)
         return was
 
-    def requirements(self, view: ClusterView, name: str, job: Job) -> Requirements | None:
-        """The job's requirements; None for a refused name or a content not (yet) known."""
-        key = (job.unit_hash, name)
+    def requirements(
+        self, view: ClusterView, name: str, job: Job, unit_hash: str | None = None
+    ) -> Requirements | None:
+        """The job's requirements (those of the content `unit_hash` if given, else the job's
+        own); None for a refused name or a content not (yet) known."""
+        unit_hash = unit_hash or job.unit_hash
+        key = (unit_hash, name)
         req = self._requirements.get(key)
         if req is None:
             if name in self.refused or not self._valid_name(name):
                 return None
-            content = view.units.get(job.unit_hash)
+            content = view.units.get(unit_hash)
             if content is None:
                 return None
             req = self._requirements[key] = content.unit.requirements(name)
@@ -124,15 +174,22 @@ class LocalJobs:
 
     def jobs(self, view: ClusterView) -> dict[str, AgentJob]:
         """The jobs placed here and the Global ones, as the agent's planner takes them; the
-        unsure ones are sorted first (their content may have come meanwhile)."""
+        unsure ones are sorted first (their content may have come meanwhile). A unit a rollout
+        pins on this machine comes with the pinned content (and its requirements, those of
+        the job's content while the pinned one is not known: the file on disk may be it)."""
         for name in list(self.unsure):
             self.classify(view, name)
         jobs: dict[str, AgentJob] = {}
         for name in self.placed | self.globals:
             job = view.jobs.get(name)
             req = self.requirements(view, name, job) if job is not None else None
-            if job is not None and req is not None:
-                jobs[name] = AgentJob(name, job.unit_hash, job.desired, req)
+            if job is None or req is None:
+                continue
+            unit_hash = job.unit_hash
+            if view.rollouts and (pinned := pinned_hash(view, name, self.machine_id)):
+                unit_hash = pinned
+                req = self.requirements(view, name, job, pinned) or req
+            jobs[name] = AgentJob(name, unit_hash, job.desired, req)
         return jobs
 
     def desired(
@@ -160,6 +217,7 @@ class LocalJobs:
         desired = desired_units(
             me, metadata, jobs, dict.fromkeys(self.placed, me), restarts, running
         )
+        self.policies = {name: jobs[name].requirements.update for name in desired}
         candidates = {
             name: job.requirements
             for name, job in jobs.items()
@@ -186,6 +244,13 @@ class LocalJobs:
             self._unreported.append(name)
             return False
         return True
+
+
+def _template_of(name: str) -> str:
+    try:
+        return parse_name(name).template
+    except UnitNameError:
+        return ""
 
 
 # ---- the engine: which events can change a plan

@@ -317,11 +317,7 @@ def _cancelled(rollout: Rollout, view: View) -> str:
     jobs = [view.jobs.get(u) for u in units]
     if all(j is None for j in jobs):
         return "its units were destroyed"
-    expected = (
-        {rollout.from_hash}
-        if rollout.state is RolloutState.REVERTING
-        else {rollout.to_hash, rollout.from_hash}
-    )
+    expected = {rollout.to_hash, rollout.from_hash}
     for job in jobs:
         if job is not None and job.unit_hash not in expected:
             return f"{job.name} was replaced meanwhile (now {job.unit_hash[:7]})"

@@ -39,7 +39,8 @@ def report(doc: Mapping[str, Any], *, goal: str = "done") -> Report:
     reason = doc.get("reason") or ""
     line = f"{name}: {progress}"
     if state not in ("running",):
-        line += f" ({state}{': ' + reason if reason and state != 'done' else ''})"
+        said = f": {reason}" if reason and state != "done" and reason != state else ""
+        line += f" ({state}{said})"
     elif reason:
         line += f" ({reason})"
     over = state in _FINISHED or state in _WAITING

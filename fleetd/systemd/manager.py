@@ -307,6 +307,12 @@ class SystemdManager:
     async def main_pid(self, name: str) -> int:
         return int(await self._require_bus().get_property(name, SERVICE_IFACE, "MainPID"))
 
+    async def n_restarts(self, name: str) -> int:
+        """How many times systemd restarted the service on its own (`Restart=`): the service's
+        `NRestarts` property."""
+        parse_name(name)
+        return int(await self._require_bus().get_property(name, SERVICE_IFACE, "NRestarts"))
+
     def journal(
         self, name: str, *, lines: int | None = None, follow: bool = False
     ) -> JournalStream:
