@@ -64,18 +64,13 @@ async def web_units_on_m1(cluster: Cluster, count: int) -> list[str]:
     rc, _, err = await cluster.fleetctl("start", "--no-block", *names)
     assert rc == 0, err
     await until(cluster.registry, lambda s: all(s.placements.get(n) == M1 for n in names))
-    await until(
-        cluster.registry,
-        lambda s: all((s.states.get((n, M1)) or replace_none()).active == "active" for n in names),
-    )
+    await until(cluster.registry, lambda s: all(active_on_m1(s, n) for n in names))
     return names
 
 
-def replace_none():  # type: ignore[no-untyped-def]
-    """A state that is not active (for a unit not published yet)."""
-    from fleetd.model import UnitState
-
-    return UnitState("", "", "", "", "", "")
+def active_on_m1(snapshot: Snapshot, name: str) -> bool:
+    state = snapshot.states.get((name, M1))
+    return state is not None and state.active == "active"
 
 
 async def test_cordon_and_uncordon(cluster: Cluster) -> None:
