@@ -20,8 +20,9 @@ import structlog
 
 from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
-from fleetd.model import Job, LeaderInfo
+from fleetd.model import Cordon, DrainState, Job, LeaderInfo
 from fleetd.reconcile.capacity import MachineUse, cluster_use, overcommit_changes, placed_after
+from fleetd.reconcile.drain import drains_due, plan_drain
 from fleetd.reconcile.engine import (
     Action,
     EnginePlan,
@@ -76,6 +77,7 @@ class Engine:
         self.on_leadership = on_leadership
         self.plans = 0  # plans computed while leader (tests and metrics)
         self.unplaced: Mapping[str, str] = {}  # why each waiting job has no machine
+        self.held: Mapping[str, str] = {}  # why each unit a drain released has no other machine
         # machines whose units reserve more than they offer, by ID (logged when that changes)
         self.overcommitted: dict[str, MachineUse] = {}
         self._planned = asyncio.Condition()  # notified after each plan is applied
@@ -132,8 +134,8 @@ class Engine:
         rolling = asyncio.Event()
         watchers = {
             "watch": asyncio.create_task(self._follow(view, dirty, stepped_down, rolling)),
-            "planner": asyncio.create_task(self._act(view, dirty)),
-            "rollouts": asyncio.create_task(self._roll(view, rolling)),
+            "planner": asyncio.create_task(self._act(view, dirty, rolling)),
+            "rollouts": asyncio.create_task(self._roll(view, rolling, dirty)),
             "lease lost": asyncio.create_task(lease.lost.wait()),
             "another engine leads": asyncio.create_task(stepped_down.wait()),
         }
@@ -177,15 +179,19 @@ class Engine:
                     return
                 if replans(update.events):
                     dirty.set()
-                if steps_due(view, update.events):
+                if steps_due(view, update.events) or drains_due(view, update.events):
                     rolling.set()
 
-    async def _roll(self, view: ClusterView, rolling: asyncio.Event) -> None:
-        """Move every running rollout on (`plan_rollout`), one compare-and-swap of its
-        document each; a write lost to a newer document is planned again from it."""
+    async def _roll(self, view: ClusterView, rolling: asyncio.Event, dirty: asyncio.Event) -> None:
+        """Move every running rollout on (`plan_rollout`) and every drain (`plan_drain`), one
+        compare-and-swap of its document each; a write lost to a newer document is planned
+        again from it."""
         while True:
             await rolling.wait()
             rolling.clear()
+            for cordon in [c for c in view.cordons.values() if c.state is DrainState.DRAINING]:
+                if await self._drain(view, cordon):
+                    dirty.set()  # it released a unit: the planner moves it
             for rollout in [r for r in view.rollouts.values() if not r.state.finished]:
                 step = plan_rollout(rollout, view, time.time())
                 if not step.changed:
@@ -213,8 +219,34 @@ class Engine:
                 if new.state.finished:
                     METRICS.inc("fleetd_rollouts_finished_total", state=str(new.state))
 
-    async def _act(self, view: ClusterView, dirty: asyncio.Event) -> None:
-        """Plan the whole view whenever it changed, and apply the plan."""
+    async def _drain(self, view: ClusterView, cordon: Cordon) -> bool:
+        """One step of a drain: the next document, written as a compare-and-swap; whether it
+        released a unit (recorded in the view here, so its watch event will not come back)."""
+        waiting = {**self.unplaced, **self.held}
+        step = plan_drain(cordon, view, time.time(), waiting)
+        if not step.changed:
+            return False
+        new = step.cordon
+        won = await self.registry.put_cordon(new, cordon)
+        METRICS.inc("fleetd_engine_drain_steps_total", outcome="won" if won else "lost")
+        if not won:
+            return False  # its newer document is on its way: planned again from it
+        if view.cordons.get(new.machine_id) == cordon:
+            view.put(KeyKind.CORDON, new.machine_id, new)
+        for unit, change in step.changes:
+            log.info(
+                "engine.drain_step",
+                unit=unit or None,
+                machine=new.machine_id,
+                drain=new.id,
+                change=change,
+                state=str(new.state),
+            )
+        return bool(step.released)
+
+    async def _act(self, view: ClusterView, dirty: asyncio.Event, rolling: asyncio.Event) -> None:
+        """Plan the whole view whenever it changed, and apply the plan (a drain waiting for a
+        machine is told when why it waits changes)."""
         while True:
             await dirty.wait()
             dirty.clear()
@@ -225,6 +257,9 @@ class Engine:
             self.plans += 1
             METRICS.inc("fleetd_engine_plans_total")
             self._note_pending(view, plan)
+            if plan.held != self.held or plan.unplaced != self.unplaced:
+                rolling.set()  # a drain may wait on one of them: its reason changes
+            self.held = plan.held
             self._report_unplaced(plan.unplaced)
             moves: list[tuple[str, str | None]] = []
             if plan.tasks:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from fleetd.api import (
     capacity,
+    cordons,
     events,
     machines,
     restart,
@@ -118,7 +119,7 @@ def application(
         for resource in (units, state, machines):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes(status.routes(ctx, peers, prefix))
-        for resource in (wait, events, restart, why, capacity, rollouts):
+        for resource in (wait, events, restart, why, capacity, rollouts, cordons):
             app.add_routes(resource.routes(ctx, prefix))
         app.add_routes([
             web.route("*", f"{prefix}/discovery", discovery),

@@ -195,6 +195,36 @@ class Client(Transport):
         """`pause`, `resume`, `promote` or `undo` the rollout of `name`: the new document."""
         return self._call("POST", f"/x/rollouts/{_q(name)}/{_q(verb)}", body={})[1] or {}
 
+    # --- cordons and drains (docs/api.md) --------------------------------------------------
+    def cordons(self) -> list[dict]:
+        """Every cordoned machine's cordon (`GET x/cordons`)."""
+        return list((self._call("GET", "/x/cordons")[1] or {}).get("cordons") or [])
+
+    def cordon(self, machine_id: str) -> dict:
+        """Cordon a machine: `{"cordon": {...}, "changed": bool}` (False: it was already)."""
+        return self._call("PUT", f"/x/machines/{_q(machine_id)}/cordon")[1] or {}
+
+    def uncordon(self, machine_id: str) -> dict:
+        """Uncordon a machine (ends its drain): `{"uncordoned": bool, "was": {...}|null}`."""
+        return self._call("DELETE", f"/x/machines/{_q(machine_id)}/cordon")[1] or {}
+
+    def drain(self, machine_id: str, *, stop_globals: bool = False) -> dict:
+        """Drain a machine: `{"cordon": {...}, "changed": bool}` (False: it was draining)."""
+        path = f"/x/machines/{_q(machine_id)}/drain"
+        return self._call("POST", path, body={"stopGlobals": stop_globals})[1] or {}
+
+    def cordon_of(self, machine_id: str) -> dict:
+        """The machine's cordon (404, APIError, when it is not cordoned)."""
+        return self._call("GET", f"/x/machines/{_q(machine_id)}/cordon")[1] or {}
+
+    def follow_drain(self, machine_id: str) -> Iterator[dict]:
+        """The machine's cordon, then again each time it changes, until its drain is over
+        (drained, stopped by a failure, or uncordoned: the stream ends)."""
+        path, query = f"/x/machines/{_q(machine_id)}/cordon", {"follow": "true"}
+        for line in self._stream("GET", path, endless=False, query=query):
+            if line.strip():
+                yield json.loads(line)
+
     def events(self) -> Iterator[dict]:
         """The registry's changes (`GET /x/events`): a `snapshot` line, then `units` and
         `machines` lines as they happen, until the server goes away (then `Unreachable`)."""

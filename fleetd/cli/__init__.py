@@ -1,16 +1,16 @@
 """fleetctl: fleet's command-line client.
 
 Kept light on purpose (it must start in well under 150 ms): it imports click and the standard
-library only; the API client and the unit model are imported inside the commands that need
-them. One module per command group: submit (submit, load, start: they carry out the pure plan of
+library only; the API client and the unit model are imported inside the commands that need them.
+One module per command group: submit (submit, load, start: they carry out the pure plan of
 `fleetd.reconcile.submit`), units (stop, unload, destroy, restart, cat: the plans of
 `fleetd.reconcile.lifecycle`), lists (list-*), remote (status, journal, ssh: where they go is
 `fleetd.reconcile.remote`'s choice), metadata (set-metadata, unset-metadata: the plan of
-`fleetd.reconcile.set_metadata`), why (why a unit runs where it does, or nowhere: fleetd's
-`x/why`); output holds the table layout, files the local unit files,
-context the shared flags, client and waiting, complete the shell completion (`fleetctl
-completion bash|zsh|fish` and click's completion protocol, which `main` answers first).
-Every command's help ends with an example (`EXAMPLES`); the group's lists the FLEETCTL_*
+`fleetd.reconcile.set_metadata`), drain (cordon, uncordon, drain: beyond fleet), why (why a unit
+runs where it does, or nowhere: fleetd's `x/why`); output holds the table layout, files the
+local unit files, context the shared flags, client and waiting, complete the shell completion
+(`fleetctl completion bash|zsh|fish` and click's completion protocol, which `main` answers
+first). Every command's help ends with an example (`EXAMPLES`); the group's lists the FLEETCTL_*
 variables. The man page is made from these definitions (scripts/man.py).
 """
 
@@ -29,6 +29,7 @@ from fleetd import __version__
 from fleetd.cli import (
     complete,
     dashboard,
+    drain,
     lists,
     metadata,
     remote,
@@ -267,18 +268,21 @@ for _command in (
     *dashboard.COMMANDS,
     *why.COMMANDS,
     *rollout.COMMANDS,
+    *drain.COMMANDS,
 ):
     fleetctl.add_command(_command)
 
 # One example per command, shown at the end of its help (and in the man page).
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "cat": ("fleetctl cat hello.service",),
+    "cordon": ("fleetctl cordon 8197e13c",),
     "completion": (
         "source <(fleetctl completion bash)    # in ~/.bashrc",
         "source <(fleetctl completion zsh)     # in ~/.zshrc, after compinit",
         "fleetctl completion fish > ~/.config/fish/completions/fleetctl.fish",
     ),
     "dashboard": ("fleetctl dashboard --port 8080 --no-open",),
+    "drain": ("fleetctl drain --stop-globals 8197e13c",),
     "destroy": ("fleetctl destroy hello.service apache@1.service",),
     "help": ("fleetctl help list-units",),
     "journal": ("fleetctl journal --follow --lines 50 hello.service",),
@@ -295,6 +299,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "status": ("fleetctl status hello.service",),
     "stop": ("fleetctl stop --no-block hello.service",),
     "submit": ("fleetctl submit --replace hello.service",),
+    "uncordon": ("fleetctl uncordon 8197e13c",),
     "unload": ("fleetctl unload hello.service",),
     "unset-metadata": ("fleetctl unset-metadata 8197e13c disk",),
     "version": ("fleetctl version",),

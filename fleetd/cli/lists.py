@@ -8,7 +8,10 @@ keeps the machines' facts (`fleet.*` metadata) out of its METADATA column: they 
 column (`--fields machine,ip,metadata,facts`), which `--output json` adds to the default fields;
 and their capacity and use (fleetd's `x/machines`: `--fields cpus,memory-free,...`), which `-l`
 adds as CPU-USE and MEMORY-USE columns only when some unit of the cluster reserves memory or
-CPUs, so a fleet cluster's output stays fleet's.
+CPUs, so a fleet cluster's output stays fleet's. Its STATE column (cordoned, draining, drained:
+fleetd's `x/cordons`) is asked for with `--fields machine,ip,metadata,state`; `--output json`
+adds it to the default fields when some machine is cordoned (a table's `-l` asks nothing more
+than the use columns: one request beyond fleet's).
 """
 
 from __future__ import annotations
@@ -185,6 +188,16 @@ _USE_NUMBERS = ["cpus", "cpus-reserved", "cpus-free", "memory", "memory-reserved
                 "memory-free", "overcommitted"]  # fmt: skip
 
 
+def _cordons(client: Any) -> dict[str, str] | None:
+    """Each cordoned machine's state (fleetd's `x/cordons`); None when the API cannot say."""
+    from fleetd.api.client import APIError
+
+    try:
+        return {c.get("machine") or "": c.get("state") or "" for c in client.cordons()}
+    except APIError:
+        return None
+
+
 @click.command("list-machines", help="Enumerate the current hosts in the cluster")
 @_list_options("list-machines", FIELDS_MACHINES)
 def list_machines(full: bool, no_legend: bool, fields: str, output: str) -> None:
@@ -207,6 +220,13 @@ def list_machines(full: bool, no_legend: bool, fields: str, output: str) -> None
             machines = [dict(m, use=by_id.get(m.get("id"))) for m in machines]
             if not asked and use.get("reservingUnits"):  # else fleet's table, byte for byte
                 cols = [*cols, *(_USE_NUMBERS if output == "json" else _USE_COLUMNS)]
+    if "state" in cols or (default and output == "json"):  # one more request
+        cordons = _cordons(client)
+        if cordons is not None:
+            machines = [dict(m, cordon=cordons.get(m.get("id") or "")) for m in machines]
+            if "state" not in cols and cordons:  # else the json as it was
+                at = cols.index("metadata") + 1 if "metadata" in cols else len(cols)
+                cols = [*cols[:at], "state", *cols[at:]]
     if output == "json":
         emit_json(json_rows(machines, cols, FIELDS_MACHINES, full=full, ips={},
                             values=VALUES_MACHINES))  # fmt: skip

@@ -244,6 +244,9 @@ FIELDS_MACHINES: dict[str, Column] = {
     "memory-reserved": _number("memory", "reserved", show_memory),
     "memory-free": _number("memory", "free", show_memory),
     "overcommitted": lambda r, f, i: _dash({True: "true", False: "false"}.get(_overcommitted(r))),
+    # cordoned, draining or drained (fleetctl cordon/drain): `-l` adds it when some machine
+    # is cordoned (fleetd.cli.lists)
+    "state": lambda r, f, i: _dash(r.get("cordon")),
     # the columns `-l` adds when some unit of the cluster reserves (fleetd.cli.lists)
     "cpu-use": _use("cpus", show_cpus),
     "memory-use": _use("memory", show_memory),

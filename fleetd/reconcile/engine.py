@@ -3,6 +3,9 @@
 Pure and deterministic: same input, same plan. The plan is the difference between the current
 placements and a fixpoint in which every placed job satisfies its rules, every job that can be
 placed is, and nothing moves without a reason (no rebalancing of healthy units, as in fleet).
+A cordoned machine takes no new unit (the scheduler refuses it) and keeps its units; a unit a
+drain released (`released`) moves off its machine if another machine takes it, in the same one
+compare-and-swap as any move, and else stays there (`EnginePlan.held` says why).
 
 Around the planner, what the shell needs decided and nothing else: the planner's view of the
 registry (`job_specs`, `plan_for`), the plan as one guarded write per job (`steps`: a job that
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from fleetd.model import Job, Placement, UnitContent, short_id
+from fleetd.reconcile.drain import released as drain_released
 from fleetd.reconcile.globals import is_global
 from fleetd.reconcile.scheduler import (
     ClusterState,
@@ -39,6 +43,7 @@ __all__ = [
     "Step",
     "Task",
     "job_specs",
+    "machine_specs",
     "plan_engine",
     "plan_for",
     "record_won",
@@ -65,6 +70,7 @@ class Reason(StrEnum):
     MACHINE_GONE = "its machine left the cluster"
     GLOBAL = "global units run on every matching machine and are not placed"
     REQUIREMENTS_BROKEN = "its requirements no longer hold on its machine"
+    DRAINED = "its machine is being drained: moved to another"
     NO_MACHINE = "no machine meets its requirements"
 
 
@@ -82,6 +88,8 @@ class EnginePlan:
     tasks: tuple[Task, ...]
     # jobs that want a machine and have none after this plan, with why (shown by fleetctl)
     unplaced: Mapping[str, str] = field(default_factory=dict)
+    # units a drain released that no other machine takes, with why: they stay where they are
+    held: Mapping[str, str] = field(default_factory=dict)
 
 
 def plan_engine(
@@ -90,16 +98,21 @@ def plan_engine(
     placements: Mapping[str, str],
     settled: Collection[tuple[str, str]] = (),
     strategy: Strategy = Strategy.LEASTLOADED,
+    released: Collection[str] = (),
 ) -> EnginePlan:
     """Tasks that make `placements` right for `jobs` on `machines` (`settled`: (unit, machine)
     of the units running there with the content they have now, see `settled`; `strategy`:
-    how machines that fit a unit with reservations are ranked)."""
+    how machines that fit a unit with reservations are ranked; `released`: units a drain
+    moves off their machine, see `fleetd.reconcile.drain`)."""
     machines = list(machines)
     state = ClusterState(machines, jobs, placements, settled, strategy)
     why: dict[str, tuple[Reason, str]] = {}
+    held: dict[str, str] = {}
 
     for name in sorted(placements):
         reason = _unplace_reason(name, placements[name], jobs, state)
+        if reason is None and name in released:
+            reason = _release(name, state, held)
         if reason is not None:
             why[name] = reason
             if name in state.placements:
@@ -111,6 +124,15 @@ def plan_engine(
         changed |= _evict_broken(state, why)
         if not changed:
             break
+    for name in sorted(released):  # taken by none after all: back where it was
+        was = placements.get(name)
+        if (
+            why.get(name, (None,))[0] is Reason.DRAINED
+            and name not in state.placements
+            and (was in state.machines)
+        ):
+            state.assign(name, was)
+            held[name] = _explain(unplaced.pop(name, []), bool(machines))
 
     tasks: list[Task] = []
     for name in sorted(set(placements) | set(state.placements)):
@@ -122,13 +144,15 @@ def plan_engine(
             tasks.append(Task(Action.UNSCHEDULE, name, before, _unschedule_reason(reason), detail))
         if after is not None:
             place_reason = Reason.MOVED if before is not None else Reason.PLACED
+            if reason is Reason.DRAINED:
+                place_reason = reason
             tasks.append(Task(Action.SCHEDULE, name, after, place_reason, detail))
     explained = {
         name: _explain(rejections, bool(machines))
         for name, rejections in sorted(unplaced.items())
         if name not in state.placements
     }
-    return EnginePlan(tuple(tasks), explained)
+    return EnginePlan(tuple(tasks), explained, held)
 
 
 def _unschedule_reason(reason: Reason) -> Reason:
@@ -148,6 +172,21 @@ def _unplace_reason(
     if not job.wants_placement:
         return Reason.DESIRED_INACTIVE, ""
     return None
+
+
+def _release(name: str, state: ClusterState, held: dict[str, str]) -> tuple[Reason, str] | None:
+    """A unit a drain released: taken off its machine when another machine can take it (the
+    placing rounds then place it), else left there, with why in `held`."""
+    machine_id = state.placements.get(name)
+    if machine_id is None:
+        return None
+    state.unassign(name)
+    found, rejections = place(state.jobs[name], state)
+    if found is None:
+        state.assign(name, machine_id)
+        held[name] = _explain(rejections, True)
+        return None
+    return Reason.DRAINED, f"drained off {short_id(machine_id)}"
 
 
 def _place_pending(
@@ -260,11 +299,20 @@ def plan_for(
     """The plan of a snapshot of the registry (machines with their effective metadata)."""
     return plan_engine(
         job_specs(snapshot.jobs, snapshot.units, cache),
-        (MachineSpec(m, effective_metadata(snapshot, m)) for m in snapshot.machines),
+        machine_specs(snapshot),
         snapshot.placements,
         settled(snapshot),
         strategy,
+        drain_released(snapshot),
     )
+
+
+def machine_specs(snapshot: Snapshot) -> list[MachineSpec]:
+    """The machines as the scheduler sees them: effective metadata, cordoned or not."""
+    return [
+        MachineSpec(m, effective_metadata(snapshot, m), m in snapshot.cordons)
+        for m in snapshot.machines
+    ]
 
 
 def settled(snapshot: Snapshot) -> set[tuple[str, str]]:
@@ -307,7 +355,9 @@ def steps(plan: EnginePlan) -> list[Step]:
     for job, tasks in by_job.items():
         old = next((t.machine_id for t in tasks if t.action is Action.UNSCHEDULE), None)
         new = next((t.machine_id for t in tasks if t.action is Action.SCHEDULE), None)
-        reason = "; ".join(t.reason.value + (f" ({t.detail})" if t.detail else "") for t in tasks)
+        reason = "; ".join(  # a drained unit's two halves say the same
+            dict.fromkeys(t.reason.value + (f" ({t.detail})" if t.detail else "") for t in tasks)
+        )
         out.append(Step(job, old, new, reason))
     return out
 

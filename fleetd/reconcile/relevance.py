@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 from fleetd.model import Cordon, Job, Rollout
 from fleetd.reconcile.agent import AgentJob, DesiredUnit, desired_units
+from fleetd.reconcile.drain import stops_globals
 from fleetd.reconcile.gates import pinned_hash
 from fleetd.reconcile.globals import globals_refused, runs_globally
 from fleetd.reconcile.states import RUNNING_STATES
@@ -102,6 +103,11 @@ class LocalJobs:
                 | Removed(kind=KeyKind.MACHINE | KeyKind.MACHINE_META, ident=machine_id)
             ):
                 return machine_id == me  # this machine's metadata: which Global units run here
+            case (
+                Changed(kind=KeyKind.CORDON, ident=machine_id)
+                | Removed(kind=KeyKind.CORDON, ident=machine_id)
+            ) if machine_id == me:
+                return True  # this machine's drain: drained with stop_globals, no Global unit
             case (
                 Changed(kind=KeyKind.RESTART, ident=(_, machine_id))
                 | Removed(kind=KeyKind.RESTART, ident=(_, machine_id))
@@ -193,6 +199,8 @@ class LocalJobs:
         its metadata as the cluster sees it and the restarts requested here."""
         me = self.machine_id
         jobs = self.jobs(view)
+        if view.cordons and stops_globals(view, me):
+            jobs = {name: job for name, job in jobs.items() if name not in self.globals}
         restarts = {
             name: request.token
             for name in jobs

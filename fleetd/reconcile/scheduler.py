@@ -4,6 +4,11 @@ loaded (fleet's), or a ranking rule's tiers (Spread) first.
 Pure: no I/O, no clock. `ClusterState` is the working view the engine planner mutates while it
 plans one pass (placing a job changes the load and the neighbours later jobs see); it is the
 `fleetd.rules.Placing` every rule reads.
+
+A cordoned machine (`MachineSpec.cordoned`: fleetctl cordon or drain) takes no new unit:
+`place` refuses it before asking any rule (`RejectReason.CORDONED`, "machine is cordoned"),
+while `reject_reason` — what the planner asks of units already placed — never does, so the
+units there stay.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fleetd.model import JobState, short_id
 from fleetd.reconcile.fit import FitIndex
@@ -69,6 +74,7 @@ class JobSpec:
 class MachineSpec:
     id: str
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
+    cordoned: bool = False  # takes no new unit (fleetctl cordon/drain); keeps its units
 
     @property
     def short_id(self) -> str:
@@ -82,6 +88,22 @@ _CPU_SCALE = 100  # CPUs are filed by room in hundredths of a CPU
 _UNBOUNDED = float(1 << 62)  # the room of a machine that allows overcommit
 _ANYWHERE = Term()  # the subject of refusals no rule made ("no machine meets ...")
 _NO_JUDGES: Sequence[tuple[str, Term]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Cordon(Term):
+    """The refusal of a cordoned machine: not a rule of the unit, the operator's word."""
+
+    rule: ClassVar[str] = "cordoned"
+
+    def text(self, rejection: Rejection) -> str:
+        return "machine is cordoned"
+
+    def detail(self, rejection: Rejection) -> str:
+        return "machine is cordoned: it takes no new units until fleetctl uncordon"
+
+
+_CORDON = _Cordon()
 # Up to this many candidates are sorted by load; more are taken from the load heap in order.
 _FEW = 16
 
@@ -98,6 +120,7 @@ class ClusterState:
         strategy: Strategy = Strategy.LEASTLOADED,
     ) -> None:
         self.machines: dict[str, MachineSpec] = {m.id: m for m in machines}
+        self.cordoned = frozenset(mid for mid, m in self.machines.items() if m.cordoned)
         self.strategy = strategy
         self.jobs = jobs
         self._settled = settled  # (job, machine): running there with its content
@@ -395,8 +418,23 @@ def reject_reason(job: JobSpec, machine_id: str, state: ClusterState) -> Rejecti
 
 
 def every_refusal(job: JobSpec, machine_id: str, state: ClusterState) -> list[Rejection]:
-    """Every rule that keeps `job` off `machine_id` (for telling a user why)."""
-    return refusals(job.name, job.requirements.terms, machine_id, state)
+    """Every rule that keeps `job` off `machine_id` (for telling a user why), the machine's
+    cordon first."""
+    found = refusals(job.name, job.requirements.terms, machine_id, state)
+    if machine_id in state.cordoned:
+        found.insert(0, _cordoned(machine_id))
+    return found
+
+
+def _cordoned(machine_id: str) -> Rejection:
+    return Rejection(machine_id, RejectReason.CORDONED, _CORDON)
+
+
+def _placing_refusal(job: JobSpec, machine_id: str, state: ClusterState) -> Rejection | None:
+    """Why `machine_id` cannot take `job` as a new unit: cordoned, or `reject_reason`."""
+    if state.cordoned and machine_id in state.cordoned:
+        return _cordoned(machine_id)
+    return reject_reason(job, machine_id, state)
 
 
 def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection]]:
@@ -407,7 +445,7 @@ def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection
     if ranker is None:
         with closing(iter(state.candidates(job))) as candidates:  # puts unused heap entries back
             for machine_id in candidates:
-                rejection = reject_reason(job, machine_id, state)
+                rejection = _placing_refusal(job, machine_id, state)
                 if rejection is None:
                     return machine_id, rejections
                 rejections.append(rejection)
@@ -418,7 +456,7 @@ def place(job: JobSpec, state: ClusterState) -> tuple[str | None, list[Rejection
                 return found, rejections
     if not rejections and job.requirements.reserves != (0, 0.0):
         # no machine had room: what each machine says (the unit waits, so this is rare)
-        rejections = [r for m in sorted(state.machines) if (r := reject_reason(job, m, state))]
+        rejections = [r for m in sorted(state.machines) if (r := _placing_refusal(job, m, state))]
     if not rejections:
         rejections.append(state.nothing_left(job))
     return None, rejections
@@ -434,7 +472,7 @@ def _least_loaded(
             for machine_id in machines:
                 if found is not None and state.rank_key(machine_id) >= state.rank_key(found):
                     break  # a feasible machine at least as good is known
-                rejection = reject_reason(job, machine_id, state)
+                rejection = _placing_refusal(job, machine_id, state)
                 if rejection is None:
                     found = machine_id
                     break

@@ -54,6 +54,7 @@ class RejectReason(StrEnum):
     MAX_PER_MACHINE = "MaxPerMachine"
     RESOURCES = "Resources"  # not enough memory or CPU left (or the machine does not say)
     INVALID = "Invalid"  # the unit's [X-Fleet] section was refused (stored before a check)
+    CORDONED = "Cordoned"  # the machine is cordoned (fleetctl cordon/drain): no new units
     OTHER = "Other"
 
 
