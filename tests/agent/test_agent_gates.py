@@ -16,6 +16,7 @@ from fleetd.model import (
     Policy,
     Rollout,
     RolloutAction,
+    RolloutState,
     Target,
     UnitContent,
 )
@@ -39,10 +40,12 @@ def rollout(
     **policy,
 ) -> Rollout:  # fmt: skip
     """The rollout of web@.service from `frm` to `to`, its one instance on `machine` at
-    `phase`, with short spans."""
+    `phase`, with short spans. Paused: the cluster's engine leader takes no step of its own
+    (it would start the pending instance); the test moves it on."""
     spans = {"min_healthy": 1.0, "deadline": 20.0, **policy}
     return Rollout("web@.service", "r1", action, frm.hash, to.hash, Policy(**spans),
-                   (Target(WEB, machine, phase),), started=1.0)  # fmt: skip
+                   (Target(WEB, machine, phase),), RolloutState.PAUSED,
+                   started=1.0)  # fmt: skip
 
 
 async def write_rollout(registry: Registry, doc: Rollout) -> None:
