@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetd.model import JobState, short_id
-from fleetd.reconcile.engine import EnginePlan, job_specs, plan_for, settled
+from fleetd.reconcile.engine import EnginePlan, job_specs, machine_specs, plan_for, settled
 from fleetd.reconcile.explanation import (
     Example,
     Explanation,
@@ -32,7 +32,6 @@ from fleetd.reconcile.refuse import Refuse
 from fleetd.reconcile.scheduler import ClusterState, JobSpec, MachineSpec, every_refusal
 from fleetd.reconcile.waiting import current_state
 from fleetd.registry.fold import Snapshot
-from fleetd.registry.metadata import effective_metadata
 from fleetd.rules import Rejection, Requirements, Term, refusals
 from fleetd.unit_names import UnitNameError, validate_name
 
@@ -79,7 +78,7 @@ def explain(snapshot: Snapshot, name: str) -> Explanation | Refuse:
     spec = specs.get(name)
     if spec is None:  # its content is missing: nothing can be read of its rules
         return Explanation(name, Kind.UNPLACED, desired, current, _MISSING)
-    machines = [MachineSpec(m, effective_metadata(snapshot, m)) for m in sorted(snapshot.machines)]
+    machines = sorted(machine_specs(snapshot), key=lambda m: m.id)  # cordoned ones said so
     if spec.requirements.is_global:
         return _global(snapshot, spec, specs, machines, current)
     state = ClusterState(machines, specs, snapshot.placements, settled(snapshot))
