@@ -6,11 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --quiet --disable-pip-version-check
-LOCKS  := requirements/runtime.lock requirements/tls.lock requirements/test.lock
+LOCKS  := requirements/runtime.lock requirements/tls.lock requirements/test.lock \
+          requirements/bundle.lock
 WHEELHOUSE := $(VENV)/wheelhouse
 PYTEST_ARGS ?=
 
-.PHONY: all setup system-deps demo test test-quick test-faults lint bench lock dist deb man clean
+.PHONY: all setup system-deps demo test test-quick test-faults lint bench lock dist deb bundle \
+        sysext man clean
 
 all: test
 
@@ -21,11 +23,13 @@ system-deps:
 # The locked set with its hashes (requirements/*.lock, scripts/lock.sh), then fleetd itself
 # without dependencies and without build isolation (setuptools comes from the lock: no other
 # download). The wheels are downloaded once into the venv's wheelhouse, which the distribution
-# test installs from offline (tests/ops/test_distribution.py).
+# test installs from offline (tests/ops/test_distribution.py); with them those of bundle.lock
+# (PyInstaller), which make bundle and its test build from, offline too.
 $(STAMP): pyproject.toml $(LOCKS)
 	@scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) download --require-hashes --dest $(WHEELHOUSE) -r requirements/test.lock
+	$(PIP) download --require-hashes --dest $(WHEELHOUSE) -r requirements/bundle.lock
 	$(PIP) install --require-hashes --no-index --find-links $(WHEELHOUSE) -r requirements/test.lock
 	$(PIP) install --no-deps --no-build-isolation --no-index -e .
 	@touch $(STAMP)
@@ -71,6 +75,19 @@ dist: $(STAMP)
 # tls extra under /usr/lib/fleetd. Offline, like dist (scripts/build-deb.sh; log in build/deb/)
 deb: $(STAMP)
 	scripts/build-deb.sh dist
+
+# build/bundle/fleetd/, fleetd with its own Python, fleetd and the locked runtime (PyInstaller,
+# one directory: nothing of the host but glibc and the kernel), and the same as
+# dist/fleetd-VERSION-linux-ARCH.tar.gz for any glibc Linux (docs/packaging.md). Offline
+# (packaging/build-bundle.sh; log in build/bundle/)
+bundle: $(STAMP)
+	packaging/build-bundle.sh dist
+
+# dist/fleetd-VERSION-x86-64.raw, that bundle as a systemd-sysext image for Flatcar and Fedora
+# CoreOS: /usr/bin/fleetd and fleetctl, fleet.service and fleet.socket (docs/install-coreos.md;
+# packaging/build-sysext.sh, squashfs-tools)
+sysext: bundle
+	packaging/build-sysext.sh dist
 
 # man/fleetctl.1 and man/fleetd.8, made from the click definitions (scripts/man.py)
 man: $(STAMP)

@@ -259,6 +259,47 @@ def down(directory: str | None) -> None:
     click.echo(f"sandbox at {box.dir} is down")
 
 
+@sandbox.command()
+@_dir_option
+@click.option(
+    "--metadata",
+    default=None,
+    metavar="K=V,...",
+    help="the machine's metadata (default machine=mN and the next role of web/db/misc)",
+)
+@click.option(
+    "--fleetd",
+    "fleetd_program",
+    default=None,
+    metavar="PATH",
+    help="the fleetd the machine runs: an executable, by its absolute path as the machine sees "
+    "it (default: this fleetd's Python), e.g. the self-contained fleetd of `make bundle`",
+)
+@click.option(
+    "--mount-namespace",
+    default=None,
+    metavar="FILE",
+    help="make the machine's mount namespace from this one (/proc/PID/ns/mnt), not from this "
+    "shell's: the machine sees what is mounted there, e.g. a systemd-sysext image merged on /usr",
+)
+def add(
+    directory: str | None,
+    metadata: str | None,
+    fleetd_program: str | None,
+    mount_namespace: str | None,
+) -> None:
+    """Join one more machine to the running sandbox (its own systemd, the sandbox's etcd)."""
+    box = _sandbox(directory)
+    result = {}
+
+    async def act() -> None:
+        result["record"] = await box.add(metadata, fleetd_program, mount_namespace)
+
+    _run_sandbox(act())
+    record = result["record"]
+    click.echo(f"{record.name} ({record.legend}): add done")
+
+
 def _machine_command(name: str, verb: str, doc: str):  # type: ignore[no-untyped-def]
     @sandbox.command(name=name, help=doc)
     @_dir_option

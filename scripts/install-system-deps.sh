@@ -17,6 +17,10 @@ declare -A need=(
   [dpkg-buildpackage]=dpkg-dev # make deb: Debian's package (docs/packaging.md)
   [dh]=debhelper
   [setpriv]=util-linux         # the package's test runs fleetctl as other users
+  [objdump]=binutils           # make bundle: PyInstaller reads (and strips) the ELF files it bundles
+  [mksquashfs]=squashfs-tools  # make sysext: the systemd-sysext image (docs/install-coreos.md)
+  [unsquashfs]=squashfs-tools
+  [systemd-sysext]=systemd     # its test merges the image in a mount namespace
 )
 missing=()
 for cmd in "${!need[@]}"; do

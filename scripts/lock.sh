@@ -7,6 +7,8 @@
 #   tls.lock      runtime + the `tls` extra (cryptography): the sandbox's certificates
 #   test.lock     runtime + tls + the `test` extra: what `make setup` installs for the suite
 #   bench.lock    test + the `bench` extra: what `make bench` adds
+#   bundle.lock   runtime + PyInstaller (requirements/bundle.in): what `make bundle` builds the
+#                 self-contained fleetd with (packaging/bundle.sh), in a venv of its own
 #
 # Each file is complete for its purpose, and each is resolved under the previous one as a
 # constraint, so a package has the same version in every file it appears in.
@@ -38,4 +40,5 @@ compile runtime.lock "$@"
 compile tls.lock --extra tls --constraint requirements/runtime.lock "$@"
 compile test.lock --extra tls --extra test --constraint requirements/tls.lock "$@"
 compile bench.lock --extra tls --extra test --extra bench --constraint requirements/test.lock "$@"
-echo "lock: requirements/{runtime,tls,test,bench}.lock written; check \`git diff requirements/\`" >&2
+compile bundle.lock requirements/bundle.in --constraint requirements/bench.lock "$@"
+echo "lock: requirements/{runtime,tls,test,bench,bundle}.lock written; check \`git diff requirements/\`" >&2

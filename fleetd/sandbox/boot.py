@@ -1,9 +1,10 @@
 """Bringing one sandbox machine up and down, for the commands of `Sandbox` (cluster.py).
 
 Up is two steps because `restart` does only the second: the machine's `systemd --user`
-(machine.py), then its fleetd, run inside the machine (namespace, environment, cgroup) with
-flags that give it the sandbox's etcd, its IP, metadata and reservations, an API socket the
-host's fleetctl reaches (`<dir>/mN/fleet.sock`) and its peer certificate (peers.py). A machine
+(machine.py), then its fleetd (this Python's, or the program `add --fleetd` named), run inside
+the machine (namespace, environment, cgroup) with flags that give it the sandbox's etcd, its IP,
+metadata and reservations, an API socket the host's fleetctl reaches (`<dir>/mN/fleet.sock`)
+and its peer certificate (peers.py). A machine
 is up once its fleetd has registered, not once the process exists: that is when fleetctl lists
 it. Each PID goes to the state file as soon as it exists, so `down` stops what a failed `up`
 left behind.
@@ -43,8 +44,9 @@ READY_TIMEOUT = 60.0  # seconds for a fleetd to register
 def machine_of(directory: Path, record: MachineRecord) -> Machine:
     """The machine of `record` (not attached: `.attach(record.systemd_pid)` for a running one)."""
     return Machine(
-        record.cgroup_name, record.id, root=directory / record.name, limits=record.limits
-    )
+        record.cgroup_name, record.id, root=directory / record.name, limits=record.limits,
+        mount_namespace=record.mount_namespace or None,
+    )  # fmt: skip
 
 
 def socket_of(directory: Path, record: MachineRecord) -> Path:
@@ -69,9 +71,7 @@ async def start_fleetd(
     async def launch() -> asyncio.subprocess.Process:
         with (directory / record.name / "fleetd.log").open("ab") as logf:
             proc = await machine.exec(
-                sys.executable,
-                "-m",
-                "fleetd.main",
+                *fleetd_command(record),
                 *fleetd_flags(directory, state, record, machine),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logf,
@@ -118,6 +118,11 @@ async def start_and_join(
     if joined in done:
         return proc, None
     return proc, "exited" if died in done else f"did not join within {within:g} s"
+
+
+def fleetd_command(record: MachineRecord) -> list[str]:
+    """The fleetd the machine runs: the one `add --fleetd` gave it, else this Python's."""
+    return [record.fleetd] if record.fleetd else [sys.executable, "-m", "fleetd.main"]
 
 
 def fleetd_flags(

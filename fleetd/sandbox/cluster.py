@@ -8,8 +8,9 @@ sandbox directory, so `fleetctl` on the host reaches it. Everything the sandbox 
 recorded in `<dir>/sandbox.json`, so `status`, `kill`, `down`... work from any shell, and every
 process is stopped by PID (or by the machine's cgroup, which holds every process of a machine).
 
-This module is the commands; what they stand on is apart: the state file (state.py), bringing
-one machine up and down (boot.py), the machines' sizes (sizes.py), the peers' certificates
+This module is the commands (`add` joins one more machine to a running sandbox, with another
+fleetd program if asked); what they stand on is apart: the state file (state.py), bringing one
+machine up and down (boot.py), the machines' sizes (sizes.py), the peers' certificates
 (peers.py), etcd (etcd.py, tls.py).
 """
 
@@ -31,7 +32,7 @@ from fleetd.registry import EtcdConfig
 from fleetd.sandbox.boot import boot, kill_machine, machine_of, size_of, socket_of, start_fleetd
 from fleetd.sandbox.etcd import EtcdServer, free_ports
 from fleetd.sandbox.machine import slice_name
-from fleetd.sandbox.peers import make_peer_pki
+from fleetd.sandbox.peers import add_peer, make_peer_pki
 from fleetd.sandbox.process import pid_alive, stop_pid
 from fleetd.sandbox.sizes import Size, check_host, host_capacity, host_cgroups, limit_cgroups
 from fleetd.sandbox.state import MachineRecord, SandboxError, SandboxState, default_dir
@@ -115,6 +116,8 @@ class Sandbox:
             fleetd = "running" if r.fleetd_pid and pid_alive(r.fleetd_pid) else "stopped"
             md = ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items()))
             line = f"{r.name}\t{r.id}\t{r.ip}\t{md}\tmachine {systemd}\tfleetd {fleetd}"
+            if r.fleetd:
+                line += f" ({r.fleetd})"
             size = size_of(r).words()
             lines.append(f"{line}\t{size}" if size else line)
         lines.append(f"export FLEETCTL_ENDPOINT={self.endpoint()}")
@@ -233,6 +236,51 @@ class Sandbox:
         shutil.rmtree(self.dir, ignore_errors=True)
         log.info("sandbox.down", dir=str(self.dir))
 
+    async def add(
+        self,
+        metadata: str | None = None,
+        fleetd: str | None = None,
+        mount_namespace: str | None = None,
+    ) -> MachineRecord:
+        """One more machine, joined to the running sandbox as `up` joins its own (its systemd,
+        the sandbox's etcd, a certificate of its peer CA, the next name and IP), with the
+        `metadata` given (default: as `up` would give it). `fleetd`: the program it runs as its
+        fleetd, an absolute path inside the machine (default: this Python's); `mount_namespace`:
+        a mount namespace (/proc/PID/ns/mnt) the machine's own is made from (machine.py). Bad
+        input is refused before anything starts; a machine that does not join is removed."""
+        state = self._require_state()
+        if state.tls:
+            raise SandboxError(
+                "`fleetd sandbox add` cannot join a --tls sandbox: etcd's client certificates "
+                "are made by `up` alone"
+            )
+        if not pid_alive(state.etcd_pid):
+            raise SandboxError(f"the etcd of the sandbox at {self.dir} is not running")
+        index = len(state.machines)
+        if index >= 200:
+            raise SandboxError("a sandbox has 200 machines at most")
+        name = f"m{index + 1}"
+        md = {"machine": name, "role": ROLES[index % len(ROLES)]}
+        if metadata:
+            md = _parse_metadata(metadata)
+        await asyncio.to_thread(_check_machine_program, fleetd, mount_namespace)
+        record = MachineRecord(
+            name, os.urandom(16).hex(), f"127.0.0.{11 + index}", md, self._cgroup_name(name),
+            fleetd=fleetd or "", mount_namespace=mount_namespace or "",
+        )  # fmt: skip
+        await asyncio.to_thread(add_peer, self.dir, record)
+        state.machines.append(record)
+        state.save()
+        try:
+            await boot(self.dir, state, record)
+        except BaseException:
+            await kill_machine(self.dir, record)
+            state.machines.remove(record)
+            state.save()
+            raise
+        log.info("sandbox.machine_added", machine=name, id=record.id, fleetd=fleetd or "")
+        return record
+
     async def kill(self, which: str) -> MachineRecord:
         """The machine dies: its fleetd, its systemd and every unit process."""
         state = self._require_state()
@@ -289,6 +337,26 @@ def _parse_metadata(text: str) -> dict[str, str]:
         return parse_metadata(text)
     except ValueError as err:
         raise SandboxError(f"--metadata {text!r}: {err}") from None
+
+
+def _check_machine_program(fleetd: str | None, mount_namespace: str | None) -> None:
+    """`add`'s --mount-namespace must be a mount namespace and --fleetd an executable, as the
+    machine will see it (inside that namespace, when there is one)."""
+    enter = ["nsenter", f"--mount={mount_namespace}", "--"] if mount_namespace else []
+    if mount_namespace:
+        done = subprocess.run([*enter, "true"], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SandboxError(
+                f"--mount-namespace {mount_namespace}: not a mount namespace to enter "
+                f"({done.stderr.strip()})"
+            )
+    if fleetd is None:
+        return
+    if not os.path.isabs(fleetd):
+        raise SandboxError(f"--fleetd {fleetd}: an absolute path, please (as the machine sees it)")
+    if subprocess.run([*enter, "test", "-f", fleetd, "-a", "-x", fleetd], check=False).returncode:
+        where = f" in the mount namespace {mount_namespace}" if mount_namespace else ""
+        raise SandboxError(f"--fleetd {fleetd}: no executable file there{where}")
 
 
 def _require_tls_extra(tls: bool) -> None:

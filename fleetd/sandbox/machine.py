@@ -14,6 +14,10 @@ machine:
 - optionally a network namespace made beforehand (`ip netns add NAME`, `netns="NAME"`): systemd
   is started in it (`nsenter --net=/run/netns/NAME`), and every process of the machine (journald,
   its fleetd, its units, `command()`) lives there too, so the machine can be cut off the network;
+- optionally a mount namespace made beforehand (`mount_namespace`, a file such as
+  /proc/PID/ns/mnt): the machine's own is made from it instead of from the host's, so the
+  machine sees what is mounted there (a systemd-sysext image merged on /usr, say) under its own
+  /run;
 - its bus is the machine's own dbus-daemon, socket-activated by the manager's `dbus.socket` on
   `$XDG_RUNTIME_DIR/bus`. (A dbus-daemon started beforehand, as the recipe did, loses that path
   to `dbus.socket`, and `systemd --user` only joins the bus once its own dbus.socket and
@@ -79,6 +83,7 @@ class Machine:
         start_timeout: float = 30.0,
         netns: str | None = None,
         limits: Mapping[str, Mapping[str, str]] | None = None,
+        mount_namespace: str | None = None,
     ) -> None:
         if not _NAME.fullmatch(name):
             raise PermanentError(f"machine name must match {_NAME.pattern}: {name!r}")
@@ -90,6 +95,7 @@ class Machine:
         self.root = Path(tempfile.mkdtemp(prefix=f"fm-{name}-")) if root is None else root
         self.start_timeout = start_timeout
         self.netns = netns  # a network namespace of /run/netns, or None: the host's network
+        self.mount_namespace = mount_namespace  # the one the machine's is made from; None: ours
         self.slice = slice_name(name)
         # cgroup directory → limit file → value (fleetd/sandbox/sizes.py: limit_cgroups)
         self.limits = {Path(d): dict(files) for d, files in (limits or {}).items()}
@@ -254,10 +260,13 @@ class Machine:
             f"mount --bind {self.root / 'journal'} /var/log/journal; "
             "exec systemd --user"
         )
-        enter_net = ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []
+        namespaces = [f"--net=/run/netns/{self.netns}"] if self.netns else []
+        if self.mount_namespace:
+            namespaces.append(f"--mount={self.mount_namespace}")
+        enter = ["nsenter", *namespaces, "--"] if namespaces else []
         with _NotifySocket(self.runtime_dir / "notify.systemd") as notify:
             self._systemd = await asyncio.create_subprocess_exec(
-                *enter_net,
+                *enter,
                 "unshare",
                 "-m",
                 "--propagation",

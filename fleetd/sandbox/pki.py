@@ -14,7 +14,9 @@ Files: `ca.pem`, `server.pem`, `server-key.pem`, `<name>.pem`, `<name>-key.pem` 
 a moment); the CA's key is not written: nothing signs more certificates later.
 
 `make_peer_pki` makes the sandbox's peer-listener CA and one certificate per machine (every
-sandbox, TLS or not: fleetds forward status/journal to each other over mutual TLS).
+sandbox, TLS or not: fleetds forward status/journal to each other over mutual TLS). With
+`keep_ca_key` it keeps that CA's key too (`ca-key.pem`, 0600), so `add_peer` can sign the
+certificate of a machine added later (`fleetd sandbox add`).
 
 `cryptography` is imported here and only here; only `fleetd sandbox` and the tests import this
 module, so the `fleetd` daemon and `fleetctl` never load it. It is an optional dependency, the
@@ -45,7 +47,7 @@ except ModuleNotFoundError as err:  # an optional dependency: the 'tls' extra
         name=err.name,
     ) from None
 
-__all__ = ["Pki", "make_peer_pki", "make_pki"]
+__all__ = ["Pki", "add_peer", "make_peer_pki", "make_pki"]
 
 log = structlog.get_logger(__name__)
 
@@ -101,21 +103,42 @@ def make_pki(
 
 
 def make_peer_pki(
-    directory: Path, peers: Mapping[str, str], ca_name: str = "fleetd peers CA", days: int = 1
+    directory: Path,
+    peers: Mapping[str, str],
+    ca_name: str = "fleetd peers CA",
+    days: int = 1,
+    keep_ca_key: bool = False,
 ) -> dict[str, tuple[Path, Path]]:
     """A CA (`ca.pem`) and, for each peer `name: ip`, `<name>.pem`/`<name>-key.pem`: a
     certificate that may both serve (the peer listener, SAN the IP) and act as a client (a
-    fleetd forwarding to another machine), as the api_tls_* files of fleetd's peer listener."""
+    fleetd forwarding to another machine), as the api_tls_* files of fleetd's peer listener.
+    `keep_ca_key`: the CA's key as well (`ca-key.pem`), for `add_peer`."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(DIR_MODE)
     validity = dt.timedelta(days=days)
     ca_key, ca = _ca(ca_name, validity)
     _write(directory / "ca.pem", _pem(ca), CERT_MODE)
+    if keep_ca_key:
+        _write(directory / "ca-key.pem", _key_pem(ca_key), KEY_MODE)
     paths = {}
     for name, ip in peers.items():
         key, cert = _leaf(ca_key, ca, f"fleetd-{name}", validity, server=True, ips=(ip,))
         paths[name] = _write_pair(directory, name, key, cert)
     log.info("pki.peers_made", dir=str(directory), peers=dict(peers), days=days)
+    return paths
+
+
+def add_peer(directory: Path, name: str, ip: str, days: int = 1) -> tuple[Path, Path]:
+    """One more peer's certificate and key (as `make_peer_pki`'s), signed by the CA that
+    `make_peer_pki(keep_ca_key=True)` left in `directory`."""
+    ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{directory / 'ca-key.pem'} is not the peer CA's key")
+    validity = dt.timedelta(days=days)
+    key, cert = _leaf(ca_key, ca, f"fleetd-{name}", validity, server=True, ips=(ip,))
+    paths = _write_pair(directory, name, key, cert)
+    log.info("pki.peer_added", dir=str(directory), peer=name, ip=ip, days=days)
     return paths
 
 
@@ -214,14 +237,17 @@ def _pem(cert: x509.Certificate) -> bytes:
 def _write_pair(
     directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
 ) -> tuple[Path, Path]:
-    key_pem = key.private_bytes(
+    return (
+        _write(directory / f"{name}.pem", _pem(cert), CERT_MODE),
+        _write(directory / f"{name}-key.pem", _key_pem(key), KEY_MODE),
+    )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
-    )
-    return (
-        _write(directory / f"{name}.pem", _pem(cert), CERT_MODE),
-        _write(directory / f"{name}-key.pem", key_pem, KEY_MODE),
     )
 
 

@@ -2,9 +2,10 @@
 
 Every `fleetd sandbox` command is a new process, so the state file is the sandbox's only memory:
 the etcd PID and ports, and per machine its name, ID, IP, metadata, cgroup name, size (the
-limits `up` gave it and the cgroup files that hold them: sizes.py) and the PIDs of its systemd
-and fleetd. `status`, `kill`, `start`, `restart`, `exec` and `down` read it to find
-(and stop, by PID) what `up` started, from any shell. It is written whole, through a temporary
+limits `up` gave it and the cgroup files that hold them: sizes.py), the fleetd it runs and the
+mount namespace it is made from when `add` said so, and the PIDs of its systemd and fleetd.
+`status`, `kill`, `start`, `restart`, `exec` and `down` read it to find (and stop, by PID) what
+`up` and `add` started, from any shell. It is written whole, through a temporary
 file and a rename, so a command that dies half way leaves the previous version, never half of
 one.
 """
@@ -51,6 +52,10 @@ class MachineRecord:
     reserved_memory: int = 0
     reserved_cpu: float = 0.0
     limits: dict[str, dict[str, str]] = field(default_factory=dict)
+    # `add --fleetd`: the fleetd it runs, a path inside the machine ("": this Python's
+    # `-m fleetd.main`); `add --mount-namespace`: the namespace its own is made from ("": ours)
+    fleetd: str = ""
+    mount_namespace: str = ""
 
     @property
     def legend(self) -> str:
