@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
+from fleetd.rules.update import UpdatePolicy
 from fleetd.unit import UnitFile, UnitOption, UnitParseError, short_id
 
 SCHEMA_VERSION = 1
@@ -421,28 +422,14 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
-    """The update policy a rollout follows, fixed when it begins (`UpdatePolicy` of the new
-    version, and the group's `DisruptionBudget`)."""
+class Policy(UpdatePolicy):
+    """The update policy a rollout follows, fixed when it begins: the new version's
+    `UpdatePolicy` and its group's `DisruptionBudget` MinAvailable ("" = none)."""
 
-    max_parallel: str = "1"
-    min_healthy: float = 10.0
-    deadline: float = 300.0
-    health_check: str = ""
-    canary: int = 0
-    auto_revert: bool = True
-    min_available: str = ""  # DisruptionBudget MinAvailable ("" = none)
+    min_available: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_parallel": self.max_parallel,
-            "min_healthy": self.min_healthy,
-            "deadline": self.deadline,
-            "health_check": self.health_check,
-            "canary": self.canary,
-            "auto_revert": self.auto_revert,
-            "min_available": self.min_available,
-        }
+        return {**UpdatePolicy.to_dict(self), "min_available": self.min_available}
 
     @classmethod
     def from_dict(cls, kind: str, data: object) -> Policy:

@@ -8,8 +8,6 @@ on what it read, and streams a followed drain from the registry's watch.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 import uuid
 
@@ -17,11 +15,11 @@ import structlog
 from aiohttp import web
 
 from fleetd.api.context import Context
+from fleetd.api.rolling import follow_document
 from fleetd.api.serialization import Fail, granted, json_response, read_json
-from fleetd.api.streams import endless, stream_response
 from fleetd.model import Cordon, DrainState
 from fleetd.reconcile.drain import begin_drain, cordon_json, drain_over, read_drain, read_machine_id
-from fleetd.registry import ClusterView, KeyKind, Snapshot
+from fleetd.registry import KeyKind, Snapshot
 
 __all__ = ["routes"]
 
@@ -107,31 +105,10 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             raise Fail(404, f"machine {machine_id} is not cordoned")
         if not follow:
             return json_response(cordon_json(current))
-        resp = await stream_response(request, "application/x-ndjson")
-        await resp.write(json.dumps(cordon_json(current)).encode() + b"\n")
-        if drain_over(current):
-            await resp.write_eof()
-            return resp
-        view = ClusterView(snapshot)
-        with endless(request):
-            updates = ctx.registry.follow(start=snapshot, view=view)
-            async with contextlib.aclosing(updates):
-                async for update in updates:
-                    if not any(
-                        getattr(e, "kind", KeyKind.CORDON) is KeyKind.CORDON for e in update.events
-                    ):
-                        continue
-                    now = view.cordons.get(machine_id)
-                    if now is None:
-                        break  # uncordoned: the drain ended
-                    if now == current:
-                        continue
-                    current = now
-                    await resp.write(json.dumps(cordon_json(current)).encode() + b"\n")
-                    if drain_over(current):
-                        break
-        await resp.write_eof()
-        return resp
+        return await follow_document(
+            ctx, request, snapshot, KeyKind.CORDON, lambda view: view.cordons.get(machine_id),
+            cordon_json, drain_over,
+        )  # fmt: skip
 
     base = f"{prefix}/x/machines/{{id}}"
     return [

@@ -1,23 +1,32 @@
-"""Beginning a rollout, shared by `x/rollouts` and a unit's PUT of a new version of a launched
-Global unit (which rolls out instead of replacing every machine's unit at once)."""
+"""What the rollout and drain resources share: beginning a rollout (`x/rollouts`, and a unit's
+PUT of a new version of a launched Global unit, which rolls out instead of replacing every
+machine's unit at once), and streaming a document as it changes until it is over."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
+from aiohttp import web
 
 from fleetd.api.context import Context
 from fleetd.api.serialization import Fail
+from fleetd.api.streams import endless, stream_response
 from fleetd.model import Rollout, RolloutAction
 from fleetd.reconcile.rollout import RolloutRefused, begin, covered_units
-from fleetd.registry import JobNotFound, RolloutInProgress
+from fleetd.registry import ClusterView, JobNotFound, KeyKind, RolloutInProgress, Snapshot
 from fleetd.unit import UnitFile
 
-__all__ = ["begin_rollout"]
+__all__ = ["begin_rollout", "follow_document"]
 
 log = structlog.get_logger(__name__)
+
+D = TypeVar("D")
 
 
 async def begin_rollout(
@@ -52,3 +61,40 @@ async def begin_rollout(
         progress=rollout.progress,
     )
     return rollout
+
+
+async def follow_document(
+    ctx: Context,
+    request: web.Request,
+    snapshot: Snapshot,
+    kind: KeyKind,
+    read: Callable[[Snapshot | ClusterView], D | None],
+    to_json: Callable[[D], dict[str, Any]],
+    over: Callable[[D], bool],
+) -> web.StreamResponse:
+    """Stream the document `read` finds (a rollout, a cordon) as newline-delimited JSON: as it
+    is in `snapshot`, then again each time a watch event of `kind` changes it, until it is
+    `over` or gone (driven by the registry's watch, no polling)."""
+    current = read(snapshot)
+    assert current is not None
+    resp = await stream_response(request, "application/x-ndjson")
+    await resp.write(json.dumps(to_json(current)).encode() + b"\n")
+    if not over(current):
+        view = ClusterView(snapshot)
+        with endless(request):
+            updates = ctx.registry.follow(start=snapshot, view=view)
+            async with contextlib.aclosing(updates):
+                async for update in updates:
+                    if not any(getattr(e, "kind", kind) is kind for e in update.events):
+                        continue
+                    now = read(view)
+                    if now is None:
+                        break  # gone: nothing more to say
+                    if now == current:
+                        continue
+                    current = now
+                    await resp.write(json.dumps(to_json(current)).encode() + b"\n")
+                    if over(current):
+                        break
+    await resp.write_eof()
+    return resp

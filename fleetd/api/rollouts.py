@@ -8,19 +8,16 @@ writes one guarded transaction, and streams a followed rollout from the registry
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 
 import structlog
 from aiohttp import web
 
 from fleetd.api.context import Context
-from fleetd.api.rolling import begin_rollout
+from fleetd.api.rolling import begin_rollout, follow_document
 from fleetd.api.serialization import Fail, granted, json_response, read_json
-from fleetd.api.streams import endless, stream_response
 from fleetd.reconcile.rollout import RolloutRefused, Verb, command, read_begin, rollout_json
-from fleetd.registry import ClusterView, KeyKind
+from fleetd.registry import KeyKind
 
 __all__ = ["routes"]
 
@@ -51,32 +48,10 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             raise Fail(404, f"no rollout of {name}")
         if not follow:
             return json_response(rollout_json(rollout))
-        resp = await stream_response(request, "application/x-ndjson")
-        await resp.write(json.dumps(rollout_json(rollout)).encode() + b"\n")
-        if rollout.state.finished:
-            await resp.write_eof()
-            return resp
-        view = ClusterView(snapshot)
-        with endless(request):
-            updates = ctx.registry.follow(start=snapshot, view=view)
-            async with contextlib.aclosing(updates):
-                async for update in updates:
-                    if not any(
-                        getattr(e, "kind", KeyKind.ROLLOUT) is KeyKind.ROLLOUT
-                        for e in update.events
-                    ):
-                        continue
-                    now = view.rollouts.get(name)
-                    if now is None or now == rollout:
-                        if now is None:
-                            break
-                        continue
-                    rollout = now
-                    await resp.write(json.dumps(rollout_json(rollout)).encode() + b"\n")
-                    if rollout.state.finished:
-                        break
-        await resp.write_eof()
-        return resp
+        return await follow_document(
+            ctx, request, snapshot, KeyKind.ROLLOUT, lambda view: view.rollouts.get(name),
+            rollout_json, lambda r: r.state.finished,
+        )  # fmt: skip
 
     async def act(request: web.Request) -> web.Response:
         name, verb_text = request.match_info["name"], request.match_info["verb"]

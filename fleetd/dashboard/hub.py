@@ -8,6 +8,9 @@ banner) and reconnects with a capped backoff; the snapshot it gets back replaces
 Nothing is polled. Threads and queues of the standard library only, like the server, so
 `fleetctl dashboard` keeps fleetctl's light imports.
 
+Rollouts (`GET /x/rollouts`) are asked after every change: those not over go to the browsers
+as a `rollouts` event (the page's Rollouts panel, with each one's progress).
+
 Units that want a machine and have none get their reason from the API (`GET /x/unplaced`, the
 planner's words), and machines that say what they offer (their `fleet.memory`, `fleet.cpus`
 facts) their use (`GET /x/machines`: memory and CPUs reserved of capacity): a second thread asks
@@ -62,6 +65,7 @@ class Hub:
         self.machines: list[dict[str, Any]] = []
         self.unplaced: dict[str, str] = {}  # unit name -> why it has no machine
         self.use: dict[str, dict[str, Any]] = {}  # machine ID -> its capacity and use
+        self.rollouts: list[dict[str, Any]] = []  # rollouts not over (x/rollouts)
         self.revision = 0
         self._thread = threading.Thread(target=self._run, name="dashboard-hub", daemon=True)
         self._answers_due = threading.Event()  # a change may have altered reasons or use
@@ -82,6 +86,7 @@ class Hub:
             "machines": list(self.machines),
             "unplaced": dict(self.unplaced),
             "use": dict(self.use),
+            "rollouts": list(self.rollouts),
         }
 
     def apply(self, line: dict[str, Any]) -> tuple[str, Any] | None:
@@ -188,12 +193,10 @@ class Hub:
             )
 
     def _ask_again(self) -> None:
-        """After a change: have the answers thread ask again if a unit is unplaced now (or
-        was), or a machine says its capacity (or did)."""
-        with self._lock:
-            had = bool(self.unplaced or self.use)
-        if had or any(self._wanting()):
-            self._answers_due.set()
+        """After a change: have the answers thread ask again (it asks for reasons only if a unit
+        is unplaced now or was, for use only if a machine says its capacity or did; for
+        rollouts always: a new version begins one, its steps change units' states)."""
+        self._answers_due.set()
 
     def reasons_for(self, answer: dict[str, str]) -> tuple[str, Any] | None:
         """Keep the API's reasons of the units unplaced in the view; the event for browsers,
@@ -216,8 +219,22 @@ class Hub:
             self.use = use
             return "use", {"revision": self.revision, "machines": dict(use)}
 
+    def rollouts_for(self, answer: list[dict[str, Any]]) -> tuple[str, Any] | None:
+        """Keep the rollouts that are not over (running, paused, waiting for promote,
+        reverting, stopped after a failure); the event for browsers, None when nothing
+        changed."""
+        over = ("done", "reverted", "cancelled")
+        current = sorted(
+            (r for r in answer if r.get("state") not in over), key=lambda r: r.get("name", "")
+        )
+        with self._lock:
+            if current == self.rollouts:
+                return None
+            self.rollouts = current
+            return "rollouts", {"revision": self.revision, "rollouts": list(current)}
+
     def _follow_answers(self) -> None:
-        asks = {"unplaced": True, "use": True}  # until the API says it has no such extension
+        asks = {"unplaced": True, "use": True, "rollouts": True}  # until the API has none
         while True:
             self._answers_due.wait()  # set by a change (or stop): never on a timer
             if self._stop.is_set():
@@ -230,6 +247,10 @@ class Hub:
                 )
             if asks["use"]:
                 asks["use"] = self._answer(capacity, lambda c: c.machines_use(), self.use_for, {})
+            if asks["rollouts"]:
+                asks["rollouts"] = self._answer(
+                    True, lambda c: c.rollouts(), self.rollouts_for, []
+                )
 
     def _answer(
         self,

@@ -368,6 +368,38 @@ def test_each_machine_shows_what_its_units_reserve_over_committed_in_warning_col
     cluster.fleetctl("destroy", "reserving.service")
 
 
+def test_a_rollout_waiting_for_promote_is_shown_with_its_progress(
+    cluster: Cluster, dashboard: DashboardProcess, browser: Browser
+) -> None:
+    unit = "[Service]\nExecStart=/bin/sleep {n}\n\n[X-Fleet]\nGlobal=true\n"
+    (cluster.units / "roll.service").write_text(unit.format(n=1000))
+    cluster.fleetctl("start", "roll.service")
+    browser.get(dashboard.url)
+    assert browser.execute("return document.getElementById('rollouts-section').hidden") is True
+    (cluster.units / "roll.service").write_text(
+        unit.format(n=2000) + "UpdateCanary=1\nUpdateMinHealthyTime=1s\n"
+    )
+    cluster.fleetctl("rolling-replace", "roll.service")  # ends once the canary is healthy
+    cells = browser.wait_for(
+        "const r = document.querySelector('tr[data-rollout=\"roll.service\"]');"
+        "return r && r.querySelector('[data-col=state]').textContent === 'canary' && "
+        "[...r.children].map(c => c.textContent)",
+        "the rollout shown, waiting for promote",
+    )
+    assert cells == [
+        "roll.service",
+        "update",
+        "canary",
+        "1/3 updated, 2 pending",
+        "1 canaries healthy: waiting for rollout promote",
+    ]
+    # undone: back on the first version everywhere, and no rollout left to show
+    cluster.fleetctl("rollout", "undo", "roll.service")
+    browser.wait_for(
+        "return document.getElementById('rollouts-section').hidden", "the panel hidden again"
+    )
+
+
 @pytest.mark.parametrize("width", [380])
 def test_readable_on_a_narrow_window(
     dashboard: DashboardProcess, browser: Browser, width: int

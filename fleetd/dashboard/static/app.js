@@ -3,7 +3,7 @@
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const view = { units: new Map(), states: new Map(), machines: [], unplaced: new Map(),
-               use: new Map(), reachable: null, error: "" };
+               use: new Map(), rollouts: [], reachable: null, error: "" };
 let selected = null;   // name of the unit shown in detail
 let journal = null;    // { source, name, machine }
 const $ = (id) => document.getElementById(id);
@@ -46,6 +46,7 @@ function setSnapshot(data) {
   view.machines = data.machines;
   view.unplaced = new Map(Object.entries(data.unplaced || {}));
   view.use = new Map(Object.entries(data.use || {}));
+  view.rollouts = data.rollouts || [];
 }
 
 function applyUnits(data) {
@@ -87,6 +88,7 @@ function rowOf(u) {
 
 // --- rendering ---------------------------------------------------------------------------------
 function render() {
+  renderRollouts();
   renderMachines();
   renderUnits();
   renderDetail();
@@ -123,6 +125,35 @@ function useBars(id) {
                   "aria-valuenow": String(a.reserved), "aria-valuetext": text }, fill)));
   }
   return bars;
+}
+
+// rollouts not over (the hub's `rollouts` events, fleetd's x/rollouts): one row each, with a bar
+// of its instances updated (or reverted) out of all
+function renderRollouts() {
+  const body = document.querySelector("#rollouts tbody");
+  body.replaceChildren();
+  $("rollouts-section").hidden = view.rollouts.length === 0;
+  $("rollouts-count").textContent = view.rollouts.length ? `(${view.rollouts.length})` : "";
+  for (const r of view.rollouts) {
+    const targets = r.targets || [];
+    const counted = targets.filter((t) => t.phase !== "skipped");
+    const back = r.state === "reverting";
+    const done = counted.filter((t) => t.phase === (back ? "reverted" : "healthy")).length;
+    const fill = el("span", { class: "fill" });
+    fill.style.width = `${counted.length ? (100 * done) / counted.length : 0}%`;  // CSSOM
+    const bar = el("div", { class: back || r.state === "failed" ? "use over" : "use",
+                            "data-dim": "rollout" },
+      el("span", { class: "use-label", text: r.progress || "" }),
+      el("div", { class: "bar", role: "meter", "aria-label": `${r.name} progress`,
+                  "aria-valuemin": "0", "aria-valuemax": String(counted.length),
+                  "aria-valuenow": String(done), "aria-valuetext": r.progress || "" }, fill));
+    body.append(el("tr", { "data-rollout": r.name },
+      el("td", { "data-col": "name", text: r.name }),
+      el("td", { "data-col": "action", text: r.action }),
+      el("td", { "data-col": "state", text: r.state }),
+      el("td", { "data-col": "progress" }, bar),
+      el("td", { "data-col": "reason", class: "wrap", text: r.reason || "-" })));
+  }
 }
 
 function renderMachines() {
@@ -367,6 +398,10 @@ function connect() {
   source.addEventListener("unplaced", (e) => {
     view.unplaced = new Map(Object.entries(JSON.parse(e.data).units));
     render();
+  });
+  source.addEventListener("rollouts", (e) => {
+    view.rollouts = JSON.parse(e.data).rollouts;
+    renderRollouts();
   });
   source.addEventListener("use", (e) => {
     view.use = new Map(Object.entries(JSON.parse(e.data).machines));
