@@ -144,10 +144,9 @@ async def test_drain_moves_units_one_at_a_time_then_drained(cluster: Cluster) ->
         rc, out, err = await cluster.fleetctl("drain", "5ab7")
     assert (rc, err) == (0, "")
     lines = out.splitlines()
-    assert lines[:2] == [  # as begun, then the first unit released
-        "drain of 5ab7f3b4: 0/3 moved, 0 in progress, 3 pending",
-        "drain of 5ab7f3b4: 0/3 moved, 1 in progress, 2 pending",
-    ]
+    # as begun (then the versions fleetctl's follow saw: it may see only the last ones; every
+    # version is checked below, from the watch)
+    assert lines[0] == "drain of 5ab7f3b4: 0/3 moved, 0 in progress, 3 pending"
     assert lines[-2:] == [
         "drain of 5ab7f3b4: 3/3 moved, 0 in progress, 0 pending",
         "Machine 5ab7f3b4 drained: 3 units moved",
@@ -161,6 +160,7 @@ async def test_drain_moves_units_one_at_a_time_then_drained(cluster: Cluster) ->
     assert versions and all(
         sum(t.phase is Phase.UPDATING for t in c.targets) <= 1 for c in versions
     )
+    assert any(sum(t.phase is Phase.UPDATING for t in c.targets) == 1 for c in versions)
 
     rc, out, _ = await cluster.fleetctl("list-machines", "-l", "--fields", STATE_FIELDS)
     assert f"{M1}\t127.0.0.11\tmachine=m1,role=web\tdrained" in out.splitlines()
