@@ -42,6 +42,7 @@ _STATUS_TIMEOUT = 60.0  # status may be forwarded to another machine
 _LIST_ABOVE = 8
 _WORKERS = 16  # requests in flight at once for requests over many units
 _BATCH = 100  # unit requests per x/units batch (several batches in flight: each within the timeout)
+_BATCH_BYTES = 512 * 1024  # and JSON bytes per batch: half the server's 1 MiB body limit
 
 
 class Client(Transport):
@@ -286,7 +287,7 @@ class Client(Transport):
         """Unit requests of `batch`'s form: several go as batches (fleetd's `x/units`, a few in
         flight), or one request each, a few at a time, to a server without the extension."""
         if len(requests) > 1:
-            chunks = [requests[i : i + _BATCH] for i in range(0, len(requests), _BATCH)]
+            chunks = _chunks(requests)
 
             def batch(chunk: list[dict[str, Any]]) -> list[APIError | None]:
                 try:
@@ -322,6 +323,26 @@ class Client(Transport):
         except APIError as err:
             return err
         return None
+
+
+def _chunks(requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The batches of `requests`, in order: at most `_BATCH` requests and `_BATCH_BYTES` bytes
+    of JSON each (fleetd refuses a body over 1 MiB with 413: large unit files must not turn a
+    batch into one); a request larger than that alone goes by itself, and the server answers
+    it as it would alone."""
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for request in requests:
+        length = len(json.dumps(request, separators=(",", ":"))) + 1
+        if current and (len(current) == _BATCH or size + length > _BATCH_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(request)
+        size += length
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _parallel(calls: Sequence[Callable[[], Any]]) -> list[Any]:

@@ -174,3 +174,23 @@ def test_fleetctl_falls_back_to_one_request_per_unit(old_server: _OldServer) -> 
         ("PUT", "/fleet/v1/units/a.service"),
         ("PUT", "/fleet/v1/units/b.service"),
     ]
+
+
+async def test_large_unit_files_go_in_batches_sized_by_bytes(
+    api: APIServer, client: Client, registry: Registry
+) -> None:
+    """Thirty units of ~60 KB each: 1.8 MB in all, over the server's 1 MiB body limit; the
+    client's batches are sized by bytes as well as count, so none is refused with 413."""
+    filler = [
+        {"section": "Service", "name": "Environment", "value": f"V{i}={'x' * 1500}"}
+        for i in range(40)
+    ]
+    units = [
+        {"name": f"big{n}.service", "options": [*HELLO, *filler], "desiredState": "inactive"}
+        for n in range(30)
+    ]
+    assert len(json.dumps(units)) > api.max_body
+    answers = await asyncio.to_thread(client.put_units, units)
+    assert answers == [None] * 30
+    snapshot = await registry.snapshot()
+    assert {f"big{n}.service" for n in range(30)} <= set(snapshot.jobs)
