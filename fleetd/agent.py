@@ -470,7 +470,8 @@ class Agent:
                 continue  # (no view yet: the restart tokens done here are not known yet)
             documents = {name: self._document(name) for name in self._hashes}
             changed = states_to_publish(documents, self._published)
-            await asyncio.gather(*(self._publish_one(state) for state in changed))
+            if changed:
+                await self._publish_many(changed)
 
     def _document(self, name: str) -> UnitState | None:
         return state_document(
@@ -483,14 +484,25 @@ class Agent:
             self._health.verdicts.get(name),
         )
 
-    async def _publish_one(self, state: UnitState) -> None:
-        lease, name = self.lease, state.name
+    async def _publish_many(self, states: list[UnitState]) -> None:
+        """Publish the states of a burst together (a few txns, not one put each)."""
+        lease = self.lease
         assert lease is not None
         try:
-            await self.registry.publish_state(state, lease)
+            await self.registry.publish_states(states, lease)
         except EtcdUnavailable as err:
-            log.warning("agent.publish_failed", unit=name, machine=self.machine.id, error=str(err))
-            return  # the next change or the re-registration publishes it again
+            log.warning(
+                "agent.publish_failed",
+                units=[s.name for s in states],
+                machine=self.machine.id,
+                error=str(err),
+            )
+            return  # the next change or the re-registration publishes them again
+        for state in states:
+            self._published_one(state)
+
+    def _published_one(self, state: UnitState) -> None:
+        name = state.name
         self._published[name] = state
         METRICS.inc("fleetd_agent_states_published_total")
         log.info(

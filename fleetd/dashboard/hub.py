@@ -248,9 +248,7 @@ class Hub:
             if asks["use"]:
                 asks["use"] = self._answer(capacity, lambda c: c.machines_use(), self.use_for, {})
             if asks["rollouts"]:
-                asks["rollouts"] = self._answer(
-                    True, lambda c: c.rollouts(), self.rollouts_for, []
-                )
+                asks["rollouts"] = self._answer(True, lambda c: c.rollouts(), self.rollouts_for, [])
 
     def _answer(
         self,

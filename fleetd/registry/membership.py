@@ -9,7 +9,7 @@ asked of its units (`restart/<name>/<id>`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -23,6 +23,8 @@ from fleetd.registry.room import Room
 __all__ = ["Membership"]
 
 log = structlog.get_logger(__name__)
+
+_STATES_PER_TXN = 100  # puts per txn: under etcd's default limit of 128 operations
 
 
 class Membership(Room):
@@ -166,6 +168,15 @@ class Membership(Room):
             active=state.active,
             sub=state.sub,
         )
+
+    async def publish_states(self, states: Sequence[UnitState], lease: Lease) -> None:
+        """Publish many states of this machine's units, on its lease, in as few txns as
+        etcd's operation limit allows (a burst of changes is one revision, not one each)."""
+        for start in range(0, len(states), _STATES_PER_TXN):
+            chunk = states[start : start + _STATES_PER_TXN]
+            puts = [Put(self.keys.state(s.name, s.machine_id), s.encode(), lease.id) for s in chunk]
+            await self.etcd.txn([], puts)
+            log.debug("registry.states_published", machine=chunk[0].machine_id, count=len(chunk))
 
     async def request_restart(self, name: str, machine_id: str, token: str) -> RestartRequest:
         """Ask the agent of `machine_id` to restart `name` once (`restart/<name>/<machine>`,

@@ -203,6 +203,9 @@ class Registry:
     async def publish_state(self, state: UnitState, lease: Lease) -> None:
         await self._membership.publish_state(state, lease)
 
+    async def publish_states(self, states: Sequence[UnitState], lease: Lease) -> None:
+        await self._membership.publish_states(states, lease)
+
     async def request_restart(self, name: str, machine_id: str, token: str) -> RestartRequest:
         return await self._membership.request_restart(name, machine_id, token)
 

@@ -104,6 +104,18 @@ async def test_publish_and_remove_state(registry: Registry) -> None:
     await lease.revoke()
 
 
+async def test_a_burst_of_states_is_published_in_few_revisions(registry: Registry) -> None:
+    lease = await registry.register_machine(Machine("m1"), 30)
+    before = (await registry.snapshot()).revision
+    burst = [state(f"u{i}.service", "m1") for i in range(250)]
+    await registry.publish_states(burst, lease)
+    snapshot = await registry.snapshot()
+    assert {(s.name, s.machine_id) for s in burst} <= set(snapshot.states)
+    assert snapshot.revision - before == 3  # 100 states a txn, not one revision each
+    await lease.revoke()  # on the machine's lease: gone with it
+    assert not (await registry.snapshot()).states
+
+
 async def test_election_campaign_resign_and_observe(registry: Registry) -> None:
     a, b = LeaderInfo("machine-a", "0.1"), LeaderInfo("machine-b", "0.1")
     lease_a = await registry.grant_lease(30)
