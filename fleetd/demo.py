@@ -59,6 +59,8 @@ ExecStart=/bin/sh -c 'while true; do sleep 60; done'
 [X-Fleet]
 Global=true
 """
+# v2 of the Global unit, rolled out a machine at a time (docs/rolling-updates.md)
+GLOBAL_V2 = GLOBAL.replace("sleep 60", "sleep 30") + "UpdateMinHealthyTime=1s\n"
 DBONLY = """[Unit]
 Description=Only on role=db machines
 
@@ -175,6 +177,11 @@ def walkthrough(w: Walkthrough, sandbox_dir: Path) -> None:
     asyncio.run(wait_active_on(sandbox_dir, "global.service", machines=3))
     w.run(fleetctl, "list-units")
     w.run(fleetctl, "list-unit-files")
+
+    w.say("a rolling update: v2 of the Global unit, one machine at a time, each healthy first")
+    (w.workdir / "global.service").write_text(GLOBAL_V2)
+    w.run(fleetctl, "start", "--replace", "global.service")
+    w.run(fleetctl, "rollout", "status", "--no-block", "global.service")
 
     w.say("failover: the machine running hello.service dies; the unit comes up elsewhere")
     w.run(fleetctl, "start", "hello.service")

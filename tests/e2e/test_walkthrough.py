@@ -94,6 +94,17 @@ def test_walkthrough(sandbox, tmp_path: Path) -> None:
     files = nth("fleetctl list-unit-files", 6)
     assert "global.service\t\tedcbd67\tlaunched\t-\t\tglobal\n" in files
 
+    # a rolling update of the Global unit: done, on every machine
+    assert nth("fleetctl start --replace global.service").splitlines()[-1] == (
+        "global.service: 3/3 updated (done)"
+    )
+    status = nth("fleetctl rollout status --no-block global.service").splitlines()
+    assert status[1:3] == [
+        "Progress: 3/3 updated",
+        "Policy: UpdateMaxParallel=1 UpdateMinHealthyTime=1s UpdateHealthyDeadline=300s",
+    ]
+    assert status[0].endswith(", done")
+
     # failover: hello.service active on a surviving machine; the dead one is gone
     assert any("after its machine died" in line for line in shown)
     final_units = [s.out for s in w.steps if " ".join(s.argv) == "fleetctl list-units"][-1]
