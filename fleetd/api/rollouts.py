@@ -16,7 +16,8 @@ from aiohttp import web
 from fleetd.api.context import Context
 from fleetd.api.rolling import begin_rollout, follow_document
 from fleetd.api.serialization import Fail, granted, json_response, read_json
-from fleetd.reconcile.rollout import RolloutRefused, Verb, command, read_begin, rollout_json
+from fleetd.reconcile.rollout import RolloutRefused, Verb, command
+from fleetd.reconcile.rollout_request import read_begin, rollout_json
 from fleetd.registry import KeyKind
 
 __all__ = ["routes"]

@@ -15,7 +15,7 @@ from fleetd.api.rolling import begin_rollout
 from fleetd.api.schema import unit_json
 from fleetd.api.serialization import Fail, failure_of, granted, json_response, read_json
 from fleetd.model import JobState, RolloutAction
-from fleetd.reconcile.rollout import rolls_out
+from fleetd.reconcile.rollout_request import rolls_out
 from fleetd.reconcile.unit_batch import BatchItem, creates, read_batch
 from fleetd.reconcile.unit_put import (
     Create,
