@@ -325,10 +325,14 @@ def _gone(target: Target, view: View) -> str:
         return "the unit was destroyed"
     if job.desired is JobState.INACTIVE:
         return "the unit was unloaded"
+    if job.desired is not JobState.LAUNCHED:
+        return "the unit was stopped"
     if not is_global(view, job):
         placed = view.placements.get(target.unit)
         if placed is not None and placed != target.machine_id:
             return f"the unit moved to {short_id(placed)}"
+    elif (target.unit, target.machine_id) not in view.states:
+        return "it no longer runs there"  # its metadata, or a conflict, keeps it away now
     return ""
 
 

@@ -223,12 +223,14 @@ def test_without_auto_revert_a_failure_stops_the_rollout_where_it_is() -> None:
 
 def test_reverting_instances_are_reverted_once_they_run_the_previous_version() -> None:
     rollout = replace(global_rollout([RV, RV, P, P, P, P]), state=RolloutState.REVERTING)
-    states = [running("g.service", m, V1.hash) for m in M[:1]]  # only the first is back
+    # only the first is back; the second still runs the new version; the others never left v1
+    states = [running("g.service", m, V1.hash) for m in M]
+    states[1] = running("g.service", M[1], V2.hash)
     view = cluster(jobs={"g.service": V1.hash}, states=states)
     step = plan_rollout(rollout, view, NOW)
     assert phases(step.rollout) == [RD, RV, P, P, P, P]
     assert step.rollout.state is RolloutState.REVERTING
-    states.append(running("g.service", M[1], V1.hash))
+    states[1] = running("g.service", M[1], V1.hash)
     done = plan_rollout(step.rollout, cluster(jobs={"g.service": V1.hash}, states=states), NOW)
     assert done.rollout.state is RolloutState.REVERTED
 
@@ -239,6 +241,30 @@ def test_a_machine_that_left_is_skipped_and_frees_its_slot() -> None:
     step = plan_rollout(rollout, view, NOW)
     assert phases(step.rollout) == [S, U, U, P, P, P]
     assert step.rollout.targets[0].reason == "its machine left the cluster"
+
+
+def test_a_machine_that_no_longer_runs_a_global_unit_is_skipped() -> None:
+    rollout = global_rollout([U, U, P, P, P, P])
+    states = global_states(rollout)
+    del states[1]  # its metadata changed: its agent unloaded the unit, its state went
+    view = cluster(jobs={"g.service": V2.hash}, states=states)
+    step = plan_rollout(rollout, view, NOW)
+    assert phases(step.rollout) == [U, S, U, P, P, P]
+    assert step.rollout.targets[1].reason == "it no longer runs there"
+
+
+def test_a_stopped_unit_is_skipped_everywhere() -> None:
+    rollout = global_rollout([U, U, P, P, P, P])
+    view = Snapshot(
+        1,
+        jobs={"g.service": Job("g.service", V2.hash, JobState.LOADED)},
+        units={u.hash: UnitContent(u) for u in (V1, V2)},
+        machines={m: Machine(m) for m in M},
+        states={(s.name, s.machine_id): s for s in global_states(rollout)},
+    )
+    step = plan_rollout(rollout, view, NOW)
+    assert set(phases(step.rollout)) == {S}
+    assert step.rollout.state is RolloutState.DONE
 
 
 def test_a_destroyed_unit_cancels_its_rollout() -> None:
