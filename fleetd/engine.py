@@ -20,7 +20,7 @@ import structlog
 
 from fleetd.leasefile import LeaseFile
 from fleetd.metrics import METRICS
-from fleetd.model import Cordon, DrainState, Job, LeaderInfo
+from fleetd.model import Cordon, DrainState, Job, LeaderInfo, Rollout
 from fleetd.reconcile.capacity import MachineUse, cluster_use, overcommit_changes, placed_after
 from fleetd.reconcile.drain import drains_due, plan_drain
 from fleetd.reconcile.engine import (
@@ -32,7 +32,7 @@ from fleetd.reconcile.engine import (
     steps,
 )
 from fleetd.reconcile.relevance import deposed, replans
-from fleetd.reconcile.rollout import plan_rollout, steps_due
+from fleetd.reconcile.rollout import next_due, plan_rollout, steps_due
 from fleetd.reconcile.scheduler import JobSpec, Strategy
 from fleetd.registry import (
     ClusterView,
@@ -185,39 +185,56 @@ class Engine:
     async def _roll(self, view: ClusterView, rolling: asyncio.Event, dirty: asyncio.Event) -> None:
         """Move every running rollout on (`plan_rollout`) and every drain (`plan_drain`), one
         compare-and-swap of its document each; a write lost to a newer document is planned
-        again from it."""
-        while True:
-            await rolling.wait()
-            rolling.clear()
-            for cordon in [c for c in view.cordons.values() if c.state is DrainState.DRAINING]:
-                if await self._drain(view, cordon):
-                    dirty.set()  # it released a unit: the planner moves it
-            for rollout in [r for r in view.rollouts.values() if not r.state.finished]:
-                step = plan_rollout(rollout, view, time.time())
-                if not step.changed:
-                    continue
-                new = step.rollout
-                won = await self.registry.advance_rollout(
-                    rollout, new, restarts=step.restarts, revert=step.revert
-                )
-                METRICS.inc("fleetd_engine_rollout_steps_total", outcome="won" if won else "lost")
-                if not won:
-                    continue  # its newer document is on its way: planned again from it
-                if view.rollouts.get(new.name) == rollout and not step.revert:
-                    # recorded before its watch event comes (not with a revert: the jobs it
-                    # changed come with that event, and a plan must not see one without them)
-                    view.put(KeyKind.ROLLOUT, new.name, new)
-                for change in step.changes:
-                    log.info(
-                        "engine.rollout_step",
-                        unit=new.name,
-                        rollout=new.id,
-                        change=change,
-                        state=str(new.state),
-                        progress=new.progress,
-                    )
-                if new.state.finished:
-                    METRICS.inc("fleetd_rollouts_finished_total", state=str(new.state))
+        again from it. Besides watch events, a deadline timer wakes it when a rollout's
+        instance is overdue a verdict (`next_due`)."""
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                await rolling.wait()
+                rolling.clear()
+                for cordon in [c for c in view.cordons.values() if c.state is DrainState.DRAINING]:
+                    if await self._drain(view, cordon):
+                        dirty.set()  # it released a unit: the planner moves it
+                for rollout in [r for r in view.rollouts.values() if not r.state.finished]:
+                    await self._step_rollout(view, rollout)
+                if timer is not None:
+                    timer.cancel()
+                due = [d for r in view.rollouts.values() if (d := next_due(r)) is not None]
+                if due:  # a deadline timer, not a poll: it fires once, when the first is due
+                    delay = max(0.0, min(due) - time.time()) + 0.1
+                    timer = asyncio.get_running_loop().call_later(delay, rolling.set)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _step_rollout(self, view: ClusterView, rollout: Rollout) -> None:
+        """One step of a rollout: the next document, written as a compare-and-swap with what
+        it asks (restart requests, the jobs' revert)."""
+        step = plan_rollout(rollout, view, time.time())
+        if not step.changed:
+            return
+        new = step.rollout
+        won = await self.registry.advance_rollout(
+            rollout, new, restarts=step.restarts, revert=step.revert
+        )
+        METRICS.inc("fleetd_engine_rollout_steps_total", outcome="won" if won else "lost")
+        if not won:
+            return  # its newer document is on its way: planned again from it
+        if view.rollouts.get(new.name) == rollout and not step.revert:
+            # recorded before its watch event comes (not with a revert: the jobs it changed
+            # come with that event, and a plan must not see one without them)
+            view.put(KeyKind.ROLLOUT, new.name, new)
+        for change in step.changes:
+            log.info(
+                "engine.rollout_step",
+                unit=new.name,
+                rollout=new.id,
+                change=change,
+                state=str(new.state),
+                progress=new.progress,
+            )
+        if new.state.finished:
+            METRICS.inc("fleetd_rollouts_finished_total", state=str(new.state))
 
     async def _drain(self, view: ClusterView, cordon: Cordon) -> bool:
         """One step of a drain: the next document, written as a compare-and-swap; whether it

@@ -397,11 +397,18 @@ class Target:
     machine_id: str
     phase: Phase = Phase.PENDING
     reason: str = ""  # why it failed or was skipped, or what it waits for
+    since: float = 0.0  # Unix time it began updating (0: not updating)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"unit": self.unit, "machine": self.machine_id, "phase": str(self.phase)}
+        out: dict[str, Any] = {
+            "unit": self.unit,
+            "machine": self.machine_id,
+            "phase": str(self.phase),
+        }
         if self.reason:
             out["reason"] = self.reason
+        if self.since:
+            out["since"] = self.since
         return out
 
     @classmethod
@@ -415,10 +422,13 @@ class Target:
         fields = (data.get("unit"), data.get("machine"), data.get("reason", ""))
         if not all(isinstance(f, str) for f in fields):
             raise ModelError(f"{kind} target fields unit, machine and reason must be strings")
-        return cls(data["unit"], data["machine"], phase, data.get("reason", ""))
+        since = data.get("since", 0.0)
+        if not isinstance(since, int | float) or isinstance(since, bool):
+            raise ModelError(f"{kind} target field since must be a number")
+        return cls(data["unit"], data["machine"], phase, data.get("reason", ""), float(since))
 
-    def at(self, phase: Phase, reason: str = "") -> Target:
-        return Target(self.unit, self.machine_id, phase, reason)
+    def at(self, phase: Phase, reason: str = "", since: float = 0.0) -> Target:
+        return Target(self.unit, self.machine_id, phase, reason, since)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,12 +48,14 @@ from fleetd.unit_names import UnitNameError, parse_name
 
 __all__ = [
     "ROLLOUT_KINDS",
+    "VERDICT_GRACE",
     "RolloutRefused",
     "RolloutStep",
     "Verb",
     "begin",
     "command",
     "covered_units",
+    "next_due",
     "plan_rollout",
     "steps_due",
 ]
@@ -219,7 +221,14 @@ def plan_rollout(rollout: Rollout, view: View, now: float) -> RolloutStep:
             changes.append(f"{_where(target)} skipped: {gone}")
             continue
         observed = view.states.get((target.unit, target.machine_id))
-        if target.phase is Phase.UPDATING and observed is not None:
+        if target.phase is Phase.UPDATING and _silent(rollout, target, observed, now):
+            waited = _verdict_due(rollout, target) - target.since
+            why = f"its machine said nothing of its health within {waited:g}s"
+            targets[i] = target.at(Phase.FAILED, why)
+            changes.append(f"{_where(target)} failed: {why}")
+            if state in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.CANARY):
+                state, reason = _failed(rollout, targets[i])
+        elif target.phase is Phase.UPDATING and observed is not None:
             if observed.gate == rollout.id and observed.health == Health.HEALTHY:
                 targets[i] = target.at(Phase.HEALTHY)
                 changes.append(f"{_where(target)} healthy")
@@ -248,7 +257,7 @@ def plan_rollout(rollout: Rollout, view: View, now: float) -> RolloutStep:
     if state is RolloutState.RUNNING:
         started, waiting = _next_batch(rollout, targets, view)
         for i in started:
-            targets[i] = targets[i].at(Phase.UPDATING)
+            targets[i] = targets[i].at(Phase.UPDATING, since=now)
             changes.append(f"{_where(targets[i])} {_verb(rollout)}")
             if rollout.action is RolloutAction.RESTART:
                 restarts.append(targets[i])
@@ -278,6 +287,42 @@ def plan_rollout(rollout: Rollout, view: View, now: float) -> RolloutStep:
     if new == rollout:
         return RolloutStep(rollout)
     return RolloutStep(new, tuple(restarts), revert, tuple(changes) or ("progress",))
+
+
+# How long past its deadline the engine waits for an instance's verdict before it takes the
+# silence for a failure (an agent judges its deadline itself and says so; one that never
+# answers — a fleetd too old for rollouts, a bug — must not stall the rollout forever).
+VERDICT_GRACE = 30.0
+
+
+def _verdict_due(rollout: Rollout, target: Target) -> float:
+    return target.since + rollout.policy.deadline + VERDICT_GRACE
+
+
+def _silent(rollout: Rollout, target: Target, state: UnitState | None, now: float) -> bool:
+    """An instance updating for longer than its deadline and the grace with no verdict."""
+    if not target.since or now < _verdict_due(rollout, target):
+        return False
+    return (
+        state is None
+        or state.gate != rollout.id
+        or state.health
+        not in (
+            Health.HEALTHY,
+            Health.UNHEALTHY,
+        )
+    )
+
+
+def next_due(rollout: Rollout) -> float | None:
+    """When the engine must look at `rollout` again even if nothing happens: the earliest
+    verdict due of its instances updating (None: none)."""
+    if rollout.state.finished:
+        return None
+    due = [
+        _verdict_due(rollout, t) for t in rollout.targets if t.phase is Phase.UPDATING and t.since
+    ]
+    return min(due, default=None)
 
 
 def _verb(rollout: Rollout) -> str:

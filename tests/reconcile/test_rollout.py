@@ -21,11 +21,13 @@ from fleetd.model import (
     UnitState,
 )
 from fleetd.reconcile.rollout import (
+    VERDICT_GRACE,
     RolloutRefused,
     Verb,
     begin,
     command,
     covered_units,
+    next_due,
     plan_rollout,
 )
 from fleetd.registry import Snapshot
@@ -233,6 +235,24 @@ def test_reverting_instances_are_reverted_once_they_run_the_previous_version() -
     states[1] = running("g.service", M[1], V1.hash)
     done = plan_rollout(step.rollout, cluster(jobs={"g.service": V1.hash}, states=states), NOW)
     assert done.rollout.state is RolloutState.REVERTED
+
+
+def test_an_instance_whose_machine_never_answers_fails_past_the_deadline() -> None:
+    """An agent judges its own deadline; one that never answers (a fleetd too old for
+    rollouts) fails the instance once the deadline and a grace are past (the engine's timer:
+    `next_due`)."""
+    policy = Policy(max_parallel="2", deadline=60.0)
+    rollout = global_rollout([P] * 6, policy)
+    view = cluster(jobs={"g.service": V2.hash}, states=global_states(rollout))
+    started = plan_rollout(rollout, view, NOW).rollout
+    assert [t.since for t in started.targets[:2]] == [NOW, NOW]
+    assert next_due(started) == NOW + 60 + VERDICT_GRACE
+    view = cluster(jobs={"g.service": V2.hash}, states=global_states(started))
+    assert not plan_rollout(started, view, NOW + 60 + VERDICT_GRACE - 1).changed
+    late = plan_rollout(started, view, NOW + 60 + VERDICT_GRACE).rollout
+    assert late.state is RolloutState.REVERTING
+    assert late.targets[0].reason == "its machine said nothing of its health within 90s"
+    assert next_due(late) is None
 
 
 def test_a_machine_that_left_is_skipped_and_frees_its_slot() -> None:
