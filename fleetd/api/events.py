@@ -7,7 +7,9 @@ A reader gets what it needs to keep a live view of the cluster without ever list
 - then, for each registry change that shows in those views,
   `{"type":"units","revision","units":[{"name","unit":Unit|null,"states":[UnitState]}]}` (every
   unit the change touches, as it is now: `unit` null once destroyed) or
-  `{"type":"machines","revision","machines":[Machine]}` (the whole, short, machine list);
+  `{"type":"machines","revision","machines":[Machine]}` (the whole, short, machine list) or
+  `{"type":"rollouts","revision","rollouts":[Rollout]}` (every rollout kept, as `x/rollouts`
+  shows them; the snapshot line has them too);
 - a new `snapshot` line after a compaction made the watch resync.
 
 Driven by the registry's watch (a snapshot, then its events; no polling). It runs until the
@@ -25,7 +27,8 @@ from aiohttp import web
 from fleetd.api.context import Context
 from fleetd.api.schema import machines_of, states_of, unit_json, units_of
 from fleetd.api.streams import endless
-from fleetd.registry import Snapshot, Update
+from fleetd.reconcile.rollout_request import rollout_json
+from fleetd.registry import ClusterView, KeyKind, Snapshot, Update
 
 __all__ = ["change_lines", "routes", "snapshot_line"]
 
@@ -44,7 +47,12 @@ def snapshot_line(snapshot: Snapshot) -> dict[str, Any]:
         "units": [_with_hash(snapshot, dict(u)) for u in units_of(snapshot)],
         "states": states_of(snapshot),
         "machines": machines_of(snapshot),
+        "rollouts": _rollouts(snapshot),
     }
+
+
+def _rollouts(view: Snapshot | ClusterView) -> list[dict[str, Any]]:
+    return [rollout_json(view.rollouts[name]) for name in sorted(view.rollouts)]
 
 
 def _unit_entry(snapshot: Snapshot, name: str) -> dict[str, Any]:
@@ -68,6 +76,9 @@ def change_lines(update: Update) -> list[dict[str, Any]]:
             "revision": after.revision,
             "units": [_unit_entry(after, name) for name in sorted(update.units)],
         })  # fmt: skip
+    if any(getattr(e, "kind", None) is KeyKind.ROLLOUT for e in update.events):
+        lines.append({"type": "rollouts", "revision": after.revision,
+                      "rollouts": _rollouts(after)})  # fmt: skip
     return lines
 
 

@@ -8,8 +8,8 @@ banner) and reconnects with a capped backoff; the snapshot it gets back replaces
 Nothing is polled. Threads and queues of the standard library only, like the server, so
 `fleetctl dashboard` keeps fleetctl's light imports.
 
-Rollouts (`GET /x/rollouts`) are asked after every change: those not over go to the browsers
-as a `rollouts` event (the page's Rollouts panel, with each one's progress).
+Rollouts come in the event stream too (its `rollouts` lines): those not over go to the
+browsers as a `rollouts` event (the page's Rollouts panel, with each one's progress).
 
 Units that want a machine and have none get their reason from the API (`GET /x/unplaced`, the
 planner's words), and machines that say what they offer (their `fleet.memory`, `fleet.cpus`
@@ -43,6 +43,13 @@ def wants_machine(unit: dict[str, Any]) -> bool:
         and "currentState" in unit
         and not unit.get("machineID")
     )
+
+
+def _not_over(rollouts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rollouts still going on (running, paused, waiting for promote, reverting, stopped
+    after a failure), by name."""
+    over = ("done", "reverted", "cancelled")
+    return sorted((r for r in rollouts if r.get("state") not in over), key=lambda r: r["name"])
 
 
 def says_capacity(machine: dict[str, Any]) -> bool:
@@ -100,6 +107,7 @@ class Hub:
                 for state in line.get("states") or []:
                     self.states.setdefault(state["name"], []).append(state)
                 self.machines = list(line.get("machines") or [])
+                self.rollouts = _not_over(line.get("rollouts") or [])
                 return "snapshot", self._view()
             if kind == "units":
                 for entry in line.get("units") or []:
@@ -116,6 +124,9 @@ class Hub:
             if kind == "machines":
                 self.machines = list(line.get("machines") or [])
                 return "machines", {"revision": self.revision, "machines": self.machines}
+            if kind == "rollouts":
+                self.rollouts = _not_over(line.get("rollouts") or [])
+                return "rollouts", {"revision": self.revision, "rollouts": list(self.rollouts)}
         return None
 
     # --- listeners -------------------------------------------------------------------------
@@ -193,10 +204,12 @@ class Hub:
             )
 
     def _ask_again(self) -> None:
-        """After a change: have the answers thread ask again (it asks for reasons only if a unit
-        is unplaced now or was, for use only if a machine says its capacity or did; for
-        rollouts always: a new version begins one, its steps change units' states)."""
-        self._answers_due.set()
+        """After a change: have the answers thread ask again if a unit is unplaced now (or
+        was), or a machine says its capacity (or did)."""
+        with self._lock:
+            had = bool(self.unplaced or self.use)
+        if had or any(self._wanting()):
+            self._answers_due.set()
 
     def reasons_for(self, answer: dict[str, str]) -> tuple[str, Any] | None:
         """Keep the API's reasons of the units unplaced in the view; the event for browsers,
@@ -219,22 +232,8 @@ class Hub:
             self.use = use
             return "use", {"revision": self.revision, "machines": dict(use)}
 
-    def rollouts_for(self, answer: list[dict[str, Any]]) -> tuple[str, Any] | None:
-        """Keep the rollouts that are not over (running, paused, waiting for promote,
-        reverting, stopped after a failure); the event for browsers, None when nothing
-        changed."""
-        over = ("done", "reverted", "cancelled")
-        current = sorted(
-            (r for r in answer if r.get("state") not in over), key=lambda r: r.get("name", "")
-        )
-        with self._lock:
-            if current == self.rollouts:
-                return None
-            self.rollouts = current
-            return "rollouts", {"revision": self.revision, "rollouts": list(current)}
-
     def _follow_answers(self) -> None:
-        asks = {"unplaced": True, "use": True, "rollouts": True}  # until the API has none
+        asks = {"unplaced": True, "use": True}  # until the API says it has no such extension
         while True:
             self._answers_due.wait()  # set by a change (or stop): never on a timer
             if self._stop.is_set():
@@ -247,8 +246,6 @@ class Hub:
                 )
             if asks["use"]:
                 asks["use"] = self._answer(capacity, lambda c: c.machines_use(), self.use_for, {})
-            if asks["rollouts"]:
-                asks["rollouts"] = self._answer(True, lambda c: c.rollouts(), self.rollouts_for, [])
 
     def _answer(
         self,

@@ -15,6 +15,7 @@ import pytest
 from fleetd.api.client import Client, Unreachable
 from fleetd.api.server import APIServer
 from fleetd.dashboard.hub import Hub
+from fleetd.model import Policy, Rollout, RolloutAction, RolloutState, Target
 from fleetd.registry import Registry
 from tests.api.api_helpers import HELLO, machine, publish
 
@@ -87,6 +88,17 @@ async def test_events_stream_snapshot_then_changes(api: APIServer, registry: Reg
     line = await follower.until(lambda line: (entry(line, "a.service") or {}).get("states"))
     assert entry(line, "a.service")["states"][0]["systemdSubState"] == "running"
 
+    # a rollout written (or stepped) shows as a `rollouts` line: every rollout, as x/rollouts
+    rollout = Rollout(
+        "a.service", "r1", RolloutAction.UPDATE, "h1", "h2", Policy(),
+        (Target("a.service", "m" * 32),), RolloutState.PAUSED,
+    )  # fmt: skip
+    await registry.etcd.put(registry.keys.rollout("a.service"), rollout.encode())
+    line = await follower.until(lambda line: isinstance(line, dict) and line["type"] == "rollouts")
+    assert [(r["name"], r["state"], r["progress"]) for r in line["rollouts"]] == [
+        ("a.service", "paused", "0/1 updated, 1 pending")
+    ]
+
     await asyncio.to_thread(client.destroy_unit, "a.service")
     await follower.until(
         lambda line: (e := entry(line, "a.service")) is not None and e["unit"] is None
@@ -119,7 +131,14 @@ def test_hub_keeps_the_view_from_the_lines() -> None:
         "machines",
         {"revision": 5, "machines": []},
     )
-    assert hub.apply({"type": "whatever", "revision": 6}) is None
+    # rollouts: the page shows those not over
+    rollouts = [{"name": "b.service", "state": "running"}, {"name": "a.service", "state": "done"}]
+    assert hub.apply({"type": "rollouts", "revision": 6, "rollouts": rollouts}) == (
+        "rollouts",
+        {"revision": 6, "rollouts": [{"name": "b.service", "state": "running"}]},
+    )
+    assert hub.view()["rollouts"] == [{"name": "b.service", "state": "running"}]
+    assert hub.apply({"type": "whatever", "revision": 7}) is None
 
 
 async def test_hub_asks_why_units_have_no_machine(api: APIServer, registry: Registry) -> None:
