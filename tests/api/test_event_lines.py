@@ -13,9 +13,14 @@ from fleetd.model import (
     LeaderInfo,
     Machine,
     Placement,
+    Policy,
+    Rollout,
+    RolloutAction,
+    Target,
     UnitContent,
     UnitState,
 )
+from fleetd.reconcile.rollout_request import rollout_json
 from fleetd.registry import Changed, ClusterView, KeyKind, Removed, Update
 from fleetd.unit import parse_unit
 
@@ -60,7 +65,18 @@ def test_the_first_line_is_the_whole_cluster_in_the_listings_shapes() -> None:
         "units": [APACHE_UNIT, HELLO_UNIT],  # by name, each with its content's hash
         "states": [HELLO_STATE],
         "machines": MACHINES,
+        "rollouts": [],
     }
+
+
+ROLLOUT = Rollout("hello.service", "r1", RolloutAction.RESTART, HELLO.hash, HELLO.hash,
+                  Policy(), (Target("hello.service", M1),))  # fmt: skip
+
+
+def rolling() -> ClusterView:
+    view = cluster()
+    view.put(KeyKind.ROLLOUT, "hello.service", ROLLOUT)
+    return view
 
 
 def destroyed() -> ClusterView:
@@ -112,6 +128,10 @@ def content_gone() -> ClusterView:
                       {"type": "units", "revision": 7, "units": [
                           {"name": "hello.service", "unit": HELLO_UNIT,
                            "states": [HELLO_STATE]}]}], id="machines-and-units"),
+        # a rollout written or stepped: every rollout kept, as x/rollouts shows them
+        pytest.param(Update(rolling(), (Changed(7, KeyKind.ROLLOUT, "hello.service", ROLLOUT),)),
+                     [{"type": "rollouts", "revision": 7,
+                       "rollouts": [rollout_json(ROLLOUT)]}], id="rollouts"),
         # a change that shows in none of the views (the engine's leader): no line
         pytest.param(Update(cluster(), (Changed(7, KeyKind.LEADER, "leader", LeaderInfo(M1)),)),
                      [], id="leader"),
