@@ -79,24 +79,27 @@ def _submit(
 
 
 def _follow_rollouts(plan: SubmitPlan, lines: int) -> set[str]:
-    """A replaced launched Global unit is rolled out, not replaced everywhere at once
-    (docs/rolling-updates.md): follow each such rollout until it is over (done, or waiting
-    for the user: canaries, paused); returns the units followed."""
+    """A replaced launched Global unit, or every launched instance of a template replaced with
+    one new version, is rolled out, not replaced everywhere at once (docs/rolling-updates.md):
+    follow each such rollout until it is over (done, or waiting for the user: canaries,
+    paused); returns the units followed."""
     from fleetd.api.client import APIError
     from fleetd.cli.rollout import follow_rollout
 
-    client = settings().client()
+    replaced = {w.name: w.unit.hash for w in plan.writes if not w.desired}
+    if not replaced:
+        return set()
+    try:
+        rollouts = settings().client().rollouts()  # one listing, however many units
+    except APIError:  # a fleet without rollouts
+        return set()
     followed: set[str] = set()
-    for write in plan.writes:
-        if write.desired:  # created, not replaced
-            continue
-        try:
-            doc = client.rollout(write.name)
-        except APIError:  # none (or a fleet without rollouts)
-            continue
-        if doc.get("to") == write.unit.hash and doc.get("state") not in ("done", "cancelled"):
+    for doc in rollouts:
+        units = {t.get("unit") for t in doc.get("targets") or ()}
+        ours = [n for n in units if replaced.get(n) == doc.get("to")]
+        if ours and doc.get("state") not in ("done", "reverted", "cancelled"):
             follow_rollout(doc, lines=lines)
-            followed.add(write.name)
+            followed |= units
     return followed
 
 
@@ -106,8 +109,10 @@ def _carry_out(plan: SubmitPlan) -> None:
     if plan.refusal:
         raise Failure(plan.refusal)
     client = settings().client()
-    writes = [_unit_body(w.name, w.unit, w.desired) for w in plan.writes]
-    for write, err in zip(plan.writes, client.put_units(writes), strict=True):
+    rolled = _begin_template_rollouts(plan)
+    puts = [w for w in plan.writes if w.name not in rolled]
+    writes = [_unit_body(w.name, w.unit, w.desired) for w in puts]
+    for write, err in zip(puts, client.put_units(writes), strict=True):
         if err is not None:
             raise api_failure(f"Error creating units: failed creating unit {write.name}", err)
     echo_lines(plan.written)
@@ -116,6 +121,32 @@ def _carry_out(plan: SubmitPlan) -> None:
         if err is not None:
             raise api_failure(f"Error setting target state of unit {name}", err)
     echo_lines(plan.triggered)
+
+
+def _begin_template_rollouts(plan: SubmitPlan) -> set[str]:
+    """`start --replace` of every launched instance of a template with one new version rolls
+    it out (`reconcile/submit.template_rollouts`) instead of replacing them all at once; the
+    instances it covers (their rollouts are followed by `_follow_rollouts`)."""
+    from fleetd.api.client import APIError
+    from fleetd.reconcile.submit import template_rollouts
+
+    if not any(not w.desired and "@" in w.name for w in plan.writes):
+        return set()
+    client = settings().client()
+    try:
+        launched = [u["name"] for u in client.units() if u.get("desiredState") == "launched"]
+    except APIError as err:
+        raise api_failure(
+            "Error creating units: error retrieving units from Registry", err
+        ) from None
+    covered: set[str] = set()
+    for template, writes in template_rollouts(plan.writes, launched).items():
+        try:
+            client.begin_rollout(template, "update", unit_options(writes[0].unit))
+        except APIError as err:
+            raise api_failure(f"Error rolling out {template}", err) from None
+        covered |= {w.name for w in writes}
+    return covered
 
 
 def _unit_body(name: str, unit: Any, desired: str) -> dict[str, Any]:

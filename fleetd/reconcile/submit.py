@@ -34,6 +34,7 @@ __all__ = [
     "Write",
     "names_to_look_up",
     "plan_submit",
+    "template_rollouts",
     "unit_suffix_problem",
 ]
 
@@ -358,3 +359,37 @@ def unit_suffix_problem(arg: str) -> str | None:
         return None
     valid = ", ".join(f".{t}" for t in sorted(UNIT_TYPES))
     return f"{arg} has no valid unit suffix ({valid})"
+
+
+def template_rollouts(
+    writes: Sequence[Write], launched: Iterable[str]
+) -> dict[str, tuple[Write, ...]]:
+    """The replacements of a plan that roll a template's new version out instead
+    (docs/rolling-updates.md): by template, the replaced instances when they are every launched
+    instance of that template (`launched`: the names of the launched units) — at least two —
+    with the same new content. Any other replacement goes as fleet's, at once."""
+    groups: dict[str, list[Write]] = {}
+    for write in writes:
+        if write.desired:  # created, not replaced
+            continue
+        try:
+            name = parse_name(write.name)
+        except UnitNameError:
+            continue
+        if name.is_instance:
+            groups.setdefault(name.template, []).append(write)
+    running: dict[str, set[str]] = {}
+    for unit in launched:
+        try:
+            name = parse_name(unit)
+        except UnitNameError:
+            continue
+        if name.is_instance and name.template in groups:
+            running.setdefault(name.template, set()).add(unit)
+    return {
+        template: tuple(group)
+        for template, group in sorted(groups.items())
+        if len(group) >= 2
+        and len({w.unit.hash for w in group}) == 1
+        and {w.name for w in group} == running.get(template)
+    }

@@ -201,6 +201,29 @@ async def test_pause_resume_and_undo_through_fleetctl(cluster: Cluster) -> None:
     assert {snapshot.jobs[n].unit_hash for n in instances()} == {before}
 
 
+async def test_start_replace_of_every_launched_instance_rolls_the_template_out(
+    cluster: Cluster,
+) -> None:
+    await started(cluster)
+    new_version(cluster)
+    async with judged(cluster, lambda unit, machine: ("healthy", "")):
+        rc, out, err = await cluster.fleetctl("start", "--replace", *instances())
+    assert rc == 0, err
+    assert out.splitlines()[-1] == "web@.service: 3/3 updated (done)"
+    snapshot = await cluster.registry.snapshot()
+    rollout = snapshot.rollouts["web@.service"]
+    assert rollout.state is RolloutState.DONE
+    assert {snapshot.jobs[n].unit_hash for n in instances()} == {rollout.to_hash}
+    # some of them only: replaced at once, as fleet does (no new rollout)
+    new_version(cluster, "3000")
+    rc, _, err = await cluster.fleetctl("start", "--replace", "web@1.service", "web@2.service")
+    assert rc == 0, err
+    snapshot = await cluster.registry.snapshot()
+    assert snapshot.rollouts["web@.service"].id == rollout.id
+    assert snapshot.jobs["web@1.service"].unit_hash != rollout.to_hash
+    assert snapshot.jobs["web@3.service"].unit_hash == rollout.to_hash
+
+
 async def test_a_template_running_nowhere_is_replaced_at_once(cluster: Cluster) -> None:
     (cluster.workdir / "web@.service").write_text(TEMPLATE.format(version="1"))
     rc, _, err = await cluster.fleetctl("submit", "web@1.service")

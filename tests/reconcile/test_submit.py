@@ -21,6 +21,7 @@ from fleetd.reconcile.submit import (
     Write,
     names_to_look_up,
     plan_submit,
+    template_rollouts,
     unit_suffix_problem,
 )
 from fleetd.unit import UnitFile, parse_unit
@@ -506,3 +507,32 @@ def test_the_same_input_gives_the_same_plan() -> None:
 )
 def test_unit_suffix_problem(arg: str, problem: bool) -> None:
     assert (unit_suffix_problem(arg) is not None) is problem
+
+
+WEB = parse_unit("[Service]\nExecStart=/bin/sleep 2\n")
+WEB_ELSE = parse_unit("[Service]\nExecStart=/bin/sleep 3\n")
+W1, W2, W3 = (Write(f"web@{i}.service", WEB) for i in (1, 2, 3))
+LAUNCHED = ("web@1.service", "web@2.service", "web@3.service", "hello.service")
+
+
+@pytest.mark.parametrize(
+    ("writes", "launched", "expected"),
+    [
+        # every launched instance, one new version: rolled out
+        ((W1, W2, W3), LAUNCHED, {"web@.service": (W1, W2, W3)}),
+        # not every launched instance: replaced at once, as fleet
+        ((W1, W2), LAUNCHED, {}),
+        # one instance alone: replaced at once
+        ((W1,), ("web@1.service",), {}),
+        # two new versions among them: replaced at once
+        ((W1, W2, Write("web@3.service", WEB_ELSE)), LAUNCHED, {}),
+        # created, not replaced (a desired state): not a rollout
+        (tuple(Write(w.name, WEB, "launched") for w in (W1, W2, W3)), LAUNCHED, {}),
+        # a Global unit or a plain unit: rolled by the API's own rule, not here
+        ((Write("hello.service", HELLO),), LAUNCHED, {}),
+    ],
+)
+def test_replacing_every_launched_instance_of_a_template_rolls_it_out(
+    writes: tuple[Write, ...], launched: tuple[str, ...], expected: dict
+) -> None:
+    assert template_rollouts(writes, launched) == expected
