@@ -9,8 +9,8 @@ following ends and whether the command failed are decided by the pure
 
 from __future__ import annotations
 
-import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -39,6 +39,25 @@ _lines = click.option(
 )
 
 
+def _versions(doc: dict[str, Any], goal: str, block: bool = True) -> Iterator[dict[str, Any]]:
+    """The rollout `doc`, then (unless `block` is False) each version of it as it comes, up to
+    the first that is over for a command wanting `goal` (`rollout_report.report`)."""
+    from fleetd.api.client import APIError
+    from fleetd.reconcile.rollout_report import report
+
+    yield doc
+    if not block or report(doc, goal=goal).over:
+        return
+    name = doc.get("name", "")
+    try:
+        for current in settings().client().follow_rollout(name):
+            yield current
+            if report(current, goal=goal).over:
+                return
+    except APIError as err:
+        raise api_failure(f"Error following the rollout of {name}", err) from None
+
+
 def follow_rollout(
     doc: dict[str, Any], *, goal: str = "done", block: bool = True, output: str = "text",
     lines: int = 10,
@@ -46,28 +65,18 @@ def follow_rollout(
     """Print the rollout `doc` and, unless `block` is False, every change of it until it is
     over for the command; a rollout that ended elsewhere than `goal` fails the command (the
     failed instance's journal lines first)."""
-    from fleetd.api.client import APIError
     from fleetd.cli.waiting import explain_failure
     from fleetd.reconcile.rollout_report import report
 
-    name = doc.get("name", "")
-    last = ""
-    said = report(doc, goal=goal)
-    docs = iter(())
-    if block and not said.over:
-        try:
-            docs = settings().client().follow_rollout(name)
-        except APIError as err:
-            raise api_failure(f"Error following the rollout of {name}", err) from None
-    for current in itertools.chain((doc,), docs if block else ()):
+    last, current = "", doc
+    for current in _versions(doc, goal, block):
         said = report(current, goal=goal)
         if output == "json":
             click.echo(json.dumps(current, separators=(",", ":")))
         elif said.line != last:
             click.echo(said.line)
             last = said.line
-        if said.over:
-            break
+    said = report(current, goal=goal)
     if said.hint and output == "text":
         click.echo(said.hint)
     if said.failure:
@@ -91,26 +100,16 @@ def follow_restart(doc: dict[str, Any], rolling: Any, legends: dict[str, str], l
     """Follow a restart rollout of a Global unit as `fleetctl restart` reports it: one line per
     machine once restarted and healthy, then fleet's failure lines if one fails there
     (`Rolling` of fleetd.reconcile.lifecycle)."""
-    from fleetd.api.client import APIError
     from fleetd.cli.context import echo_lines
     from fleetd.cli.waiting import explain_failure
     from fleetd.reconcile.rollout_report import report
 
-    name, said_healthy = doc.get("name", ""), set()
-    docs = iter(())
-    if not report(doc).over:
-        try:
-            docs = settings().client().follow_rollout(name)
-        except APIError as err:
-            raise api_failure(f"Error following the restart of {name}", err) from None
-    current = doc
-    for current in itertools.chain((doc,), docs):  # as they come
+    name, said_healthy, current = doc.get("name", ""), set(), doc
+    for current in _versions(doc, "done"):
         for target in current.get("targets") or ():
             if target.get("phase") == "healthy" and target["machine"] not in said_healthy:
                 said_healthy.add(target["machine"])
                 echo_lines((rolling.restarted(legends.get(target["machine"], target["machine"])),))
-        if report(current).over:
-            break
     said = report(current)
     if not said.failure:
         if said.hint:
