@@ -52,6 +52,10 @@ BEFORE_RULES = 0.129
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 if QUICK:
     MACHINES, JOBS = 100, 1000
+# a probe at another scale (nothing written to docs/benchmarks.md)
+PROBE = "BENCH_JOBS" in os.environ
+MACHINES = int(os.environ.get("BENCH_MACHINES", MACHINES))
+JOBS = int(os.environ.get("BENCH_JOBS", JOBS))
 PUBLISH_CONCURRENCY = 64  # state writes in flight in the simulated agents' process
 PREFIX = "/bench/"
 SETTLE = 5.0  # seconds the engine is watched after placing everything
@@ -380,7 +384,7 @@ def main() -> None:
           f"{r['raw']:.2f}s; {writes:.2f} etcd writes per job; {r['plans']} plans")
     markdown = report(plan_t, rules_t, base_t, r)
     print(markdown)
-    if not QUICK:
+    if not QUICK and not PROBE:
         write_block("scheduler", markdown)
 
 

@@ -31,6 +31,7 @@ from fleetd.reconcile.engine import (
     record_won,
     steps,
 )
+from fleetd.reconcile.index import plan_index
 from fleetd.reconcile.relevance import deposed, replans
 from fleetd.reconcile.rollout import next_due, plan_rollout, steps_due
 from fleetd.reconcile.scheduler import JobSpec, Strategy
@@ -281,11 +282,12 @@ class Engine:
             moves: list[tuple[str, str | None]] = []
             if plan.tasks:
                 writes = steps(plan)
-                won = await self._apply(writes)
+                won = await self._apply(writes, snapshot)
                 for step, ok in zip(writes, won, strict=True):
                     if ok:
-                        record_won(view, step)
+                        record_won(view, step, snapshot.jobs.get(step.job))
                         moves.append((step.job, step.new))
+            await self._copy_for_agents(view)
             await self._report_overcommitted(snapshot, moves)
             async with self._planned:
                 self._planned.notify_all()
@@ -332,10 +334,39 @@ class Engine:
                 reason = "machine left" if change.gone else "reserved within capacity"
                 log.info("engine.machine_overcommit_ended", reason=reason, **numbers)
 
-    async def _apply(self, writes: list[Step]) -> list[bool]:
+    async def _copy_for_agents(self, view: ClusterView) -> None:
+        """Keep the agents' copies (`placed/`, `global/`) in step with the records: write what
+        `plan_index` finds missing, stale or left over (all of them once, on a registry a
+        fleetd without copies wrote: the migration), then, once they are complete, say so
+        (`layout/index`): agents act on their own key ranges only from then on."""
+        snapshot = view.freeze()
+        index = await asyncio.to_thread(plan_index, snapshot, self._specs)
+        complete = not index
+        if index:
+            won = await self.registry.write_index(
+                index.put, index.drop, index.put_global, index.drop_global,
+                revision=snapshot.revision,
+            )  # fmt: skip
+            complete = won == len(index)
+            log.info(
+                "engine.index_copied",
+                machine=self.info.machine_id,
+                placed=len(index.put),
+                dropped=len(index.drop),
+                globals=len(index.put_global),
+                globals_dropped=len(index.drop_global),
+                won=won,
+            )
+        if complete and not view.marks:
+            await self.registry.mark_index(self.info.machine_id)
+
+    async def _apply(self, writes: list[Step], snapshot: Snapshot) -> list[bool]:
         """The plan's guarded writes — place, move (compare-and-swap old → new) or unplace a
-        job — many per etcd round trip, each winning or losing on its own."""
-        won = await self.registry.place([(step.job, step.old, step.new) for step in writes])
+        job — many per etcd round trip, each winning or losing on its own; a placement copies
+        the job it was planned from to the machine's agent (`placed/`)."""
+        won = await self.registry.place(
+            [(step.job, step.old, step.new) for step in writes], snapshot.jobs, snapshot.revision
+        )
         now = time.monotonic()
         for step, ok in zip(writes, won, strict=True):
             action = step.action.value

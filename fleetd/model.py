@@ -22,9 +22,12 @@ SCHEMA_VERSION = 1
 __all__ = [
     "BAD_LOAD_STATES",
     "SCHEMA_VERSION",
+    "Assignment",
     "Cordon",
     "DrainState",
     "DynamicMetadata",
+    "GlobalJob",
+    "IndexMark",
     "Job",
     "JobState",
     "LeaderInfo",
@@ -142,7 +145,7 @@ class Job(_Document):
             state = JobState.parse(desired)
         except ModelError as err:
             raise ModelError(f"job document field 'desired': {err}") from None
-        return cls(cls._field(data, "name", str), cls._field(data, "unit", str), state)
+        return cls(cls._field(data, "name", str), cls._field(data, "unit", str), state)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,74 @@ class Placement(_Document):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Placement:
         return cls(cls._field(data, "name", str), cls._field(data, "machine", str))
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment(_Document):
+    """What one machine's agent needs of a unit placed on it, under that machine's own key range
+    (`placed/<machine>/<name>`): the placement and the job's content hash and desired state,
+    kept current by the engine leader. Derived: `schedule/<name>` and `job/<name>` are the
+    records; this is their copy where only that machine looks."""
+
+    kind: ClassVar[str] = "placed"
+    name: str
+    machine_id: str
+    unit_hash: str
+    desired: JobState
+
+    @classmethod
+    def of(cls, job: Job, machine_id: str) -> Assignment:
+        return cls(job.name, machine_id, job.unit_hash, job.desired)
+
+    @property
+    def job(self) -> Job:
+        return Job(self.name, self.unit_hash, self.desired)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "machine": self.machine_id,
+            "unit": self.unit_hash,
+            "desired": str(self.desired),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Assignment:
+        job = Job.from_dict(data)
+        return cls(job.name, cls._field(data, "machine", str), job.unit_hash, job.desired)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalJob(Job):
+    """A Global unit's job, copied by the engine leader under `global/<name>`, where every
+    agent looks (they follow no other machine's units, and no other job)."""
+
+    kind: ClassVar[str] = "global"
+
+    @classmethod
+    def of(cls, job: Job) -> GlobalJob:
+        return cls(job.name, job.unit_hash, job.desired)
+
+    @property
+    def job(self) -> Job:
+        return Job(self.name, self.unit_hash, self.desired)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexMark(_Document):
+    """Written once by the engine leader when the per-machine copies (`placed/`, `global/`) are
+    complete: agents act on their own key ranges only from then on (`layout/index`)."""
+
+    kind: ClassVar[str] = "layout"
+    version: int = 1
+    machine_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "machine": self.machine_id}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IndexMark:
+        return cls(cls._field(data, "version", int), cls._field(data, "machine", str))
 
 
 @dataclass(frozen=True, slots=True)

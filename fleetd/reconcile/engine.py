@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from fleetd.model import Job, Placement, UnitContent, short_id
+from fleetd.model import Assignment, Job, Placement, UnitContent, short_id
 from fleetd.reconcile.drain import released as drain_released
 from fleetd.reconcile.globals import is_global
 from fleetd.reconcile.scheduler import (
@@ -362,12 +362,17 @@ def steps(plan: EnginePlan) -> list[Step]:
     return out
 
 
-def record_won(view: ClusterView, step: Step) -> None:
+def record_won(view: ClusterView, step: Step, job: Job | None = None) -> None:
     """Record a write the engine won before its watch event arrives, so the next plan starts
-    from it; skipped if the watch already moved the placement on (it is newer)."""
+    from it; skipped if the watch already moved the placement on (it is newer). `job`: the job
+    the write copied to the new machine's agent (`placed/`), recorded with it."""
     if view.placements.get(step.job) != step.old:
         return
+    if step.old is not None and step.old != step.new:
+        view.delete(KeyKind.PLACED, (step.old, step.job))
     if step.new is None:
         view.delete(KeyKind.SCHEDULE, step.job)
     else:
         view.put(KeyKind.SCHEDULE, step.job, Placement(step.job, step.new))
+        if job is not None:
+            view.put(KeyKind.PLACED, (step.new, step.job), Assignment.of(job, step.new))

@@ -257,10 +257,17 @@ def _template_of(name: str) -> str:
 
 
 def moves_jobs(event: Event) -> bool:
-    """Whether an event can change the engine's plan: states and restart requests never move
-    jobs (and a placement event that changed nothing — the echo of the engine's own write,
-    already recorded by `record_won` — never comes: the fold drops it)."""
-    return isinstance(event, Resync) or event.kind not in (KeyKind.STATE, KeyKind.RESTART)
+    """Whether an event can change the engine's plan: states, restart requests and the agents'
+    copies never move jobs (and a placement event that changed nothing — the echo of the
+    engine's own write, already recorded by `record_won` — never comes: the fold drops it)."""
+    return isinstance(event, Resync) or event.kind not in _NEVER_MOVE
+
+
+# States and restart requests never move jobs; nor do the agents' copies (the engine's own
+# writes, planned from the records they copy: `reconcile/index.py`).
+_NEVER_MOVE = frozenset(
+    (KeyKind.STATE, KeyKind.RESTART, KeyKind.PLACED, KeyKind.GLOBAL, KeyKind.LAYOUT)
+)
 
 
 def about_leader(event: Event) -> bool:

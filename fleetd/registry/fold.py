@@ -23,8 +23,11 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from fleetd.model import (
+    Assignment,
     Cordon,
     DynamicMetadata,
+    GlobalJob,
+    IndexMark,
     Job,
     LeaderInfo,
     Machine,
@@ -105,6 +108,10 @@ KINDS: tuple[Kind, ...] = (
     Kind(KeyKind.ROLLOUT, Rollout, "rollouts", "name", lambda d: d.name),
     Kind(KeyKind.CORDON, Cordon, "cordons", "machine", lambda d: d.machine_id, machine=_whole),
     Kind(KeyKind.LEADER, LeaderInfo, "leaders", "key", lambda d: "leader"),
+    Kind(KeyKind.PLACED, Assignment, "assignments", "machine and name",
+         lambda d: (d.machine_id, d.name), unit=_second, machine=_first),
+    Kind(KeyKind.GLOBAL, GlobalJob, "global_jobs", "name", lambda d: d.name, unit=_whole),
+    Kind(KeyKind.LAYOUT, IndexMark, "marks", "key", lambda d: "index"),
 )  # fmt: skip
 BY_KEY: Mapping[KeyKind, Kind] = MappingProxyType({k.key: k for k in KINDS})
 BY_DOC: Mapping[type, Kind] = MappingProxyType({k.doc: k for k in KINDS})
@@ -166,6 +173,10 @@ class _Fields:
     rollouts: Mapping[str, Rollout]  # by the Global unit's or the template's name
     cordons: Mapping[str, Cordon]  # by machine ID
     leaders: Mapping[str, LeaderInfo]  # "leader" → the engine leader, when there is one
+    # the per-machine copies the engine leader keeps for the agents (docs/architecture.md)
+    assignments: Mapping[tuple[str, str], Assignment]  # (machine, name)
+    global_jobs: Mapping[str, GlobalJob]  # the Global units' jobs, by name
+    marks: Mapping[str, IndexMark]  # "index" → the copies are complete
 
     @property
     def leader(self) -> LeaderInfo | None:
@@ -213,6 +224,9 @@ class ClusterView(_Fields):
     states: dict[tuple[str, str], UnitState]
     restarts: dict[tuple[str, str], RestartRequest]
     leaders: dict[str, LeaderInfo]
+    assignments: dict[tuple[str, str], Assignment]
+    global_jobs: dict[str, GlobalJob]
+    marks: dict[str, IndexMark]
 
     def __init__(self, snapshot: Snapshot | None = None) -> None:
         self.reset(snapshot if snapshot is not None else Snapshot())

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import structlog
 
-from fleetd.model import Job, JobState, Rollout, UnitContent
+from fleetd.model import Assignment, GlobalJob, Job, JobState, Placement, Rollout, UnitContent
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
 from fleetd.registry.keys import KeyKind
@@ -55,11 +55,12 @@ class Jobs(Room):
         content = UnitContent(unit)
         job = Job(name, content.hash, desired)
         job_key, unit_key = self.keys.job(name), self.keys.unit(content.hash)
+        puts = [Put(job_key, job.encode()), *self._global_copy(job, unit)]
 
         async def attempt() -> Submitted | Lost:
             res = await self.etcd.txn(
                 [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", "==", 0)],
-                [Put(unit_key, content.encode()), Put(job_key, job.encode())],
+                [Put(unit_key, content.encode()), *puts],
                 [Get(job_key), Get(unit_key)],
             )
             if not res.succeeded:
@@ -71,7 +72,7 @@ class Jobs(Room):
                 # so its mod revision tells a concurrent destroy that it gained a user.
                 res = await self.etcd.txn(
                     [Cmp(job_key, "version", "==", 0), Cmp(unit_key, "version", ">", 0)],
-                    [Put(unit_key, content.encode()), Put(job_key, job.encode())],
+                    [Put(unit_key, content.encode()), *puts],
                     [Get(job_key)],
                 )
                 if not res.succeeded:
@@ -103,8 +104,9 @@ class Jobs(Room):
             writes = []
             for name, unit, desired in chunk:
                 key = self.keys.job(name)
-                put = Put(key, Job(name, unit.hash, desired).encode())
-                writes.append(Guarded((Cmp(key, "version", "==", 0),), (put,), (Get(key),)))
+                job = Job(name, unit.hash, desired)
+                puts = (Put(key, job.encode()), *self._global_copy(job, unit))
+                writes.append(Guarded((Cmp(key, "version", "==", 0),), puts, (Get(key),)))
             try:
                 results = await self.etcd.txns(writes, first)
             except EtcdUnavailable as err:
@@ -145,26 +147,18 @@ class Jobs(Room):
     async def get_unit(self, unit_hash: str) -> UnitContent | None:
         return await self.read(self.keys.unit(unit_hash), UnitContent)
 
-    async def _job_at(self, key: str, name: str) -> tuple[KeyValue, Job]:
-        """The job at `key` with its key-value (for the mod revision to guard on); JobNotFound
-        when it is absent or corrupt (nothing to change in place)."""
-        _, kv = await self.etcd.get(key)
-        job = self.decode(kv) if kv else None
-        if kv is None or not isinstance(job, Job):
-            raise JobNotFound(name)
-        return kv, job
-
     async def set_desired(self, name: str, state: JobState) -> Job:
         """Change what the user wants of a unit (load/start/stop/unload)."""
         key = self.keys.job(name)
 
         async def attempt() -> Job | Lost:
-            kv, job = await self._job_at(key, name)
+            kv, job, copies = await self._job_and_copies(name)
             if job.desired == state:
                 return job
             new = Job(job.name, job.unit_hash, state)
             res = await self.etcd.txn(
-                [Cmp(key, "mod", "==", kv.mod_revision)], [Put(key, new.encode())]
+                [Cmp(key, "mod", "==", kv.mod_revision), *copies.guards],
+                [Put(key, new.encode()), *copies.writes(new)],
             )
             if not res.succeeded:
                 return LOST
@@ -186,7 +180,7 @@ class Jobs(Room):
         job_key, new_key = self.keys.job(name), self.keys.unit(content.hash)
 
         async def attempt() -> Job | Lost:
-            kv, job = await self._job_at(job_key, name)
+            kv, job, copies = await self._job_and_copies(name)
             if job.unit_hash == content.hash:
                 return job
             if job.unit_hash != expected_hash:
@@ -195,8 +189,12 @@ class Jobs(Room):
                     f"not {expected_hash[:7]}): read it again"
                 )
             new = Job(name, content.hash, job.desired)
-            writes = [Put(new_key, content.encode()), Put(job_key, new.encode())]
-            old_deleted = await self._commit_job_change(kv, job.unit_hash, writes)
+            writes = [
+                Put(new_key, content.encode()),
+                Put(job_key, new.encode()),
+                *copies.writes(new, unit.requirements(name).is_global),
+            ]
+            old_deleted = await self._commit_job_change(kv, job.unit_hash, writes, copies.guards)
             if old_deleted is LOST:
                 return LOST
             log.info(
@@ -234,7 +232,10 @@ class Jobs(Room):
             job = self.decode(mine)
             unit_hash = job.unit_hash if isinstance(job, Job) else None  # corrupt: none known
             rollout = await self.read(self.keys.rollout(name), Rollout)
-            deleted = await self._commit_job_change(mine, unit_hash, self._job_deletes(name))
+            placed = await self._placed(name)
+            deleted = await self._commit_job_change(
+                mine, unit_hash, self._job_deletes(name, placed.machine), placed.guards
+            )
             if deleted is LOST:
                 return LOST
             log.info("registry.job_destroyed", unit=name, unit_deleted=deleted)
@@ -260,6 +261,8 @@ class Jobs(Room):
             return []
         _, contents = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.UNIT))
         _, listed = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.JOB))
+        _, schedules = await self.etcd.get_prefix(self.keys.of_kind(KeyKind.SCHEDULE))
+        placed = {p.name: kv for kv in schedules if isinstance(p := self.decode(kv), Placement)}
         content_rev = {kv.key: kv.mod_revision for kv in contents}
         jobs: dict[str, tuple[KeyValue, Job]] = {}
         users: dict[str, set[str]] = {}
@@ -282,8 +285,10 @@ class Jobs(Room):
                     await self.destroy(name)  # created since the listing, or JobNotFound
                     return None
                 kv, job = found
+                where = _Copies.of(self, name, placed.get(name), None, read_global=False)
                 res = await self.etcd.txn(
-                    [Cmp(kv.key, "mod", "==", kv.mod_revision)], self._job_deletes(name)
+                    [Cmp(kv.key, "mod", "==", kv.mod_revision), *where.guards],
+                    self._job_deletes(name, where.machine),
                 )
                 if not res.succeeded:
                     await self.destroy(name)  # changed since the listing
@@ -308,26 +313,63 @@ class Jobs(Room):
                 log.info("registry.unit_collected", hash=unit_hash)
         return results
 
-    def _job_deletes(self, name: str) -> list[Delete]:
-        """What destroying a job deletes besides its content: the job, placement, states,
-        restart requests, and its rollout (a Global unit's; a template's stays with it)."""
-        return [
+    def _job_deletes(self, name: str, machine_id: str | None) -> list[Delete]:
+        """What destroying a job deletes besides its content: the job, placement (and the copy
+        its machine's agent follows, `machine_id`'s), states, restart requests, its Global
+        copy, and its rollout (a Global unit's; a template's stays with it)."""
+        deletes = [
             Delete(self.keys.job(name)),
             Delete(self.keys.schedule(name)),
             Delete(self.keys.states_of(name), prefix=True),
             Delete(self.keys.restarts_of(name), prefix=True),
             Delete(self.keys.rollout(name)),  # a Global unit's rollout goes with it
+            Delete(self.keys.global_job(name)),
         ]
+        if machine_id is not None:
+            deletes.append(Delete(self.keys.placed(machine_id, name)))
+        return deletes
+
+    def _global_copy(self, job: Job, unit: UnitFile) -> list[Put]:
+        """The copy of a new Global unit's job where every agent looks (`global/<name>`)."""
+        if not unit.requirements(job.name).is_global:
+            return []
+        return [Put(self.keys.global_job(job.name), GlobalJob.of(job).encode())]
+
+    async def _placed(self, name: str) -> _Copies:
+        """Where the job is placed (the copy its machine's agent follows), to change with it."""
+        res = await self.etcd.txn([], [Get(self.keys.schedule(name))])
+        return _Copies.of(self, name, _first(res.gets[0]), None, read_global=False)
+
+    async def _job_and_copies(self, name: str) -> tuple[KeyValue, Job, _Copies]:
+        """The job (JobNotFound when absent or corrupt) with its copies for the agents, read
+        together: a change of the job writes them in the same txn."""
+        res = await self.etcd.txn(
+            [],
+            [
+                Get(self.keys.job(name)),
+                Get(self.keys.schedule(name)),
+                Get(self.keys.global_job(name)),
+            ],
+        )
+        kv = _first(res.gets[0])
+        job = self.decode(kv) if kv else None
+        if kv is None or not isinstance(job, Job):
+            raise JobNotFound(name)
+        return kv, job, _Copies.of(self, name, _first(res.gets[1]), _first(res.gets[2]))
 
     async def _commit_job_change(
-        self, job: KeyValue, unit_hash: str | None, ops: Sequence[Put | Delete]
+        self,
+        job: KeyValue,
+        unit_hash: str | None,
+        ops: Sequence[Put | Delete],
+        also: Sequence[Cmp] = (),
     ) -> bool | Lost:
         """Commit `ops`, a change of the job read as `job`, guarded on that job being unchanged
-        since; and with them delete the job's content `unit_hash` when no other job uses it,
-        guarded on its key being unchanged too (`_unused_content`). LOST when a guard failed,
-        else whether the content was deleted (if not, the caller collects it afterwards: its
-        other users may be gone by then)."""
-        guards = [Cmp(job.key, "mod", "==", job.mod_revision)]
+        since (and on `also`); and with them delete the job's content `unit_hash` when no other
+        job uses it, guarded on its key being unchanged too (`_unused_content`). LOST when a
+        guard failed, else whether the content was deleted (if not, the caller collects it
+        afterwards: its other users may be gone by then)."""
+        guards = [Cmp(job.key, "mod", "==", job.mod_revision), *also]
         writes: list[Put | Delete | Get] = list(ops)
         unused = None
         if unit_hash is not None:
@@ -383,3 +425,62 @@ class Jobs(Room):
         res = await self.etcd.txn([guard], [Delete(self.keys.unit(unit_hash))])
         if res.succeeded:
             log.info("registry.unit_collected", hash=unit_hash)
+
+
+def _first(kvs: Sequence[KeyValue]) -> KeyValue | None:
+    return kvs[0] if kvs else None
+
+
+class _Copies:
+    """A job's copies for the agents as read with it (docs/architecture.md, "The agents'
+    copies"): the machine it is placed on (its `schedule/` key) and its Global copy, with the
+    guards that they are still so; `writes(new)` keeps them in step with a new job."""
+
+    def __init__(self, room: Jobs, name: str, machine: str | None, guards: list[Cmp],
+                 global_copy: bool) -> None:  # fmt: skip
+        self.room, self.name, self.machine = room, name, machine
+        self.guards, self.global_copy = guards, global_copy
+
+    @classmethod
+    def of(
+        cls,
+        room: Jobs,
+        name: str,
+        schedule: KeyValue | None,
+        global_kv: KeyValue | None,
+        *,
+        read_global: bool = True,
+    ) -> _Copies:
+        """`read_global`: whether `global_kv` was read (a destroy deletes the Global copy
+        whatever it is, and reads only the placement)."""
+        keys = room.keys
+        placement = room.decode(schedule) if schedule is not None else None
+        machine = placement.machine_id if isinstance(placement, Placement) else None
+        guards = [
+            Cmp(keys.schedule(name), "mod", "==", schedule.mod_revision)
+            if schedule is not None
+            else Cmp(keys.schedule(name), "version", "==", 0),
+        ]
+        if read_global:
+            guards.append(
+                Cmp(keys.global_job(name), "mod", "==", global_kv.mod_revision)
+                if global_kv is not None
+                else Cmp(keys.global_job(name), "version", "==", 0)
+            )
+        return cls(room, name, machine, guards, global_kv is not None)
+
+    def writes(self, new: Job, is_global: bool | None = None) -> list[Put | Delete]:
+        """The copies of `new`: its machine's, and its Global one (`is_global`: whether its
+        content is Global, when it changes; None: as it was)."""
+        keys = self.room.keys
+        out: list[Put | Delete] = []
+        if self.machine is not None:
+            out.append(
+                Put(keys.placed(self.machine, new.name), Assignment.of(new, self.machine).encode())
+            )
+        is_global = self.global_copy if is_global is None else is_global
+        if is_global:
+            out.append(Put(keys.global_job(new.name), GlobalJob.of(new).encode()))
+        elif self.global_copy:
+            out.append(Delete(keys.global_job(new.name)))
+        return out

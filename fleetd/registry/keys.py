@@ -5,6 +5,11 @@ Under the configurable prefix (default `/fleet/`):
     unit/<sha1>                 UnitContent, content-addressed, shared by jobs
     job/<name>                  Job
     schedule/<name>             Placement (absent = unscheduled)
+    placed/<machine-id>/<name>  Assignment: the placement with the job's hash and desired
+                                state, where only that machine's agent looks (engine leader)
+    global/<name>               Job of a Global unit, copied where every agent looks
+                                (engine leader)
+    layout/index                IndexMark: the copies above are complete (engine leader)
     machine/<id>                Machine, on the agent's lease
     machine-meta/<id>           DynamicMetadata (API PATCH /machines), no lease: it outlives
                                 the machine's registration and overrides its config metadata
@@ -40,10 +45,13 @@ class KeyKind(StrEnum):
     ROLLOUT = "rollout"
     CORDON = "cordon"
     LEADER = "engine"
+    PLACED = "placed"
+    GLOBAL = "global"
+    LAYOUT = "layout"
 
 
 # How many segments follow the kind, where not one: per-machine records of a unit.
-_PARTS = {KeyKind.STATE: 2, KeyKind.RESTART: 2}
+_PARTS = {KeyKind.STATE: 2, KeyKind.RESTART: 2, KeyKind.PLACED: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,20 @@ class KeyLayout:
     def cordon(self, machine_id: str) -> str:
         return f"{self.prefix}cordon/{machine_id}"
 
+    def placed(self, machine_id: str, name: str) -> str:
+        return f"{self.prefix}placed/{machine_id}/{name}"
+
+    def placed_on(self, machine_id: str) -> str:
+        """Prefix of every unit placed on one machine (its agent's range)."""
+        return f"{self.prefix}placed/{machine_id}/"
+
+    def global_job(self, name: str) -> str:
+        return f"{self.prefix}global/{name}"
+
+    @property
+    def index_mark(self) -> str:
+        return f"{self.prefix}layout/index"
+
     @property
     def leader(self) -> str:
         return f"{self.prefix}engine/leader"
@@ -123,5 +145,7 @@ class KeyLayout:
         if len(rest) != expected or not all(rest):
             return None
         if kind is KeyKind.LEADER and rest != ("leader",):
+            return None
+        if kind is KeyKind.LAYOUT and rest != ("index",):
             return None
         return ParsedKey(kind, rest)

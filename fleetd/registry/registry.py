@@ -11,7 +11,8 @@ This module is the façade callers use; the work is done in rooms, one per role,
 - `membership.py` — leases, machines, unit states, dynamic metadata, restart requests;
 - `election.py` — the engine leader: campaign, resign, leader, observe_leader;
 - `reads.py` — snapshots at one revision, watch, follow, wait_for;
-- `placement.py` — placing jobs on machines (schedule, unschedule, place);
+- `placement.py` — placing jobs on machines (schedule, unschedule, place) and the copies
+  the agents follow (write_index, mark_index);
 - `cas.py` — the bounded compare-and-swap retry they share.
 
 The rooms are composed, not mixed in: each is a plain object over the same adapter and layout,
@@ -29,7 +30,9 @@ from types import TracebackType
 import structlog
 
 from fleetd.model import (
+    Assignment,
     Cordon,
+    GlobalJob,
     Job,
     JobState,
     LeaderInfo,
@@ -156,8 +159,29 @@ class Registry:
     async def unschedule(self, name: str, expected_machine: str) -> bool:
         return await self._placements.unschedule(name, expected_machine)
 
-    async def place(self, changes: Sequence[tuple[str, str | None, str | None]]) -> list[bool]:
-        return await self._placements.place(changes)
+    async def place(
+        self,
+        changes: Sequence[tuple[str, str | None, str | None]],
+        jobs: Mapping[str, Job] | None = None,
+        revision: int = 0,
+    ) -> list[bool]:
+        return await self._placements.place(changes, jobs, revision)
+
+    async def write_index(
+        self,
+        put: Sequence[Assignment] = (),
+        drop: Sequence[tuple[str, str]] = (),
+        put_global: Sequence[GlobalJob] = (),
+        drop_global: Sequence[str] = (),
+        *,
+        revision: int,
+    ) -> int:
+        return await self._placements.write_index(
+            put, drop, put_global, drop_global, revision=revision
+        )
+
+    async def mark_index(self, machine_id: str) -> bool:
+        return await self._placements.mark_index(machine_id)
 
     # --- rollouts and cordons: registry/rollouts.py -----------------------------------------
     async def get_rollout(self, name: str) -> Rollout | None:
