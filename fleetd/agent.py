@@ -42,7 +42,7 @@ from fleetd.reconcile.publish import (
 )
 from fleetd.reconcile.relevance import LocalJobs
 from fleetd.reconcile.states import adopted_as_started
-from fleetd.registry import ClusterView, EtcdUnavailable, Lease, Registry
+from fleetd.registry import ClusterView, EtcdUnavailable, KeyKind, Lease, Registry
 from fleetd.registry.watch import Backoff, retry_unavailable
 from fleetd.systemd import SystemdManager
 from fleetd.systemd import UnitState as SystemdState
@@ -208,8 +208,8 @@ class Agent:
     # ---- following the registry and systemd
 
     async def _follow_registry(self) -> None:
-        view = ClusterView()
-        async with aclosing(self.registry.follow(view=view)) as updates:
+        view = ClusterView()  # this machine's part of the registry only (registry/local.py)
+        async with aclosing(self.registry.follow_machine(self.machine.id, view=view)) as updates:
             async for update in updates:
                 if not update.events:  # the snapshot we start from
                     first = self._view is None
@@ -423,6 +423,8 @@ class Agent:
         self._states.pop(name, None)
         self._restarted.pop(name, None)
         self._health.forget(name)
+        if self._view is not None:
+            self._view.delete(KeyKind.STATE, (name, self.machine.id))
         if self._published.pop(name, None) is not None:
             with contextlib.suppress(EtcdUnavailable):
                 await self.registry.remove_state(name, self.machine.id)
@@ -504,6 +506,8 @@ class Agent:
     def _published_one(self, state: UnitState) -> None:
         name = state.name
         self._published[name] = state
+        if self._view is not None:  # the agent follows no state: its own ones, as published
+            self._view.put(KeyKind.STATE, (name, state.machine_id), state)
         METRICS.inc("fleetd_agent_states_published_total")
         log.info(
             "agent.state_published",

@@ -11,6 +11,7 @@ This module is the façade callers use; the work is done in rooms, one per role,
 - `membership.py` — leases, machines, unit states, dynamic metadata, restart requests;
 - `election.py` — the engine leader: campaign, resign, leader, observe_leader;
 - `reads.py` — snapshots at one revision, watch, follow, wait_for;
+- `local.py` — one machine's part of the registry, as its agent follows it;
 - `placement.py` — placing jobs on machines (schedule, unschedule, place) and the copies
   the agents follow (write_index, mark_index);
 - `cas.py` — the bounded compare-and-swap retry they share.
@@ -52,6 +53,7 @@ from fleetd.registry.follow import Update
 from fleetd.registry.jobs import Jobs, Submitted
 from fleetd.registry.keys import KeyLayout
 from fleetd.registry.leases import Lease
+from fleetd.registry.local import Local
 from fleetd.registry.membership import Membership
 from fleetd.registry.placement import Placements
 from fleetd.registry.reads import UNITS_SNAPSHOT_MAX, Reads
@@ -151,6 +153,12 @@ class Registry:
 
     async def wait_for(self, predicate: Callable[[Snapshot | ClusterView], bool]) -> Snapshot:
         return await self._reads.wait_for(predicate)
+
+    def follow_machine(
+        self, machine_id: str, *, view: ClusterView | None = None
+    ) -> AsyncIterator[Update]:
+        """Follow one machine's part of the registry only (its agent's): registry/local.py."""
+        return Local(self._etcd, self.keys, machine_id).follow(view)
 
     # --- placements: registry/placement.py -------------------------------------------------
     async def schedule(self, name: str, machine_id: str, expected: str | None = None) -> bool:

@@ -85,11 +85,13 @@ class EventStream:
         from_revision: int,
         *,
         key: str | None = None,
+        prefix: bool = True,
     ) -> None:
         if from_revision < 1:
             raise ValueError("a watch starts at revision 1 or later (snapshot().revision + 1)")
         self._etcd, self._layout, self._relist_now = etcd, layout, relist
         self._key = key or layout.prefix
+        self._prefix = prefix  # False: that one key only
         self.next_revision = from_revision  # the first revision not yet fully delivered
         self.resyncs = 0
         self.reconnects = 0
@@ -128,7 +130,8 @@ class EventStream:
         while True:
             start = self.next_revision
             try:
-                async with contextlib.aclosing(etcd.watch(self._key, start)) as batches:
+                watching = etcd.watch(self._key, start, self._prefix)
+                async with contextlib.aclosing(watching) as batches:
                     async for batch in batches:
                         backoff.reset()
                         events = self._decode(batch.changes, start)

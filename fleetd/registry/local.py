@@ -1,0 +1,266 @@
+"""The local room: one machine's part of the registry, followed as the agent of that machine
+needs it and nothing more.
+
+An agent reads its own key ranges only (docs/architecture.md, "What an agent reads"): the
+units placed on its machine (`placed/<machine>/`), the Global units' jobs (`global/`), the
+rollouts, the restart requests, its machine's registration, dynamic metadata and cordon, and
+the contents of the units it holds — fetched by hash when a unit names one it lacks, forgotten
+when no unit of its names it any more. Nothing about the other machines' units or states: a
+cluster of 100,000 units costs an agent what its own units cost. `LocalCopies` (`copies.py`)
+turns what it reads into the records' documents, so the agent folds a `ClusterView` with the
+one fold and its planner does not know which view it has.
+
+Following is the one follower's way (`follow.py`) over several ranges: list them at one
+revision, watch each from the next (`EventStream`s: resumed across disconnects), fold each
+batch, hand over one `Update` per batch that changed the view. The watches' batches meet in one
+queue (bounded: a slow agent holds etcd back as one stream would). When a range's history was
+compacted, its stream relists the whole part (`Resync`): the view is replaced and every range
+is watched again from the new listing's revision, so no range's older events land after it.
+
+The copies exist once the engine leader says so (`layout/index`, written after its first
+complete pass): until then — a registry written by a fleetd that kept no copies, being migrated
+— the follower waits, and the agent acts on nothing rather than on an empty range (which would
+stop every unit of the machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import structlog
+
+from fleetd.model import Job, Rollout, UnitContent
+from fleetd.registry.copies import LocalCopies
+from fleetd.registry.etcd import EtcdClient
+from fleetd.registry.fold import (
+    Changed,
+    ClusterView,
+    Event,
+    Resync,
+    Snapshot,
+    snapshot_of,
+    touched,
+)
+from fleetd.registry.follow import Update
+from fleetd.registry.keys import KeyKind, KeyLayout
+from fleetd.registry.kv import Get, KeyValue
+from fleetd.registry.room import Room
+from fleetd.registry.watch import EventStream, retry_unavailable
+
+__all__ = ["Local"]
+
+log = structlog.get_logger(__name__)
+
+_GETS_PER_TXN = 100  # single-key reads per txn (etcd allows 128 operations)
+_QUEUED_BATCHES = 16  # watch batches waiting to be folded, over all ranges
+
+
+class Local(Room):
+    """One machine's part of the registry: `follow()` it, `snapshot()` it."""
+
+    def __init__(self, etcd: EtcdClient, keys: KeyLayout, machine_id: str) -> None:
+        super().__init__(etcd, keys)
+        self.machine_id = machine_id
+        self.copies = LocalCopies(machine_id)
+        # the copies each listing read, by revision, until its view takes them (a relist runs
+        # in a watch's task while older batches are still folded with the current copies)
+        self._listed: dict[int, LocalCopies] = {}
+
+    def ranges(self) -> list[tuple[str, bool]]:
+        """What this machine's agent watches: (key, whether a prefix)."""
+        keys, me = self.keys, self.machine_id
+        return [
+            (keys.placed_on(me), True),
+            (keys.of_kind(KeyKind.GLOBAL), True),
+            (keys.of_kind(KeyKind.ROLLOUT), True),
+            (keys.of_kind(KeyKind.RESTART), True),
+            (keys.machine(me), False),
+            (keys.machine_meta(me), False),
+            (keys.cordon(me), False),
+            (keys.index_mark, False),
+        ]
+
+    async def snapshot(self) -> Snapshot:
+        """This machine's part at one revision, as the records: its units' jobs, placements
+        and contents, the Global jobs, rollouts, its restart requests, registration, metadata,
+        cordon, and the states it published of the units it holds."""
+        revision = 0  # the first read's; the others are read at it (etcd answers with its own)
+        documents: list[Any] = []
+        for key, prefix in self.ranges():
+            if prefix:
+                at, kvs = await self.etcd.get_prefix(key, revision)
+            else:
+                at, kv = await self.etcd.get(key, revision)
+                kvs = [kv] if kv is not None else []
+            revision = revision or at
+            documents += [d for kv in kvs if (d := self.decode(kv)) is not None]
+        copies = LocalCopies(self.machine_id)
+        records = copies.reset(documents)
+        self._listed[revision] = copies
+        names = sorted(copies.names)
+        records += await self._reads([self.keys.state(n, self.machine_id) for n in names])
+        needed = {d.unit_hash for d in records if isinstance(d, Job)}
+        needed |= {h for d in records if isinstance(d, Rollout) for h in (d.from_hash, d.to_hash)}
+        records += await self._reads([self.keys.unit(h) for h in sorted(needed)])
+        return snapshot_of(revision, records)
+
+    async def follow(self, view: ClusterView | None = None) -> AsyncIterator[Update]:
+        """Wait for the copies to exist, then follow this machine's part (see above)."""
+        await self._index_ready()
+        start = await retry_unavailable(self.snapshot, "registry.snapshot_retry")
+        self._take_copies(start.revision)
+        if view is None:
+            view = ClusterView(start)
+        else:
+            view.reset(start)
+        log.info(
+            "registry.following_machine",
+            machine=self.machine_id,
+            revision=start.revision,
+            units=len(view.jobs),
+        )
+        yield Update(view, (), everything=True)
+        revision = start.revision
+        while True:  # until the consumer stops; again after each relist
+            async with _Watches(self, revision + 1) as batches:
+                async for batch in batches:
+                    update = await self._fold(view, batch)
+                    if update is not None:
+                        yield update
+                    if update is not None and update.everything:
+                        break  # relisted: watch every range again from its revision
+            revision = view.revision
+
+    async def _fold(self, view: ClusterView, batch: list[Event]) -> Update | None:
+        changed: list[Event] = []
+        units: set[str] = set()
+        machines = everything = False
+        for raw in batch:
+            if isinstance(raw, Resync):  # in the records' terms already (`snapshot()`)
+                self._take_copies(raw.revision)
+                events: list[Event] = [raw]
+            else:
+                events = self.copies.translate(raw)
+            for event in events:
+                about = touched(view, event)
+                if not view.apply(event):
+                    continue
+                changed.append(event)
+                if isinstance(event, Resync):
+                    everything = True
+                elif about is None:
+                    machines = True
+                else:
+                    units |= about
+            if everything:
+                break  # the rest of the batch is older than the listing
+        if changed and not everything:
+            for event in await self._contents(view):
+                units |= touched(view, event) or set()
+                view.apply(event)
+                changed.append(event)
+        if not changed:
+            return None
+        return Update(view, tuple(changed), frozenset(units), machines, everything)
+
+    def _take_copies(self, revision: int) -> None:
+        """The copies of the listing at `revision` become the ones events are translated by."""
+        self.copies = self._listed.pop(revision)
+        self._listed = {r: c for r, c in self._listed.items() if r > revision}
+
+    async def _contents(self, view: ClusterView) -> list[Event]:
+        """Fetch the contents the view's units (and rollouts) name and it lacks; forget those
+        none names any more. Contents are immutable: read at any revision."""
+        needed = {job.unit_hash for job in view.jobs.values()}
+        for rollout in view.rollouts.values():
+            needed |= {rollout.from_hash, rollout.to_hash}
+        for unit_hash in [h for h in view.units if h not in needed]:
+            view.delete(KeyKind.UNIT, unit_hash)
+        missing = sorted(needed - view.units.keys())
+        if not missing:
+            return []
+        docs = await self._reads([self.keys.unit(h) for h in missing])
+        revision = view.revision
+        return [
+            Changed(revision, KeyKind.UNIT, d.hash, d) for d in docs if isinstance(d, UnitContent)
+        ]
+
+    async def _reads(self, keys: Sequence[str]) -> list[Any]:
+        """The documents at `keys` (absent and corrupt ones left out), 100 per txn."""
+        out: list[Any] = []
+        for start in range(0, len(keys), _GETS_PER_TXN):
+            chunk = keys[start : start + _GETS_PER_TXN]
+            res = await self.etcd.txn([], [Get(k) for k in chunk])
+            out += [d for kvs in res.gets for kv in kvs if (d := self.decode(kv)) is not None]
+        return out
+
+    async def _index_ready(self) -> None:
+        """Return once the engine leader has said the copies are complete (`layout/index`)."""
+        key = self.keys.index_mark
+
+        async def read() -> tuple[int, KeyValue | None]:
+            return await self.etcd.get(key)
+
+        waited = False
+        while True:
+            revision, kv = await retry_unavailable(read, "registry.snapshot_retry")
+            if kv is not None:
+                if waited:
+                    log.info("registry.index_ready", machine=self.machine_id)
+                return
+            if not waited:
+                log.info("registry.waiting_for_index", machine=self.machine_id)
+                waited = True
+
+            async def relist() -> Snapshot:
+                return Snapshot((await read())[0])
+
+            async with EventStream(
+                self.etcd, self.keys, relist, revision + 1, key=key, prefix=False
+            ) as stream:
+                await anext(stream)  # written (or relisted): read it again
+
+
+class _Watches:
+    """Every range of a `Local` watched from one revision, their batches in one queue."""
+
+    def __init__(self, local: Local, from_revision: int) -> None:
+        self.queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue(_QUEUED_BATCHES)
+        self.streams = [
+            EventStream(local.etcd, local.keys, local.snapshot, from_revision, key=k, prefix=p)
+            for k, p in local.ranges()
+        ]
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> AsyncIterator[list[Event]]:
+        self.tasks = [asyncio.create_task(_pump(s, self.queue)) for s in self.streams]
+        return self._batches()
+
+    async def _batches(self) -> AsyncIterator[list[Event]]:
+        while True:
+            batch = await self.queue.get()
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for stream in self.streams:
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
+
+async def _pump(stream: EventStream, queue: asyncio.Queue[list[Event] | BaseException]) -> None:
+    """One range's batches into the shared queue (an error too: the follower raises it)."""
+    try:
+        async for batch in stream.batches():
+            await queue.put(batch)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as err:  # handed to the follower, which raises it
+        await queue.put(err)
