@@ -11,15 +11,16 @@ leases and watch quirks all live here rather than leak into files that would imp
 
 Watch resumption is the registry's job, not the library's: etcd3aio re-creates a broken watch
 stream by itself from `header.revision + 1`, which can skip events still pending for a watcher
-that was catching up. So a second `created` ack on one stream (the library reconnected under us)
-is reported as WatchInterrupted, and the registry restarts from the last revision it delivered.
+that was catching up (and such a re-created stream once never answered at all). So watches are
+asked for on the library's gRPC stub directly (`watch_ranges`: several ranges, one etcd watcher
+each, on one stream), a broken stream ends as WatchInterrupted, and the registry resumes each
+range from the last revision it delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -46,7 +47,7 @@ from etcd3aio import (
     EtcdUnauthenticatedError,
     prefix_range_end,
 )
-from etcd3aio._protobuf import RequestOp, TxnRequest
+from etcd3aio._protobuf import RequestOp, TxnRequest, WatchCreateRequest, WatchRequest
 from etcd3aio.kv import KVService
 
 from fleetd.registry.config import EtcdConfig
@@ -426,62 +427,81 @@ class EtcdClient:
     async def watch(
         self, key: str, start_revision: int, prefix: bool = True
     ) -> AsyncIterator[WatchBatch]:
-        """Batches of changes from `start_revision`, until the stream breaks.
+        """Batches of changes of one key or prefix from `start_revision` (`watch_ranges`)."""
+        async with contextlib.aclosing(
+            self.watch_ranges([(key, prefix, start_revision)])
+        ) as batches:
+            async for _, batch in batches:
+                yield batch
 
-        Raises WatchCompacted when `start_revision` is compacted, WatchInterrupted when the
-        stream ends or was re-created by the library (the caller resumes from its own last
+    async def watch_ranges(
+        self, ranges: Sequence[tuple[str, bool, int]]
+    ) -> AsyncIterator[tuple[int, WatchBatch]]:
+        """Batches of changes of several ranges — (key, whether a prefix, from revision) — over
+        one gRPC stream (one etcd watcher each, multiplexed), each batch with the index of its
+        range, until the stream breaks.
+
+        Raises WatchCompacted when a range's start revision is compacted, WatchInterrupted
+        when the stream ends or breaks (the caller resumes each range from its own last
         revision + 1), EtcdAuthError on refused credentials.
         """
         client = self._require()
-        stream = client.watch.watch(  # type: ignore[union-attr]
-            key, range_end=_range_end(key, prefix), start_revision=start_revision
-        )
-        # The first answer (the `created` ack) must come within a request's time, or the stream
-        # is taken as broken and the caller resumes (with backoff): once, after an etcd restart
-        # under load, a new watch got no answer at all and its watcher waited forever. Later
-        # answers come when something changes: no limit on those.
-        opening = max(self._t, 1.0)
+        service = client.watch  # type: ignore[union-attr]
+        requests = [
+            WatchRequest(
+                create_request=WatchCreateRequest(
+                    key=key.encode(),
+                    range_end=_range_end(key, prefix) or b"",
+                    start_revision=start,
+                    watch_id=index + 1,  # 0 asks etcd to choose: ours say which range
+                )
+            )
+            for index, (key, prefix, start) in enumerate(ranges)
+        ]
+
+        async def ask() -> AsyncIterator[WatchRequest]:
+            for request in requests:
+                yield request
+            await asyncio.Future()  # the stream stays open until it is cancelled
+
+        # etcd3aio's `watch` takes one range per stream; its stub and credentials are used
+        # directly here to ask for every range on one stream (this module is the library's
+        # only user: a change of its internals shows here and nowhere else).
+        call = service._stub.Watch(ask(), metadata=service._metadata or None)
+        stream = aiter(call)
+        # The first answers (the `created` acks) must come within a request's time, or the
+        # stream is taken as broken and the caller resumes (with backoff): once, after an etcd
+        # restart under load, a new watch got no answer at all and its watcher waited forever.
+        # Later answers come when something changes: no limit on those.
+        loop = asyncio.get_running_loop()
+        opening = loop.time() + max(self._t, 1.0)
         acks = 0
-        # etcd3aio re-creates a broken stream on its own, and such a stream may never answer
-        # either (a fault test waited a minute after an etcd kill -9 and restart): when the
-        # library says it reconnects, the stream is given up here and the caller resumes it with
-        # a stream of its own, which the opening limit above covers.
-        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        _RECONNECTS.waiters.add(lost)
         try:
-            try:
-                async with asyncio.timeout(opening):
-                    resp = await _answer(stream, lost)
-            except TimeoutError:
-                raise WatchInterrupted(
-                    f"no answer to the watch request within {opening:g} s"
-                ) from None
-            while resp is not None:
+            while True:
+                if acks < len(ranges):
+                    try:
+                        async with asyncio.timeout_at(opening):
+                            resp = await _answer(stream)
+                    except TimeoutError:
+                        raise WatchInterrupted(
+                            f"no answer to the watch request within {self._t:g} s"
+                        ) from None
+                else:
+                    resp = await _answer(stream)
+                if resp is None:
+                    raise WatchInterrupted("watch stream ended")
                 if resp.canceled:
                     if resp.compact_revision > 0:
                         raise WatchCompacted(resp.compact_revision)
                     raise WatchInterrupted(f"etcd canceled the watch: {resp.cancel_reason}")
                 if resp.created:
                     acks += 1
-                    if acks > 1:
+                    if acks > len(ranges):
                         raise WatchInterrupted("watch stream was re-created after a disconnect")
                 elif resp.compact_revision > 0:
                     raise WatchCompacted(resp.compact_revision)
                 elif resp.events:
-                    yield WatchBatch(
-                        resp.header.revision,
-                        tuple(
-                            Change(
-                                "delete" if ev.type == 1 else "put",
-                                ev.kv.key.decode("utf-8", "surrogateescape"),
-                                bytes(ev.kv.value),
-                                ev.kv.mod_revision,
-                            )
-                            for ev in resp.events
-                        ),
-                    )
-                resp = await _answer(stream, lost)
-            raise WatchInterrupted("watch stream ended")
+                    yield int(resp.watch_id) - 1, _batch(resp)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
                 await self._authenticate()
@@ -490,47 +510,24 @@ class EtcdClient:
                 raise EtcdAuthError(f"etcd refused the watch: {err.details()}") from None
             raise WatchInterrupted(f"{err.code().name}: {err.details()}") from None
         finally:
-            _RECONNECTS.waiters.discard(lost)
-            lost.cancel()
-            await stream.aclose()  # type: ignore[attr-defined]
+            call.cancel()
 
 
-async def _answer(stream: AsyncIterator[Any], lost: asyncio.Future[None]) -> Any:
-    """The stream's next answer (None at its end); WatchInterrupted if the library starts
-    re-creating it first. The read is finished (cancelled and awaited) before this returns, so
-    the stream can be closed afterwards."""
-    read = asyncio.ensure_future(anext(stream, None))
-    try:
-        await asyncio.wait({read, lost}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not read.done():
-            read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await read
-    if read.done() and not read.cancelled():
-        return read.result()
-    raise WatchInterrupted("the connection to etcd broke (the stream is being re-created)")
+def _batch(resp: Any) -> WatchBatch:
+    return WatchBatch(
+        resp.header.revision,
+        tuple(
+            Change(
+                "delete" if ev.type == 1 else "put",
+                ev.kv.key.decode("utf-8", "surrogateescape"),
+                bytes(ev.kv.value),
+                ev.kv.mod_revision,
+            )
+            for ev in resp.events
+        ),
+    )
 
 
-class _Reconnects(logging.Handler):
-    """etcd3aio says when it re-creates a broken watch stream (a warning on its `etcd3aio.watch`
-    logger, "watch: transient error (...), reconnecting in ..."), and that is the only sign of
-    it: each open watch of this process is then given up (they share the connection that
-    broke) and resumed by its caller."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.waiters: set[asyncio.Future[None]] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "reconnecting" not in record.getMessage():
-            return
-        for waiter in list(self.waiters):  # called on the loop's thread, by the library's task
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-_RECONNECTS = _Reconnects()
-_WATCH_LOGGER = logging.getLogger("etcd3aio.watch")
-_WATCH_LOGGER.addHandler(_RECONNECTS)
-_WATCH_LOGGER.setLevel(logging.WARNING)  # its warnings reach the handler whatever the root's level
+async def _answer(stream: AsyncIterator[Any]) -> Any:
+    """The stream's next answer, None at its end."""
+    return await anext(stream, None)

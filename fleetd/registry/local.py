@@ -11,11 +11,11 @@ turns what it reads into the records' documents, so the agent folds a `ClusterVi
 one fold and its planner does not know which view it has.
 
 Following is the one follower's way (`follow.py`) over several ranges: list them at one
-revision, watch each from the next (`EventStream`s: resumed across disconnects), fold each
-batch, hand over one `Update` per batch that changed the view. The watches' batches meet in one
-queue (bounded: a slow agent holds etcd back as one stream would). When a range's history was
-compacted, its stream relists the whole part (`Resync`): the view is replaced and every range
-is watched again from the new listing's revision, so no range's older events land after it.
+revision, watch them from the next — one `EventStream` over every range, one etcd watcher each
+on one gRPC stream, each resumed from its own last revision across disconnects —, fold each
+batch, hand over one `Update` per batch that changed the view. When a range's history was
+compacted, the whole part is listed again (`Resync`): the view is replaced, and every range is
+watched again from the new listing's revision.
 
 The copies exist once the engine leader says so (`layout/index`, written after its first
 complete pass): until then — a registry written by a fleetd that kept no copies, being migrated
@@ -25,8 +25,6 @@ stop every unit of the machine).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -55,7 +53,6 @@ __all__ = ["Local"]
 log = structlog.get_logger(__name__)
 
 _GETS_PER_TXN = 100  # single-key reads per txn (etcd allows 128 operations)
-_QUEUED_BATCHES = 16  # watch batches waiting to be folded, over all ranges
 
 
 class Local(Room):
@@ -123,16 +120,14 @@ class Local(Room):
             units=len(view.jobs),
         )
         yield Update(view, (), everything=True)
-        revision = start.revision
-        while True:  # until the consumer stops; again after each relist
-            async with _Watches(self, revision + 1) as batches:
-                async for batch in batches:
-                    update = await self._fold(view, batch)
-                    if update is not None:
-                        yield update
-                    if update is not None and update.everything:
-                        break  # relisted: watch every range again from its revision
-            revision = view.revision
+        stream = EventStream(
+            self.etcd, self.keys, self.snapshot, start.revision + 1, ranges=self.ranges()
+        )
+        async with stream:
+            async for batch in stream.batches():
+                update = await self._fold(view, batch)
+                if update is not None:
+                    yield update
 
     async def _fold(self, view: ClusterView, batch: list[Event]) -> Update | None:
         changed: list[Event] = []
@@ -155,8 +150,6 @@ class Local(Room):
                     machines = True
                 else:
                     units |= about
-            if everything:
-                break  # the rest of the batch is older than the listing
         if changed and not everything:
             for event in await self._contents(view):
                 units |= touched(view, event) or set()
@@ -222,45 +215,3 @@ class Local(Room):
                 self.etcd, self.keys, relist, revision + 1, key=key, prefix=False
             ) as stream:
                 await anext(stream)  # written (or relisted): read it again
-
-
-class _Watches:
-    """Every range of a `Local` watched from one revision, their batches in one queue."""
-
-    def __init__(self, local: Local, from_revision: int) -> None:
-        self.queue: asyncio.Queue[list[Event] | BaseException] = asyncio.Queue(_QUEUED_BATCHES)
-        self.streams = [
-            EventStream(local.etcd, local.keys, local.snapshot, from_revision, key=k, prefix=p)
-            for k, p in local.ranges()
-        ]
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> AsyncIterator[list[Event]]:
-        self.tasks = [asyncio.create_task(_pump(s, self.queue)) for s in self.streams]
-        return self._batches()
-
-    async def _batches(self) -> AsyncIterator[list[Event]]:
-        while True:
-            batch = await self.queue.get()
-            if isinstance(batch, BaseException):
-                raise batch
-            yield batch
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        for stream in self.streams:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
-
-
-async def _pump(stream: EventStream, queue: asyncio.Queue[list[Event] | BaseException]) -> None:
-    """One range's batches into the shared queue (an error too: the follower raises it)."""
-    try:
-        async for batch in stream.batches():
-            await queue.put(batch)
-    except asyncio.CancelledError:
-        raise
-    except BaseException as err:  # handed to the follower, which raises it
-        await queue.put(err)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -86,17 +86,26 @@ class EventStream:
         *,
         key: str | None = None,
         prefix: bool = True,
+        ranges: Sequence[tuple[str, bool]] = (),
     ) -> None:
+        """`key` (default: the whole layout; `prefix=False`: that one key only), or `ranges`,
+        several (key, whether a prefix): watched on one stream, each resumed from its own
+        last revision."""
         if from_revision < 1:
             raise ValueError("a watch starts at revision 1 or later (snapshot().revision + 1)")
         self._etcd, self._layout, self._relist_now = etcd, layout, relist
-        self._key = key or layout.prefix
-        self._prefix = prefix  # False: that one key only
-        self.next_revision = from_revision  # the first revision not yet fully delivered
+        self._ranges = list(ranges) or [(key or layout.prefix, prefix)]
+        # per range, the first revision not yet fully delivered
+        self._next = [from_revision] * len(self._ranges)
         self.resyncs = 0
         self.reconnects = 0
         self._gen = self._run()
         self._pending: deque[Event] = deque()
+
+    @property
+    def next_revision(self) -> int:
+        """The first revision not yet fully delivered (of the range furthest behind)."""
+        return min(self._next)
 
     def __aiter__(self) -> EventStream:
         return self
@@ -128,17 +137,20 @@ class EventStream:
         etcd = self._etcd
         backoff = Backoff()
         while True:
-            start = self.next_revision
+            starts = list(self._next)
+            asked = [
+                (key, prefix, start)
+                for (key, prefix), start in zip(self._ranges, starts, strict=True)
+            ]
             try:
-                watching = etcd.watch(self._key, start, self._prefix)
-                async with contextlib.aclosing(watching) as batches:
-                    async for batch in batches:
+                async with contextlib.aclosing(etcd.watch_ranges(asked)) as batches:
+                    async for index, batch in batches:
                         backoff.reset()
-                        events = self._decode(batch.changes, start)
+                        events = self._decode(batch.changes, starts[index])
                         if events:
                             yield events
                         last = max(c.revision for c in batch.changes)
-                        self.next_revision = max(self.next_revision, last + 1)
+                        self._next[index] = max(self._next[index], last + 1)
             except WatchInterrupted as err:
                 self.reconnects += 1
                 log.info(
@@ -159,7 +171,7 @@ class EventStream:
                 )
                 snapshot = await self._relist(backoff)
                 self.resyncs += 1
-                self.next_revision = snapshot.revision + 1
+                self._next = [snapshot.revision + 1] * len(self._ranges)
                 yield [Resync(snapshot.revision, snapshot)]
 
     def _decode(self, changes: tuple[Change, ...], start: int) -> list[Event]:
