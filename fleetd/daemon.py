@@ -323,13 +323,12 @@ class Daemon:
         if self.serving and not self.stopping.is_set():
             self.notifier.status(self._serving_status())
 
-    def _peer_url(self, machine_id: str) -> str | None:
-        """Where another machine's fleetd serves status and journal of its units."""
-        view = self.agent._view if self.agent is not None else None
-        machine = view.machines.get(machine_id) if view is not None else None
-        if machine is None or not machine.public_ip or not self.config.peer_port:
+    def _peer_url(self, machine_id: str, public_ip: str) -> str | None:
+        """Where another machine's fleetd serves status and journal of its units (its public
+        IP as the registry has it: the agent follows no other machine)."""
+        if not public_ip or not self.config.peer_port:
             return None
-        return f"https://{machine.public_ip}:{self.config.peer_port}"
+        return f"https://{public_ip}:{self.config.peer_port}"
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -151,7 +151,8 @@ class Peers:
 
     machine_id: str
     inspector: Inspector | None
-    peer_url: Callable[[str], str | None] | None
+    # a machine's peer listener, from its ID and public IP (as the registry has them)
+    peer_url: Callable[[str, str], str | None] | None
     peer_ssl: ssl.SSLContext | None = None  # the client side of the peer listeners' mTLS
     session: aiohttp.ClientSession | None = None
 

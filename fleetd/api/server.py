@@ -39,7 +39,7 @@ class APIServer:
         machine_id: str,
         *,
         inspector: Inspector | None = None,
-        peer_url: Callable[[str], str | None] | None = None,
+        peer_url: Callable[[str, str], str | None] | None = None,
         peer_ssl: ssl.SSLContext | None = None,
         token_limit: int = 100,
         version: str = __version__,

@@ -115,7 +115,9 @@ def routes(ctx: Context, peers: Peers, prefix: str) -> list[web.RouteDef]:
         )  # fmt: skip
 
     def peer_of(snapshot: Snapshot, machine: str, machines: list[str]) -> str:
-        url = peers.peer_url(machine) if peers.peer_url is not None else None
+        known = snapshot.machines.get(machine)
+        ip = known.public_ip if known is not None else ""
+        url = peers.peer_url(machine, ip) if peers.peer_url is not None else None
         if not url:
             why = "its fleetd address is unknown (this fleetd forwards to no peer listener)"
             raise unreachable(snapshot, machine, why, machines)

@@ -1,14 +1,15 @@
 """The local room: one machine's part of the registry, followed as the agent of that machine
 needs it and nothing more.
 
-An agent reads its own key ranges only (docs/architecture.md, "What an agent reads"): the
-units placed on its machine (`placed/<machine>/`), the Global units' jobs (`global/`), the
-rollouts, the restart requests, its machine's registration, dynamic metadata and cordon, and
-the contents of the units it holds — fetched by hash when a unit names one it lacks, forgotten
-when no unit of its names it any more. Nothing about the other machines' units or states: a
-cluster of 100,000 units costs an agent what its own units cost. `LocalCopies` (`copies.py`)
-turns what it reads into the records' documents, so the agent folds a `ClusterView` with the
-one fold and its planner does not know which view it has.
+An agent reads its own key ranges only (docs/architecture.md, "The agents' copies, and what an
+agent reads"): the units placed on its machine (`placed/<machine>/`), the Global units' jobs
+(`global/`), the rollouts and the cordons (few: a drain of another machine moves units here,
+whose health this agent judges), the restart requests, its machine's registration and dynamic
+metadata, and the contents of the units it holds — fetched by hash when a unit names one it
+lacks, forgotten when no unit of its names it any more. Nothing about the other machines' units
+or states: a cluster of 100,000 units costs an agent what its own units cost. `LocalCopies`
+(`copies.py`) turns what it reads into the records' documents, so the agent folds a
+`ClusterView` with the one fold and its planner does not know which view it has.
 
 Following is the one follower's way (`follow.py`) over several ranges: list them at one
 revision, watch them from the next — one `EventStream` over every range, one etcd watcher each
@@ -74,9 +75,9 @@ class Local(Room):
             (keys.of_kind(KeyKind.GLOBAL), True),
             (keys.of_kind(KeyKind.ROLLOUT), True),
             (keys.of_kind(KeyKind.RESTART), True),
+            (keys.of_kind(KeyKind.CORDON), True),  # a drain elsewhere may move units here
             (keys.machine(me), False),
             (keys.machine_meta(me), False),
-            (keys.cordon(me), False),
             (keys.index_mark, False),
         ]
 

@@ -139,7 +139,7 @@ async def test_forwarding_presents_the_fleetds_certificate(
     cluster, other = pkis
     for name, pki, served in (("good", cluster, True), ("foreign", other, False)):
         a = APIServer(
-            registry, A, peer_url=lambda m: f"https://{B_IP}:{peer_b}" if m == B else None,
+            registry, A, peer_url=lambda m, _ip: f"https://{B_IP}:{peer_b}" if m == B else None,
             peer_ssl=_tls(pki, "a").client_context(),
         )  # fmt: skip
         await a.start(sock_dir / f"{name}.sock")

@@ -82,7 +82,7 @@ async def cluster(
         a = APIServer(
             registry,
             A,
-            peer_url=lambda m: f"https://127.0.0.1:{peer_port}" if m == B else None,
+            peer_url=lambda m, _ip: f"https://127.0.0.1:{peer_port}" if m == B else None,
             peer_ssl=tls["a"].client_context(),
         )
         await a.start(sock_dir / "a.sock")
