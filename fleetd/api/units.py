@@ -25,7 +25,7 @@ from fleetd.reconcile.unit_put import (
     plan_put,
     read_put,
 )
-from fleetd.registry import JobNotFound, Submitted, UnitExists
+from fleetd.registry import JobNotFound, Registry, Submitted, UnitExists
 
 __all__ = ["routes"]
 
@@ -71,14 +71,16 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     # One limit for every batch this fleetd serves: fleetctl sends several batches at once, and
     # hundreds of etcd requests in flight made some wait past etcd_request_timeout (503).
     batch_writes = asyncio.Semaphore(_BATCH_CONCURRENCY)
+    destroys = _Destroys(ctx.registry)
 
     async def batch(request: web.Request) -> web.Response:
         """`POST x/units`: many unit requests in one (docs/api.md). Each is answered as its
         own PUT or DELETE would be, in order; they run concurrently, a few at a time."""
         items = granted(read_batch(await read_json(request)))
-        # the deletes together: the registry is read once for all of them, not once each
+        # the deletes together, with those of the batches served meanwhile: the registry is
+        # read once for all of them, not once each (nor once per batch)
         deletes = [item.name for item in items if item.method == "DELETE"]
-        destroyed = dict(zip(deletes, await ctx.registry.destroy_many(deletes), strict=True))
+        destroyed = dict(zip(deletes, await destroys.destroy(deletes), strict=True))
         # new units together: a few transactions for all (those that exist go the usual way)
         created = await create_new(items)
 
@@ -196,3 +198,49 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
 
 
 _BATCH_CONCURRENCY = 32  # unit requests of all batches in flight at once, per fleetd
+
+
+class _Destroys:
+    """The deletes of the `x/units` batches this fleetd serves together go to the registry
+    together. `destroy_many` lists every job once per call, and fleetctl sends a destroy of
+    1,000 units as ten batches at once: ten listings of the whole registry became one or two.
+
+    As the systemd adapter's reloads (`fleetd/systemd/reloads.py`): the first caller opens a
+    round and schedules its flush; callers arriving before the flush starts join it; rounds
+    run one at a time, so the deletes arriving during one go into the next.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._names: list[str] = []
+        self._done: asyncio.Future[list[Exception | None]] | None = None
+        self._turn = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def destroy(self, names: list[str]) -> list[Exception | None]:
+        """`Registry.destroy_many(names)`, in a round shared with other callers."""
+        if not names:
+            return []
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._flush(), name="api-destroys")
+            self._flushes.add(task)  # held until done: no task is dropped half-way
+            task.add_done_callback(self._flushes.discard)
+        done, first = self._done, len(self._names)
+        self._names += names
+        results = await asyncio.shield(done)  # a caller leaving does not end the round
+        return results[first : first + len(names)]
+
+    async def _flush(self) -> None:
+        async with self._turn:
+            names, done = self._names, self._done
+            self._names, self._done = [], None
+            assert done is not None
+            try:
+                done.set_result(await self._registry.destroy_many(names))
+            except Exception as exc:  # forwarded, not handled: each caller raises it
+                done.set_exception(exc)
+                done.exception()  # retrieved: a caller that left does not leave it unread
+            finally:
+                if not done.done():  # cancelled (shutdown): the callers go with it
+                    done.cancel()

@@ -42,8 +42,10 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         loop = asyncio.get_running_loop()
 
         async def write(lines: list[dict[str, Any]]) -> None:
-            for line in lines:
-                await resp.write(json.dumps(line).encode() + b"\n")
+            """The lines of one step in one chunk: a bulk start's thousand lines are a few
+            writes (and reads on the client's side), not one each."""
+            if lines:
+                await resp.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
 
         async def unschedulable_now() -> None:
             """Units no machine of the cluster can take end the wait now: the planner on the

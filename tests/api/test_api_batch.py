@@ -89,6 +89,37 @@ async def test_each_request_answered_as_alone(
     }  # fmt: skip
 
 
+async def test_deletes_of_concurrent_batches_answered_each_as_alone(
+    api: APIServer, client: Client, registry: Registry
+) -> None:
+    """Batches served at the same time destroy their units together (one registry listing for
+    all, as fleetctl's ten batches of a destroy of 1,000 units); each batch still gets its own
+    answers, in its order: a unit another batch destroyed too is destroyed once (204 for one
+    of them, 404 for the rest), one that never existed is 404."""
+    units = [{"name": f"u{i}.service", "options": HELLO} for i in range(20)]
+    units.append({"name": "shared.service", "options": HELLO})
+    assert await asyncio.to_thread(client.put_units, units) == [None] * 21
+
+    def deletes(k: int) -> list[dict[str, str]]:
+        names = [f"u{i}.service" for i in range(5 * k, 5 * k + 5)]
+        names += ["shared.service", f"gone{k}.service"]
+        return [{"method": "DELETE", "name": name} for name in names]
+
+    answers = await asyncio.gather(
+        *(asyncio.to_thread(post, api.unix_path, {"requests": deletes(k)}) for k in range(4))
+    )
+    shared = []
+    for k, (status, body) in enumerate(answers):
+        assert status == 200
+        got = [(a["name"], a["status"]) for a in body["responses"]]  # type: ignore[index]
+        assert got[:5] == [(f"u{i}.service", 204) for i in range(5 * k, 5 * k + 5)]
+        assert got[6] == (f"gone{k}.service", 404)
+        assert got[5][0] == "shared.service"
+        shared.append(got[5][1])
+    assert sorted(shared) == [204, 404, 404, 404]
+    assert (await registry.snapshot()).jobs == {}
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
