@@ -109,11 +109,20 @@ class Reads(Room):
         docs = [d for d in (self.decode(kv) for kv in (*kvs, *meta)) if d is not None]
         return snapshot_of(revision, docs)
 
-    def watch(self, from_revision: int, *, key: str | None = None) -> EventStream:
+    def watch(
+        self,
+        from_revision: int,
+        *,
+        key: str | None = None,
+        ranges: Sequence[tuple[str, bool]] = (),
+    ) -> EventStream:
         """Typed events from `from_revision` on (use snapshot().revision + 1), resumed across
         disconnects without loss or duplicates; a compaction yields Resync. Pull-based.
-        `key`: only that key (and what it prefixes)."""
-        return EventStream(self.etcd, self.keys, self.snapshot, from_revision, key=key)
+        `key`: only that key (and what it prefixes); `ranges`: those (key, whether a prefix),
+        on one stream."""
+        return EventStream(
+            self.etcd, self.keys, self.snapshot, from_revision, key=key, ranges=ranges
+        )
 
     def follow(
         self, *, start: Snapshot | None = None, view: ClusterView | None = None

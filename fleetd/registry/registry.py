@@ -143,8 +143,14 @@ class Registry:
     async def machines_snapshot(self) -> Snapshot:
         return await self._reads.machines_snapshot()
 
-    def watch(self, from_revision: int, *, key: str | None = None) -> EventStream:
-        return self._reads.watch(from_revision, key=key)
+    def watch(
+        self,
+        from_revision: int,
+        *,
+        key: str | None = None,
+        ranges: Sequence[tuple[str, bool]] = (),
+    ) -> EventStream:
+        return self._reads.watch(from_revision, key=key, ranges=ranges)
 
     def follow(
         self, *, start: Snapshot | None = None, view: ClusterView | None = None
