@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -84,8 +85,15 @@ class Agent:
         self._dirty = asyncio.Event()  # the desired or actual state changed: plan again
         self._kept_off: dict[str, str] = {}  # Global units kept off this machine, reported
         self._publish_dirty = asyncio.Event()  # some unit state may need publishing
+        self._to_publish: set[str] | None = None  # which units' states may have changed (None: any)
         self._hashes: dict[str, str] = {}  # unit file in the units dir → its content hash
         self._started: set[str] = set()  # units we started (or adopted running or failed)
+        # units whose start job is running: the plans go on meanwhile (a burst of units placed
+        # here is not held behind the starts of the first ones), and take them as started
+        self._starting: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        # units on their way out (stopped to be unloaded): their last states are not published
+        self._going: set[str] = set()
         # unit → token of the last restart request done here (published in its UnitState)
         self._restarted: dict[str, str] = {}
         self._states: dict[str, SystemdState] = {}  # what systemd says, pushed
@@ -99,7 +107,7 @@ class Agent:
         self._retry = _RETRY_FIRST  # seconds until a plan after a failed action
         self._retrying: asyncio.TimerHandle | None = None
         # the units a rollout or a drain judges here, and the last verdict of each
-        self._health = HealthGates(systemd, machine.id, self._publish_dirty.set)
+        self._health = HealthGates(systemd, machine.id, self._mark_publish)
 
     # ---- life cycle
 
@@ -158,7 +166,7 @@ class Agent:
         )
         self._lease_file.save(self.lease.id)
         self._published.clear()  # a new lease carries no states: publish them all again
-        self._publish_dirty.set()
+        self._mark_publish()
         self.registered.set()
         log.info(
             "agent.registered",
@@ -219,7 +227,7 @@ class Agent:
                             restarts_done_before(view, self.machine.id, self._hashes, self._started)
                         )
                         self._health.keep(verdicts_before(view, self.machine.id, self._hashes))
-                        self._publish_dirty.set()  # published once the tokens are known
+                        self._mark_publish()  # published once the tokens are known
                 # every event is indexed (no short cut): the index must see them all
                 relevant = [self._local.note(view, e) for e in update.events or (None,)]
                 self._report_refusals()
@@ -238,7 +246,7 @@ class Agent:
             if before is None or before.active != state.active or reconnected:
                 self._dirty.set()
             self._health.observe(state.name, self._seen(state.name))
-            self._publish_dirty.set()
+            self._mark_publish((state.name,))
 
     def _adopt_files(self) -> None:
         """Read the units dir: what is here already runs (or not) and is never restarted."""
@@ -291,7 +299,8 @@ class Agent:
             if self._view is None or self.fenced or self._leaving or not self.registered.is_set():
                 continue
             async with self._acting:
-                actual = actual_units(self._hashes, self._states, self._started, self._restarted)
+                started = self._started | self._starting
+                actual = actual_units(self._hashes, self._states, started, self._restarted)
                 tasks = plan_agent(self._desired(), actual)
                 self.plans += 1
                 if tasks:
@@ -345,16 +354,41 @@ class Agent:
                 reason=task.reason.value,
                 **({"token": task.token} if task.token else {}),
             )
+        unlinks = by_kind.get(Kind.UNLINK, [])
+        self._going |= {t.unit for t in unlinks}
         await asyncio.gather(*(self._stop(t.unit) for t in by_kind.get(Kind.STOP, [])))
-        await asyncio.gather(*(self._unload(t.unit) for t in by_kind.get(Kind.UNLINK, [])))
+        await asyncio.gather(*(self._unload(t.unit) for t in unlinks))
+        self._going.difference_update(t.unit for t in unlinks)  # (one not unloaded stays)
+        await self._unpublish([t.unit for t in unlinks if t.unit not in self._hashes])
         # a WRITE is the file and its link; the adapter reloads once for all links and unlinks
         written = [t.unit for t in by_kind.get(Kind.WRITE, []) if self._write(t)]
         unknown = set() if not written or await self._link(written) else set(written)
-        starts = [t for t in by_kind.get(Kind.START, []) if t.unit not in unknown]
-        await asyncio.gather(*(self._start(t.unit, t.token) for t in starts))
+        for task in by_kind.get(Kind.START, []):
+            if task.unit not in unknown:
+                self._begin_start(task.unit, task.token)
         restarts = by_kind.get(Kind.RESTART, [])
         await asyncio.gather(*(self._restart(t.unit, t.token) for t in restarts))
-        self._publish_dirty.set()
+        self._mark_publish(t.unit for t in tasks)
+
+    def _begin_start(self, name: str, token: str) -> None:
+        """Start a unit without holding the plans behind its job (it counts as started
+        meanwhile, so no plan starts it twice); its end is published, and a failed call is
+        retried by a later plan as any failed action."""
+        self._starting.add(name)
+
+        async def start() -> None:
+            try:
+                called = await self._start(name, token)
+            finally:
+                self._starting.discard(name)
+                self._mark_publish((name,))
+            if not called:
+                self._failed = True
+                self._retry_if_failed()
+
+        task = asyncio.create_task(start(), name=f"agent-start-{name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _write(self, task: AgentTask) -> bool:
         view = self._view
@@ -378,7 +412,8 @@ class Agent:
             self._hashes.pop(name, None)
         return False
 
-    async def _start(self, name: str, token: str = "") -> None:
+    async def _start(self, name: str, token: str = "") -> bool:
+        """Start a unit and wait for its job; whether the call could be made."""
         result = await self._guard("start", self.systemd.start_unit(name), [name])
         if result is not None:
             self._started.add(name)
@@ -386,7 +421,8 @@ class Agent:
                 self._restarted[name] = token
             if result != "done":  # why systemd gave up on it: failed, dependency, timeout...
                 self._jobs[name] = result
-                self._publish_dirty.set()
+                self._mark_publish((name,))
+        return result is not None
 
     async def _restart(self, name: str, token: str) -> None:
         """RestartUnit and wait for its job; then read the unit's state afresh (signals may
@@ -399,7 +435,7 @@ class Agent:
             self._states[name] = state
         self._started.add(name)
         self._restarted[name] = token
-        self._publish_dirty.set()
+        self._mark_publish((name,))
 
     async def _stop(self, name: str) -> None:
         if await self._guard("stop", self.systemd.stop_unit(name), [name]) is not None:
@@ -425,9 +461,6 @@ class Agent:
         self._health.forget(name)
         if self._view is not None:
             self._view.delete(KeyKind.STATE, (name, self.machine.id))
-        if self._published.pop(name, None) is not None:
-            with contextlib.suppress(EtcdUnavailable):
-                await self.registry.remove_state(name, self.machine.id)
 
     async def _guard(self, what: str, coro, units: list[str], *, done=None):  # type: ignore[no-untyped-def]
         """Run one systemd action: its result (`done` if given), or None when it failed. A
@@ -464,16 +497,46 @@ class Agent:
 
     # ---- publishing states
 
+    def _mark_publish(self, names: Iterable[str] | None = None) -> None:
+        """Some units' states (None: any unit's) may need publishing."""
+        if names is None:
+            self._to_publish = None
+        elif self._to_publish is not None:
+            self._to_publish.update(names)
+        self._publish_dirty.set()
+
     async def _publish(self) -> None:
         while True:
             await self._publish_dirty.wait()
             self._publish_dirty.clear()
             if self.lease is None or not self.registered.is_set() or self._view is None:
+                self._to_publish = None
                 continue  # (no view yet: the restart tokens done here are not known yet)
-            documents = {name: self._document(name) for name in self._hashes}
+            names = self._hashes.keys() if self._to_publish is None else self._to_publish
+            self._to_publish = set()
+            documents = {
+                name: self._document(name) for name in names if self._publishes(name)
+            }
             changed = states_to_publish(documents, self._published)
             if changed:
                 await self._publish_many(changed)
+
+    def _publishes(self, name: str) -> bool:
+        """Whether a unit's state is published now: not for a unit on its way out (its
+        state goes with it), nor for one still inactive while its start job runs (the
+        state after the job says more, one write later)."""
+        if name not in self._hashes or name in self._going:
+            return False
+        state = self._states.get(name)
+        return not (name in self._starting and state is not None and state.active == "inactive")
+
+    async def _unpublish(self, names: list[str]) -> None:
+        """The published states of units unloaded here go (one txn for all; a destroy may
+        have deleted them already)."""
+        gone = [name for name in names if self._published.pop(name, None) is not None]
+        if gone:
+            with contextlib.suppress(EtcdUnavailable):
+                await self.registry.remove_states(gone, self.machine.id)
 
     def _document(self, name: str) -> UnitState | None:
         return state_document(

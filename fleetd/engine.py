@@ -171,7 +171,7 @@ class Engine:
     ) -> None:
         """Fold the registry into the view; wake the planner when what changed can move jobs,
         and the rollouts' stepper when it can move a rollout on."""
-        async with aclosing(self.registry.follow(view=view)) as updates:
+        async with aclosing(self.registry.follow(view=view, copies=True)) as updates:
             async for update in updates:
                 if any(isinstance(e, Resync) for e in update.events):
                     self._specs = {}  # a new one: the planner thread may be using the old

@@ -27,7 +27,7 @@ from fleetd.reconcile.gates import pinned_hash
 from fleetd.reconcile.globals import globals_refused, runs_globally
 from fleetd.reconcile.states import RUNNING_STATES
 from fleetd.registry.fold import Changed, ClusterView, Event, Removed, Resync
-from fleetd.registry.keys import KeyKind
+from fleetd.registry.keys import COPIES, KeyKind
 from fleetd.registry.metadata import effective_metadata
 from fleetd.rules.update import UpdatePolicy
 from fleetd.unit import Requirements, UnitNameError, parse_name, validate_name
@@ -265,9 +265,7 @@ def moves_jobs(event: Event) -> bool:
 
 # States and restart requests never move jobs; nor do the agents' copies (the engine's own
 # writes, planned from the records they copy: `reconcile/index.py`).
-_NEVER_MOVE = frozenset(
-    (KeyKind.STATE, KeyKind.RESTART, KeyKind.PLACED, KeyKind.GLOBAL, KeyKind.LAYOUT)
-)
+_NEVER_MOVE = frozenset((KeyKind.STATE, KeyKind.RESTART)) | COPIES
 
 
 def about_leader(event: Event) -> bool:

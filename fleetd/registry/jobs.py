@@ -20,7 +20,7 @@ from fleetd.model import Assignment, GlobalJob, Job, JobState, Placement, Rollou
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
 from fleetd.registry.keys import KeyKind
-from fleetd.registry.kv import Cmp, Delete, Get, Guarded, KeyValue, Put
+from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Get, Guarded, KeyValue, Put
 from fleetd.registry.room import Room
 from fleetd.unit import UnitFile, validate_name
 
@@ -252,7 +252,8 @@ class Jobs(Room):
         """`destroy` of many jobs, reading the registry once instead of once per job.
 
         Contents and then jobs are listed (in that order, as `_unused_content` reads them);
-        each job goes in its own txn guarded on its key being unchanged since the listing; a
+        each job goes in a nested txn of its own (up to MAX_NESTED per round trip) guarded on
+        its key being unchanged since the listing; a
         content none of the remaining jobs uses goes afterwards, guarded on its own key being
         unchanged since it was read (a job that started using it meanwhile rewrote it). A job
         that changed or appeared since the listing is destroyed alone (`destroy`). Returns, in
@@ -274,32 +275,58 @@ class Jobs(Room):
 
         limit = asyncio.Semaphore(_DESTROY_CONCURRENCY)
 
-        async def one(name: str) -> Exception | None:
+        async def alone(name: str) -> Exception | None:
+            """Destroyed on its own: created or changed since the listing (or not found)."""
             async with limit:
-                return await destroy_one(name)
+                try:
+                    await self.destroy(name)
+                except (JobNotFound, RegistryConflict, EtcdUnavailable) as err:
+                    return err
+                return None
 
-        async def destroy_one(name: str) -> Exception | None:
-            try:
-                found = jobs.get(name)
-                if found is None:
-                    await self.destroy(name)  # created since the listing, or JobNotFound
-                    return None
-                kv, job = found
+        async def together(chunk: list[str]) -> list[Exception | None]:
+            """Jobs listed unchanged, each a nested txn guarded on its key (and placement)
+            being as listed: up to MAX_NESTED in one round trip."""
+            writes = []
+            for name in chunk:
+                kv, _ = jobs[name]
                 where = _Copies.of(self, name, placed.get(name), None, read_global=False)
-                res = await self.etcd.txn(
-                    [Cmp(kv.key, "mod", "==", kv.mod_revision), *where.guards],
-                    self._job_deletes(name, where.machine),
-                )
+                writes.append(Guarded(
+                    (Cmp(kv.key, "mod", "==", kv.mod_revision), *where.guards),
+                    tuple(self._job_deletes(name, where.machine)),
+                ))  # fmt: skip
+            try:
+                results = await self.etcd.txns(writes)
+            except EtcdUnavailable as err:
+                return [err] * len(chunk)
+            out: list[Exception | None] = []
+            for name, res in zip(chunk, results, strict=True):
                 if not res.succeeded:
-                    await self.destroy(name)  # changed since the listing
-                    return None
-                users[job.unit_hash].discard(name)
+                    out.append(await alone(name))  # changed since the listing
+                    continue
+                users[jobs[name][1].unit_hash].discard(name)
                 log.info("registry.job_destroyed", unit=name, unit_deleted=False)
-            except (JobNotFound, RegistryConflict, EtcdUnavailable) as err:
-                return err
-            return None
+                out.append(None)
+            return out
 
-        results = list(await asyncio.gather(*(one(name) for name in names)))
+        listed_names = list(dict.fromkeys(n for n in names if n in jobs))
+        missing = list(dict.fromkeys(n for n in names if n not in jobs))
+        chunks = [
+            listed_names[i : i + MAX_NESTED] for i in range(0, len(listed_names), MAX_NESTED)
+        ]
+        answers = await asyncio.gather(
+            *(together(c) for c in chunks), *(alone(n) for n in missing)
+        )
+        outcome: dict[str, Exception | None] = {}
+        for chunk, answer in zip(chunks, answers, strict=False):
+            outcome.update(zip(chunk, answer, strict=True))
+        outcome.update(zip(missing, answers[len(chunks) :], strict=True))
+        results: list[Exception | None] = []
+        done: set[str] = set()
+        for name in names:  # a name asked twice is destroyed once: the second is not found
+            first = name not in done
+            done.add(name)
+            results.append(outcome[name] if first or outcome[name] else JobNotFound(name))
         for unit_hash in {jobs[n][1].unit_hash for n in names if n in jobs}:
             key = self.keys.unit(unit_hash)
             if users.get(unit_hash) or key not in content_rev:

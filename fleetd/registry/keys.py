@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["DEFAULT_PREFIX", "KeyKind", "KeyLayout", "ParsedKey"]
+__all__ = ["COPIES", "DEFAULT_PREFIX", "KeyKind", "KeyLayout", "ParsedKey"]
 
 DEFAULT_PREFIX = "/fleet/"
 
@@ -49,6 +49,9 @@ class KeyKind(StrEnum):
     GLOBAL = "global"
     LAYOUT = "layout"
 
+
+# The agents' copies of the records, kept by the engine leader (docs/architecture.md)
+COPIES = frozenset((KeyKind.PLACED, KeyKind.GLOBAL, KeyKind.LAYOUT))
 
 # How many segments follow the kind, where not one: per-machine records of a unit.
 _PARTS = {KeyKind.STATE: 2, KeyKind.RESTART: 2, KeyKind.PLACED: 2}

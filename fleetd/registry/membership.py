@@ -192,6 +192,13 @@ class Membership(Room):
         log.info("registry.restart_requested", unit=name, machine=machine_id, token=token)
         return request
 
+    async def remove_states(self, names: Sequence[str], machine_id: str) -> None:
+        """Remove the published states of units unloaded on `machine_id`, 100 per txn."""
+        for start in range(0, len(names), _STATES_PER_TXN):
+            chunk = names[start : start + _STATES_PER_TXN]
+            await self.etcd.txn([], [Delete(self.keys.state(n, machine_id)) for n in chunk])
+            log.info("registry.states_removed", units=list(chunk), machine=machine_id)
+
     async def remove_state(self, name: str, machine_id: str) -> None:
         await self.etcd.delete(self.keys.state(name, machine_id))
         log.info("registry.state_removed", unit=name, machine=machine_id)

@@ -20,7 +20,7 @@ from fleetd.registry.errors import WatchCompacted
 from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import ClusterView, Snapshot, snapshot_of
 from fleetd.registry.follow import Update, follow
-from fleetd.registry.keys import KeyKind, KeyLayout
+from fleetd.registry.keys import COPIES, KeyKind, KeyLayout
 from fleetd.registry.kv import Delete, Get, KeyValue, Put
 from fleetd.registry.room import Room
 from fleetd.registry.watch import EventStream
@@ -37,6 +37,8 @@ class Reads(Room):
         super().__init__(etcd, keys)
         # the last snapshot's documents by key, with their mod revision (see above)
         self._decoded: dict[str, tuple[int, object | None]] = {}
+        # every kind but the agents' copies, as ranges of one watch
+        self._records = [(keys.of_kind(kind), True) for kind in KeyKind if kind not in COPIES]
 
     async def snapshot(self, revision: int = 0) -> Snapshot:
         """Jobs, units, placements, states, machines and leader, all at one revision: the
@@ -125,16 +127,27 @@ class Reads(Room):
         )
 
     def follow(
-        self, *, start: Snapshot | None = None, view: ClusterView | None = None
+        self,
+        *,
+        start: Snapshot | None = None,
+        view: ClusterView | None = None,
+        copies: bool = False,
     ) -> AsyncIterator[Update]:
         """A snapshot (or `start`), then every watch batch folded into one view: see
-        `fleetd.registry.follow`."""
-        return follow(self.snapshot, self.watch, start=start, view=view)
+        `fleetd.registry.follow`. The agents' copies (`placed/`, `global/`, `layout/`) are
+        watched only with `copies` (the engine leader, which keeps them): the API's readers
+        read the records."""
+        ranges = () if copies else self._records
+
+        def watch(from_revision: int) -> EventStream:
+            return self.watch(from_revision, ranges=ranges)
+
+        return follow(self.snapshot, watch, start=start, view=view)
 
     async def wait_for(self, predicate: Callable[[Snapshot | ClusterView], bool]) -> Snapshot:
         """The first view of the registry satisfying `predicate`: now, then after each watch
         batch that changed it. No deadline: the caller bounds it."""
-        async with aclosing(self.follow()) as updates:
+        async with aclosing(self.follow(copies=True)) as updates:
             async for update in updates:
                 if predicate(update.view):
                     return update.view.freeze()

@@ -153,9 +153,13 @@ class Registry:
         return self._reads.watch(from_revision, key=key, ranges=ranges)
 
     def follow(
-        self, *, start: Snapshot | None = None, view: ClusterView | None = None
+        self,
+        *,
+        start: Snapshot | None = None,
+        view: ClusterView | None = None,
+        copies: bool = False,
     ) -> AsyncIterator[Update]:
-        return self._reads.follow(start=start, view=view)
+        return self._reads.follow(start=start, view=view, copies=copies)
 
     async def wait_for(self, predicate: Callable[[Snapshot | ClusterView], bool]) -> Snapshot:
         return await self._reads.wait_for(predicate)
@@ -249,6 +253,9 @@ class Registry:
 
     async def remove_state(self, name: str, machine_id: str) -> None:
         await self._membership.remove_state(name, machine_id)
+
+    async def remove_states(self, names: Sequence[str], machine_id: str) -> None:
+        await self._membership.remove_states(names, machine_id)
 
     # --- engine leader election: registry/election.py --------------------------------------
     async def campaign(self, info: LeaderInfo, lease: Lease) -> Leadership:
