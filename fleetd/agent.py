@@ -514,9 +514,7 @@ class Agent:
                 continue  # (no view yet: the restart tokens done here are not known yet)
             names = self._hashes.keys() if self._to_publish is None else self._to_publish
             self._to_publish = set()
-            documents = {
-                name: self._document(name) for name in names if self._publishes(name)
-            }
+            documents = {name: self._document(name) for name in names if self._publishes(name)}
             changed = states_to_publish(documents, self._published)
             if changed:
                 await self._publish_many(changed)

@@ -311,12 +311,8 @@ class Jobs(Room):
 
         listed_names = list(dict.fromkeys(n for n in names if n in jobs))
         missing = list(dict.fromkeys(n for n in names if n not in jobs))
-        chunks = [
-            listed_names[i : i + MAX_NESTED] for i in range(0, len(listed_names), MAX_NESTED)
-        ]
-        answers = await asyncio.gather(
-            *(together(c) for c in chunks), *(alone(n) for n in missing)
-        )
+        chunks = [listed_names[i : i + MAX_NESTED] for i in range(0, len(listed_names), MAX_NESTED)]
+        answers = await asyncio.gather(*(together(c) for c in chunks), *(alone(n) for n in missing))
         outcome: dict[str, Exception | None] = {}
         for chunk, answer in zip(chunks, answers, strict=False):
             outcome.update(zip(chunk, answer, strict=True))
