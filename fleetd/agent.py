@@ -344,7 +344,7 @@ class Agent:
 
     async def _apply(self, tasks: list[AgentTask]) -> None:
         by_kind: dict[Kind, list[AgentTask]] = {}
-        for task in tasks:
+        for task in self._writable(tasks):
             by_kind.setdefault(task.kind, []).append(task)
             METRICS.inc("fleetd_agent_tasks_total", kind=task.kind.name.lower())
             log.info(
@@ -382,6 +382,7 @@ class Agent:
             finally:
                 self._starting.discard(name)
                 self._mark_publish((name,))
+            self._health.observe(name, self._seen(name))  # a gate waits for it started
             if not called:
                 self._failed = True
                 self._retry_if_failed()
@@ -389,6 +390,15 @@ class Agent:
         task = asyncio.create_task(start(), name=f"agent-start-{name}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _writable(self, tasks: list[AgentTask]) -> list[AgentTask]:
+        """The tasks of the units whose new content is known: a unit whose file cannot be
+        written yet (its content has not been read) is left as it is, not stopped and started
+        again on its old file; the plan after the content comes does it."""
+        view = self._view
+        assert view is not None
+        waiting = {t.unit for t in tasks if t.kind is Kind.WRITE and t.hash not in view.units}
+        return [t for t in tasks if t.unit not in waiting]
 
     def _write(self, task: AgentTask) -> bool:
         view = self._view

@@ -131,31 +131,33 @@ class Local(Room):
                     yield update
 
     async def _fold(self, view: ClusterView, batch: list[Event]) -> Update | None:
-        changed: list[Event] = []
-        units: set[str] = set()
-        machines = everything = False
+        """Fold one watch batch. The contents its units name are fetched first, and only then
+        is anything folded: the agent may plan whenever this awaits, and must never see a
+        unit whose content it lacks (it would take it for one no longer placed here)."""
+        events: list[Event] = []
         for raw in batch:
             if isinstance(raw, Resync):  # in the records' terms already (`snapshot()`)
                 self._take_copies(raw.revision)
-                events: list[Event] = [raw]
+                events = [raw]  # it replaces everything before it
             else:
-                events = self.copies.translate(raw)
-            for event in events:
-                about = touched(view, event)
-                if not view.apply(event):
-                    continue
-                changed.append(event)
-                if isinstance(event, Resync):
-                    everything = True
-                elif about is None:
-                    machines = True
-                else:
-                    units |= about
-        if changed and not everything:
-            for event in await self._contents(view):
-                units |= touched(view, event) or set()
-                view.apply(event)
-                changed.append(event)
+                events += self.copies.translate(raw)
+        if not any(isinstance(e, Resync) for e in events):
+            events = await self._contents(view, events) + events
+        changed: list[Event] = []
+        units: set[str] = set()
+        machines = everything = False
+        for event in events:
+            about = touched(view, event)
+            if not view.apply(event):
+                continue
+            changed.append(event)
+            if isinstance(event, Resync):
+                everything = True
+            elif about is None:
+                machines = True
+            else:
+                units |= about
+        self._forget_contents(view)
         if not changed:
             return None
         return Update(view, tuple(changed), frozenset(units), machines, everything)
@@ -165,22 +167,35 @@ class Local(Room):
         self.copies = self._listed.pop(revision)
         self._listed = {r: c for r, c in self._listed.items() if r > revision}
 
-    async def _contents(self, view: ClusterView) -> list[Event]:
-        """Fetch the contents the view's units (and rollouts) name and it lacks; forget those
-        none names any more. Contents are immutable: read at any revision."""
+    async def _contents(self, view: ClusterView, events: list[Event]) -> list[Event]:
+        """The contents `events` and the view name (a job's, a rollout's versions) that the
+        view lacks, read as events to fold first. Contents are immutable: read at any
+        revision; one not there yet is asked again with the next batch."""
+        needed = {job.unit_hash for job in view.jobs.values()}  # (one read before may have
+        for rollout in view.rollouts.values():  # come too early: a rollout before its content)
+            needed |= {rollout.from_hash, rollout.to_hash}
+        for event in events:
+            if isinstance(event, Changed) and event.kind is KeyKind.JOB:
+                needed.add(event.doc.unit_hash)
+            elif isinstance(event, Changed) and event.kind is KeyKind.ROLLOUT:
+                needed |= {event.doc.from_hash, event.doc.to_hash}
+        missing = sorted(needed - view.units.keys())
+        if not missing:
+            return []
+        docs = await self._reads([self.keys.unit(h) for h in missing])
+        revision = events[0].revision if events else view.revision
+        return [
+            Changed(revision, KeyKind.UNIT, d.hash, d) for d in docs if isinstance(d, UnitContent)
+        ]
+
+    @staticmethod
+    def _forget_contents(view: ClusterView) -> None:
+        """Contents no unit (nor rollout) of the view names any more are dropped."""
         needed = {job.unit_hash for job in view.jobs.values()}
         for rollout in view.rollouts.values():
             needed |= {rollout.from_hash, rollout.to_hash}
         for unit_hash in [h for h in view.units if h not in needed]:
             view.delete(KeyKind.UNIT, unit_hash)
-        missing = sorted(needed - view.units.keys())
-        if not missing:
-            return []
-        docs = await self._reads([self.keys.unit(h) for h in missing])
-        revision = view.revision
-        return [
-            Changed(revision, KeyKind.UNIT, d.hash, d) for d in docs if isinstance(d, UnitContent)
-        ]
 
     async def _reads(self, keys: Sequence[str]) -> list[Any]:
         """The documents at `keys` (absent and corrupt ones left out), 100 per txn."""

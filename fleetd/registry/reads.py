@@ -37,8 +37,6 @@ class Reads(Room):
         super().__init__(etcd, keys)
         # the last snapshot's documents by key, with their mod revision (see above)
         self._decoded: dict[str, tuple[int, object | None]] = {}
-        # every kind but the agents' copies, as ranges of one watch
-        self._records = [(keys.of_kind(kind), True) for kind in KeyKind if kind not in COPIES]
 
     async def snapshot(self, revision: int = 0) -> Snapshot:
         """Jobs, units, placements, states, machines and leader, all at one revision: the
@@ -135,12 +133,13 @@ class Reads(Room):
     ) -> AsyncIterator[Update]:
         """A snapshot (or `start`), then every watch batch folded into one view: see
         `fleetd.registry.follow`. The agents' copies (`placed/`, `global/`, `layout/`) are
-        watched only with `copies` (the engine leader, which keeps them): the API's readers
-        read the records."""
-        ranges = () if copies else self._records
+        folded only with `copies` (the engine leader, which keeps them): the API's readers
+        read the records, and skip the copies' events undecoded (the whole prefix is still
+        one watch, so a transaction's events still come in one batch)."""
+        skip = frozenset() if copies else COPIES
 
         def watch(from_revision: int) -> EventStream:
-            return self.watch(from_revision, ranges=ranges)
+            return EventStream(self.etcd, self.keys, self.snapshot, from_revision, skip=skip)
 
         return follow(self.snapshot, watch, start=start, view=view)
 

@@ -25,7 +25,7 @@ from fleetd.model import ModelError
 from fleetd.registry.errors import EtcdUnavailable, WatchCompacted, WatchInterrupted
 from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import Change, Event, Resync, Snapshot, decode_change
-from fleetd.registry.keys import KeyLayout
+from fleetd.registry.keys import KeyKind, KeyLayout
 
 __all__ = ["Backoff", "EventStream", "retry_unavailable"]
 
@@ -87,14 +87,17 @@ class EventStream:
         key: str | None = None,
         prefix: bool = True,
         ranges: Sequence[tuple[str, bool]] = (),
+        skip: frozenset[KeyKind] = frozenset(),
     ) -> None:
         """`key` (default: the whole layout; `prefix=False`: that one key only), or `ranges`,
         several (key, whether a prefix): watched on one stream, each resumed from its own
-        last revision."""
+        last revision (a transaction over several ranges may then come in several batches).
+        `skip`: kinds of keys dropped undecoded."""
         if from_revision < 1:
             raise ValueError("a watch starts at revision 1 or later (snapshot().revision + 1)")
         self._etcd, self._layout, self._relist_now = etcd, layout, relist
         self._ranges = list(ranges) or [(key or layout.prefix, prefix)]
+        self._skip = skip  # kinds of keys dropped undecoded
         # per range, the first revision not yet fully delivered
         self._next = [from_revision] * len(self._ranges)
         self.resyncs = 0
@@ -176,11 +179,13 @@ class EventStream:
 
     def _decode(self, changes: tuple[Change, ...], start: int) -> list[Event]:
         """Typed events of one batch; drops changes already delivered and corrupt values."""
-        layout = self._layout
+        layout, skip = self._layout, self._skip
         events: list[Event] = []
         for change in changes:
             if change.revision < start:
                 continue  # already delivered before a reconnect
+            if skip and (parsed := layout.parse(change.key)) and parsed.kind in skip:
+                continue
             try:
                 event = decode_change(layout, change)
             except ModelError as err:

@@ -325,3 +325,21 @@ async def test_units_written_while_the_bus_was_lost_are_linked_once_it_is_back(
             30,
         )
     assert all(st.load == "loaded" for n in names for st in state_of(view, n))
+
+
+async def test_a_slow_start_does_not_hold_back_units_placed_meanwhile(registry: Registry) -> None:
+    """A unit whose start job takes long (a oneshot running 30 s) does not keep the agent from
+    starting a unit placed after it: the plans go on while start jobs run."""
+    slow = parse_unit("[Service]\nType=oneshot\nExecStart=/bin/sleep 30\n")
+    async with cluster(registry, 1) as (node,):
+        await registry.create_job("slow.service", slow, JobState.LAUNCHED)
+        await until(
+            registry,
+            lambda s: any(st.active == "activating" for st in state_of(s, "slow.service")),
+        )
+        await registry.create_job("hello.service", HELLO, JobState.LAUNCHED)
+        await until(
+            registry,
+            lambda s: any(st.active == "active" for st in state_of(s, "hello.service")),
+        )
+        assert (await node.manager.unit_state("slow.service")).active == "activating"
