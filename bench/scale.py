@@ -1,6 +1,6 @@
 """Ten times the scale: 10,000 machines and 100,000 units on a real etcd, on this machine.
 
-Two real fleetds (a sandbox: namespaced systemd machines, their agents, API and engines) and
+Three real fleetds (a sandbox: namespaced systemd machines, their agents, API and engines) and
 10,000 simulated machines (one process: registered under one lease, following the key range a
 real agent follows — the units placed on them, `placed/<machine>/…`, here the union of their
 ranges — and publishing each placed unit's state, active/running, as a burst per watch batch,
@@ -10,12 +10,12 @@ one lands on a simulated machine and neither real fleetd holds any.
 Measured, from the first API request:
 - submit: 100,000 units (`desiredState: launched`) through the API's batch endpoint
   (`POST x/units`, fleetctl's client: batches of at most 100 requests and 512 KiB, 16 in
-  flight) of the fleetd that leads the engines;
+  flight) of a fleetd that does not lead the engines (as fleetctl talks to its own machine's);
 - placed: every unit's copy on its machine seen by the simulated machines; converged: every
   state published (acknowledged by etcd);
 - etcd writes per unit (store revisions), etcd's database size;
 - the engine leader's fleetd: CPU seconds and RSS (VmRSS) before and after, per unit;
-- the other fleetd (not the leader, no unit of its own): its CPU seconds while the cluster
+- the third fleetd (not the leader, serving nothing, no unit of its own): its CPU seconds while the cluster
   converges, as a share of one core, and its RSS after against its idle RSS;
 - baseline of the same run: the same number of raw etcd puts (one client, 64 in flight).
 
@@ -48,6 +48,9 @@ MACHINES, UNITS = 10_000, 100_000
 QUICK = bool(os.environ.get("BENCH_QUICK"))
 if QUICK:
     MACHINES, UNITS = 200, 2_000
+PROBE = "BENCH_UNITS" in os.environ  # another size, to look at: nothing written
+MACHINES = int(os.environ.get("BENCH_MACHINES", MACHINES))
+UNITS = int(os.environ.get("BENCH_UNITS", UNITS))
 LEASE_TTL = 60
 RAW_CONCURRENCY = 64
 SIM_META = {"role": "sim"}
@@ -164,7 +167,8 @@ async def bench(sandbox: Sandbox) -> dict[str, float]:
         assert leader is not None
         by_id = {m.id: m for m in state.machines}
         lead = by_id[leader.machine_id]
-        other = next(m for m in state.machines if m.id != leader.machine_id)
+        # the machine fleetctl is pointed at serves the submission; the third one only runs
+        api, other = (m for m in state.machines if m.id != leader.machine_id)
         r: dict[str, float] = {
             "idle_rss": rss_mib(other.fleetd_pid),
             "leader_rss0": rss_mib(lead.fleetd_pid),
@@ -177,9 +181,18 @@ async def bench(sandbox: Sandbox) -> dict[str, float]:
         assert (await sims.stdout.readline()).strip() == b"ready"
         await asyncio.sleep(5)  # the fleetds take the 10,000 machines in; then measure from rest
         r["idle_rss_machines"] = rss_mib(other.fleetd_pid)
+        spy = None
+        if os.environ.get("BENCH_PYSPY"):  # profile the leader's fleetd while it works
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r", "50",
+                "-o", os.environ["BENCH_PYSPY"], "--pid", str(lead.fleetd_pid),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
         rev0 = (await registry.snapshot()).revision
+        puts0 = etcd_metric(state.etcd_url, "etcd_mvcc_put_total")
         cpu_other0, cpu_lead0 = cpu_seconds(other.fleetd_pid), cpu_seconds(lead.fleetd_pid)
-        client = Client(sandbox.endpoint(lead), timeout=120.0)
+        cpu_api0, cpu_etcd0 = cpu_seconds(api.fleetd_pid), cpu_seconds(state.etcd_pid)
+        client = Client(sandbox.endpoint(api), timeout=120.0)
         units = [
             {"name": f"s{i}.service", "desiredState": "launched", "options": UNIT_OPTIONS}
             for i in range(UNITS)
@@ -191,11 +204,18 @@ async def bench(sandbox: Sandbox) -> dict[str, float]:
         done = json.loads(await asyncio.wait_for(sims.stdout.readline(), 600))
         r["placed"] = done["placed_at"] - t0
         r["converged"] = done["converged_at"] - t0
+        if spy is not None:
+            spy.send_signal(2)
+            await spy.wait()
         window = done["converged_at"] - t0
         r["other_cpu"] = cpu_seconds(other.fleetd_pid) - cpu_other0
         r["other_cpu_share"] = r["other_cpu"] / window
         r["leader_cpu"] = cpu_seconds(lead.fleetd_pid) - cpu_lead0
+        r["api_cpu"] = cpu_seconds(api.fleetd_pid) - cpu_api0
+        r["etcd_cpu"] = cpu_seconds(state.etcd_pid) - cpu_etcd0
+        r["after_submit"] = done["converged_at"] - t0 - r["submit"]
         r["writes"] = ((await registry.snapshot()).revision - rev0) / UNITS
+        r["puts"] = (etcd_metric(state.etcd_url, "etcd_mvcc_put_total") - puts0) / UNITS
         await asyncio.sleep(5)  # the leader's last plans after the last state
         r["other_rss"] = rss_mib(other.fleetd_pid)
         r["leader_rss"] = rss_mib(lead.fleetd_pid)
@@ -225,22 +245,29 @@ def report(r: dict[str, float]) -> str:
         "| measure | fleetd | baseline (same run) | ratio | goal |",
         "|---|---|---|---|---|",
         f"| submit {UNITS:,} units through the API's batch endpoint (`POST x/units`, fleetctl's "
-        f"client) | {r['submit']:.1f} s | {UNITS:,} raw etcd puts, 64 in flight: {r['raw']:.1f} s "
+        f"client) of a fleetd that does not lead | {r['submit']:.1f} s | {UNITS:,} raw etcd puts, 64 in flight: {r['raw']:.1f} s "
         f"| {r['submit'] / r['raw']:.2f}x | bounded |",
         f"| first request → all {UNITS:,} placed on {MACHINES:,} simulated machines (their copies "
         f"seen) | {r['placed']:.1f} s | | | |",
         f"| first request → all converged (every state published) | {r['converged']:.1f} s | "
         f"{UNITS:,} raw etcd puts: {r['raw']:.1f} s | {r['converged'] / r['raw']:.2f}x | < 60 s |",
-        f"| etcd writes per unit (store revisions: submit, placement with its copy, state) | "
-        f"{r['writes']:.2f} | | | ≤ 2.1 |",
+        f"| last API answer → all converged | {r['after_submit']:.1f} s | | | |",
+        f"| etcd writes per unit (store revisions, each a committed txn: submit 50 jobs per txn, "
+        f"placements 100 per txn with their copies, states 100 per txn) | {r['writes']:.3f} | | "
+        f"| ≤ 2.1 |",
+        f"| keys written per unit (etcd_mvcc_put_total: job, its copy, placement, state; the "
+        f"shared content) | {r['puts']:.2f} | | | |",
         f"| the fleetd that is not the leader (no unit of its own): CPU while the cluster "
         f"converges | {r['other_cpu']:.2f} CPU s over {r['converged']:.1f} s = "
         f"**{100 * r['other_cpu_share']:.2f}%** of a core | | | < 5% |",
         f"| same fleetd: RSS after, against its idle RSS | {r['other_rss']:.1f} MiB | idle "
         f"{r['idle_rss']:.1f} MiB (with the {MACHINES:,} machines: "
         f"{r['idle_rss_machines']:.1f} MiB) | {r['other_rss'] / r['idle_rss']:.2f}x | ≤ 1.2x |",
-        f"| the engine leader's fleetd (engine, API, agent): CPU from the first request to "
+        f"| the engine leader's fleetd (engine and agent): CPU from the first request to "
         f"convergence | {r['leader_cpu']:.1f} CPU s | | | reported |",
+        f"| the fleetd serving the submission (API and agent): CPU, same span | "
+        f"{r['api_cpu']:.1f} CPU s | | | |",
+        f"| etcd: CPU, same span | {r['etcd_cpu']:.1f} CPU s | | | |",
         f"| same fleetd: RSS before → after | {r['leader_rss0']:.0f} → {r['leader_rss']:.0f} MiB "
         f"({per_unit_kib:.1f} KiB per unit) | | | reported |",
         f"| etcd database size after | {r['db_mib']:.0f} MiB | | | reported |",
@@ -252,7 +279,8 @@ def report(r: dict[str, float]) -> str:
             "",
             *rows,
             "",
-            f"- Two real fleetds (a sandbox) and {MACHINES:,} simulated machines registered under"
+            f"- Three real fleetds (a sandbox: one leads the engines, one serves the"
+            f" submission, one only runs) and {MACHINES:,} simulated machines registered under"
             " one lease in one process, which follows the range of copies placed on them"
             " (`placed/`) and publishes a burst of states per watch batch, 100 per txn, as an"
             " agent does. The units ask `MachineMetadata=role=sim`: none lands on a real"
@@ -273,7 +301,7 @@ def main() -> None:
         return
     sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="fbs-")) / "s")
     try:
-        asyncio.run(sandbox.up(machines=2, agent_ttl=30.0))
+        asyncio.run(sandbox.up(machines=3, agent_ttl=30.0))
         r = asyncio.run(bench(sandbox))
     finally:
         asyncio.run(sandbox.down())
@@ -281,7 +309,8 @@ def main() -> None:
     print(json.dumps(r, indent=1))
     markdown = report(r)
     print(markdown)
-    write_block("scale", markdown)
+    if not PROBE:
+        write_block("scale", markdown)
 
 
 if __name__ == "__main__":

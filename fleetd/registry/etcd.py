@@ -80,6 +80,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _PAGE = 1000  # keys per range page when listing a prefix
+_MAX_MESSAGE = 64 * 1024 * 1024  # bytes of one gRPC message received (a listing's page)
 _TLS_HINTS = ("ssl", "handshake", "certificate", "tls")
 
 
@@ -167,6 +168,10 @@ class EtcdClient:
             tls_server_name=server_name if tls else None,
             **tls,
         )
+        # gRPC's default 4 MiB per received message is less than a page of a listing of
+        # large unit files may be; watches ask etcd to fragment their answers instead
+        # (`watch_ranges`). The library takes no channel options: its manager's list is it.
+        client._manager.grpc_options.append(("grpc.max_receive_message_length", _MAX_MESSAGE))
         await client.connect()
         self._client = client
         try:
@@ -454,6 +459,10 @@ class EtcdClient:
                     range_end=_range_end(key, prefix) or b"",
                     start_revision=start,
                     watch_id=index + 1,  # 0 asks etcd to choose: ours say which range
+                    # A watcher catching up gets up to 1,000 revisions per answer, which at
+                    # 100 keys a txn passed gRPC's message limit (14 MB seen in the scale
+                    # bench): etcd splits such answers into fragments, joined below.
+                    fragment=True,
                 )
             )
             for index, (key, prefix, start) in enumerate(ranges)
@@ -476,6 +485,7 @@ class EtcdClient:
         loop = asyncio.get_running_loop()
         opening = loop.time() + max(self._t, 1.0)
         acks = 0
+        fragments: dict[int, list[Any]] = {}  # events of an answer etcd split, by watcher
         try:
             while True:
                 if acks < len(ranges):
@@ -500,8 +510,11 @@ class EtcdClient:
                         raise WatchInterrupted("watch stream was re-created after a disconnect")
                 elif resp.compact_revision > 0:
                     raise WatchCompacted(resp.compact_revision)
-                elif resp.events:
-                    yield int(resp.watch_id) - 1, _batch(resp)
+                elif resp.fragment:  # more of this answer follows: keep its events
+                    fragments.setdefault(resp.watch_id, []).extend(resp.events)
+                elif resp.events or resp.watch_id in fragments:
+                    events = [*fragments.pop(resp.watch_id, ()), *resp.events]
+                    yield int(resp.watch_id) - 1, _batch(resp.header.revision, events)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
                 await self._authenticate()
@@ -513,9 +526,9 @@ class EtcdClient:
             call.cancel()
 
 
-def _batch(resp: Any) -> WatchBatch:
+def _batch(revision: int, events: Sequence[Any]) -> WatchBatch:
     return WatchBatch(
-        resp.header.revision,
+        revision,
         tuple(
             Change(
                 "delete" if ev.type == 1 else "put",
@@ -523,7 +536,7 @@ def _batch(resp: Any) -> WatchBatch:
                 bytes(ev.kv.value),
                 ev.kv.mod_revision,
             )
-            for ev in resp.events
+            for ev in events
         ),
     )
 
