@@ -15,8 +15,8 @@ Measured, from the first API request:
   state published (acknowledged by etcd);
 - etcd writes per unit (store revisions), etcd's database size;
 - the engine leader's fleetd: CPU seconds and RSS (VmRSS) before and after, per unit;
-- the third fleetd (not the leader, serving nothing, no unit of its own): its CPU seconds while the cluster
-  converges, as a share of one core, and its RSS after against its idle RSS;
+- the third fleetd (not the leader, serving nothing, no unit of its own): its CPU seconds
+  while the cluster converges, as a share of one core, and its RSS after against its idle RSS;
 - baseline of the same run: the same number of raw etcd puts (one client, 64 in flight).
 
 Needs root (namespaced machines). Writes the block `scale` of docs/benchmarks.md;
@@ -245,7 +245,8 @@ def report(r: dict[str, float]) -> str:
         "| measure | fleetd | baseline (same run) | ratio | goal |",
         "|---|---|---|---|---|",
         f"| submit {UNITS:,} units through the API's batch endpoint (`POST x/units`, fleetctl's "
-        f"client) of a fleetd that does not lead | {r['submit']:.1f} s | {UNITS:,} raw etcd puts, 64 in flight: {r['raw']:.1f} s "
+        f"client) of a fleetd that does not lead | {r['submit']:.1f} s | {UNITS:,} raw etcd "
+        f"puts, 64 in flight: {r['raw']:.1f} s "
         f"| {r['submit'] / r['raw']:.2f}x | bounded |",
         f"| first request → all {UNITS:,} placed on {MACHINES:,} simulated machines (their copies "
         f"seen) | {r['placed']:.1f} s | | | |",
