@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -305,6 +306,11 @@ def main() -> None:
         asyncio.run(sandbox.up(machines=3, agent_ttl=30.0))
         r = asyncio.run(bench(sandbox))
     finally:
+        keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory for the fleetds' logs
+        if keep and sandbox.state is not None:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for m in sandbox.state.machines:
+                shutil.copy(sandbox.dir / m.name / "fleetd.log", Path(keep) / f"{m.name}.log")
         asyncio.run(sandbox.down())
         sandbox.dir.parent.rmdir()
     print(json.dumps(r, indent=1))

@@ -322,8 +322,9 @@ def snapshot_of(revision: int, documents: Iterable[Any]) -> Snapshot:
 
 
 def touched(view: _Fields, event: Event) -> frozenset[str] | None:
-    """The units whose view `event` may change, asked before it is folded into `view`; None for
-    "any" (a resync, or a machine coming or going: placements and addresses of many units)."""
+    """The units whose view `event` may change (asked once it changed the view: a content's
+    users are the same before and after); None for "any" (a resync, or a machine coming or
+    going: placements and addresses of many units)."""
     match event:
         case Resync():
             return None

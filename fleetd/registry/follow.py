@@ -68,9 +68,9 @@ async def follow(
             units: set[str] = set()
             machines = everything = False
             for event in batch:
-                about = touched(view, event)  # before the fold: a content's users, say
                 if not view.apply(event):
-                    continue
+                    continue  # (a content written again for its next users, say)
+                about = touched(view, event)
                 changed.append(event)
                 if isinstance(event, Resync):
                     everything = True

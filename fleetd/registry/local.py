@@ -147,9 +147,9 @@ class Local(Room):
         units: set[str] = set()
         machines = everything = False
         for event in events:
-            about = touched(view, event)
             if not view.apply(event):
                 continue
+            about = touched(view, event)
             changed.append(event)
             if isinstance(event, Resync):
                 everything = True
