@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 _DESTROY_CONCURRENCY = 32  # destroys of one destroy_many in flight at once
 _CREATE_CHUNK = 50  # jobs per create_many txn (with their contents: under etcd's 128 ops)
+_CHUNKS_IN_FLIGHT = 8  # destroy_many's round trips of nested txns at once (each within the
+# request timeout: all at once, the last would wait past it)
 
 
 class Submitted(StrEnum):
@@ -274,6 +276,7 @@ class Jobs(Room):
                 users.setdefault(job.unit_hash, set()).add(job.name)
 
         limit = asyncio.Semaphore(_DESTROY_CONCURRENCY)
+        chunks_in_flight = asyncio.Semaphore(_CHUNKS_IN_FLIGHT)
 
         async def alone(name: str) -> Exception | None:
             """Destroyed on its own: created or changed since the listing (or not found)."""
@@ -296,7 +299,8 @@ class Jobs(Room):
                     tuple(self._job_deletes(name, where.machine)),
                 ))  # fmt: skip
             try:
-                results = await self.etcd.txns(writes)
+                async with chunks_in_flight:
+                    results = await self.etcd.txns(writes)
             except EtcdUnavailable as err:
                 return [err] * len(chunk)
             out: list[Exception | None] = []
