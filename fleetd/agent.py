@@ -243,7 +243,10 @@ class Agent:
             # nothing changed, so the actions that failed while the bus was lost are retried
             reconnected = self.systemd.connect_count != connects
             connects = self.systemd.connect_count
-            if before is None or before.active != state.active or reconnected:
+            # (a unit whose start job runs changes as the job goes: nothing to plan for it until
+            # the job ends, which a burst of starts would otherwise pay with a plan per signal)
+            moved = before is None or before.active != state.active
+            if (moved and state.name not in self._starting) or reconnected:
                 self._dirty.set()
             self._health.observe(state.name, self._seen(state.name))
             self._mark_publish((state.name,))
