@@ -10,14 +10,14 @@ changed something: the view, the events that changed it, and the units they may 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from fleetd.registry.fold import ClusterView, Event, Resync, Snapshot, touched
 from fleetd.registry.watch import EventStream, retry_unavailable
 
-__all__ = ["Update", "follow"]
+__all__ = ["Update", "fold_events", "follow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +64,27 @@ async def follow(
     yield Update(view, (), everything=True)
     async with aclosing(watch(start.revision + 1)) as stream:
         async for batch in stream.batches():
-            changed: list[Event] = []
-            units: set[str] = set()
-            machines = everything = False
-            for event in batch:
-                if not view.apply(event):
-                    continue  # (a content written again for its next users, say)
-                about = touched(view, event)
-                changed.append(event)
-                if isinstance(event, Resync):
-                    everything = True
-                elif about is None:
-                    machines = True
-                else:
-                    units |= about
-            if changed:
-                yield Update(view, tuple(changed), frozenset(units), machines, everything)
+            update = fold_events(view, batch)
+            if update is not None:
+                yield update
+
+
+def fold_events(view: ClusterView, events: Iterable[Event]) -> Update | None:
+    """Fold a batch of events into `view`: the Update of those that changed it, or None."""
+    changed: list[Event] = []
+    units: set[str] = set()
+    machines = everything = False
+    for event in events:
+        if not view.apply(event):
+            continue  # (a content written again for its next users, say)
+        about = touched(view, event)
+        changed.append(event)
+        if isinstance(event, Resync):
+            everything = True
+        elif about is None:
+            machines = True
+        else:
+            units |= about
+    if not changed:
+        return None
+    return Update(view, tuple(changed), frozenset(units), machines, everything)

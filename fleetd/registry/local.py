@@ -41,9 +41,8 @@ from fleetd.registry.fold import (
     Resync,
     Snapshot,
     snapshot_of,
-    touched,
 )
-from fleetd.registry.follow import Update
+from fleetd.registry.follow import Update, fold_events
 from fleetd.registry.keys import KeyKind, KeyLayout
 from fleetd.registry.kv import Get, KeyValue
 from fleetd.registry.room import Room
@@ -143,24 +142,9 @@ class Local(Room):
                 events += self.copies.translate(raw)
         if not any(isinstance(e, Resync) for e in events):
             events = await self._contents(view, events) + events
-        changed: list[Event] = []
-        units: set[str] = set()
-        machines = everything = False
-        for event in events:
-            if not view.apply(event):
-                continue
-            about = touched(view, event)
-            changed.append(event)
-            if isinstance(event, Resync):
-                everything = True
-            elif about is None:
-                machines = True
-            else:
-                units |= about
+        update = fold_events(view, events)
         self._forget_contents(view)
-        if not changed:
-            return None
-        return Update(view, tuple(changed), frozenset(units), machines, everything)
+        return update
 
     def _take_copies(self, revision: int) -> None:
         """The copies of the listing at `revision` become the ones events are translated by."""
