@@ -90,6 +90,8 @@ class SystemdManager:
         self._bus: SystemdBus | None = None
         self._managed = ManagedUnits(self._require_bus)
         self._reloads = Reloads(self._require_bus, self._managed.read_loaded)
+        # files written over one systemd may have loaded, not linked since: their link reloads
+        self._replaced: set[str] = set()
         self._jobs = Jobs(self.config.job_timeout)
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
@@ -226,6 +228,8 @@ class SystemdManager:
 
     def write(self, name: str, unit: UnitFile | str) -> Path:
         """Write the unit file (atomically) without telling systemd."""
+        if name in self._managed.files:
+            self._replaced.add(name)  # systemd may have loaded the file written over
         path = self.units.write(name, unit)
         self._managed.files.add(name)
         return path
@@ -236,12 +240,18 @@ class SystemdManager:
 
     async def load_many(self, units: Mapping[str, UnitFile | str]) -> None:
         paths = {name: self.write(name, unit) for name, unit in units.items()}
-        await self._reloads.join(link=paths)
+        await self._join_links(paths)
         log.info("systemd.units_loaded", units=sorted(paths))
 
     async def link(self, names: Iterable[str]) -> None:
-        """Link files already in the units dir, then reload (coalesced)."""
-        await self._reloads.join(link={n: self.units.path_of(n) for n in names})
+        """Link files already in the units dir, then reload (coalesced) when one of them
+        replaced a file systemd may have loaded (a new unit needs none)."""
+        await self._join_links({n: self.units.path_of(n) for n in names})
+
+    async def _join_links(self, paths: Mapping[str, Path]) -> None:
+        replaced = self._replaced & paths.keys()
+        await self._reloads.join(link=paths, reload=bool(replaced))
+        self._replaced -= replaced
 
     async def unload(self, name: str) -> None:
         """Unlink (DisableUnitFiles runtime), remove the file, reload (coalesced)."""

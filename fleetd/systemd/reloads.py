@@ -3,7 +3,11 @@
 A Reload makes systemd re-read every unit file, so a hundred concurrent loads must not cost a
 hundred of them. The first caller creates a batch and schedules its flush; every caller arriving
 before the flush runs joins it and awaits the same future. The flush does
-`DisableUnitFiles(runtime)`, `LinkUnitFiles(runtime, force)` and one `Reload`. Batches are
+`DisableUnitFiles(runtime)`, `LinkUnitFiles(runtime, force)` and one `Reload` — unless it only
+links files systemd never loaded (new units): systemd (since 247) finds a unit file linked
+after its last reload when the unit is first asked for, so a burst of new units costs no
+reload at all (`systemctl link --no-reload` + `start`); a file written over one systemd may
+have loaded, or an unlink, needs the Reload. Batches are
 serialized by a lock, so links arriving during a reload go into the next one, never into a
 reload that already missed them.
 """
@@ -30,6 +34,7 @@ class _Batch:
 
     link: dict[str, Path] = field(default_factory=dict)
     unlink: set[str] = field(default_factory=set)
+    reload: bool = False  # some link replaces a file systemd may have loaded
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -53,15 +58,22 @@ class Reloads:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def join(
-        self, link: Mapping[str, Path] | None = None, unlink: set[str] | None = None
+        self,
+        link: Mapping[str, Path] | None = None,
+        unlink: set[str] | None = None,
+        *,
+        reload: bool = True,
     ) -> None:
-        """Link `link` (name → path) and unlink `unlink` in the next Reload, and wait for it."""
+        """Link `link` (name → path) and unlink `unlink` in the next batch, and wait for it.
+        `reload=False`: the links are of files systemd never loaded (no Reload needed for
+        them)."""
         if self._batch is None:
             self._batch = _Batch()
             task = asyncio.create_task(self._flush(), name="systemd-reload")
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
         batch = self._batch
+        batch.reload = batch.reload or reload or bool(unlink)
         for name, path in (link or {}).items():
             batch.unlink.discard(name)
             batch.link[name] = path
@@ -88,12 +100,17 @@ class Reloads:
                         "asbb",
                         [[str(p) for _, p in sorted(batch.link.items())], True, True],
                     )
-                self.count += 1
-                await bus.call("Reload")
+                if batch.reload:
+                    self.count += 1
+                    await bus.call("Reload")
             except Exception as exc:
                 batch.done.set_exception(exc)
                 batch.done.exception()  # retrieved: each caller re-raises it from the shield
                 return
-            log.info("systemd.reloaded", linked=len(batch.link), unlinked=len(batch.unlink))
+            log.info(
+                "systemd.reloaded" if batch.reload else "systemd.linked",
+                linked=len(batch.link),
+                unlinked=len(batch.unlink),
+            )
             batch.done.set_result(None)
             await self._reloaded(bus, batch.link)
