@@ -20,7 +20,6 @@ range from the last revision it delivered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -429,16 +428,6 @@ class EtcdClient:
                 raise
 
     # --- watch -----------------------------------------------------------------------------
-    async def watch(
-        self, key: str, start_revision: int, prefix: bool = True
-    ) -> AsyncIterator[WatchBatch]:
-        """Batches of changes of one key or prefix from `start_revision` (`watch_ranges`)."""
-        async with contextlib.aclosing(
-            self.watch_ranges([(key, prefix, start_revision)])
-        ) as batches:
-            async for _, batch in batches:
-                yield batch
-
     async def watch_ranges(
         self, ranges: Sequence[tuple[str, bool, int]]
     ) -> AsyncIterator[tuple[int, WatchBatch]]:
@@ -491,13 +480,13 @@ class EtcdClient:
                 if acks < len(ranges):
                     try:
                         async with asyncio.timeout_at(opening):
-                            resp = await _answer(stream)
+                            resp = await anext(stream, None)
                     except TimeoutError:
                         raise WatchInterrupted(
                             f"no answer to the watch request within {self._t:g} s"
                         ) from None
                 else:
-                    resp = await _answer(stream)
+                    resp = await anext(stream, None)
                 if resp is None:
                     raise WatchInterrupted("watch stream ended")
                 if resp.canceled:
@@ -539,8 +528,3 @@ def _batch(revision: int, events: Sequence[Any]) -> WatchBatch:
             for ev in events
         ),
     )
-
-
-async def _answer(stream: AsyncIterator[Any]) -> Any:
-    """The stream's next answer, None at its end."""
-    return await anext(stream, None)

@@ -62,9 +62,6 @@ class Local(Room):
         super().__init__(etcd, keys)
         self.machine_id = machine_id
         self.copies = LocalCopies(machine_id)
-        # the copies each listing read, by revision, until its view takes them (a relist runs
-        # in a watch's task while older batches are still folded with the current copies)
-        self._listed: dict[int, LocalCopies] = {}
 
     def ranges(self) -> list[tuple[str, bool]]:
         """What this machine's agent watches: (key, whether a prefix)."""
@@ -94,10 +91,10 @@ class Local(Room):
                 kvs = [kv] if kv is not None else []
             revision = revision or at
             documents += [d for kv in kvs if (d := self.decode(kv)) is not None]
-        copies = LocalCopies(self.machine_id)
-        records = copies.reset(documents)
-        self._listed[revision] = copies
-        names = sorted(copies.names)
+        # (a relist runs when the follower asks the stream for its next batch, whose Resync
+        # the view folds next: the copies and the view move on together)
+        records = self.copies.reset(documents)
+        names = sorted(self.copies.names)
         records += await self._reads([self.keys.state(n, self.machine_id) for n in names])
         needed = {d.unit_hash for d in records if isinstance(d, Job)}
         needed |= {h for d in records if isinstance(d, Rollout) for h in (d.from_hash, d.to_hash)}
@@ -108,7 +105,6 @@ class Local(Room):
         """Wait for the copies to exist, then follow this machine's part (see above)."""
         await self._index_ready()
         start = await retry_unavailable(self.snapshot, "registry.snapshot_retry")
-        self._take_copies(start.revision)
         if view is None:
             view = ClusterView(start)
         else:
@@ -136,7 +132,6 @@ class Local(Room):
         events: list[Event] = []
         for raw in batch:
             if isinstance(raw, Resync):  # in the records' terms already (`snapshot()`)
-                self._take_copies(raw.revision)
                 events = [raw]  # it replaces everything before it
             else:
                 events += self.copies.translate(raw)
@@ -145,11 +140,6 @@ class Local(Room):
         update = fold_events(view, events)
         self._forget_contents(view)
         return update
-
-    def _take_copies(self, revision: int) -> None:
-        """The copies of the listing at `revision` become the ones events are translated by."""
-        self.copies = self._listed.pop(revision)
-        self._listed = {r: c for r, c in self._listed.items() if r > revision}
 
     async def _contents(self, view: ClusterView, events: list[Event]) -> list[Event]:
         """The contents `events` and the view name (a job's, a rollout's versions) that the
