@@ -43,7 +43,14 @@ from fleetd.reconcile.publish import (
 )
 from fleetd.reconcile.relevance import LocalJobs
 from fleetd.reconcile.states import adopted_as_started
-from fleetd.registry import ClusterView, EtcdUnavailable, KeyKind, Lease, Registry
+from fleetd.registry import (
+    ClusterView,
+    EtcdRequestFailed,
+    EtcdUnavailable,
+    KeyKind,
+    Lease,
+    Registry,
+)
 from fleetd.registry.watch import Backoff, retry_unavailable
 from fleetd.systemd import SystemdManager
 from fleetd.systemd import UnitState as SystemdState
@@ -564,9 +571,13 @@ class Agent:
         """Publish the states of a burst together (a few txns, not one put each)."""
         lease = self.lease
         assert lease is not None
+        if self._leaving or lease.lost.is_set():
+            return  # leaving, or the lease is gone: its states went with it
         try:
             await self.registry.publish_states(states, lease)
-        except EtcdUnavailable as err:
+        except (EtcdUnavailable, EtcdRequestFailed) as err:
+            # unreachable, or refused — the lease revoked under it by leave() or expired: a
+            # state is never worth the agent; the next change or registration publishes again
             log.warning(
                 "agent.publish_failed",
                 units=[s.name for s in states],
