@@ -61,6 +61,10 @@ __all__ = ["Agent"]
 log = structlog.get_logger(__name__)
 
 _RETRY_FIRST, _RETRY_CAP = 1.0, 60.0  # seconds: plans after failed systemd actions
+# Seconds between two publishes of states: the first change after a quiet moment goes at once,
+# the changes of a burst (hundreds of units whose start jobs end a few ms apart) wait for the
+# rest of the spacing and go together, one revision for dozens instead of one each.
+_PUBLISH_SPACING = 0.025
 
 
 class Agent:
@@ -526,9 +530,15 @@ class Agent:
         self._publish_dirty.set()
 
     async def _publish(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -_PUBLISH_SPACING
         while True:
             await self._publish_dirty.wait()
+            wait = last + _PUBLISH_SPACING - loop.time()
+            if wait > 0:  # published a moment ago: the rest of a burst joins this publish
+                await asyncio.sleep(wait)
             self._publish_dirty.clear()
+            last = loop.time()
             if self.lease is None or not self.registered.is_set() or self._view is None:
                 self._to_publish = None
                 continue  # (no view yet: the restart tokens done here are not known yet)

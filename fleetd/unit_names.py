@@ -36,6 +36,7 @@ TEMPLATE_TYPES = frozenset({"path", "service", "socket", "target", "timer"})
 # Characters allowed before the type suffix (systemd's, as fleet checks them; "\" is systemd's
 # escape character, as in "foo\x2dbar.service").
 _NAME_CHARS = re.compile(r"[A-Za-z0-9:_.@\\-]")
+_NAME_BODY = re.compile(r"[A-Za-z0-9:_.@\\-]*")  # the whole part before the suffix, at once
 
 
 class UnitNameError(ValueError):
@@ -82,9 +83,9 @@ def validate_name(name: str) -> None:
         raise UnitNameError(f"invalid unit type: {go_quote(suffix)}")
     if "@" in name and suffix not in TEMPLATE_TYPES:
         raise UnitNameError(f"invalid unit type for template: {go_quote(suffix)}")
-    for char in name[:dot]:
-        if not _NAME_CHARS.fullmatch(char):
-            raise UnitNameError(f"invalid character {go_quote(char, quote=chr(39))} in unit name")
+    if not _NAME_BODY.fullmatch(name, 0, dot):  # then find the first character refused
+        char = next(c for c in name[:dot] if not _NAME_CHARS.fullmatch(c))
+        raise UnitNameError(f"invalid character {go_quote(char, quote=chr(39))} in unit name")
     if name.startswith("@"):
         raise UnitNameError('unit name cannot start in "@"')
     if name.startswith("."):

@@ -88,14 +88,16 @@ class Client(Transport):
         (`{"method": "PUT", "name": ..., "body": {...}}`) or a DELETE (`{"method": "DELETE",
         "name": ...}`). Returns, in order, None for each that succeeded, else its APIError.
         A server without the extension answers 404 (APIError) for the whole batch."""
+        return [_error_of(answer) for answer in self._batch(requests)]
+
+    def _batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The answers of one `POST x/units`, in order (`{"name", "status", "error"?,
+        "unit"?}`)."""
         _, body = self._call("POST", "/x/units", body={"requests": requests})
-        out: list[APIError | None] = []
-        for answer in (body or {}).get("responses") or []:
-            error = answer.get("error")
-            out.append(None if error is None else APIError(error["code"], error.get("message", "")))
-        if len(out) != len(requests):
-            raise APIError(0, f"the batch of {len(requests)} got {len(out)} answers")
-        return out
+        answers = list((body or {}).get("responses") or [])
+        if len(answers) != len(requests):
+            raise APIError(0, f"the batch of {len(requests)} got {len(answers)} answers")
+        return answers
 
     def states(self, *, unit_name: str | None = None, machine_id: str | None = None) -> list[dict]:
         query = {}
@@ -264,9 +266,26 @@ class Client(Transport):
 
     # --- many units at once ----------------------------------------------------------------
     def units_named(self, names: Sequence[str]) -> dict[str, dict]:
-        """The registered units among `names`, by name: one listing for many names, else one
-        GET each (a few in flight)."""
+        """The registered units among `names`, by name: their GETs in `x/units` batches (the
+        server reads those units' keys only, however large the cluster); from a server
+        without them (fleet), one listing for many names, else one GET each."""
         names = list(dict.fromkeys(names))
+        if len(names) > 1:
+            requests = [{"method": "GET", "name": name} for name in names]
+            try:
+                answers = _parallel([lambda c=c: self._batch(c) for c in _chunks(requests)])
+            except APIError as err:  # 404: no x/units; 400: no GET in it (an older fleetd)
+                if err.code not in (400, 404) or isinstance(err, Unreachable):
+                    raise
+            else:
+                found: dict[str, dict] = {}
+                for answer in (a for chunk in answers for a in chunk):
+                    error = _error_of(answer)
+                    if error is None:
+                        found[answer["name"]] = answer["unit"]
+                    elif error.code != 404:
+                        raise error
+                return found
         if len(names) > _LIST_ABOVE:
             wanted = set(names)
             return {u["name"]: u for u in self.units() if u["name"] in wanted}
@@ -323,6 +342,12 @@ class Client(Transport):
         except APIError as err:
             return err
         return None
+
+
+def _error_of(answer: dict[str, Any]) -> APIError | None:
+    """A batch answer's error, None for one that succeeded."""
+    error = answer.get("error")
+    return None if error is None else APIError(error["code"], error.get("message", ""))
 
 
 def _chunks(requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

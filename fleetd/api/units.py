@@ -75,8 +75,11 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
 
     async def batch(request: web.Request) -> web.Response:
         """`POST x/units`: many unit requests in one (docs/api.md). Each is answered as its
-        own PUT or DELETE would be, in order; they run concurrently, a few at a time."""
+        own GET, PUT or DELETE would be, in order; they run concurrently, a few at a time."""
         items = granted(read_batch(await read_json(request)))
+        # the GETs together: their units' keys read at one revision, not the whole registry
+        gets = [item.name for item in items if item.method == "GET"]
+        found = await ctx.registry.units_snapshot(gets) if gets else None
         # the deletes together, with those of the batches served meanwhile: the registry is
         # read once for all of them, not once each (nor once per batch)
         deletes = [item.name for item in items if item.method == "DELETE"]
@@ -84,25 +87,36 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
         # new units together: a few transactions for all (those that exist go the usual way)
         created = await create_new(items)
 
-        async def one(item: BatchItem) -> dict[str, Any]:
+        def read(name: str) -> dict[str, Any]:
+            assert found is not None
+            job = found.jobs.get(name)
+            unit = unit_json(found, job) if job is not None else None
+            if unit is None:
+                raise Fail(404, "unit does not exist")
+            return {"name": name, "status": 200, "unit": unit}
+
+        async def write(item: BatchItem) -> dict[str, Any]:
             method, name = item.method, item.name
             async with batch_writes:
-                try:
-                    if method == "DELETE":
-                        response = destroyed_response(name, destroyed[name])
-                    elif name in created:
-                        response = web.Response(status=201)
-                    else:
-                        async with lock_of(name):
-                            response = await put(item.body, name)
-                except Exception as err:
-                    answer = failure_of(err, what=f"{request.path} {method} {name}")
-                    if answer is None:
-                        raise
-                    code, message = answer
-                    return {"name": name, "status": code,
-                            "error": {"code": code, "message": message}}  # fmt: skip
+                if method == "DELETE":
+                    response = destroyed_response(name, destroyed[name])
+                elif name in created:
+                    response = web.Response(status=201)
+                else:
+                    async with lock_of(name):
+                        response = await put(item.body, name)
             return {"name": name, "status": response.status}
+
+        async def one(item: BatchItem) -> dict[str, Any]:
+            try:
+                return read(item.name) if item.method == "GET" else await write(item)
+            except Exception as err:
+                answer = failure_of(err, what=f"{request.path} {item.method} {item.name}")
+                if answer is None:
+                    raise
+                code, message = answer
+                return {"name": item.name, "status": code,
+                        "error": {"code": code, "message": message}}  # fmt: skip
 
         results = await asyncio.gather(*(one(item) for item in items))
         return json_response({"responses": results})

@@ -25,7 +25,7 @@ from fleetd.api.serialization import granted, read_json
 from fleetd.api.streams import stream_response as _stream_response
 from fleetd.reconcile.engine import plan_for
 from fleetd.reconcile.wait_progress import WaitProgress, read_wait
-from fleetd.registry import UNITS_SNAPSHOT_MAX, ClusterView, Update
+from fleetd.registry import ClusterView, Update
 
 __all__ = ["routes"]
 
@@ -33,12 +33,13 @@ __all__ = ["routes"]
 def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
     async def wait(request: web.Request) -> web.StreamResponse:
         ask = granted(read_wait(await read_json(request)))
-        # a few units: their keys only (the watch brings the rest of what they need)
-        few = len(ask.units) <= UNITS_SNAPSHOT_MAX
-        snapshot = await (ctx.registry.units_snapshot(ask.units) if few else ctx.snapshot())
+        # the waited units' keys only, however many (the watch brings the rest they need): a
+        # wait costs what it waits for, not what the cluster holds
+        snapshot = await ctx.registry.units_snapshot(ask.units)
         resp = await _stream_response(request, "application/x-ndjson")
         view = ClusterView(snapshot)  # kept current by the follower
         progress = WaitProgress(view, ask)
+        specs: dict[str, Any] = {}  # the planner's specs of the view's jobs, kept between plans
         loop = asyncio.get_running_loop()
 
         async def write(lines: list[dict[str, Any]]) -> None:
@@ -53,12 +54,12 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
             unplaced = progress.unplaced()
             if not unplaced:
                 return
-            reasons = plan_for(view.freeze(copy=False), {}).unplaced
+            reasons = plan_for(view.freeze(copy=False), specs).unplaced
             suspects = unplaced & set(reasons)
             if not suspects:
                 return
-            if few:  # the view holds the waited units only: the whole registry decides
-                reasons = plan_for(await ctx.snapshot(), {}).unplaced
+            # the view holds the waited units only: the whole registry decides
+            reasons = plan_for(await ctx.snapshot(), {}).unplaced
             await write(progress.unschedulable({n: reasons[n] for n in suspects if n in reasons}))
 
         await write(progress.judge(ask.units, loop.time()))
@@ -80,8 +81,8 @@ def routes(ctx: Context, prefix: str) -> list[web.RouteDef]:
                             if not progress.pending:
                                 break
         plan: dict[str, str] | None = None
-        # the planner's view: the whole registry when the wait's view holds its units only
-        whole = await ctx.snapshot() if progress.pending and few else view.freeze(copy=False)
+        # the planner's view: the whole registry (the wait's view holds its units only)
+        whole = await ctx.snapshot() if progress.pending else view.freeze(copy=False)
 
         def unplaced() -> dict[str, str]:
             nonlocal plan

@@ -1,5 +1,5 @@
-"""What `POST /fleet/v1/x/units` (docs/api.md: many unit PUTs and DELETEs in one request)
-asks, and which of its units are created together, decided without I/O.
+"""What `POST /fleet/v1/x/units` (docs/api.md: many unit GETs, PUTs and DELETEs in one
+request) asks, and which of its units are created together, decided without I/O.
 
 Each request of a batch is answered as its own `PUT /units/{name}` or `DELETE` would be
 (`fleetd.reconcile.unit_put` decides a PUT); the batch adds only its own checks of the
@@ -23,9 +23,10 @@ BATCH_LIMIT = 1000  # requests in one batch: a bound on one request's etcd work 
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
-    """One request of a batch: a PUT of unit `name` with `body` (a Unit), or its DELETE."""
+    """One request of a batch: a GET of unit `name`, a PUT of it with `body` (a Unit), or its
+    DELETE."""
 
-    method: Literal["PUT", "DELETE"]
+    method: Literal["GET", "PUT", "DELETE"]
     name: str
     body: object = None
 
@@ -41,8 +42,10 @@ def read_batch(body: object) -> list[BatchItem] | Refuse:
         return Refuse(400, f"a batch holds 1 to {BATCH_LIMIT} requests, not {len(requests)}")
     items: list[BatchItem] = []
     for i, req in enumerate(requests):
-        if not isinstance(req, dict) or req.get("method") not in ("PUT", "DELETE"):
-            return Refuse(400, f'request {i}: expected {{"method": "PUT" or "DELETE", ...}}')
+        if not isinstance(req, dict) or req.get("method") not in ("GET", "PUT", "DELETE"):
+            return Refuse(
+                400, f'request {i}: expected {{"method": "GET", "PUT" or "DELETE", ...}}'
+            )
         name = req.get("name")
         if not isinstance(name, str) or not name:
             return Refuse(400, f"request {i}: name must be a non-empty string")

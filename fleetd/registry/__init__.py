@@ -27,12 +27,11 @@ from fleetd.registry.metadata import (
     merge_metadata,
     with_facts,
 )
-from fleetd.registry.registry import UNITS_SNAPSHOT_MAX, Leadership, Registry, Submitted
+from fleetd.registry.registry import Leadership, Registry, Submitted
 from fleetd.registry.watch import EventStream
 
 __all__ = [
     "DEFAULT_PREFIX",
-    "UNITS_SNAPSHOT_MAX",
     "Changed",
     "ClusterView",
     "EtcdAuthError",

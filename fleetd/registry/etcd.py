@@ -125,8 +125,8 @@ def _op(op: Op) -> object:
             return KVService.txn_op_put(key, value, lease=lease)
         case Delete(key, prefix):
             return KVService.txn_op_delete(key, range_end=_range_end(key, prefix))
-        case Get(key, prefix):
-            return KVService.txn_op_get(key, range_end=_range_end(key, prefix))
+        case Get(key, prefix, revision):
+            return KVService.txn_op_get(key, range_end=_range_end(key, prefix), revision=revision)
     raise TypeError(f"not a txn op: {op!r}")
 
 

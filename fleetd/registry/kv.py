@@ -68,6 +68,7 @@ class Delete:
 class Get:
     key: str
     prefix: bool = False
+    revision: int = 0  # read as at this revision (0: the current one)
 
 
 Op = Put | Delete | Get

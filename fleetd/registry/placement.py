@@ -12,24 +12,18 @@ go as nested txns (each winning or losing on its own) in few round trips.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 
 import structlog
 
 from fleetd.model import Assignment, GlobalJob, IndexMark, Job, Placement
-from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Guarded, Put, TxnResult
-from fleetd.registry.room import Room
+from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Guarded, Put
+from fleetd.registry.room import Room, in_flight
 
 __all__ = ["Placements"]
 
 log = structlog.get_logger(__name__)
-
-# Round trips of nested txns in flight at once. Placing 100,000 units is 1,000 of them: all at
-# once, the last ones waited on etcd past the request timeout (1 s by default, as fleet's),
-# and the engine stepped down for an etcd it took for unreachable.
-_IN_FLIGHT = 8
-
 
 class Placements(Room):
     """Placements of jobs on machines, each a compare-and-swap on what the engine read."""
@@ -71,13 +65,7 @@ class Placements(Room):
             log.debug(event, changes=1, won=int(res.succeeded))
             return [res.succeeded]
         chunks = [writes[i : i + MAX_NESTED] for i in range(0, len(writes), MAX_NESTED)]
-        limit = asyncio.Semaphore(_IN_FLIGHT)
-
-        async def send(chunk: Sequence[Guarded]) -> list[TxnResult]:
-            async with limit:
-                return await self.etcd.txns(chunk)
-
-        results = await asyncio.gather(*(send(chunk) for chunk in chunks))
+        results = await in_flight([functools.partial(self.etcd.txns, c) for c in chunks])
         won = [r.succeeded for chunk in results for r in chunk]
         log.debug(event, changes=len(writes), won=sum(won))
         return won

@@ -10,7 +10,7 @@ last snapshot are kept by key and mod revision: a key unchanged since is not dec
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 
@@ -21,13 +21,14 @@ from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import ClusterView, Snapshot, snapshot_of
 from fleetd.registry.follow import Update, follow
 from fleetd.registry.keys import COPIES, KeyKind, KeyLayout
-from fleetd.registry.kv import Delete, Get, KeyValue, Put
-from fleetd.registry.room import Room
+from fleetd.registry.kv import Get, KeyValue
+from fleetd.registry.room import Room, in_flight
 from fleetd.registry.watch import EventStream
 
-__all__ = ["UNITS_SNAPSHOT_MAX", "Reads"]
+__all__ = ["Reads"]
 
-UNITS_SNAPSHOT_MAX = 40  # names per units_snapshot (3 reads each, etcd's 128 ops per txn)
+UNITS_PER_READ = 40  # names per transaction of units_snapshot (3 reads each; etcd: 128 ops)
+CONTENTS_PER_READ = 120  # contents per transaction of units_snapshot
 
 
 class Reads(Room):
@@ -68,26 +69,54 @@ class Reads(Room):
         return snapshot_of(revision, docs)
 
     async def units_snapshot(self, names: Sequence[str]) -> Snapshot:
-        """What the API shows of a few units, at one revision, without reading the rest of the
-        registry: their jobs, contents, placements and states, and the machines. At most
-        UNITS_SNAPSHOT_MAX names (one transaction of reads)."""
-        if not 1 <= len(names) <= UNITS_SNAPSHOT_MAX:
-            raise ValueError(f"units_snapshot takes 1 to {UNITS_SNAPSHOT_MAX} names")
-        reads: list[Put | Delete | Get] = [Get(self.keys.of_kind(KeyKind.MACHINE), prefix=True)]
-        for name in names:
-            reads += [
-                Get(self.keys.job(name)),
-                Get(self.keys.schedule(name)),
-                Get(self.keys.states_of(name), prefix=True),
-            ]
-        res = await self.etcd.txn([], reads)
-        docs = [d for kvs in res.gets for d in (self.decode(kv) for kv in kvs) if d is not None]
-        hashes = {d.unit_hash for d in docs if isinstance(d, Job)}
-        contents = await asyncio.gather(
-            *(self.etcd.get(self.keys.unit(h), res.revision) for h in sorted(hashes))
-        )
-        docs += [d for _, kv in contents if kv is not None and (d := self.decode(kv)) is not None]
-        return snapshot_of(res.revision, docs)
+        """What the API shows of some units, at one revision, without reading the rest of the
+        registry: their jobs, contents, placements and states, and the machines. A transaction
+        of reads per UNITS_PER_READ names (the first at the current revision, the others as at
+        its revision, a few in flight), then one per CONTENTS_PER_READ contents: a bulk
+        command's thousand units cost what they are, not what the cluster holds."""
+        if not names:
+            raise ValueError("units_snapshot takes at least one name")
+
+        async def attempt() -> Snapshot | Lost:
+            try:
+                return await self._units_at(names)
+            except WatchCompacted:
+                return LOST  # compacted between two of its reads: read them all again
+
+        return await until_won(attempt, "reading units kept racing etcd compactions")
+
+    async def _units_at(self, names: Sequence[str]) -> Snapshot:
+        chunks = [names[i : i + UNITS_PER_READ] for i in range(0, len(names), UNITS_PER_READ)]
+        machines = Get(self.keys.of_kind(KeyKind.MACHINE), prefix=True)
+        first = await self.etcd.txn([], [machines, *self._unit_reads(chunks[0], 0)])
+        revision = first.revision
+        rest = await in_flight([
+            functools.partial(self.etcd.txn, [], self._unit_reads(chunk, revision))
+            for chunk in chunks[1:]
+        ])  # fmt: skip
+        kvs = [kv for res in (first, *rest) for reads in res.gets for kv in reads]
+        docs = [d for d in map(self.decode, kvs) if d is not None]
+        hashes = sorted({d.unit_hash for d in docs if isinstance(d, Job)})
+        found = await in_flight([
+            functools.partial(self.etcd.txn, [], [
+                Get(self.keys.unit(h), revision=revision)
+                for h in hashes[i : i + CONTENTS_PER_READ]
+            ])
+            for i in range(0, len(hashes), CONTENTS_PER_READ)
+        ])  # fmt: skip
+        docs += [d for res in found for reads in res.gets for kv in reads if (d := self.decode(kv))]
+        return snapshot_of(revision, docs)
+
+    def _unit_reads(self, names: Sequence[str], revision: int) -> list[Get]:
+        return [
+            read
+            for name in names
+            for read in (
+                Get(self.keys.job(name), revision=revision),
+                Get(self.keys.schedule(name), revision=revision),
+                Get(self.keys.states_of(name), prefix=True, revision=revision),
+            )
+        ]
 
     async def machines_snapshot(self) -> Snapshot:
         """The machines and their dynamic metadata at one (the current) revision, without the

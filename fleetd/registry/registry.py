@@ -56,12 +56,12 @@ from fleetd.registry.leases import Lease
 from fleetd.registry.local import Local
 from fleetd.registry.membership import Membership
 from fleetd.registry.placement import Placements
-from fleetd.registry.reads import UNITS_SNAPSHOT_MAX, Reads
+from fleetd.registry.reads import Reads
 from fleetd.registry.rollouts import Rollouts
 from fleetd.registry.watch import EventStream
 from fleetd.unit import UnitFile
 
-__all__ = ["UNITS_SNAPSHOT_MAX", "Leadership", "Registry", "Submitted"]
+__all__ = ["Leadership", "Registry", "Submitted"]
 
 log = structlog.get_logger(__name__)
 

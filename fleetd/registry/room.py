@@ -10,6 +10,8 @@ must not stop the engine, an agent or a listing.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import structlog
@@ -20,11 +22,17 @@ from fleetd.registry.fold import decode_value
 from fleetd.registry.keys import KeyLayout
 from fleetd.registry.kv import KeyValue
 
-__all__ = ["Room"]
+__all__ = ["IN_FLIGHT", "Room", "in_flight"]
 
 log = structlog.get_logger(__name__)
 
 D = TypeVar("D")
+T = TypeVar("T")
+
+# Round trips one call of a room keeps in flight at once. Placing 100,000 units is 1,000 round
+# trips of nested txns: all at once, the last ones waited on etcd past the request timeout (1 s
+# by default, as fleet's), and the engine stepped down for an etcd it took for unreachable.
+IN_FLIGHT = 8
 
 
 class Room:
@@ -49,3 +57,14 @@ class Room:
         _, kv = await self.etcd.get(key)
         doc = self.decode(kv) if kv else None
         return doc if isinstance(doc, kind) else None
+
+
+async def in_flight(calls: Sequence[Callable[[], Awaitable[T]]], limit: int = IN_FLIGHT) -> list[T]:
+    """Each call's result, in order, with at most `limit` of them running at once."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await call()
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))

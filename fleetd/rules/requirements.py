@@ -63,6 +63,11 @@ class Requirements:
     reserves: tuple[int, float] = field(default=(0, 0.0), compare=False, repr=False)
     # terms that place nothing (`Term.places` False: the update policy, the disruption budget)
     policies: tuple[Term, ...] = ()
+    # whether it uses Global: asked per unit on every event a waiter or an agent follows
+    is_global: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_global", self.uses("Global"))
 
     @classmethod
     def of(
@@ -128,10 +133,6 @@ class Requirements:
 
     def uses(self, rule: str) -> bool:
         return any(t.rule == rule for t in self.terms) or any(t.rule == rule for t in self.policies)
-
-    @property
-    def is_global(self) -> bool:
-        return self.uses("Global")
 
     def validate(self) -> None:
         """Raise UnitValidationError, naming the option and the reason, if a rule refused a

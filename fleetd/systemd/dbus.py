@@ -9,8 +9,9 @@ ours, and the two signals the adapter needs decoded into plain events (`JobRemov
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,10 +80,31 @@ class JobRemoved:
     result: str  # done, canceled, timeout, failed, dependency, skipped
 
 
+class Properties(Mapping[str, Any]):
+    """A signal's changed properties, each made a plain value when it is read: a unit's
+    signal names every property that changed, and those of the units a new unit depends on
+    (basic.target, shutdown.target, its slice) list all the units that depend on them, so a
+    burst of N new units would otherwise decode N lists of up to N names for nothing."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, key: str) -> Any:
+        return _deep_plain(self._raw[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 @dataclass(frozen=True, slots=True)
 class UnitChanged:
     unit: str
-    changed: dict[str, Any]  # property -> plain value
+    changed: Mapping[str, Any]  # property -> plain value (`Properties`: decoded when read)
     invalidated: tuple[str, ...]
 
 
@@ -98,6 +120,7 @@ def unit_path(name: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # every signal of a unit names its path again
 def unit_name_of_path(path: str) -> str | None:
     if not path.startswith(UNIT_PATH_PREFIX):
         return None
@@ -226,9 +249,7 @@ class SystemdBus:
             iface, changed, invalidated = msg.body
             unit = unit_name_of_path(msg.path or "")
             if unit is not None and iface == UNIT_IFACE:
-                event = UnitChanged(
-                    unit, {k: _deep_plain(v) for k, v in changed.items()}, tuple(invalidated)
-                )
+                event = UnitChanged(unit, Properties(changed), tuple(invalidated))
         if event is not None:
             for handler in self._handlers:
                 handler(event)

@@ -89,6 +89,37 @@ async def test_each_request_answered_as_alone(
     }  # fmt: skip
 
 
+async def test_gets_read_only_the_units_named(
+    api: APIServer, client: Client, registry: Registry
+) -> None:
+    """GETs in a batch are answered as `GET /units/{name}` would be (the Unit, or 404), read
+    from those units' keys at one revision; with writes in the same batch each is answered
+    on its own. `Client.units_named` asks its names so, however many."""
+    units = [{"name": f"u{i}.service", "options": HELLO} for i in range(150)]
+    assert await asyncio.to_thread(client.put_units, units) == [None] * 150
+    requests = [
+        {"method": "GET", "name": "u7.service"},
+        {"method": "GET", "name": "ghost.service"},
+        {"method": "GET", "name": "bad/x.service"},
+        put("new.service", options=HELLO),
+    ]
+    status, body = await asyncio.to_thread(post, api.unix_path, {"requests": requests})
+    assert status == 200
+    answers = body["responses"]  # type: ignore[index]
+    assert [(a["name"], a["status"]) for a in answers] == [
+        ("u7.service", 200), ("ghost.service", 404), ("bad/x.service", 404),
+        ("new.service", 201),
+    ]  # fmt: skip
+    alone = await asyncio.to_thread(client.unit, "u7.service")
+    assert answers[0]["unit"] == alone
+    assert answers[1]["error"] == {"code": 404, "message": "unit does not exist"}
+
+    names = [f"u{i}.service" for i in range(0, 150, 2)] + ["ghost.service"]
+    found = await asyncio.to_thread(client.units_named, names)
+    assert sorted(found) == sorted(names[:-1])
+    assert found["u8.service"] == await asyncio.to_thread(client.unit, "u8.service")
+
+
 async def test_deletes_of_concurrent_batches_answered_each_as_alone(
     api: APIServer, client: Client, registry: Registry
 ) -> None:
@@ -126,8 +157,8 @@ async def test_deletes_of_concurrent_batches_answered_each_as_alone(
         ([], 'unable to decode body: expected {"requests": [...]}'),
         ({"requests": "x"}, 'unable to decode body: expected {"requests": [...]}'),
         ({"requests": []}, "a batch holds 1 to 1000 requests, not 0"),
-        ({"requests": [{"method": "GET", "name": "a.service"}]},
-         'request 0: expected {"method": "PUT" or "DELETE", ...}'),
+        ({"requests": [{"method": "PATCH", "name": "a.service"}]},
+         'request 0: expected {"method": "GET", "PUT" or "DELETE", ...}'),
         ({"requests": [{"method": "PUT", "name": "", "body": {}}]},
          "request 0: name must be a non-empty string"),
         ({"requests": [{"method": "PUT", "name": "a.service"}]},
@@ -175,6 +206,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self) -> None:
+        self._answer(404)
+
+    def do_GET(self) -> None:
         self._answer(404)
 
     def do_PUT(self) -> None:
@@ -225,3 +259,14 @@ async def test_large_unit_files_go_in_batches_sized_by_bytes(
     assert answers == [None] * 30
     snapshot = await registry.snapshot()
     assert {f"big{n}.service" for n in range(30)} <= set(snapshot.jobs)
+
+
+def test_units_named_falls_back_to_one_get_per_unit(old_server: _OldServer) -> None:
+    """A server without `x/units` (fleet) is asked each unit alone (a listing above 8)."""
+    client = Client(f"unix://{old_server.server_address}")
+    assert client.units_named(["a.service", "b.service"]) == {}
+    assert sorted(old_server.seen) == [
+        ("GET", "/fleet/v1/units/a.service"),
+        ("GET", "/fleet/v1/units/b.service"),
+        ("POST", "/fleet/v1/x/units"),
+    ]

@@ -24,8 +24,8 @@ def put(name: str = "a.service", body: object = HELLO) -> dict[str, object]:
         pytest.param({"requests": []}, f"a batch holds 1 to {BATCH_LIMIT} requests, not 0", id="empty"),
         pytest.param({"requests": [put(f"u{i}.service") for i in range(BATCH_LIMIT + 1)]}, f"a batch holds 1 to {BATCH_LIMIT} requests, not {BATCH_LIMIT + 1}", id="too-many"),
         # the index names the culprit among hundreds
-        pytest.param({"requests": [put(), {"method": "GET", "name": "b.service"}]}, 'request 1: expected {"method": "PUT" or "DELETE", ...}', id="get"),
-        pytest.param({"requests": ["a.service"]}, 'request 0: expected {"method": "PUT" or "DELETE", ...}', id="string"),
+        pytest.param({"requests": [put(), {"method": "POST", "name": "b.service"}]}, 'request 1: expected {"method": "GET", "PUT" or "DELETE", ...}', id="post"),
+        pytest.param({"requests": ["a.service"]}, 'request 0: expected {"method": "GET", "PUT" or "DELETE", ...}', id="string"),
         pytest.param({"requests": [{"method": "DELETE", "name": ""}]}, "request 0: name must be a non-empty string", id="empty-name"),
         pytest.param({"requests": [{"method": "DELETE"}]}, "request 0: name must be a non-empty string", id="no-name"),
         pytest.param({"requests": [put(body=None)]}, "request 0: a PUT needs a body object (a Unit)", id="put-no-body"),

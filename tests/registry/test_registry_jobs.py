@@ -231,3 +231,35 @@ async def test_units_snapshot_reads_only_those_units(registry: Registry) -> None
     with pytest.raises(ValueError):
         await registry.units_snapshot([])
     await lease.revoke()
+
+
+async def test_units_snapshot_of_many_units_is_one_revision(registry: Registry) -> None:
+    """Hundreds of names take several transactions of reads, the later ones pinned to the
+    first one's revision: while another writer changes the same units, the snapshot is what
+    the whole registry was at that revision, restricted to those units."""
+    names = [f"u{i}.service" for i in range(400)]  # ten transactions of reads
+    created = await registry.create_many([(n, unit(n), JobState.LOADED) for n in names])
+    assert set(created) == {Submitted.CREATED}
+    lease = await registry.register_machine(Machine("m1", "10.0.0.1", {}), ttl=10)
+    writing = True
+
+    async def writer(k: int) -> None:
+        i = k
+        while writing:  # a stream of writes to the units being read
+            name = names[i % len(names)]
+            await registry.set_desired(name, JobState.LAUNCHED if i % 2 else JobState.LOADED)
+            i += 4
+
+    tasks = [asyncio.create_task(writer(k)) for k in range(4)]
+    try:
+        for _ in range(5):
+            snap = await registry.units_snapshot([*names, "ghost.service"])
+            whole = await registry.snapshot(snap.revision)
+            assert dict(snap.jobs) == dict(whole.jobs)
+            assert dict(snap.placements) == dict(whole.placements)
+            assert set(snap.units) == {j.unit_hash for j in whole.jobs.values()}
+            assert set(snap.machines) == {"m1"}
+    finally:
+        writing = False
+        await asyncio.gather(*tasks)
+    await lease.revoke()
