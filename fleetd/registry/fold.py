@@ -38,7 +38,7 @@ from fleetd.model import (
     UnitContent,
     UnitState,
 )
-from fleetd.registry.keys import KeyKind, KeyLayout
+from fleetd.registry.keys import KeyKind, KeyLayout, ParsedKey
 
 __all__ = [
     "KINDS",
@@ -350,8 +350,10 @@ def decode_value(layout: KeyLayout, key: str, value: bytes) -> Any | None:
     """The document stored at `key`; None for a key outside the layout; ModelError if corrupt
     (not JSON, the wrong schema, or a document naming another identity than its key)."""
     parsed = layout.parse(key)
-    if parsed is None:
-        return None
+    return None if parsed is None else _document(parsed, value)
+
+
+def _document(parsed: ParsedKey, value: bytes) -> Any:
     row = BY_KEY[parsed.kind]
     doc = row.doc.decode(value)
     expected = _ident(parsed.parts)
@@ -363,12 +365,16 @@ def decode_value(layout: KeyLayout, key: str, value: bytes) -> Any | None:
     return doc
 
 
-def decode_change(layout: KeyLayout, change: Change) -> Event | None:
-    """The event for one etcd change; None when the key is not ours; ModelError if corrupt."""
+def decode_change(
+    layout: KeyLayout, change: Change, skip: frozenset[KeyKind] = frozenset()
+) -> Event | None:
+    """The event for one etcd change; None when the key is not ours (or of a kind in
+    `skip`); ModelError if corrupt. Each key is parsed once: followers decode every event."""
     parsed = layout.parse(change.key)
-    if parsed is None:
+    if parsed is None or parsed.kind in skip:
         return None
     if change.type == "delete":
         return Removed(change.revision, parsed.kind, _ident(parsed.parts))
-    doc = decode_value(layout, change.key, change.value)
-    return Changed(change.revision, parsed.kind, _ident(parsed.parts), doc)
+    return Changed(
+        change.revision, parsed.kind, _ident(parsed.parts), _document(parsed, change.value)
+    )

@@ -55,6 +55,7 @@ COPIES = frozenset((KeyKind.PLACED, KeyKind.GLOBAL, KeyKind.LAYOUT))
 
 # How many segments follow the kind, where not one: per-machine records of a unit.
 _PARTS = {KeyKind.STATE: 2, KeyKind.RESTART: 2, KeyKind.PLACED: 2}
+_KIND_OF = {kind.value: kind for kind in KeyKind}  # a key's first part → its kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +140,8 @@ class KeyLayout:
         if not key.startswith(self.prefix):
             return None
         parts = key[len(self.prefix) :].split("/")
-        try:
-            kind = KeyKind(parts[0])
-        except ValueError:
+        kind = _KIND_OF.get(parts[0])
+        if kind is None:
             return None
         rest = tuple(parts[1:])
         expected = _PARTS.get(kind, 1)

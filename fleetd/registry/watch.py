@@ -184,10 +184,8 @@ class EventStream:
         for change in changes:
             if change.revision < start:
                 continue  # already delivered before a reconnect
-            if skip and (parsed := layout.parse(change.key)) and parsed.kind in skip:
-                continue
             try:
-                event = decode_change(layout, change)
+                event = decode_change(layout, change, skip)
             except ModelError as err:
                 log.warning(
                     "registry.corrupt_value",
