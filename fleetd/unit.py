@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetd.rules import (
     READS,
@@ -188,6 +188,16 @@ class UnitFile:
     """A unit file: its options in canonical (serialization) order."""
 
     options: tuple[UnitOption, ...]
+    # its content hash, computed once: every reader asks it (jobs name contents by it), and
+    # the file is hashed by it (its requirements are cached per file and unit name)
+    _digest: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        text = self.serialize().encode("utf-8", "surrogatepass")
+        object.__setattr__(self, "_digest", hashlib.sha1(text).hexdigest())
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
 
     @classmethod
     def from_options(cls, options: Iterable[UnitOption | tuple[str, str, str]]) -> UnitFile:
@@ -231,7 +241,7 @@ class UnitFile:
     @property
     def hash(self) -> str:
         """SHA-1 (lower-case hex) of the serialized form, as fleet computes it."""
-        return hashlib.sha1(self.serialize().encode("utf-8", "surrogatepass")).hexdigest()
+        return self._digest
 
     @property
     def short_hash(self) -> str:
