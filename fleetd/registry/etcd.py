@@ -13,8 +13,9 @@ Watch resumption is the registry's job, not the library's: etcd3aio re-creates a
 stream by itself from `header.revision + 1`, which can skip events still pending for a watcher
 that was catching up (and such a re-created stream once never answered at all). So watches are
 asked for on the library's gRPC stub directly (`watch_ranges`: several ranges, one etcd watcher
-each, on one stream), a broken stream ends as WatchInterrupted, and the registry resumes each
-range from the last revision it delivered.
+each), all of a client's watches on one shared stream (`_SharedWatch`: one per fleetd process,
+whichever roles and requests watch), a broken stream ends as WatchInterrupted, and the registry
+resumes each range from the last revision it delivered.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ from etcd3aio import (
     EtcdUnauthenticatedError,
     prefix_range_end,
 )
-from etcd3aio._protobuf import RequestOp, TxnRequest, WatchCreateRequest, WatchRequest
+from etcd3aio._protobuf import (
+    RequestOp,
+    TxnRequest,
+    WatchCancelRequest,
+    WatchCreateRequest,
+    WatchRequest,
+)
 from etcd3aio.kv import KVService
 
 from fleetd.registry.config import EtcdConfig
@@ -137,6 +144,7 @@ class EtcdClient:
         self.config = config
         self._client: Etcd3Client | None = None
         self._auth_lock = asyncio.Lock()
+        self._watch: _SharedWatch | None = None  # every watch of this client, on one stream
 
     @property
     def endpoints(self) -> list[str]:
@@ -187,6 +195,9 @@ class EtcdClient:
         log.info("registry.etcd_connected", endpoints=list(cfg.endpoints), tls=cfg.tls)
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close_all(WatchInterrupted("the etcd client was closed"))
+            self._watch = None
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
@@ -431,88 +442,207 @@ class EtcdClient:
     async def watch_ranges(
         self, ranges: Sequence[tuple[str, bool, int]]
     ) -> AsyncIterator[tuple[int, WatchBatch]]:
-        """Batches of changes of several ranges — (key, whether a prefix, from revision) — over
-        one gRPC stream (one etcd watcher each, multiplexed), each batch with the index of its
-        range, until the stream breaks.
+        """Batches of changes of several ranges — (key, whether a prefix, from revision) — one
+        etcd watcher each, each batch with the index of its range, until the watch breaks.
+        Every watch of this client shares one gRPC stream (`_SharedWatch`): a fleetd holds one
+        however many of its roles and requests follow the registry.
 
         Raises WatchCompacted when a range's start revision is compacted, WatchInterrupted
-        when the stream ends or breaks (the caller resumes each range from its own last
-        revision + 1), EtcdAuthError on refused credentials.
+        when the stream ends or breaks, or this watch fell too far behind it (the caller
+        resumes each range from its own last revision + 1), EtcdAuthError on refused
+        credentials.
         """
-        client = self._require()
-        service = client.watch  # type: ignore[union-attr]
-        requests = [
-            WatchRequest(
+        self._require()
+        loop = asyncio.get_running_loop()
+        if self._watch is None or self._watch.loop is not loop:
+            self._watch = _SharedWatch(self, loop)
+        shared = self._watch
+        watcher = shared.join(ranges)
+        # The `created` acks must come within a request's time, or the watch is taken as
+        # broken and the caller resumes (with backoff): once, after an etcd restart under
+        # load, a new watch got no answer at all and its watcher waited forever. Later
+        # answers come when something changes: no limit on those.
+        opening = loop.time() + max(self._t, 1.0)
+        try:
+            while True:
+                if watcher.acks < len(ranges):
+                    try:
+                        async with asyncio.timeout_at(opening):
+                            answer = await watcher.answers.get()
+                    except TimeoutError:
+                        if watcher.acks < len(ranges):
+                            raise WatchInterrupted(
+                                f"no answer to the watch request within {self._t:g} s"
+                            ) from None
+                        continue
+                else:
+                    answer = await watcher.answers.get()
+                if isinstance(answer, BaseException):
+                    raise answer
+                if answer is not _ACKED:
+                    watcher.waiting -= len(answer[1].changes)
+                    yield answer
+        finally:
+            shared.leave(watcher)
+
+    async def _watch_error(self, err: grpc.aio.AioRpcError) -> Exception:
+        """What a broken watch stream's gRPC error means to its watchers."""
+        if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
+            await self._authenticate()
+            return WatchInterrupted("watch token expired; re-authenticated")
+        if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return EtcdAuthError(f"etcd refused the watch: {err.details()}")
+        return WatchInterrupted(f"{err.code().name}: {err.details()}")
+
+
+# A watcher whose answers pile up unread (a slow reader: a wait whose client reads slowly, a
+# planner busy with a burst) leaves the shared stream past this many events waiting, and
+# resumes from its own last revision (etcd keeps what it missed, and sends it in large
+# answers): the others are never held behind it, nor the memory filled by it.
+_BEHIND_MAX = 20_000
+_ACKED = object()  # an answer that only wakes a watcher waiting for its acks
+
+
+class _Watcher:
+    """One `watch_ranges` on the shared stream: its etcd watch IDs, and its answers."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.answers: asyncio.Queue[Any] = asyncio.Queue()
+        self.acks = 0
+        self.fragments: dict[int, list[Any]] = {}  # events of an answer etcd split, by range
+        self.waiting = 0  # events in `answers`, not read yet
+
+
+class _SharedWatch:
+    """The client's one gRPC watch stream, carrying every watcher of the process.
+
+    etcd multiplexes watchers on a stream by the watch ID given at creation; a reader task
+    routes each answer to its watcher's queue. A watcher that leaves is cancelled on the
+    stream; the stream itself ends when the last one leaves, and is opened again by the next.
+    When it breaks, every watcher gets the error (each resumes on its own), and the next
+    watcher opens a new stream. Fragments (etcd splits an answer past gRPC's message limit:
+    a watcher catching up gets up to 1,000 revisions at once) are joined per watcher."""
+
+    def __init__(self, client: EtcdClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client, self.loop = client, loop
+        self._requests: asyncio.Queue[WatchRequest] | None = None
+        self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._by_id: dict[int, tuple[_Watcher, int]] = {}  # watch ID → watcher, range index
+        self._next_id = 1
+
+    def join(self, ranges: Sequence[tuple[str, bool, int]]) -> _Watcher:
+        if self._requests is None:
+            self._open()
+        assert self._requests is not None
+        ids = list(range(self._next_id, self._next_id + len(ranges)))
+        self._next_id += len(ranges)
+        watcher = _Watcher(ids)
+        for index, (watch_id, (key, prefix, start)) in enumerate(zip(ids, ranges, strict=True)):
+            self._by_id[watch_id] = (watcher, index)
+            self._requests.put_nowait(WatchRequest(
                 create_request=WatchCreateRequest(
                     key=key.encode(),
                     range_end=_range_end(key, prefix) or b"",
                     start_revision=start,
-                    watch_id=index + 1,  # 0 asks etcd to choose: ours say which range
-                    # A watcher catching up gets up to 1,000 revisions per answer, which at
-                    # 100 keys a txn passed gRPC's message limit (14 MB seen in the scale
-                    # bench): etcd splits such answers into fragments, joined below.
+                    watch_id=watch_id,
                     fragment=True,
                 )
-            )
-            for index, (key, prefix, start) in enumerate(ranges)
-        ]
+            ))  # fmt: skip
+        return watcher
+
+    def leave(self, watcher: _Watcher) -> None:
+        self._drop(watcher)
+        if not self._by_id:
+            self._close()  # no watcher left: the stream goes
+
+    def _drop(self, watcher: _Watcher, error: Exception | None = None) -> None:
+        """Cancel the watcher's etcd watchers on the stream (with `error` told to it)."""
+        for watch_id in watcher.ids:
+            if self._by_id.pop(watch_id, None) is not None and self._requests is not None:
+                self._requests.put_nowait(
+                    WatchRequest(cancel_request=WatchCancelRequest(watch_id=watch_id))
+                )
+        if error is not None:
+            watcher.answers.put_nowait(error)
+
+    def _open(self) -> None:
+        service = self.client._require().watch  # type: ignore[union-attr]
+        requests: asyncio.Queue[WatchRequest] = asyncio.Queue()
 
         async def ask() -> AsyncIterator[WatchRequest]:
-            for request in requests:
-                yield request
-            await asyncio.Future()  # the stream stays open until it is cancelled
+            while True:  # the stream stays open until it is cancelled
+                yield await requests.get()
 
         # etcd3aio's `watch` takes one range per stream; its stub and credentials are used
         # directly here to ask for every range on one stream (this module is the library's
         # only user: a change of its internals shows here and nowhere else).
         call = service._stub.Watch(ask(), metadata=service._metadata or None)
-        stream = aiter(call)
-        # The first answers (the `created` acks) must come within a request's time, or the
-        # stream is taken as broken and the caller resumes (with backoff): once, after an etcd
-        # restart under load, a new watch got no answer at all and its watcher waited forever.
-        # Later answers come when something changes: no limit on those.
-        loop = asyncio.get_running_loop()
-        opening = loop.time() + max(self._t, 1.0)
-        acks = 0
-        fragments: dict[int, list[Any]] = {}  # events of an answer etcd split, by watcher
+        self._requests, self._call = requests, call
+        self._reader = self.loop.create_task(self._read(call), name="etcd-watch-stream")
+
+    def close_all(self, error: Exception) -> None:
+        """The client closes: every watcher gets `error`, and the stream goes."""
+        watchers = {watcher for watcher, _ in self._by_id.values()}
+        self._by_id.clear()
+        if self.loop.is_closed():
+            return
+        self._close()
+        for watcher in watchers:
+            watcher.answers.put_nowait(error)
+
+    def _close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        self._requests = self._call = self._reader = None
+
+    async def _read(self, call: Any) -> None:
+        error: Exception
         try:
-            while True:
-                if acks < len(ranges):
-                    try:
-                        async with asyncio.timeout_at(opening):
-                            resp = await anext(stream, None)
-                    except TimeoutError:
-                        raise WatchInterrupted(
-                            f"no answer to the watch request within {self._t:g} s"
-                        ) from None
-                else:
-                    resp = await anext(stream, None)
-                if resp is None:
-                    raise WatchInterrupted("watch stream ended")
-                if resp.canceled:
-                    if resp.compact_revision > 0:
-                        raise WatchCompacted(resp.compact_revision)
-                    raise WatchInterrupted(f"etcd canceled the watch: {resp.cancel_reason}")
-                if resp.created:
-                    acks += 1
-                    if acks > len(ranges):
-                        raise WatchInterrupted("watch stream was re-created after a disconnect")
-                elif resp.compact_revision > 0:
-                    raise WatchCompacted(resp.compact_revision)
-                elif resp.fragment:  # more of this answer follows: keep its events
-                    fragments.setdefault(resp.watch_id, []).extend(resp.events)
-                elif resp.events or resp.watch_id in fragments:
-                    events = [*fragments.pop(resp.watch_id, ()), *resp.events]
-                    yield int(resp.watch_id) - 1, _batch(resp.header.revision, events)
+            async for resp in call:
+                self._route(resp)
+            error = WatchInterrupted("watch stream ended")
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.UNAUTHENTICATED and self.config.username:
-                await self._authenticate()
-                raise WatchInterrupted("watch token expired; re-authenticated") from None
-            if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                raise EtcdAuthError(f"etcd refused the watch: {err.details()}") from None
-            raise WatchInterrupted(f"{err.code().name}: {err.details()}") from None
-        finally:
+            if err.code() == grpc.StatusCode.CANCELLED and call is not self._call:
+                return  # closed by `_close`
+            error = await self.client._watch_error(err)
+        except Exception as err:  # a bug: its watchers must not wait forever
+            log.exception("registry.watch_stream_failed")
+            error = WatchInterrupted(f"the watch stream failed: {err!r}")
+        if call is self._call:  # every watcher resumes on its own; the next opens a stream
+            watchers = {watcher for watcher, _ in self._by_id.values()}
+            self._by_id.clear()
+            self._requests = self._call = self._reader = None
             call.cancel()
+            for watcher in watchers:
+                watcher.answers.put_nowait(error)
+
+    def _route(self, resp: Any) -> None:
+        found = self._by_id.get(resp.watch_id)
+        if found is None:
+            return  # a watcher that left (its cancel is on its way)
+        watcher, index = found
+        if resp.canceled and resp.compact_revision <= 0:
+            self._drop(watcher, WatchInterrupted(f"etcd canceled the watch: {resp.cancel_reason}"))
+        elif resp.compact_revision > 0:
+            self._drop(watcher, WatchCompacted(resp.compact_revision))
+        elif resp.created:
+            watcher.acks += 1
+            if watcher.acks > len(watcher.ids):
+                self._drop(watcher, WatchInterrupted("watch was re-created after a disconnect"))
+            else:
+                watcher.answers.put_nowait(_ACKED)
+        elif resp.fragment:  # more of this answer follows: keep its events
+            watcher.fragments.setdefault(index, []).extend(resp.events)
+        elif resp.events or index in watcher.fragments:
+            events = [*watcher.fragments.pop(index, ()), *resp.events]
+            watcher.answers.put_nowait((index, _batch(resp.header.revision, events)))
+            watcher.waiting += len(events)
+            if watcher.waiting > _BEHIND_MAX:
+                self._drop(watcher, WatchInterrupted("fell behind the shared watch stream"))
 
 
 def _batch(revision: int, events: Sequence[Any]) -> WatchBatch:

@@ -17,6 +17,7 @@ the corrupt-value check, the fold, the frozen `Snapshot` and `touched` all read 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -45,6 +46,7 @@ __all__ = [
     "Change",
     "Changed",
     "ClusterView",
+    "DecodedEvents",
     "Event",
     "Kind",
     "Removed",
@@ -373,8 +375,48 @@ def decode_change(
     parsed = layout.parse(change.key)
     if parsed is None or parsed.kind in skip:
         return None
+    return _event(parsed, change)
+
+
+def _event(parsed: ParsedKey, change: Change) -> Event:
     if change.type == "delete":
         return Removed(change.revision, parsed.kind, _ident(parsed.parts))
     return Changed(
         change.revision, parsed.kind, _ident(parsed.parts), _document(parsed, change.value)
     )
+
+
+_NOT_OURS = object()
+
+
+class DecodedEvents:
+    """The events of one registry's changes, decoded once however many watchers of the
+    process get them (the engine leader's whole prefix and its agent's ranges; the waits of
+    a bulk command): a change is one key at one revision, so its event is too. Bounded: the
+    oldest are forgotten first (a watcher far behind decodes them again)."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._events: OrderedDict[tuple[str, int, str], Event | object] = OrderedDict()
+
+    def decode(
+        self, layout: KeyLayout, change: Change, skip: frozenset[KeyKind] = frozenset()
+    ) -> Event | None:
+        """`decode_change`'s answer, from an earlier watcher's decoding when there was one."""
+        key = (change.key, change.revision, change.type)
+        event = self._events.get(key)
+        if event is None:
+            parsed = layout.parse(change.key)
+            if parsed is None:
+                event = _NOT_OURS
+            elif parsed.kind in skip:
+                return None  # undecoded, as asked (another watcher may want it decoded)
+            else:
+                event = _event(parsed, change)  # ModelError: the caller's, not kept
+            if self._size:
+                self._events[key] = event
+                if len(self._events) > self._size:
+                    self._events.popitem(last=False)
+        if event is _NOT_OURS or event.kind in skip:  # type: ignore[union-attr]
+            return None
+        return event  # type: ignore[return-value]

@@ -37,6 +37,7 @@ from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import (
     Changed,
     ClusterView,
+    DecodedEvents,
     Event,
     Resync,
     Snapshot,
@@ -58,9 +59,16 @@ _GETS_PER_TXN = 100  # single-key reads per txn (etcd allows 128 operations)
 class Local(Room):
     """One machine's part of the registry: `follow()` it, `snapshot()` it."""
 
-    def __init__(self, etcd: EtcdClient, keys: KeyLayout, machine_id: str) -> None:
+    def __init__(
+        self,
+        etcd: EtcdClient,
+        keys: KeyLayout,
+        machine_id: str,
+        decoded: DecodedEvents | None = None,
+    ) -> None:
         super().__init__(etcd, keys)
         self.machine_id = machine_id
+        self.decoded = decoded  # the events the process's other watchers decoded
         self.copies = LocalCopies(machine_id)
 
     def ranges(self) -> list[tuple[str, bool]]:
@@ -117,8 +125,9 @@ class Local(Room):
         )
         yield Update(view, (), everything=True)
         stream = EventStream(
-            self.etcd, self.keys, self.snapshot, start.revision + 1, ranges=self.ranges()
-        )
+            self.etcd, self.keys, self.snapshot, start.revision + 1, ranges=self.ranges(),
+            decoded=self.decoded,
+        )  # fmt: skip
         async with stream:
             async for batch in stream.batches():
                 update = await self._fold(view, batch)

@@ -18,7 +18,7 @@ from fleetd.model import Job
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import WatchCompacted
 from fleetd.registry.etcd import EtcdClient
-from fleetd.registry.fold import ClusterView, Snapshot, snapshot_of
+from fleetd.registry.fold import ClusterView, DecodedEvents, Snapshot, snapshot_of
 from fleetd.registry.follow import Update, follow
 from fleetd.registry.keys import COPIES, KeyKind, KeyLayout
 from fleetd.registry.kv import Get, KeyValue
@@ -38,6 +38,8 @@ class Reads(Room):
         super().__init__(etcd, keys)
         # the last snapshot's documents by key, with their mod revision (see above)
         self._decoded: dict[str, tuple[int, object | None]] = {}
+        # the events every watcher of this registry decoded: each change is decoded once
+        self.events = DecodedEvents()
 
     async def snapshot(self, revision: int = 0) -> Snapshot:
         """Jobs, units, placements, states, machines and leader, all at one revision: the
@@ -150,8 +152,9 @@ class Reads(Room):
         `key`: only that key (and what it prefixes); `ranges`: those (key, whether a prefix),
         on one stream."""
         return EventStream(
-            self.etcd, self.keys, self.snapshot, from_revision, key=key, ranges=ranges
-        )
+            self.etcd, self.keys, self.snapshot, from_revision, key=key, ranges=ranges,
+            decoded=self.events,
+        )  # fmt: skip
 
     def follow(
         self,
@@ -168,7 +171,9 @@ class Reads(Room):
         skip = frozenset() if copies else COPIES
 
         def watch(from_revision: int) -> EventStream:
-            return EventStream(self.etcd, self.keys, self.snapshot, from_revision, skip=skip)
+            return EventStream(
+                self.etcd, self.keys, self.snapshot, from_revision, skip=skip, decoded=self.events
+            )
 
         return follow(self.snapshot, watch, start=start, view=view)
 

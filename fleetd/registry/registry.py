@@ -168,7 +168,7 @@ class Registry:
         self, machine_id: str, *, view: ClusterView | None = None
     ) -> AsyncIterator[Update]:
         """Follow one machine's part of the registry only (its agent's): registry/local.py."""
-        return Local(self._etcd, self.keys, machine_id).follow(view)
+        return Local(self._etcd, self.keys, machine_id, self._reads.events).follow(view)
 
     # --- placements: registry/placement.py -------------------------------------------------
     async def schedule(self, name: str, machine_id: str, expected: str | None = None) -> bool:

@@ -24,7 +24,7 @@ import structlog
 from fleetd.model import ModelError
 from fleetd.registry.errors import EtcdUnavailable, WatchCompacted, WatchInterrupted
 from fleetd.registry.etcd import EtcdClient
-from fleetd.registry.fold import Change, Event, Resync, Snapshot, decode_change
+from fleetd.registry.fold import Change, DecodedEvents, Event, Resync, Snapshot
 from fleetd.registry.keys import KeyKind, KeyLayout
 
 __all__ = ["Backoff", "EventStream", "retry_unavailable"]
@@ -88,16 +88,19 @@ class EventStream:
         prefix: bool = True,
         ranges: Sequence[tuple[str, bool]] = (),
         skip: frozenset[KeyKind] = frozenset(),
+        decoded: DecodedEvents | None = None,
     ) -> None:
         """`key` (default: the whole layout; `prefix=False`: that one key only), or `ranges`,
         several (key, whether a prefix): watched on one stream, each resumed from its own
         last revision (a transaction over several ranges may then come in several batches).
-        `skip`: kinds of keys dropped undecoded."""
+        `skip`: kinds of keys dropped undecoded. `decoded`: the events the process's other
+        watchers decoded already (shared: each change is decoded once)."""
         if from_revision < 1:
             raise ValueError("a watch starts at revision 1 or later (snapshot().revision + 1)")
         self._etcd, self._layout, self._relist_now = etcd, layout, relist
         self._ranges = list(ranges) or [(key or layout.prefix, prefix)]
         self._skip = skip  # kinds of keys dropped undecoded
+        self._decoded = decoded if decoded is not None else DecodedEvents(size=0)
         # per range, the first revision not yet fully delivered
         self._next = [from_revision] * len(self._ranges)
         self.resyncs = 0
@@ -179,13 +182,13 @@ class EventStream:
 
     def _decode(self, changes: tuple[Change, ...], start: int) -> list[Event]:
         """Typed events of one batch; drops changes already delivered and corrupt values."""
-        layout, skip = self._layout, self._skip
+        layout, skip, decode = self._layout, self._skip, self._decoded.decode
         events: list[Event] = []
         for change in changes:
             if change.revision < start:
                 continue  # already delivered before a reconnect
             try:
-                event = decode_change(layout, change, skip)
+                event = decode(layout, change, skip)
             except ModelError as err:
                 log.warning(
                     "registry.corrupt_value",

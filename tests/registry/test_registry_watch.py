@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from registry_helpers import next_matching, retrying, state, take, unit
 
 from fleetd.model import JobState, Machine
@@ -232,3 +234,76 @@ async def test_a_watcher_far_behind_gets_answers_larger_than_a_grpc_message(
         seen = await take(events, 12_000, deadline=60)
         assert events.reconnects == 0
     assert len({e.ident for e in seen}) == 12_000
+
+
+def _watch_gauges(server: EtcdServer) -> tuple[int, int]:
+    """(gRPC watch streams, watchers) etcd counts now, from its metrics."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"{server.client_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = dict(re.findall(r"^etcd_debugging_mvcc_(watch_stream|watcher)_total (\S+)$", text, re.M))
+    return int(float(found["watch_stream"])), int(float(found["watcher"]))
+
+
+async def test_the_watches_of_a_process_share_one_stream_and_decode_once(
+    private_etcd: EtcdServer, key_prefix: str
+) -> None:
+    """Every watch of one client (the engine's whole prefix, an agent's ranges, a wait's)
+    is an etcd watcher on one gRPC stream; a change several of them get is decoded once (the
+    very same event); one that leaves is cancelled on the stream, the others go on."""
+    config = EtcdConfig(endpoints=private_etcd.endpoints, key_prefix=key_prefix)
+    async with Registry(config) as registry:
+        start = (await registry.snapshot()).revision + 1
+        whole = registry.watch(start)
+        ranged = registry.watch(start, ranges=[(registry.keys.of_kind(JOB), True),
+                                               (registry.keys.of_kind(SCHEDULE), True)])  # fmt: skip
+        one = registry.watch(start, key=registry.keys.job("b.service"))
+        await registry.create_job("a.service", unit())
+        await registry.create_job("b.service", unit("b"))
+        got_whole = await take(whole, 4)  # the jobs and their contents
+        got_ranged = await take(ranged, 2)
+        got_one = await take(one, 1)
+        assert await asyncio.to_thread(_watch_gauges, private_etcd) == (1, 4)
+        by_ident = {e.ident: e for e in got_whole if e.kind is JOB}
+        assert {e.ident for e in got_ranged} == {"a.service", "b.service"}
+        assert all(e is by_ident[e.ident] for e in got_ranged)  # decoded once
+        assert got_one[0] is by_ident["b.service"]
+
+        await ranged.aclose()  # its two watchers are cancelled on the stream
+        assert await registry.schedule("a.service", "m1")
+        assert shape((await take(whole, 1))[0]) == ("put", SCHEDULE)
+        later = registry.watch((await registry.snapshot()).revision + 1)
+        await registry.set_desired("b.service", JobState.LAUNCHED)
+        await take(later, 1)  # asked after the cancel, on the same stream: both done
+        assert [e.doc.desired for e in await take(one, 1)] == [JobState.LAUNCHED]
+        assert await asyncio.to_thread(_watch_gauges, private_etcd) == (1, 3)
+        for stream in (whole, one, later):
+            await stream.aclose()  # the last one closes the stream: the next opens another
+        async with registry.watch((await registry.snapshot()).revision + 1) as again:
+            await registry.destroy("a.service")
+            assert shape((await take(again, 1))[0])[0] == "delete"
+
+
+async def test_a_watcher_left_behind_resumes_without_holding_the_others(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher nobody reads falls behind the shared stream: past the limit it leaves it and,
+    when read again, resumes from its last revision (etcd sends what it missed): no event
+    lost or repeated, and a watcher read meanwhile never waited for it."""
+    import fleetd.registry.etcd as adapter
+
+    monkeypatch.setattr(adapter, "_BEHIND_MAX", 50)
+    await registry.create_job("s.service", unit())
+    start = (await registry.snapshot()).revision + 1
+    async with registry.watch(start) as idle, registry.watch(start) as busy:
+        assert await registry.schedule("s.service", "m0")
+        await take(idle, 1)  # both established
+        await take(busy, 1)
+        for i in range(1, 200):
+            assert await registry.schedule("s.service", f"m{i}", expected=f"m{i - 1}")
+            assert (await take(busy, 1))[0].doc.machine_id == f"m{i}"
+        got = await take(idle, 199)
+        assert idle.reconnects >= 1 and busy.reconnects == 0
+    assert [e.doc.machine_id for e in got] == [f"m{i}" for i in range(1, 200)]
