@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from registry_helpers import next_matching, retrying, state, take, unit
 
 from fleetd.model import JobState, Machine
