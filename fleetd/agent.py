@@ -61,9 +61,10 @@ __all__ = ["Agent"]
 log = structlog.get_logger(__name__)
 
 _RETRY_FIRST, _RETRY_CAP = 1.0, 60.0  # seconds: plans after failed systemd actions
-# Seconds between two publishes of states: the first change after a quiet moment goes at once,
-# the changes of a burst (hundreds of units whose start jobs end a few ms apart) wait for the
-# rest of the spacing and go together, one revision for dozens instead of one each.
+# Seconds between two publishes of states while start jobs run here: the first change after a
+# quiet moment goes at once, the changes of a burst (hundreds of units whose start jobs end a
+# few ms apart) wait for the rest of the spacing, or for the last start job's end, and go
+# together: one revision for dozens instead of one each.
 _PUBLISH_SPACING = 0.025
 
 
@@ -102,6 +103,8 @@ class Agent:
         # units whose start job is running: the plans go on meanwhile (a burst of units placed
         # here is not held behind the starts of the first ones), and take them as started
         self._starting: set[str] = set()
+        self._no_starts = asyncio.Event()  # set while no start job runs here
+        self._no_starts.set()
         self._background: set[asyncio.Task[None]] = set()
         # units on their way out (stopped to be unloaded): their last states are not published
         self._going: set[str] = set()
@@ -389,12 +392,15 @@ class Agent:
         meanwhile, so no plan starts it twice); its end is published, and a failed call is
         retried by a later plan as any failed action."""
         self._starting.add(name)
+        self._no_starts.clear()
 
         async def start() -> None:
             try:
                 called = await self._start(name, token)
             finally:
                 self._starting.discard(name)
+                if not self._starting:
+                    self._no_starts.set()
                 self._mark_publish((name,))
             self._health.observe(name, self._seen(name))  # a gate waits for it started
             if not called:
@@ -535,8 +541,11 @@ class Agent:
         while True:
             await self._publish_dirty.wait()
             wait = last + _PUBLISH_SPACING - loop.time()
-            if wait > 0:  # published a moment ago: the rest of a burst joins this publish
-                await asyncio.sleep(wait)
+            if wait > 0 and not self._no_starts.is_set():
+                # published a moment ago and starts still run: the rest of the burst joins
+                # this publish, which goes when the spacing is over or the last start ended
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._no_starts.wait(), wait)
             self._publish_dirty.clear()
             last = loop.time()
             if self.lease is None or not self.registered.is_set() or self._view is None:

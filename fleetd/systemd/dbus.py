@@ -66,7 +66,7 @@ class SystemdError(PermanentError):
 # Start/StopUnit calls sent at once filled it (`make bench`). At most this many calls are in
 # flight: a few tens of kilobytes queued at worst, far below a unix socket's buffer, and still
 # enough to keep systemd, which answers one call at a time, always busy.
-MAX_CALLS_IN_FLIGHT = 64
+MAX_CALLS_IN_FLIGHT = 16
 
 
 class BusUnavailable(TemporaryError):
@@ -189,7 +189,12 @@ class SystemdBus:
         path: str = MANAGER_PATH,
         interface: str = MANAGER_IFACE,
         destination: str = SYSTEMD,
+        queued: bool = True,
     ) -> list[Any]:
+        """Call `member` and return its reply's body. `queued` calls (a unit's start, stop,
+        state...) wait for one of MAX_CALLS_IN_FLIGHT; a call a whole burst waits on (the
+        link of a batch of files, a reload, the read after them: one at a time, under the
+        reloads' lock) passes them, or the next wave's link waited behind hundreds of starts."""
         msg = Message(
             destination=destination,
             path=path,
@@ -199,7 +204,10 @@ class SystemdBus:
             body=body or [],
         )
         try:
-            async with self._in_flight:
+            if queued:
+                async with self._in_flight:
+                    reply = await self._bus.call(msg)
+            else:
                 reply = await self._bus.call(msg)
         except (OSError, EOFError, ConnectionError) as exc:
             raise BusUnavailable(f"{member}: {exc}") from exc

@@ -93,16 +93,19 @@ class Reloads:
             try:
                 bus = self._bus()
                 if batch.unlink:
-                    await bus.call("DisableUnitFiles", "asb", [sorted(batch.unlink), True])
+                    await bus.call(
+                        "DisableUnitFiles", "asb", [sorted(batch.unlink), True], queued=False
+                    )
                 if batch.link:
                     await bus.call(
                         "LinkUnitFiles",
                         "asbb",
                         [[str(p) for _, p in sorted(batch.link.items())], True, True],
+                        queued=False,
                     )
                 if batch.reload:
                     self.count += 1
-                    await bus.call("Reload")
+                    await bus.call("Reload", queued=False)
             except Exception as exc:
                 batch.done.set_exception(exc)
                 batch.done.exception()  # retrieved: each caller re-raises it from the shield

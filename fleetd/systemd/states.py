@@ -156,7 +156,7 @@ class ManagedUnits:
         loadable = sorted(n for n in names if not parse_name(n).is_template)
         if loadable:
             try:
-                (rows,) = await bus.call("ListUnitsByNames", "as", [loadable])
+                (rows,) = await bus.call("ListUnitsByNames", "as", [loadable], queued=False)
             except TemporaryError as exc:
                 log.warning("systemd.state_read_failed", error=str(exc))
                 return
