@@ -6,7 +6,8 @@
    gateway). `fleetctl version` start-up vs a bare `python -c pass`.
 2. Bulk: one `fleetctl start` of 100, 300 and 1,000 units; baseline: per machine one
    `systemctl link` + one `systemctl start` naming its third of the units, the 3 machines in
-   parallel. Then `fleetctl destroy` of them all until no machine has any of them loaded;
+   parallel. Then `fleetctl destroy` of them all until no machine has any of them loaded (its
+   systemd's `UnitRemoved` signals);
    baseline: per machine `systemctl stop` + `systemctl disable` of its third, in parallel. Also
    the etcd writes per unit of the start (store revisions, real agents). A PNG plot of start and
    destroy time against the unit count (matplotlib, Agg) goes to docs/bench-bulk.png.
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -215,6 +217,56 @@ class Bench:
         await asyncio.gather(*(stop(w, m) for w, m in split.items()))
         return started, time.perf_counter() - t0
 
+    async def destroy_until_unloaded(self, names: list[str]) -> float:
+        """`fleetctl destroy` of `names`, timed until no machine's systemd has any of them
+        loaded: each machine's `UnitRemoved` signals (matched before the destroy begins, for
+        the units its systemd had loaded then), not a poll (which added up to its period and
+        its own `systemctl` processes to the figure)."""
+        from dbus_fast import Message, MessageType
+        from dbus_fast.aio import MessageBus
+
+        manager = {"destination": "org.freedesktop.systemd1",
+                   "path": "/org/freedesktop/systemd1",
+                   "interface": "org.freedesktop.systemd1.Manager"}  # fmt: skip
+        loaded: set[tuple[str, str]] = set()  # (machine, unit) still loaded
+        all_gone = asyncio.Event()
+
+        def removed_on(machine: str) -> Callable[[Message], None]:
+            def removed(msg: Message) -> None:
+                if msg.message_type == MessageType.SIGNAL and msg.member == "UnitRemoved":
+                    loaded.discard((machine, msg.body[0]))
+                    if not loaded:
+                        all_gone.set()
+
+            return removed
+
+        buses = []
+        try:
+            for m in self.state.machines:
+                address = f"unix:path={self.sandbox.dir / m.name / 'run' / 'bus'}"
+                bus = await MessageBus(bus_address=address).connect()
+                buses.append(bus)
+
+                bus.add_message_handler(removed_on(m.name))
+                rule = ("type='signal',interface='org.freedesktop.systemd1.Manager',"
+                        "member='UnitRemoved'")  # fmt: skip
+                await bus.call(Message(destination="org.freedesktop.DBus",
+                                       path="/org/freedesktop/DBus",
+                                       interface="org.freedesktop.DBus", member="AddMatch",
+                                       signature="s", body=[rule]))  # fmt: skip
+                await bus.call(Message(member="Subscribe", **manager))
+                reply = await bus.call(Message(member="ListUnitsByNames", signature="as",
+                                               body=[names], **manager))  # fmt: skip
+                loaded.update((m.name, row[0]) for row in reply.body[0] if row[2] != "not-found")
+            t0 = time.perf_counter()
+            await asyncio.to_thread(self.fleetctl, BULK_TIMEOUT, "destroy", *names)
+            async with asyncio.timeout(300):
+                await all_gone.wait()
+            return time.perf_counter() - t0
+        finally:
+            for bus in buses:
+                bus.disconnect()
+
     def fleet_bulk(self, prefix: str, count: int) -> dict[str, object]:
         names = [f"{prefix}{i}.service" for i in range(count)]
         self.write_units(names)
@@ -228,11 +280,8 @@ class Bench:
         )
         assert running == count, (running, count)
         rss = self.rss()  # with `count` units running
-        t0 = time.perf_counter()
-        self.fleetctl(BULK_TIMEOUT, "destroy", *names)
-        self.until_gone(f"{prefix}*.service")
-        return {"start": started, "destroy": time.perf_counter() - t0, "writes": writes,
-                "rss": rss}
+        destroyed = asyncio.run(self.destroy_until_unloaded(names))
+        return {"start": started, "destroy": destroyed, "writes": writes, "rss": rss}
 
     def revision(self) -> int:
         """etcd's store revision: one per committed write."""
@@ -535,8 +584,10 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
   message on the LeaseKeepAlive stream; a unary call is one message), per minute: {methods}.
 - `fleetctl start` runs each use a new unit name and destroy it afterwards; the baseline's etcd
   round trip is one put over etcd's HTTP gateway.
-- The destroy figures end when no machine's systemd has any of the units loaded (checked with
-  `systemctl list-units` every 50 ms, which adds up to that much).
+- The destroy figures end when no machine's systemd has any of the units loaded: the last of
+  the `UnitRemoved` signals of the units each machine had loaded, matched on its bus before the
+  destroy (until 2026-12-02 a `systemctl list-units` poll of each machine every 50 ms, which
+  added up to that much and its own processes' CPU to the figure).
 - The bulk `fleetctl start`/`destroy` and the lists of {LISTED:,} units run with
   `--request-timeout=60`: with fleetctl's default of 3 s per API request, `fleetctl destroy` of
   300 and of 1,000 units and `fleetctl list-unit-files` of 10,000 failed on this VM (a request
