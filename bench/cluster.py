@@ -217,11 +217,13 @@ class Bench:
         await asyncio.gather(*(stop(w, m) for w, m in split.items()))
         return started, time.perf_counter() - t0
 
-    async def destroy_until_unloaded(self, names: list[str]) -> float:
-        """`fleetctl destroy` of `names`, timed until no machine's systemd has any of them
-        loaded: each machine's `UnitRemoved` signals (matched before the destroy begins, for
-        the units its systemd had loaded then), not a poll (which added up to its period and
-        its own `systemctl` processes to the figure)."""
+    async def destroy_until_unloaded(self, prefix: str, names: list[str]) -> float:
+        """`fleetctl destroy` of `names` (all `<prefix>*.service`), timed until every machine's
+        systemd has none of them loaded nor linked, as the baseline's stop + disable leaves
+        them: the `UnitRemoved` signals of the units each had loaded (matched before the
+        destroy begins), and, at each `UnitFilesChanged` after, a listing of its unit files
+        — signals, not a poll (until 2026-12-02 a `systemctl list-units` of each machine every
+        50 ms, which added up to that much and its own processes' CPU to the figure)."""
         from dbus_fast import Message, MessageType
         from dbus_fast.aio import MessageBus
 
@@ -229,16 +231,34 @@ class Bench:
                    "path": "/org/freedesktop/systemd1",
                    "interface": "org.freedesktop.systemd1.Manager"}  # fmt: skip
         loaded: set[tuple[str, str]] = set()  # (machine, unit) still loaded
-        all_gone = asyncio.Event()
+        linked: dict[str, bool] = {}  # machine → some of the files still linked
+        done = asyncio.Event()
+        checks: set[asyncio.Task[None]] = set()
 
-        def removed_on(machine: str) -> Callable[[Message], None]:
-            def removed(msg: Message) -> None:
-                if msg.message_type == MessageType.SIGNAL and msg.member == "UnitRemoved":
+        def settle() -> None:
+            if not loaded and not any(linked.values()):
+                done.set()
+
+        async def check_files(machine: str, bus: MessageBus) -> None:
+            pattern = f"{prefix}*.service"
+            reply = await bus.call(Message(member="ListUnitFilesByPatterns", signature="asas",
+                                           body=[[], [pattern]], **manager))  # fmt: skip
+            linked[machine] = bool(reply.body[0])
+            settle()
+
+        def on_signal(machine: str, bus: MessageBus) -> Callable[[Message], None]:
+            def handler(msg: Message) -> None:
+                if msg.message_type != MessageType.SIGNAL:
+                    return
+                if msg.member == "UnitRemoved":
                     loaded.discard((machine, msg.body[0]))
-                    if not loaded:
-                        all_gone.set()
+                    settle()
+                elif msg.member == "UnitFilesChanged" and linked.get(machine):
+                    task = asyncio.ensure_future(check_files(machine, bus))
+                    checks.add(task)
+                    task.add_done_callback(checks.discard)
 
-            return removed
+            return handler
 
         buses = []
         try:
@@ -246,24 +266,26 @@ class Bench:
                 address = f"unix:path={self.sandbox.dir / m.name / 'run' / 'bus'}"
                 bus = await MessageBus(bus_address=address).connect()
                 buses.append(bus)
-
-                bus.add_message_handler(removed_on(m.name))
-                rule = ("type='signal',interface='org.freedesktop.systemd1.Manager',"
-                        "member='UnitRemoved'")  # fmt: skip
-                await bus.call(Message(destination="org.freedesktop.DBus",
-                                       path="/org/freedesktop/DBus",
-                                       interface="org.freedesktop.DBus", member="AddMatch",
-                                       signature="s", body=[rule]))  # fmt: skip
+                bus.add_message_handler(on_signal(m.name, bus))
+                for member in ("UnitRemoved", "UnitFilesChanged"):
+                    rule = f"type='signal',interface='{manager['interface']}',member='{member}'"
+                    await bus.call(Message(destination="org.freedesktop.DBus",
+                                           path="/org/freedesktop/DBus",
+                                           interface="org.freedesktop.DBus", member="AddMatch",
+                                           signature="s", body=[rule]))  # fmt: skip
                 await bus.call(Message(member="Subscribe", **manager))
                 reply = await bus.call(Message(member="ListUnitsByNames", signature="as",
                                                body=[names], **manager))  # fmt: skip
                 loaded.update((m.name, row[0]) for row in reply.body[0] if row[2] != "not-found")
+                linked[m.name] = True
             t0 = time.perf_counter()
             await asyncio.to_thread(self.fleetctl, BULK_TIMEOUT, "destroy", *names)
             async with asyncio.timeout(300):
-                await all_gone.wait()
+                await done.wait()
             return time.perf_counter() - t0
         finally:
+            for task in list(checks):
+                task.cancel()
             for bus in buses:
                 bus.disconnect()
 
@@ -280,7 +302,7 @@ class Bench:
         )
         assert running == count, (running, count)
         rss = self.rss()  # with `count` units running
-        destroyed = asyncio.run(self.destroy_until_unloaded(names))
+        destroyed = asyncio.run(self.destroy_until_unloaded(prefix, names))
         return {"start": started, "destroy": destroyed, "writes": writes, "rss": rss}
 
     def revision(self) -> int:
@@ -584,10 +606,12 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
   message on the LeaseKeepAlive stream; a unary call is one message), per minute: {methods}.
 - `fleetctl start` runs each use a new unit name and destroy it afterwards; the baseline's etcd
   round trip is one put over etcd's HTTP gateway.
-- The destroy figures end when no machine's systemd has any of the units loaded: the last of
-  the `UnitRemoved` signals of the units each machine had loaded, matched on its bus before the
-  destroy (until 2026-12-02 a `systemctl list-units` poll of each machine every 50 ms, which
-  added up to that much and its own processes' CPU to the figure).
+- The destroy figures end when no machine's systemd has any of the units loaded or linked, as
+  the baseline leaves them: the `UnitRemoved` signals of the units each machine had loaded,
+  matched on its bus before the destroy, and a listing of its unit files at each
+  `UnitFilesChanged` signal after (until 2026-12-02 a `systemctl list-units` poll of each
+  machine every 50 ms, which added up to that much and its own processes' CPU to the figure,
+  and did not wait for the files to be unlinked).
 - The bulk `fleetctl start`/`destroy` and the lists of {LISTED:,} units run with
   `--request-timeout=60`: with fleetctl's default of 3 s per API request, `fleetctl destroy` of
   300 and of 1,000 units and `fleetctl list-unit-files` of 10,000 failed on this VM (a request
