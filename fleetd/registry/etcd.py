@@ -196,7 +196,8 @@ class EtcdClient:
 
     async def close(self) -> None:
         if self._watch is not None:
-            self._watch.close_all(WatchInterrupted("the etcd client was closed"))
+            if not self._watch.loop.is_closed():
+                self._watch.break_off(WatchInterrupted("the etcd client was closed"))
             self._watch = None
         if self._client is not None:
             client, self._client = self._client, None
@@ -470,10 +471,10 @@ class EtcdClient:
                         async with asyncio.timeout_at(opening):
                             answer = await watcher.answers.get()
                     except TimeoutError:
-                        if watcher.acks < len(ranges):
-                            raise WatchInterrupted(
-                                f"no answer to the watch request within {self._t:g} s"
-                            ) from None
+                        if watcher.acks < len(ranges):  # the stream is stuck: a new one for all
+                            shared.break_off(WatchInterrupted(
+                                f"no answer to a watch request within {self._t:g} s"
+                            ))  # fmt: skip
                         continue
                 else:
                     answer = await watcher.answers.get()
@@ -582,16 +583,6 @@ class _SharedWatch:
         self._requests, self._call = requests, call
         self._reader = self.loop.create_task(self._read(call), name="etcd-watch-stream")
 
-    def close_all(self, error: Exception) -> None:
-        """The client closes: every watcher gets `error`, and the stream goes."""
-        watchers = {watcher for watcher, _ in self._by_id.values()}
-        self._by_id.clear()
-        if self.loop.is_closed():
-            return
-        self._close()
-        for watcher in watchers:
-            watcher.answers.put_nowait(error)
-
     def _close(self) -> None:
         if self._call is not None:
             self._call.cancel()
@@ -608,17 +599,24 @@ class _SharedWatch:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.CANCELLED and call is not self._call:
                 return  # closed by `_close`
-            error = await self.client._watch_error(err)
+            try:
+                error = await self.client._watch_error(err)
+            except Exception as failed:  # re-authenticating failed: that is the watchers' error
+                error = failed
         except Exception as err:  # a bug: its watchers must not wait forever
             log.exception("registry.watch_stream_failed")
             error = WatchInterrupted(f"the watch stream failed: {err!r}")
-        if call is self._call:  # every watcher resumes on its own; the next opens a stream
-            watchers = {watcher for watcher, _ in self._by_id.values()}
-            self._by_id.clear()
-            self._requests = self._call = self._reader = None
-            call.cancel()
-            for watcher in watchers:
-                watcher.answers.put_nowait(error)
+        if call is self._call:
+            self.break_off(error)
+
+    def break_off(self, error: Exception) -> None:
+        """The stream is broken: every watcher gets `error` (each resumes on its own, and
+        the first to come back opens a new stream)."""
+        watchers = {watcher for watcher, _ in self._by_id.values()}
+        self._by_id.clear()
+        self._close()
+        for watcher in watchers:
+            watcher.answers.put_nowait(error)
 
     def _route(self, resp: Any) -> None:
         found = self._by_id.get(resp.watch_id)
