@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from registry_helpers import state, unit
 
 from fleetd.model import (
+    Assignment,
     Cordon,
     DynamicMetadata,
     Job,
@@ -30,6 +31,7 @@ from fleetd.registry.fold import (
     KINDS,
     Change,
     Changed,
+    DecodedEvents,
     Removed,
     Resync,
     decode_change,
@@ -298,3 +300,34 @@ def _kind(doc: object) -> KeyKind:
 
 def _ident(doc: object) -> object:
     return next(k.ident(doc) for k in KINDS if isinstance(doc, k.doc))
+
+
+@pytest.mark.parametrize(("key", "doc", "ident", "field", "kept"), DOCUMENTS, ids=IDS)
+def test_decoded_events_are_decoded_once_for_every_reader(key, doc, ident, field, kept) -> None:
+    """Readers of one process share their decodings: the same change (key, revision, type)
+    gives the very same event, equal to `decode_change`'s; another revision is decoded anew."""
+    cache = DecodedEvents()
+    put = Change("put", key, doc.encode(), 7)
+    first = cache.decode(L, put)
+    assert first == decode_change(L, put)
+    assert cache.decode(L, Change("put", key, doc.encode(), 7)) is first
+    assert cache.decode(L, Change("put", key, doc.encode(), 8)) is not first
+    gone = cache.decode(L, Change("delete", key, b"", 7))
+    assert gone == Removed(7, L.parse(key).kind, ident)
+
+
+def test_decoded_events_keep_each_readers_skips_and_their_bound() -> None:
+    cache = DecodedEvents(size=2)
+    copy = Change("put", L.placed("m", "a"), Assignment("a", "m", "h", JobState.LAUNCHED).encode(), 3)
+    job = Change("put", L.job("a"), Job("a", "h").encode(), 3)
+    assert cache.decode(L, copy, frozenset({KeyKind.PLACED})) is None  # skipped: undecoded
+    wanted = cache.decode(L, copy)  # another reader wants it
+    assert isinstance(wanted, Changed) and wanted.kind is KeyKind.PLACED
+    assert cache.decode(L, copy, frozenset({KeyKind.PLACED})) is None  # still skipped for it
+    assert cache.decode(L, Change("put", "/other/x", b"{}", 3)) is None  # not ours, kept so
+    cache.decode(L, job)  # the bound: the oldest (the copy) is forgotten
+    assert cache.decode(L, copy) is not wanted and cache.decode(L, copy) == wanted
+    with pytest.raises(ModelError):  # a corrupt value raises for every reader: never kept
+        cache.decode(L, Change("put", L.job("b"), b"not json", 4))
+    with pytest.raises(ModelError):
+        cache.decode(L, Change("put", L.job("b"), b"not json", 4))

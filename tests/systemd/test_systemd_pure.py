@@ -8,7 +8,7 @@ import pytest
 
 from fleetd.errors import PermanentError, TemporaryError
 from fleetd.systemd import BadUnitName, BusUnavailable, SystemdConfig, SystemdManager, UnitDir
-from fleetd.systemd.dbus import unit_name_of_path, unit_path
+from fleetd.systemd.dbus import Properties, unit_name_of_path, unit_path
 from fleetd.unit import parse_unit
 
 
@@ -68,3 +68,24 @@ def test_bus_selection() -> None:
     assert not SystemdConfig().user_manager
     assert SystemdConfig(bus_address="unix:path=/x/bus").user_manager
     assert SystemdConfig().units_dir == Path("/run/fleet/units")
+
+
+def test_signal_properties_are_plain_values_when_read() -> None:
+    """A signal's changed properties stay as dbus-fast decoded them until one is read (most
+    are never: the agent reads three), then come as plain values, nested ones too."""
+    from dbus_fast.signature import Variant
+
+    raw = {
+        "ActiveState": Variant("s", "active"),
+        "Conditions": Variant("a(sbbsi)", [["ConditionPathExists", False, False, "/x", 0]]),
+        "Job": Variant("(uo)", [0, "/"]),
+    }
+    props = Properties(raw)
+    assert len(props) == 3 and list(props) == ["ActiveState", "Conditions", "Job"]
+    assert props["ActiveState"] == "active" and props.get("SubState", "none") == "none"
+    assert props["Conditions"] == [["ConditionPathExists", False, False, "/x", 0]]
+    assert dict(props) == {
+        "ActiveState": "active",
+        "Conditions": [["ConditionPathExists", False, False, "/x", 0]],
+        "Job": [0, "/"],
+    }
