@@ -34,10 +34,14 @@ __all__ = ["COMMANDS"]
 
 
 def _find_units(args: tuple[str, ...]) -> list[Listed]:
-    """The registered units the arguments name (unknown names are skipped, as in fleet)."""
+    """The registered units the arguments name (unknown names are skipped, as in fleet): asked
+    by name, never a listing of the whole registry (a stop of 10 units in a cluster of 100,000
+    reads 10)."""
     from fleetd.reconcile.lifecycle import named_units
+    from fleetd.unit import mangle_name
 
-    registered = {u["name"]: u for u in settings().client().units()}
+    names = list(dict.fromkeys(mangle_name(arg) for arg in args))
+    registered = settings().client().units_named(names)
     return [listed_unit(unit) for unit in named_units(args, registered)]
 
 

@@ -3,8 +3,9 @@ request) asks, and which of its units are created together, decided without I/O.
 
 Each request of a batch is answered as its own `PUT /units/{name}` or `DELETE` would be
 (`fleetd.reconcile.unit_put` decides a PUT); the batch adds only its own checks of the
-envelope, and one shortcut: the PUTs that would create a unit are offered to the registry
-together (a few transactions for hundreds of new units), before the rest go one by one.
+envelope, and two shortcuts: the PUTs that would create a unit, and those that only set a
+unit's desired state, are offered to the registry together (a few transactions for hundreds
+of units), before the rest go one by one.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from fleetd.model import JobState
 from fleetd.reconcile.refuse import Refuse
 from fleetd.reconcile.unit_put import Create, PutRequest, plan_put, read_put
 
-__all__ = ["BATCH_LIMIT", "BatchItem", "creates", "read_batch"]
+__all__ = ["BATCH_LIMIT", "BatchItem", "creates", "desired_states", "read_batch"]
 
 BATCH_LIMIT = 1000  # requests in one batch: a bound on one request's etcd work and memory
 
@@ -69,4 +71,19 @@ def creates(items: Iterable[BatchItem]) -> dict[str, Create]:
         decision = plan_put(request, None) if isinstance(request, PutRequest) else request
         if isinstance(decision, Create):
             out[item.name] = decision
+    return out
+
+
+def desired_states(items: Iterable[BatchItem]) -> dict[str, JobState]:
+    """The PUTs that only set an existing unit's desired state (a valid request with no
+    options and a desired state: `fleetctl start` of submitted units), by name: offered to the
+    registry together. One whose unit turns out not to exist, or that loses to another writer,
+    goes the way of a single PUT, which answers it."""
+    out = {}
+    for item in items:
+        if item.method != "PUT":
+            continue
+        request = read_put(item.name, item.body)
+        if isinstance(request, PutRequest) and not request.options and request.desired:
+            out[item.name] = request.desired
     return out

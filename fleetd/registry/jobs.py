@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -21,7 +22,7 @@ from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
 from fleetd.registry.keys import KeyKind
 from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Get, Guarded, KeyValue, Put
-from fleetd.registry.room import Room
+from fleetd.registry.room import Room, in_flight
 from fleetd.unit import UnitFile, validate_name
 
 __all__ = ["Jobs", "Submitted"]
@@ -30,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 _DESTROY_CONCURRENCY = 32  # destroys of one destroy_many in flight at once
 _CREATE_CHUNK = 50  # jobs per create_many txn (with their contents: under etcd's 128 ops)
+_READS_PER_TXN = 40  # names per txn of set_desired_many's reads (3 each: under 128 ops)
 _CHUNKS_IN_FLIGHT = 8  # destroy_many's round trips of nested txns at once (each within the
 # request timeout: all at once, the last would wait past it)
 
@@ -168,6 +170,56 @@ class Jobs(Room):
             return new
 
         return await until_won(attempt, f"setting the state of unit {name} kept conflicting")
+
+    async def set_desired_many(
+        self, changes: Sequence[tuple[str, JobState]]
+    ) -> list[Job | JobNotFound | RegistryConflict | EtcdUnavailable]:
+        """`set_desired` of many jobs in few round trips (`fleetctl start` of a thousand
+        submitted units): their jobs and copies read in transactions of _READS_PER_TXN names
+        (a few in flight), then each change a nested txn guarded as `set_desired`'s — the job
+        and its copies unchanged since read — up to MAX_NESTED per round trip. A change that
+        lost to another writer meanwhile is done again alone (`set_desired` reads again).
+        Returns, in order, each job as it now is, or the error `set_desired` would raise."""
+        names = [name for name, _ in changes]
+        chunks = [names[i : i + _READS_PER_TXN] for i in range(0, len(names), _READS_PER_TXN)]
+        read = await in_flight([
+            functools.partial(self.etcd.txn, [], [
+                Get(key) for n in chunk
+                for key in (self.keys.job(n), self.keys.schedule(n), self.keys.global_job(n))
+            ])
+            for chunk in chunks
+        ])  # fmt: skip
+        gets = [kvs for res in read for kvs in res.gets]
+        out: list[Job | JobNotFound | RegistryConflict | EtcdUnavailable] = []
+        writes: list[Guarded] = []
+        written: list[tuple[int, Job]] = []  # (index in `out`, the job written)
+        for i, (name, state) in enumerate(changes):
+            kv = _first(gets[3 * i])
+            job = self.decode(kv) if kv else None
+            if kv is None or not isinstance(job, Job):
+                out.append(JobNotFound(name))
+                continue
+            out.append(job)
+            if job.desired == state:
+                continue
+            copies = _Copies.of(self, name, _first(gets[3 * i + 1]), _first(gets[3 * i + 2]))
+            new = Job(name, job.unit_hash, state)
+            writes.append(Guarded(
+                (Cmp(kv.key, "mod", "==", kv.mod_revision), *copies.guards),
+                (Put(kv.key, new.encode()), *copies.writes(new)),
+            ))  # fmt: skip
+            written.append((i, new))
+        won_all = await self.nested(writes, "registry.desired")
+        for (i, new), won in zip(written, won_all, strict=True):
+            if won:
+                out[i] = new
+                log.info("registry.job_desired", unit=new.name, desired=str(new.desired))
+                continue
+            try:  # another writer came in between: read and decide again, alone
+                out[i] = await self.set_desired(new.name, new.desired)
+            except (JobNotFound, RegistryConflict, EtcdUnavailable) as err:
+                out[i] = err
+        return out
 
     async def replace_job(self, name: str, unit: UnitFile, expected_hash: str) -> Job:
         """Replace a job's content in place (fleet's --replace), keeping its desired state.

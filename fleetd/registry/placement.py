@@ -12,14 +12,13 @@ go as nested txns (each winning or losing on its own) in few round trips.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import structlog
 
 from fleetd.model import Assignment, GlobalJob, IndexMark, Job, Placement
-from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Guarded, Put
-from fleetd.registry.room import Room, in_flight
+from fleetd.registry.kv import Cmp, Delete, Guarded, Put
+from fleetd.registry.room import Room
 
 __all__ = ["Placements"]
 
@@ -55,20 +54,7 @@ class Placements(Room):
         writes = [
             self._placement_write(*change, jobs.get(change[0]), revision) for change in changes
         ]
-        return await self._nested(writes, "registry.placed")
-
-    async def _nested(self, writes: Sequence[Guarded], event: str) -> list[bool]:
-        if not writes:
-            return []
-        if len(writes) == 1:  # a plain transaction: no nesting to build or unpack
-            res = await self.etcd.txn(writes[0].compare, writes[0].success)
-            log.debug(event, changes=1, won=int(res.succeeded))
-            return [res.succeeded]
-        chunks = [writes[i : i + MAX_NESTED] for i in range(0, len(writes), MAX_NESTED)]
-        results = await in_flight([functools.partial(self.etcd.txns, c) for c in chunks])
-        won = [r.succeeded for chunk in results for r in chunk]
-        log.debug(event, changes=len(writes), won=sum(won))
-        return won
+        return await self.nested(writes, "registry.placed")
 
     def _placement_write(
         self, name: str, expected: str | None, new: str | None, job: Job | None, revision: int
@@ -135,7 +121,7 @@ class Placements(Room):
             writes.append(Guarded(
                 (since(key, revision), since(self.keys.job(name), revision)), (Delete(key),)
             ))  # fmt: skip
-        won = sum(await self._nested(writes, "registry.index_written"))
+        won = sum(await self.nested(writes, "registry.index_written"))
         log.info("registry.index_written", changes=len(writes), won=won, revision=revision)
         return won
 

@@ -46,7 +46,7 @@ from fleetd.model import (
 )
 from fleetd.registry.config import EtcdConfig
 from fleetd.registry.election import Election, Leadership
-from fleetd.registry.errors import EtcdUnavailable, RegistryConflict, UnitExists
+from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
 from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import ClusterView, Snapshot
 from fleetd.registry.follow import Update
@@ -123,6 +123,11 @@ class Registry:
 
     async def set_desired(self, name: str, state: JobState) -> Job:
         return await self._jobs.set_desired(name, state)
+
+    async def set_desired_many(
+        self, changes: Sequence[tuple[str, JobState]]
+    ) -> list[Job | JobNotFound | RegistryConflict | EtcdUnavailable]:
+        return await self._jobs.set_desired_many(changes)
 
     async def replace_job(self, name: str, unit: UnitFile, expected_hash: str) -> Job:
         return await self._jobs.replace_job(name, unit, expected_hash)

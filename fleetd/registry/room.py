@@ -11,6 +11,7 @@ must not stop the engine, an agent or a listing.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -20,7 +21,7 @@ from fleetd.model import ModelError
 from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import decode_value
 from fleetd.registry.keys import KeyLayout
-from fleetd.registry.kv import KeyValue
+from fleetd.registry.kv import MAX_NESTED, Guarded, KeyValue
 
 __all__ = ["IN_FLIGHT", "Room", "in_flight"]
 
@@ -51,6 +52,22 @@ class Room:
                 "registry.corrupt_value", key=kv.key, revision=kv.mod_revision, error=str(err)
             )
             return None
+
+    async def nested(self, writes: Sequence[Guarded], event: str) -> list[bool]:
+        """Independent guarded writes, each a nested txn of its own (winning or losing on its
+        guards alone), MAX_NESTED per round trip and IN_FLIGHT round trips at once; whether
+        each won, in order (`event`: the debug line logged per call)."""
+        if not writes:
+            return []
+        if len(writes) == 1:  # a plain transaction: no nesting to build or unpack
+            res = await self.etcd.txn(writes[0].compare, writes[0].success)
+            log.debug(event, changes=1, won=int(res.succeeded))
+            return [res.succeeded]
+        chunks = [writes[i : i + MAX_NESTED] for i in range(0, len(writes), MAX_NESTED)]
+        results = await in_flight([functools.partial(self.etcd.txns, c) for c in chunks])
+        won = [r.succeeded for chunk in results for r in chunk]
+        log.debug(event, changes=len(writes), won=sum(won))
+        return won
 
     async def read(self, key: str, kind: type[D]) -> D | None:
         """The document at `key` if it is a `kind`: None when absent, corrupt or another kind."""

@@ -203,7 +203,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if body:  # (writing nothing after a 204 raced the client's close: EPIPE, printed)
+            self.wfile.write(body)
 
     def do_POST(self) -> None:
         self._answer(404)

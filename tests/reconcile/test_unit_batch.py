@@ -7,7 +7,13 @@ import pytest
 
 from fleetd.model import JobState
 from fleetd.reconcile.refuse import Refuse
-from fleetd.reconcile.unit_batch import BATCH_LIMIT, BatchItem, creates, read_batch
+from fleetd.reconcile.unit_batch import (
+    BATCH_LIMIT,
+    BatchItem,
+    creates,
+    desired_states,
+    read_batch,
+)
 
 HELLO = {"options": [{"section": "Service", "name": "ExecStart", "value": "/bin/true"}]}
 
@@ -62,3 +68,22 @@ def test_only_puts_that_would_create_are_offered_together() -> None:
     assert list(planned) == ["new.service", "plain.service"]
     assert planned["new.service"].desired is JobState.LAUNCHED
     assert planned["plain.service"].desired is JobState.INACTIVE  # fleet's default
+
+
+def test_only_puts_that_set_a_desired_state_alone_are_offered_together() -> None:
+    items = [
+        BatchItem("PUT", "start.service", {"desiredState": "launched"}),
+        BatchItem("PUT", "stop.service", {"name": "stop.service", "desiredState": "loaded"}),
+        # options (a create or a replace), no desired state (fleet's 409), a bad state or name
+        # (400), a DELETE, a GET: each answered by its own request's way
+        BatchItem("PUT", "new.service", {**HELLO, "desiredState": "launched"}),
+        BatchItem("PUT", "nothing.service", {}),
+        BatchItem("PUT", "bad.service", {"desiredState": "running"}),
+        BatchItem("PUT", "x/y.service", {"desiredState": "launched"}),
+        BatchItem("DELETE", "old.service"),
+        BatchItem("GET", "seen.service"),
+    ]
+    assert desired_states(items) == {
+        "start.service": JobState.LAUNCHED,
+        "stop.service": JobState.LOADED,
+    }

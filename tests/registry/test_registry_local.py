@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from fleetd.model import Assignment, GlobalJob, Job, JobState, UnitContent
-from fleetd.registry import Registry, Update
+from fleetd.registry import JobNotFound, Registry, Update
 from fleetd.registry.fold import Changed
 from fleetd.registry.keys import KeyKind
 from fleetd.unit import parse_unit
@@ -132,3 +132,26 @@ async def test_restart_requests_of_other_machines_are_not_handed_over(
             not (isinstance(e, Changed) and e.kind is KeyKind.RESTART and e.ident[1] == "m2")
             for e in update.events
         )
+
+
+async def test_desired_states_set_together_keep_every_copy(registry: Registry) -> None:
+    """`set_desired_many` (the `x/units` PUTs that set a desired state alone): each job and its
+    copies — its machine's, its Global one — written as `set_desired` would, in few round
+    trips; a unit already so is not written; a missing one is JobNotFound, the others done."""
+    names = [f"u{i}.service" for i in range(150)]  # more than one txn of reads and of writes
+    await registry.create_many([(n, PLAIN, R) for n in names])
+    await place(registry, "u7.service", "m1")
+    await registry.create_job("g.service", GLOBAL, R)
+    await registry.create_job("same.service", OTHER, L)
+    before = await registry.snapshot()
+    changes = [(n, L) for n in names] + [("g.service", L), ("gone.service", L), ("same.service", L)]
+    results = await registry.set_desired_many(changes)
+    assert [r.desired for r in results[:151]] == [L] * 151  # type: ignore[union-attr]
+    assert isinstance(results[151], JobNotFound)
+    assert results[152] == before.jobs["same.service"]
+    after = await registry.snapshot()
+    assert all(after.jobs[n].desired is L for n in [*names, "g.service"])
+    assert after.assignments[("m1", "u7.service")] == Assignment("u7.service", "m1", PLAIN.hash, L)
+    assert after.global_jobs["g.service"] == GlobalJob("g.service", GLOBAL.hash, L)
+    # one revision per round trip of writes, not one per unit
+    assert after.revision - before.revision <= 4
