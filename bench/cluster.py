@@ -6,8 +6,8 @@
    gateway). `fleetctl version` start-up vs a bare `python -c pass`.
 2. Bulk: one `fleetctl start` of 100, 300 and 1,000 units; baseline: per machine one
    `systemctl link` + one `systemctl start` naming its third of the units, the 3 machines in
-   parallel. Then `fleetctl destroy` of them all until no machine has any of them loaded (its
-   systemd's `UnitRemoved` signals);
+   parallel. Then `fleetctl destroy` of them all until no machine has any of them loaded or
+   linked, and each has reloaded after (its systemd's signals);
    baseline: per machine `systemctl stop` + `systemctl disable` of its third, in parallel. Also
    the etcd writes per unit of the start (store revisions, real agents). A PNG plot of start and
    destroy time against the unit count (matplotlib, Agg) goes to docs/bench-bulk.png.
@@ -219,11 +219,13 @@ class Bench:
 
     async def destroy_until_unloaded(self, prefix: str, names: list[str]) -> float:
         """`fleetctl destroy` of `names` (all `<prefix>*.service`), timed until every machine's
-        systemd has none of them loaded nor linked, as the baseline's stop + disable leaves
-        them: the `UnitRemoved` signals of the units each had loaded (matched before the
-        destroy begins), and, at each `UnitFilesChanged` after, a listing of its unit files
-        — signals, not a poll (until 2026-12-02 a `systemctl list-units` of each machine every
-        50 ms, which added up to that much and its own processes' CPU to the figure)."""
+        systemd has none of them loaded nor linked and has reloaded after, as the baseline's
+        stop + disable leaves it: the `UnitRemoved` signals of the units each had loaded
+        (matched before the destroy begins); at each `UnitFilesChanged` after, a listing of its
+        unit files; once none is linked, the end of the reload that follows an unlink
+        (`Reloading(false)`) — signals, not a poll (until 2026-12-02 a `systemctl list-units`
+        of each machine every 50 ms, which added up to that much and its own processes' CPU to
+        the figure, and waited for neither the unlink nor the reload)."""
         from dbus_fast import Message, MessageType
         from dbus_fast.aio import MessageBus
 
@@ -231,20 +233,26 @@ class Bench:
                    "path": "/org/freedesktop/systemd1",
                    "interface": "org.freedesktop.systemd1.Manager"}  # fmt: skip
         loaded: set[tuple[str, str]] = set()  # (machine, unit) still loaded
-        linked: dict[str, bool] = {}  # machine → some of the files still linked
+        unlinked: dict[str, int | None] = {}  # machine → reloads seen when none was linked
+        reloads: dict[str, int] = {}  # machine → reloads ended since the destroy began
+        finished: set[str] = set()  # machines unlinked and reloaded since
         done = asyncio.Event()
         checks: set[asyncio.Task[None]] = set()
 
         def settle() -> None:
-            if not loaded and not any(linked.values()):
+            for machine, seen in unlinked.items():
+                if seen is not None and reloads[machine] > seen:
+                    finished.add(machine)
+            if not loaded and len(finished) == len(self.state.machines):
                 done.set()
 
-        async def check_files(machine: str, bus: MessageBus) -> None:
+        async def check_files(machine: str, bus: MessageBus, seen: int) -> None:
             pattern = f"{prefix}*.service"
             reply = await bus.call(Message(member="ListUnitFilesByPatterns", signature="asas",
                                            body=[[], [pattern]], **manager))  # fmt: skip
-            linked[machine] = bool(reply.body[0])
-            settle()
+            if not reply.body[0] and unlinked[machine] is None:
+                unlinked[machine] = seen  # a reload that ended after `seen` ended after it
+                settle()
 
         def on_signal(machine: str, bus: MessageBus) -> Callable[[Message], None]:
             def handler(msg: Message) -> None:
@@ -253,8 +261,11 @@ class Bench:
                 if msg.member == "UnitRemoved":
                     loaded.discard((machine, msg.body[0]))
                     settle()
-                elif msg.member == "UnitFilesChanged" and linked.get(machine):
-                    task = asyncio.ensure_future(check_files(machine, bus))
+                elif msg.member == "Reloading" and msg.body[0] is False:
+                    reloads[machine] += 1
+                    settle()
+                elif msg.member == "UnitFilesChanged" and unlinked[machine] is None:
+                    task = asyncio.ensure_future(check_files(machine, bus, reloads[machine]))
                     checks.add(task)
                     task.add_done_callback(checks.discard)
 
@@ -266,8 +277,9 @@ class Bench:
                 address = f"unix:path={self.sandbox.dir / m.name / 'run' / 'bus'}"
                 bus = await MessageBus(bus_address=address).connect()
                 buses.append(bus)
+                unlinked[m.name], reloads[m.name] = None, 0
                 bus.add_message_handler(on_signal(m.name, bus))
-                for member in ("UnitRemoved", "UnitFilesChanged"):
+                for member in ("UnitRemoved", "UnitFilesChanged", "Reloading"):
                     rule = f"type='signal',interface='{manager['interface']}',member='{member}'"
                     await bus.call(Message(destination="org.freedesktop.DBus",
                                            path="/org/freedesktop/DBus",
@@ -277,7 +289,6 @@ class Bench:
                 reply = await bus.call(Message(member="ListUnitsByNames", signature="as",
                                                body=[names], **manager))  # fmt: skip
                 loaded.update((m.name, row[0]) for row in reply.body[0] if row[2] != "not-found")
-                linked[m.name] = True
             t0 = time.perf_counter()
             await asyncio.to_thread(self.fleetctl, BULK_TIMEOUT, "destroy", *names)
             async with asyncio.timeout(300):
@@ -606,12 +617,13 @@ def report(r: dict) -> str:  # type: ignore[type-arg]
   message on the LeaseKeepAlive stream; a unary call is one message), per minute: {methods}.
 - `fleetctl start` runs each use a new unit name and destroy it afterwards; the baseline's etcd
   round trip is one put over etcd's HTTP gateway.
-- The destroy figures end when no machine's systemd has any of the units loaded or linked, as
-  the baseline leaves them: the `UnitRemoved` signals of the units each machine had loaded,
-  matched on its bus before the destroy, and a listing of its unit files at each
-  `UnitFilesChanged` signal after (until 2026-12-02 a `systemctl list-units` poll of each
-  machine every 50 ms, which added up to that much and its own processes' CPU to the figure,
-  and did not wait for the files to be unlinked).
+- The destroy figures end when no machine's systemd has any of the units loaded or linked and
+  each has reloaded after, as the baseline (`disable` reloads) leaves them: the `UnitRemoved`
+  signals of the units each machine had loaded, matched on its bus before the destroy, a
+  listing of its unit files at each `UnitFilesChanged` signal after, then the end of the
+  reload that follows (`Reloading(false)`) (until 2026-12-02 a `systemctl list-units` poll of
+  each machine every 50 ms, which added up to that much and its own processes' CPU to the
+  figure, and waited for neither the unlink nor the reload).
 - The bulk `fleetctl start`/`destroy` and the lists of {LISTED:,} units run with
   `--request-timeout=60`: with fleetctl's default of 3 s per API request, `fleetctl destroy` of
   300 and of 1,000 units and `fleetctl list-unit-files` of 10,000 failed on this VM (a request
