@@ -65,7 +65,7 @@ _RETRY_FIRST, _RETRY_CAP = 1.0, 60.0  # seconds: plans after failed systemd acti
 # quiet moment goes at once, the changes of a burst (hundreds of units whose start jobs end a
 # few ms apart) wait for the rest of the spacing, or for the last start job's end, and go
 # together: one revision for dozens instead of one each.
-_PUBLISH_SPACING = 0.025
+_PUBLISH_SPACING = 0.05
 
 
 class Agent:
