@@ -21,8 +21,8 @@ from fleetd.model import Assignment, GlobalJob, Job, JobState, Placement, Rollou
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import EtcdUnavailable, JobNotFound, RegistryConflict, UnitExists
 from fleetd.registry.keys import KeyKind
-from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Get, Guarded, KeyValue, Put
-from fleetd.registry.room import Room, in_flight
+from fleetd.registry.kv import MAX_NESTED, Cmp, Delete, Get, Guarded, KeyValue, Put, chunked
+from fleetd.registry.room import IN_FLIGHT, Room, in_flight
 from fleetd.unit import UnitFile, validate_name
 
 __all__ = ["Jobs", "Submitted"]
@@ -32,8 +32,6 @@ log = structlog.get_logger(__name__)
 _DESTROY_CONCURRENCY = 32  # destroys of one destroy_many in flight at once
 _CREATE_CHUNK = 50  # jobs per create_many txn (with their contents: under etcd's 128 ops)
 _READS_PER_TXN = 40  # names per txn of set_desired_many's reads (3 each: under 128 ops)
-_CHUNKS_IN_FLIGHT = 8  # destroy_many's round trips of nested txns at once (each within the
-# request timeout: all at once, the last would wait past it)
 
 
 class Submitted(StrEnum):
@@ -101,8 +99,7 @@ class Jobs(Room):
         for name, _, _ in jobs:
             validate_name(name)  # UnitNameError before anything is written
         out: list[Submitted | UnitExists | RegistryConflict | EtcdUnavailable] = []
-        for start in range(0, len(jobs), _CREATE_CHUNK):
-            chunk = jobs[start : start + _CREATE_CHUNK]
+        for chunk in chunked(jobs, _CREATE_CHUNK):
             contents = {u.hash: UnitContent(u) for _, u, _ in chunk}
             first = [Put(self.keys.unit(h), c.encode()) for h, c in contents.items()]
             writes = []
@@ -153,17 +150,14 @@ class Jobs(Room):
 
     async def set_desired(self, name: str, state: JobState) -> Job:
         """Change what the user wants of a unit (load/start/stop/unload)."""
-        key = self.keys.job(name)
 
         async def attempt() -> Job | Lost:
             kv, job, copies = await self._job_and_copies(name)
             if job.desired == state:
                 return job
             new = Job(job.name, job.unit_hash, state)
-            res = await self.etcd.txn(
-                [Cmp(key, "mod", "==", kv.mod_revision), *copies.guards],
-                [Put(key, new.encode()), *copies.writes(new)],
-            )
+            write = self._desired_write(kv, copies, new)
+            res = await self.etcd.txn(write.compare, write.success)
             if not res.succeeded:
                 return LOST
             log.info("registry.job_desired", unit=name, desired=str(state))
@@ -180,35 +174,25 @@ class Jobs(Room):
         and its copies unchanged since read — up to MAX_NESTED per round trip. A change that
         lost to another writer meanwhile is done again alone (`set_desired` reads again).
         Returns, in order, each job as it now is, or the error `set_desired` would raise."""
-        names = [name for name, _ in changes]
-        chunks = [names[i : i + _READS_PER_TXN] for i in range(0, len(names), _READS_PER_TXN)]
         read = await in_flight([
-            functools.partial(self.etcd.txn, [], [
-                Get(key) for n in chunk
-                for key in (self.keys.job(n), self.keys.schedule(n), self.keys.global_job(n))
-            ])
-            for chunk in chunks
+            functools.partial(self.etcd.txn, [], [g for n, _ in chunk for g in self._job_reads(n)])
+            for chunk in chunked(changes, _READS_PER_TXN)
         ])  # fmt: skip
         gets = [kvs for res in read for kvs in res.gets]
         out: list[Job | JobNotFound | RegistryConflict | EtcdUnavailable] = []
         writes: list[Guarded] = []
         written: list[tuple[int, Job]] = []  # (index in `out`, the job written)
         for i, (name, state) in enumerate(changes):
-            kv = _first(gets[3 * i])
-            job = self.decode(kv) if kv else None
-            if kv is None or not isinstance(job, Job):
-                out.append(JobNotFound(name))
+            try:
+                kv, job, copies = self._job_read(name, gets[3 * i : 3 * i + 3])
+            except JobNotFound as err:
+                out.append(err)
                 continue
             out.append(job)
-            if job.desired == state:
-                continue
-            copies = _Copies.of(self, name, _first(gets[3 * i + 1]), _first(gets[3 * i + 2]))
-            new = Job(name, job.unit_hash, state)
-            writes.append(Guarded(
-                (Cmp(kv.key, "mod", "==", kv.mod_revision), *copies.guards),
-                (Put(kv.key, new.encode()), *copies.writes(new)),
-            ))  # fmt: skip
-            written.append((i, new))
+            if job.desired != state:
+                new = Job(name, job.unit_hash, state)
+                writes.append(self._desired_write(kv, copies, new))
+                written.append((i, new))
         won_all = await self.nested(writes, "registry.desired")
         for (i, new), won in zip(written, won_all, strict=True):
             if won:
@@ -328,7 +312,7 @@ class Jobs(Room):
                 users.setdefault(job.unit_hash, set()).add(job.name)
 
         limit = asyncio.Semaphore(_DESTROY_CONCURRENCY)
-        chunks_in_flight = asyncio.Semaphore(_CHUNKS_IN_FLIGHT)
+        chunks_in_flight = asyncio.Semaphore(IN_FLIGHT)
 
         async def alone(name: str) -> Exception | None:
             """Destroyed on its own: created or changed since the listing (or not found)."""
@@ -339,7 +323,7 @@ class Jobs(Room):
                     return err
                 return None
 
-        async def together(chunk: list[str]) -> list[Exception | None]:
+        async def together(chunk: Sequence[str]) -> list[Exception | None]:
             """Jobs listed unchanged, each a nested txn guarded on its key (and placement)
             being as listed: up to MAX_NESTED in one round trip."""
             writes = []
@@ -367,7 +351,7 @@ class Jobs(Room):
 
         listed_names = list(dict.fromkeys(n for n in names if n in jobs))
         missing = list(dict.fromkeys(n for n in names if n not in jobs))
-        chunks = [listed_names[i : i + MAX_NESTED] for i in range(0, len(listed_names), MAX_NESTED)]
+        chunks = chunked(listed_names, MAX_NESTED)
         answers = await asyncio.gather(*(together(c) for c in chunks), *(alone(n) for n in missing))
         outcome: dict[str, Exception | None] = {}
         for chunk, answer in zip(chunks, answers, strict=False):
@@ -422,19 +406,33 @@ class Jobs(Room):
     async def _job_and_copies(self, name: str) -> tuple[KeyValue, Job, _Copies]:
         """The job (JobNotFound when absent or corrupt) with its copies for the agents, read
         together: a change of the job writes them in the same txn."""
-        res = await self.etcd.txn(
-            [],
-            [
-                Get(self.keys.job(name)),
-                Get(self.keys.schedule(name)),
-                Get(self.keys.global_job(name)),
-            ],
-        )
-        kv = _first(res.gets[0])
+        res = await self.etcd.txn([], self._job_reads(name))
+        return self._job_read(name, res.gets)
+
+    def _job_reads(self, name: str) -> list[Get]:
+        """What `_job_read` reads: the job, its placement and its Global copy."""
+        return [Get(self.keys.job(name)), Get(self.keys.schedule(name)),
+                Get(self.keys.global_job(name))]  # fmt: skip
+
+    def _job_read(
+        self, name: str, gets: Sequence[tuple[KeyValue, ...]]
+    ) -> tuple[KeyValue, Job, _Copies]:
+        """The job and its copies from the answers to `_job_reads(name)`; JobNotFound when it
+        is absent or corrupt."""
+        kv = _first(gets[0])
         job = self.decode(kv) if kv else None
         if kv is None or not isinstance(job, Job):
             raise JobNotFound(name)
-        return kv, job, _Copies.of(self, name, _first(res.gets[1]), _first(res.gets[2]))
+        return kv, job, _Copies.of(self, name, _first(gets[1]), _first(gets[2]))
+
+    @staticmethod
+    def _desired_write(kv: KeyValue, copies: _Copies, new: Job) -> Guarded:
+        """The job read as `kv` replaced by `new` (another desired state), with its copies,
+        guarded on both being as read."""
+        return Guarded(
+            (Cmp(kv.key, "mod", "==", kv.mod_revision), *copies.guards),
+            (Put(kv.key, new.encode()), *copies.writes(new)),
+        )
 
     async def _commit_job_change(
         self,

@@ -6,8 +6,9 @@ the rooms build their transactions from plain values and never see etcd3aio or g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from fleetd.registry.fold import Change
 
@@ -22,9 +23,18 @@ __all__ = [
     "Put",
     "TxnResult",
     "WatchBatch",
+    "chunked",
 ]
 
 MAX_NESTED = 100  # nested transactions in one `txns` (etcd refuses over 128 ops per branch)
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """`items` cut in order into pieces of at most `size`: the requests of one etcd txn each
+    (etcd takes at most 128 operations per transaction)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @dataclass(frozen=True, slots=True)

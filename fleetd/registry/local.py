@@ -45,7 +45,7 @@ from fleetd.registry.fold import (
 )
 from fleetd.registry.follow import Update, fold_events
 from fleetd.registry.keys import KeyKind, KeyLayout
-from fleetd.registry.kv import Get, KeyValue
+from fleetd.registry.kv import Get, KeyValue, chunked
 from fleetd.registry.room import Room
 from fleetd.registry.watch import EventStream, retry_unavailable
 
@@ -183,8 +183,7 @@ class Local(Room):
     async def _reads(self, keys: Sequence[str]) -> list[Any]:
         """The documents at `keys` (absent and corrupt ones left out), 100 per txn."""
         out: list[Any] = []
-        for start in range(0, len(keys), _GETS_PER_TXN):
-            chunk = keys[start : start + _GETS_PER_TXN]
+        for chunk in chunked(keys, _GETS_PER_TXN):
             res = await self.etcd.txn([], [Get(k) for k in chunk])
             out += [d for kvs in res.gets for kv in kvs if (d := self.decode(kv)) is not None]
         return out

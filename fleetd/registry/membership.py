@@ -16,7 +16,7 @@ import structlog
 from fleetd.model import DynamicMetadata, Machine, RestartRequest, UnitState
 from fleetd.registry.cas import LOST, Lost, until_won
 from fleetd.registry.errors import JobNotFound, MachineIdInUse
-from fleetd.registry.kv import Cmp, Delete, Get, KeyValue, Put
+from fleetd.registry.kv import Cmp, Delete, Get, KeyValue, Put, chunked
 from fleetd.registry.leases import Lease
 from fleetd.registry.room import Room
 
@@ -172,8 +172,7 @@ class Membership(Room):
     async def publish_states(self, states: Sequence[UnitState], lease: Lease) -> None:
         """Publish many states of this machine's units, on its lease, in as few txns as
         etcd's operation limit allows (a burst of changes is one revision, not one each)."""
-        for start in range(0, len(states), _STATES_PER_TXN):
-            chunk = states[start : start + _STATES_PER_TXN]
+        for chunk in chunked(states, _STATES_PER_TXN):
             puts = [Put(self.keys.state(s.name, s.machine_id), s.encode(), lease.id) for s in chunk]
             await self.etcd.txn([], puts)
             log.debug("registry.states_published", machine=chunk[0].machine_id, count=len(chunk))
@@ -194,8 +193,7 @@ class Membership(Room):
 
     async def remove_states(self, names: Sequence[str], machine_id: str) -> None:
         """Remove the published states of units unloaded on `machine_id`, 100 per txn."""
-        for start in range(0, len(names), _STATES_PER_TXN):
-            chunk = names[start : start + _STATES_PER_TXN]
+        for chunk in chunked(names, _STATES_PER_TXN):
             await self.etcd.txn([], [Delete(self.keys.state(n, machine_id)) for n in chunk])
             log.info("registry.states_removed", units=list(chunk), machine=machine_id)
 

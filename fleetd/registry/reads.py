@@ -21,7 +21,7 @@ from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import ClusterView, DecodedEvents, Snapshot, snapshot_of
 from fleetd.registry.follow import Update, follow
 from fleetd.registry.keys import COPIES, KeyKind, KeyLayout
-from fleetd.registry.kv import Get, KeyValue
+from fleetd.registry.kv import Get, KeyValue, chunked
 from fleetd.registry.room import Room, in_flight
 from fleetd.registry.watch import EventStream
 
@@ -88,7 +88,7 @@ class Reads(Room):
         return await until_won(attempt, "reading units kept racing etcd compactions")
 
     async def _units_at(self, names: Sequence[str]) -> Snapshot:
-        chunks = [names[i : i + UNITS_PER_READ] for i in range(0, len(names), UNITS_PER_READ)]
+        chunks = chunked(names, UNITS_PER_READ)
         machines = Get(self.keys.of_kind(KeyKind.MACHINE), prefix=True)
         first = await self.etcd.txn([], [machines, *self._unit_reads(chunks[0], 0)])
         revision = first.revision
@@ -100,11 +100,10 @@ class Reads(Room):
         docs = [d for d in map(self.decode, kvs) if d is not None]
         hashes = sorted({d.unit_hash for d in docs if isinstance(d, Job)})
         found = await in_flight([
-            functools.partial(self.etcd.txn, [], [
-                Get(self.keys.unit(h), revision=revision)
-                for h in hashes[i : i + CONTENTS_PER_READ]
-            ])
-            for i in range(0, len(hashes), CONTENTS_PER_READ)
+            functools.partial(
+                self.etcd.txn, [], [Get(self.keys.unit(h), revision=revision) for h in chunk]
+            )
+            for chunk in chunked(hashes, CONTENTS_PER_READ)
         ])  # fmt: skip
         docs += [d for res in found for reads in res.gets for kv in reads if (d := self.decode(kv))]
         return snapshot_of(revision, docs)

@@ -21,7 +21,7 @@ from fleetd.model import ModelError
 from fleetd.registry.etcd import EtcdClient
 from fleetd.registry.fold import decode_value
 from fleetd.registry.keys import KeyLayout
-from fleetd.registry.kv import MAX_NESTED, Guarded, KeyValue
+from fleetd.registry.kv import MAX_NESTED, Guarded, KeyValue, chunked
 
 __all__ = ["IN_FLIGHT", "Room", "in_flight"]
 
@@ -63,7 +63,7 @@ class Room:
             res = await self.etcd.txn(writes[0].compare, writes[0].success)
             log.debug(event, changes=1, won=int(res.succeeded))
             return [res.succeeded]
-        chunks = [writes[i : i + MAX_NESTED] for i in range(0, len(writes), MAX_NESTED)]
+        chunks = chunked(writes, MAX_NESTED)
         results = await in_flight([functools.partial(self.etcd.txns, c) for c in chunks])
         won = [r.succeeded for chunk in results for r in chunk]
         log.debug(event, changes=len(writes), won=sum(won))
